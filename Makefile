@@ -1,0 +1,33 @@
+# The two set-up commands of the README, and their parts.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: the service on the embedded default (SQLite), local workers, the example
+## ASHA study on scikit-learn's digits to completion; prints progress and the best trials.
+demo: $(STAMP)
+	$(BIN)/tuneyard up
+
+## Lint, type-check and every test (unit, API on SQLite and PostgreSQL, real processes).
+test: $(STAMP)
+	$(BIN)/ruff check tuneyard tests migrations examples
+	$(BIN)/ruff format --check tuneyard tests migrations examples
+	$(BIN)/mypy tuneyard
+	$(BIN)/python -m pytest -rs -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

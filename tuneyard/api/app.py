@@ -1,0 +1,60 @@
+"""The FastAPI application, built by ``create_app(settings)``; nothing heavy at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tuneyard import __version__
+from tuneyard.api import errors
+from tuneyard.api.routes import router
+from tuneyard.errors import Unavailable
+from tuneyard.service.context import Clock, Toolkit, utc_clock
+from tuneyard.settings import Settings
+from tuneyard.store.db import make_engine, make_sessionmaker
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    kit = Toolkit(make_sessionmaker(engine), settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="tuneyard",
+        version=__version__,
+        summary="Distributed hyperparameter tuning: studies, trials and ASHA decisions.",
+        lifespan=lifespan,
+    )
+    app.state.kit = kit
+    app.state.engine = engine
+    errors.install(app)
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "database unreachable"}})
+    def readyz() -> dict[str, str]:
+        """The database is reachable."""
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
+        return {"status": "ready", "database": engine.dialect.name}
+
+    return app

@@ -1,0 +1,214 @@
+"""The HTTP API under ``/api/v1``: thin routes that validate, call one use case, answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from tuneyard.api.deps import StudiesDep, TrialsDep
+from tuneyard.api.schemas import (
+    Assignment,
+    AttemptOut,
+    CompleteIn,
+    DecisionOut,
+    FailIn,
+    NextIn,
+    PauseIn,
+    Problem,
+    ReportIn,
+    ReportOut,
+    StudyOut,
+    StudyPage,
+    StudyPatch,
+    TrialOut,
+    TrialPage,
+    TrialSummary,
+)
+from tuneyard.service.studies import StudyView, TrialDetail
+from tuneyard.spec import StudySpec
+from tuneyard.store.models import Trial
+
+router = APIRouter(prefix="/api/v1")
+
+Responses = dict[int | str, dict[str, Any]]
+
+E404: Responses = {404: {"model": Problem, "description": "no such study or trial"}}
+E409: Responses = {
+    409: {"model": Problem, "description": "the request conflicts with the current state"}
+}
+E422: Responses = {
+    422: {"model": Problem, "description": "invalid input; the detail names the field"}
+}
+
+
+def _summary(t: Trial) -> TrialSummary:
+    return TrialSummary.model_validate(t, from_attributes=True)
+
+
+def _study_out(v: StudyView) -> StudyOut:
+    st = v.study
+    return StudyOut(
+        id=st.id,
+        name=st.name,
+        state=st.state,  # type: ignore[arg-type]
+        spec=StudySpec.model_validate(st.spec),
+        created_at=st.created_at,
+        updated_at=st.updated_at,
+        trials_started=st.trials_started,
+        counts=v.counts,
+        best=_summary(v.best) if v.best is not None else None,
+    )
+
+
+def _trial_out(d: TrialDetail) -> TrialOut:
+    t = d.trial
+    base = TrialSummary.model_validate(t, from_attributes=True).model_dump()
+    return TrialOut(
+        **base,
+        resource_from=t.resource_from,
+        resource_to=t.resource_to,
+        checkpoint=t.checkpoint,
+        error=t.error,
+        reports=[ReportOut.model_validate(r, from_attributes=True) for r in d.reports],
+        decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
+        attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
+    )
+
+
+# -- studies ---------------------------------------------------------------------------------
+@router.post("/studies", status_code=201, response_model=StudyOut, responses=E422)
+def create_study(spec: StudySpec, studies: StudiesDep) -> StudyOut:
+    """Create a study from its definition; nothing is stored when the definition is invalid."""
+    return _study_out(studies.create(spec))
+
+
+@router.get("/studies", response_model=StudyPage, responses=E422)
+def list_studies(
+    studies: StudiesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> StudyPage:
+    """Studies, newest first, in pages: pass ``next_cursor`` back as ``cursor``."""
+    views, nxt = studies.list_studies(limit, cursor)
+    return StudyPage(items=[_study_out(v) for v in views], next_cursor=nxt)
+
+
+@router.get("/studies/{study_id}", response_model=StudyOut, responses=E404)
+def get_study(study_id: int, studies: StudiesDep) -> StudyOut:
+    """A study with its trial counts per state and its best completed trial."""
+    return _study_out(studies.get(study_id))
+
+
+@router.patch("/studies/{study_id}", response_model=StudyOut, responses={**E404, **E409, **E422})
+def patch_study(study_id: int, patch: StudyPatch, studies: StudiesDep) -> StudyOut:
+    """Pause, resume or stop a study. Stopping ends its paused trials; running ones stop at
+    their next report."""
+    return _study_out(studies.set_state(study_id, patch.state))
+
+
+@router.delete("/studies/{study_id}", status_code=204, responses=E404)
+def delete_study(study_id: int, studies: StudiesDep) -> Response:
+    """Delete a study with all its trials, reports and decisions."""
+    studies.delete(study_id)
+    return Response(status_code=204)
+
+
+@router.get("/studies/{study_id}/trials", response_model=TrialPage, responses={**E404, **E422})
+def list_trials(
+    study_id: int,
+    studies: StudiesDep,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    order: Annotated[
+        str,
+        Query(
+            max_length=8,
+            description="number, -number, value or -value (ordering by value lists only "
+            "trials that have one)",
+        ),
+    ] = "number",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> TrialPage:
+    """Trials of a study, filtered by state, in keyset-paged order."""
+    rows, nxt = studies.trials(study_id, state, order, limit, cursor)
+    return TrialPage(items=[_summary(t) for t in rows], next_cursor=nxt)
+
+
+@router.get("/trials/{trial_id}", response_model=TrialOut, responses=E404)
+def get_trial(trial_id: int, studies: StudiesDep) -> TrialOut:
+    """A trial with its params, every report, every decision with its reason, and attempts."""
+    return _trial_out(studies.trial(trial_id))
+
+
+# -- ask / tell ----------------------------------------------------------------------------
+@router.post(
+    "/studies/{study_id}/next",
+    response_model=Assignment,
+    responses={
+        204: {"description": "nothing to run right now (all slots busy, or waiting on rungs)"},
+        **E404,
+        409: {"model": Problem, "description": "the study is finished or stopped"},
+    },
+)
+def next_job(
+    study_id: int,
+    trials: TrialsDep,
+    response: Response,
+    body: Annotated[NextIn | None, Body()] = None,
+) -> Any:
+    """The next piece of work: a promoted trial to resume (preferred) or a new trial."""
+    res = trials.next_job(study_id, body.worker if body else None)
+    if res is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    t = res.trial
+    return Assignment(
+        trial_id=t.id,
+        number=t.number,
+        params=t.params,
+        resource_from=t.resource_from,
+        resource_to=t.resource_to,
+        checkpoint=t.checkpoint,
+        kind=res.kind,  # type: ignore[arg-type]
+        reason=res.reason,
+    )
+
+
+@router.post(
+    "/trials/{trial_id}/reports", response_model=ReportOut, responses={**E404, **E409, **E422}
+)
+def report(trial_id: int, body: ReportIn, trials: TrialsDep) -> ReportOut:
+    """An intermediate result; the answer says whether to continue, pause or stop.
+
+    Idempotent on (trial, step): repeating a report returns the decision stored the first
+    time. A NaN, infinite or missing metric fails the trial (the answer is ``stop``)."""
+    r = trials.report(trial_id, body.step, body.value, dict(body.metrics))
+    return ReportOut.model_validate(r, from_attributes=True)
+
+
+@router.post("/trials/{trial_id}/pause", response_model=TrialSummary, responses={**E404, **E409})
+def pause(trial_id: int, trials: TrialsDep, body: PauseIn | None = None) -> TrialSummary:
+    """Acknowledge a ``pause`` decision once the checkpoint is saved."""
+    return _summary(trials.pause(trial_id, body.checkpoint if body else None))
+
+
+@router.post("/trials/{trial_id}/complete", response_model=TrialSummary, responses={**E404, **E409})
+def complete(trial_id: int, trials: TrialsDep, body: CompleteIn | None = None) -> TrialSummary:
+    """The objective finished; ``value`` (or the latest report's) is the trial's result."""
+    body = body or CompleteIn()
+    t = trials.complete(trial_id, body.value, dict(body.metrics), body.checkpoint)
+    return _summary(t)
+
+
+@router.post("/trials/{trial_id}/fail", response_model=TrialSummary, responses={**E404, **E409})
+def fail(trial_id: int, body: FailIn, trials: TrialsDep) -> TrialSummary:
+    """The objective crashed; the error is stored on the trial."""
+    return _summary(trials.fail(trial_id, body.error))
+
+
+@router.post("/trials/{trial_id}/heartbeat", responses={**E404, **E409})
+def heartbeat(trial_id: int, trials: TrialsDep) -> dict[str, datetime | None]:
+    """Extend a running trial's lease."""
+    t = trials.heartbeat(trial_id)
+    return {"lease_expires_at": t.lease_expires_at}

@@ -1,0 +1,1 @@
+"""The pure scheduler core: search spaces, samplers, multi-fidelity schedulers."""

@@ -1,0 +1,144 @@
+"""The scheduler's read-only view of rung results.
+
+Schedulers decide from a ``Board``; they never see the whole study. The store implements it
+with indexed queries (each bounded by the size of the answer), the simulator and the unit tests
+with :class:`MemoryBoard`. Scores are always "lower is better": the caller negates maximised
+metrics.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Entry:
+    trial_id: int
+    score: float
+    promoted: bool
+    # The trial sits paused at this rung, its checkpoint saved, ready to be resumed.
+    waiting: bool
+
+
+@dataclass(frozen=True)
+class RungStats:
+    entries: int = 0
+    # Trials sent towards this rung that failed or were stopped before reaching it.
+    dropped: int = 0
+    promoted: int = 0
+
+
+@dataclass(frozen=True)
+class BracketInfo:
+    index: int
+    # Rung index at which the bracket's trials start.
+    base: int
+    # Configurations the bracket admits (None: unbounded, as in ASHA).
+    size: int | None
+    admitted: int
+    # No more trials will be admitted (full, or the study reached max_trials).
+    closed: bool
+
+
+class Board(Protocol):
+    def brackets(self) -> Sequence[BracketInfo]:
+        """Brackets that may still produce promotions."""
+        ...
+
+    def stats(self, bracket: int, rung: int) -> RungStats: ...
+
+    def top(self, bracket: int, rung: int, k: int) -> Sequence[Entry]:
+        """The ``k`` best entries of a rung, best first (ties: earliest first)."""
+        ...
+
+    def count_better(self, bracket: int, rung: int, score: float, limit: int) -> int:
+        """Entries with a strictly better score, counting at most ``limit``."""
+        ...
+
+    def score_at_rank(self, bracket: int, rung: int, rank: int) -> float | None:
+        """Score of the entry at 0-based ``rank`` (best first), None when there is none."""
+        ...
+
+    def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
+        """Best unpromoted entry that is waiting (or belongs to trial ``include``)."""
+        ...
+
+
+class MemoryBoard:
+    """A Board kept in memory: sorted lists per rung. Used by the simulator and tests."""
+
+    def __init__(self) -> None:
+        self._brackets: dict[int, BracketInfo] = {}
+        self._rungs: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
+        self._entries: dict[tuple[int, int, int], Entry] = {}
+        self._stats: dict[tuple[int, int], RungStats] = {}
+        self._seq = 0
+
+    # -- writes (what the service would persist) ------------------------------------------
+    def open_bracket(self, info: BracketInfo) -> None:
+        self._brackets[info.index] = info
+
+    def update_bracket(self, index: int, **changes: object) -> None:
+        self._brackets[index] = replace(self._brackets[index], **changes)  # type: ignore[arg-type]
+
+    def close_bracket(self, index: int) -> None:
+        self.update_bracket(index, closed=True)
+
+    def drop_bracket(self, index: int) -> None:
+        self._brackets.pop(index, None)
+
+    def record(self, bracket: int, rung: int, trial_id: int, score: float) -> None:
+        key = (bracket, rung, trial_id)
+        if key in self._entries:
+            return
+        self._seq += 1
+        bisect.insort(self._rungs.setdefault((bracket, rung), []), (score, self._seq, trial_id))
+        self._entries[key] = Entry(trial_id, score, promoted=False, waiting=False)
+        s = self._stats.get((bracket, rung), RungStats())
+        self._stats[(bracket, rung)] = replace(s, entries=s.entries + 1)
+
+    def set_waiting(self, bracket: int, rung: int, trial_id: int, waiting: bool) -> None:
+        key = (bracket, rung, trial_id)
+        self._entries[key] = replace(self._entries[key], waiting=waiting)
+
+    def mark_promoted(self, bracket: int, rung: int, trial_id: int) -> None:
+        key = (bracket, rung, trial_id)
+        self._entries[key] = replace(self._entries[key], promoted=True, waiting=False)
+        s = self._stats.get((bracket, rung), RungStats())
+        self._stats[(bracket, rung)] = replace(s, promoted=s.promoted + 1)
+
+    def mark_dropped(self, bracket: int, rung: int) -> None:
+        s = self._stats.get((bracket, rung), RungStats())
+        self._stats[(bracket, rung)] = replace(s, dropped=s.dropped + 1)
+
+    def entry(self, bracket: int, rung: int, trial_id: int) -> Entry | None:
+        return self._entries.get((bracket, rung, trial_id))
+
+    # -- Board ---------------------------------------------------------------------------
+    def brackets(self) -> Sequence[BracketInfo]:
+        return [self._brackets[i] for i in sorted(self._brackets)]
+
+    def stats(self, bracket: int, rung: int) -> RungStats:
+        return self._stats.get((bracket, rung), RungStats())
+
+    def top(self, bracket: int, rung: int, k: int) -> Sequence[Entry]:
+        rows = self._rungs.get((bracket, rung), [])[: max(0, k)]
+        return [self._entries[(bracket, rung, tid)] for _, _, tid in rows]
+
+    def count_better(self, bracket: int, rung: int, score: float, limit: int) -> int:
+        rows = self._rungs.get((bracket, rung), [])
+        return min(limit, bisect.bisect_left(rows, (score, -1, -1)))
+
+    def score_at_rank(self, bracket: int, rung: int, rank: int) -> float | None:
+        rows = self._rungs.get((bracket, rung), [])
+        return rows[rank][0] if 0 <= rank < len(rows) else None
+
+    def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
+        for _, _, tid in self._rungs.get((bracket, rung), []):
+            e = self._entries[(bracket, rung, tid)]
+            if not e.promoted and (e.waiting or tid == include):
+                return e
+        return None

@@ -1,0 +1,142 @@
+"""What every multi-fidelity scheduler offers the service.
+
+The service calls, under the study's lock:
+
+* :meth:`Scheduler.place` for a new trial (which bracket, which first job range);
+* :meth:`Scheduler.milestones` then, after writing those rung records,
+  :meth:`Scheduler.decide` for a report;
+* :meth:`Scheduler.next_promotion` when a worker asks for work, before starting a new trial.
+
+Scores are "lower is better" (the service negates maximised metrics); ``direction`` is only
+used to write reasons in the user's own units.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from tuneyard.scheduler.board import Board, BracketInfo
+from tuneyard.scheduler.decisions import (
+    Decision,
+    Placement,
+    Promotion,
+    RungRecord,
+    fmt,
+)
+from tuneyard.scheduler.rungs import Ladder
+from tuneyard.spec import SchedulerSpec
+
+
+@dataclass(frozen=True)
+class TrialView:
+    trial_id: int
+    number: int
+    bracket: int
+    # Highest rung the trial has recorded, -1 before its first.
+    rung: int
+    resource_to: float
+    # Running statistics of the trial's scores, including the report being decided.
+    best_score: float
+    mean_score: float
+    # First rung of the trial's bracket.
+    base: int = 0
+
+
+class Scheduler(ABC):
+    name: str = ""
+    # Whether trials pause at rungs and are resumed later (promotion) or run on (stopping).
+    pauses: bool = False
+
+    def __init__(self, spec: SchedulerSpec, direction: str = "minimize") -> None:
+        self.spec = spec
+        self.eta = spec.reduction_factor
+        self.sign = 1.0 if direction == "minimize" else -1.0
+        self.ladder = self._ladder()
+
+    @abstractmethod
+    def _ladder(self) -> Ladder: ...
+
+    @property
+    def resources(self) -> tuple[float, ...]:
+        return self.ladder.resources
+
+    def value(self, score: float) -> str:
+        """A score in the user's units, for reasons."""
+        return fmt(self.sign * score)
+
+    def rung_name(self, k: int) -> str:
+        return f"rung {k} ({fmt(self.resources[k])})"
+
+    # -- brackets ------------------------------------------------------------------------
+    def initial_brackets(self) -> list[BracketInfo]:
+        """Brackets that exist from the start (unbounded ones, as in ASHA)."""
+        return [BracketInfo(index=0, base=0, size=None, admitted=0, closed=False)]
+
+    def bracket_plan(self, index: int) -> BracketInfo:
+        """The ``index``-th bracket of a scheduler that opens brackets one after another."""
+        raise ValueError(f"{self.name} has a fixed set of brackets")
+
+    def place(
+        self, number: int, board: Board, next_index: int
+    ) -> tuple[Placement, BracketInfo | None]:
+        """Bracket and first range of trial ``number``; the second value is a bracket to open."""
+        brackets = board.brackets()
+        b = brackets[number % len(brackets)]
+        return self._first_job(b), None
+
+    def _first_job(self, b: BracketInfo) -> Placement:
+        to = self.resources[b.base] if self.pauses else self.ladder.max_resource
+        return Placement(
+            bracket=b.index,
+            resource_from=0.0,
+            resource_to=to,
+            reason=f"new trial in bracket {b.index}, first rung {fmt(self.resources[b.base])}",
+        )
+
+    # -- reports -------------------------------------------------------------------------
+    def milestones(self, trial: TrialView, step: float, score: float) -> list[RungRecord]:
+        """Rung records a report creates: one per rung its step reached for the first time."""
+        after = max(trial.rung, trial.base - 1)
+        return [RungRecord(trial.bracket, k, score) for k in self.ladder.crossed(after, step)]
+
+    @abstractmethod
+    def decide(
+        self, trial: TrialView, step: float, score: float, records: list[RungRecord], board: Board
+    ) -> Decision: ...
+
+    def next_promotion(self, board: Board) -> Promotion | None:
+        return None
+
+    def finished_brackets(self, board: Board) -> list[int]:
+        """Brackets that can produce no more promotions (sync schedulers drop them)."""
+        return []
+
+    # -- helpers -------------------------------------------------------------------------
+    def _complete(self, step: float) -> Decision:
+        return Decision(
+            "complete",
+            f"reached max_resource {fmt(self.ladder.max_resource)}",
+            resource_to=self.ladder.max_resource,
+            rung=self.ladder.top,
+        )
+
+    def _keep_in_top(
+        self, b: int, k: int, score: float, quota: int, n: int, board: Board
+    ) -> tuple[bool, str]:
+        """Whether ``score`` ranks within the best ``quota`` of rung k, and a reason."""
+        rank = board.count_better(b, k, score, limit=quota)
+        cut = board.score_at_rank(b, k, quota - 1) if quota > 0 else None
+        cut_txt = f", cut-off {self.value(cut)}" if cut is not None else ""
+        where = self.rung_name(k)
+        if rank < quota:
+            return True, (
+                f"{where}: {self.value(score)} ranks {rank + 1} of {n}, "
+                f"within the top {quota}{cut_txt}"
+            )
+        return False, (f"{where}: {self.value(score)} is not in the top {quota} of {n}{cut_txt}")
+
+
+def ceil_div(n: int, eta: int) -> int:
+    return math.ceil(n / eta)

@@ -1,0 +1,153 @@
+"""The promotion rule shared by ASHA, synchronous successive halving and Hyperband.
+
+A trial that reaches rung k pauses there; it is promoted to rung k+1 while it ranks in the top
+``floor(n_k / eta)`` of the ``n_k`` trials recorded at rung k (Li et al. 2020, Algorithm 2,
+``get_job``). Promotions are looked for from the highest rung down, so work that is furthest
+along is finished first. The synchronous variants add one gate: a rung promotes only once every
+trial sent to it has arrived (or dropped out).
+
+Cost: one ``best_candidate`` lookup and one bounded count per rung; nothing reads a whole rung.
+"""
+
+from __future__ import annotations
+
+from tuneyard.scheduler.board import Board, BracketInfo, Entry
+from tuneyard.scheduler.decisions import Decision, Promotion, RungRecord, fmt
+from tuneyard.scheduler.rungs import Ladder, geometric_rungs
+from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
+
+
+class HalvingScheduler(Scheduler):
+    pauses = True
+    synchronous = False
+
+    def _ladder(self) -> Ladder:
+        s = self.spec
+        return Ladder(geometric_rungs(s.min_resource, s.max_resource, self.eta))
+
+    # -- the synchronous gate -----------------------------------------------------------
+    def _expected(self, b: BracketInfo, k: int, board: Board) -> int | None:
+        """Trials that will arrive at rung k of bracket b, None while still unknown."""
+        if k == b.base:
+            return b.admitted if b.closed else None
+        return board.stats(b.index, k - 1).promoted
+
+    def rung_complete(self, b: BracketInfo, k: int, board: Board) -> bool:
+        if not self.synchronous:
+            return True
+        expected = self._expected(b, k, board)
+        if expected is None:
+            return False
+        st = board.stats(b.index, k)
+        return st.entries + st.dropped >= expected
+
+    # -- promotions ----------------------------------------------------------------------
+    def _rungs_high_first(self, board: Board) -> list[tuple[BracketInfo, int]]:
+        top = self.ladder.top
+        pairs = [(b, k) for b in board.brackets() for k in range(b.base, top)]
+        pairs.sort(key=lambda p: (-self.resources[p[1]], p[0].index))
+        return pairs
+
+    def _candidate(
+        self, b: BracketInfo, k: int, board: Board, include: int | None
+    ) -> tuple[Entry, str] | None:
+        if not self.rung_complete(b, k, board):
+            return None
+        st = board.stats(b.index, k)
+        quota = st.entries // self.eta
+        if quota <= 0:
+            return None
+        e = board.best_candidate(b.index, k, include)
+        if e is None:
+            return None
+        rank = board.count_better(b.index, k, e.score, limit=quota)
+        if rank >= quota:
+            return None
+        reason = (
+            f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])}: "
+            f"{self.value(e.score)} ranks {rank + 1} of {st.entries}, "
+            f"within the top {quota} (1/{self.eta})"
+        )
+        return e, reason
+
+    def _find(self, board: Board, include: int | None) -> Promotion | None:
+        for b, k in self._rungs_high_first(board):
+            found = self._candidate(b, k, board, include)
+            if found is None:
+                continue
+            e, reason = found
+            return Promotion(
+                trial_id=e.trial_id,
+                bracket=b.index,
+                from_rung=k,
+                to_rung=k + 1,
+                resource_from=self.resources[k],
+                resource_to=self.resources[k + 1],
+                reason=reason,
+            )
+        return None
+
+    def next_promotion(self, board: Board) -> Promotion | None:
+        return self._find(board, include=None)
+
+    # -- reports -------------------------------------------------------------------------
+    def decide(
+        self, trial: TrialView, step: float, score: float, records: list[RungRecord], board: Board
+    ) -> Decision:
+        if not records:
+            return Decision.go_on(resource_to=trial.resource_to)
+        k = records[-1].rung
+        if k >= self.ladder.top:
+            return self._complete(step)
+        if step < trial.resource_to - 1e-9:
+            # A rung passed in the middle of a job (the job range spans several rungs).
+            return Decision.go_on(resource_to=trial.resource_to)
+        promo = self._find(board, include=trial.trial_id)
+        if promo is not None and promo.trial_id == trial.trial_id:
+            return Decision(
+                "continue",
+                promo.reason + " (on the spot)",
+                resource_to=promo.resource_to,
+                rung=k,
+                promoted_from=k,
+            )
+        st = board.stats(trial.bracket, k)
+        quota = st.entries // self.eta
+        if promo is not None:
+            why = f"a trial in {self.rung_name(promo.from_rung)} is promoted first"
+        elif self.synchronous and not self._bracket_rung_complete(trial.bracket, k, board):
+            why = "waiting for the rest of the rung to finish"
+        else:
+            rank = board.count_better(trial.bracket, k, score, limit=st.entries)
+            why = (
+                f"{self.value(score)} ranks {rank + 1} of {st.entries}, "
+                f"only the top {quota} (1/{self.eta}) can be promoted"
+            )
+        return Decision("pause", f"paused at {self.rung_name(k)}: {why}", rung=k)
+
+    def _bracket_rung_complete(self, index: int, k: int, board: Board) -> bool:
+        for b in board.brackets():
+            if b.index == index:
+                return self.rung_complete(b, k, board)
+        return True
+
+    def finished_brackets(self, board: Board) -> list[int]:
+        if not self.synchronous:
+            return []
+        done = []
+        for b in board.brackets():
+            if not b.closed:
+                continue
+            finished = True
+            for k in range(b.base, self.ladder.top + 1):
+                if not self.rung_complete(b, k, board):
+                    finished = False
+                    break
+                if k < self.ladder.top:
+                    st = board.stats(b.index, k)
+                    if st.promoted < st.entries // self.eta:
+                        finished = False
+                        break
+            if finished:
+                done.append(b.index)
+        return done

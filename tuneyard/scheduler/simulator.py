@@ -1,0 +1,225 @@
+"""A discrete-event simulator: any scheduler, W parallel workers, a fake clock.
+
+It plays the service's part in memory (the same calls, in the same order: ``place``,
+``milestones`` + ``decide``, ``next_promotion``, pause acknowledgements) over a
+:class:`MemoryBoard`, with training time taken from a function of the configuration. A whole
+ASHA run is thus a deterministic unit test, and the same loop drives the benchmarks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneyard.scheduler.board import MemoryBoard
+from tuneyard.scheduler.decisions import Decision, Promotion
+from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
+
+Params = dict[str, Any]
+
+
+@dataclass
+class SimTrial:
+    trial_id: int
+    number: int
+    params: Params
+    bracket: int
+    base: int
+    state: str = "running"
+    rung: int = -1
+    resource_from: float = 0.0
+    resource_to: float = 0.0
+    best_score: float = math.inf
+    score_sum: float = 0.0
+    score_count: int = 0
+    trained: float = 0.0
+    history: list[tuple[float, float]] = field(default_factory=list)
+    decisions: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the simulated service did, with the fake time it happened at."""
+
+    time: float
+    kind: str  # start, promote, pause, stop, complete, continue
+    trial_id: int
+    rung: int | None
+    detail: str
+    # For promotions: the rung's entries (trial id -> score) at that moment, best first.
+    snapshot: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass
+class SimResult:
+    trials: list[SimTrial]
+    events: list[Event]
+    elapsed: float
+    resource_used: float
+
+    def best(self) -> SimTrial | None:
+        done = [t for t in self.trials if t.state == "completed" and t.history]
+        return min(done, key=lambda t: t.history[-1][1]) if done else None
+
+
+class Simulator:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        suggest: Callable[[int], Params],
+        curve: Callable[[Params, float], float],
+        max_trials: int,
+        workers: int,
+        step_time: Callable[[Params], float] = lambda p: 1.0,
+        step: float = 1.0,
+        snapshots: bool = False,
+    ) -> None:
+        self.sched = scheduler
+        self.suggest = suggest
+        self.curve = curve
+        self.max_trials = max_trials
+        self.workers = workers
+        self.step_time = step_time
+        self.step = step
+        self.snapshots = snapshots
+        self.board = MemoryBoard()
+        for b in scheduler.initial_brackets():
+            self.board.open_bracket(b)
+        self.brackets_opened = len(self.board.brackets())
+        self.trials: list[SimTrial] = []
+        self.events: list[Event] = []
+        self.now = 0.0
+
+    # -- the service's part --------------------------------------------------------------
+    def _log(self, kind: str, t: SimTrial, rung: int | None, detail: str, snap: Any = ()) -> None:
+        self.events.append(Event(self.now, kind, t.trial_id, rung, detail, snap))
+        t.decisions.append((self.now, kind, detail))
+
+    def _snapshot(self, bracket: int, rung: int) -> tuple[tuple[int, float], ...]:
+        if not self.snapshots:
+            return ()
+        n = self.board.stats(bracket, rung).entries
+        return tuple((e.trial_id, e.score) for e in self.board.top(bracket, rung, n))
+
+    def _next_job(self) -> SimTrial | None:
+        promo: Promotion | None = self.sched.next_promotion(self.board)
+        if promo is not None:
+            t = self.trials[promo.trial_id]
+            snap = self._snapshot(promo.bracket, promo.from_rung)
+            self.board.mark_promoted(promo.bracket, promo.from_rung, t.trial_id)
+            t.state = "running"
+            t.resource_from, t.resource_to = promo.resource_from, promo.resource_to
+            self._log("promote", t, promo.from_rung, promo.reason, snap)
+            return t
+        if self.sched.pauses:
+            for index in self.sched.finished_brackets(self.board):
+                self.board.drop_bracket(index)
+        if len(self.trials) >= self.max_trials:
+            return None
+        number = len(self.trials)
+        placement, new = self.sched.place(number, self.board, self.brackets_opened)
+        if new is not None:
+            self.board.open_bracket(new)
+            self.brackets_opened += 1
+        info = next(b for b in self.board.brackets() if b.index == placement.bracket)
+        admitted = info.admitted + 1
+        closed = info.size is not None and admitted >= info.size
+        self.board.update_bracket(info.index, admitted=admitted, closed=closed or info.closed)
+        if number + 1 >= self.max_trials:
+            for b in self.board.brackets():
+                self.board.close_bracket(b.index)
+        t = SimTrial(
+            trial_id=number,
+            number=number,
+            params=self.suggest(number),
+            bracket=placement.bracket,
+            base=info.base,
+            resource_from=placement.resource_from,
+            resource_to=placement.resource_to,
+        )
+        self.trials.append(t)
+        self._log("start", t, None, placement.reason)
+        return t
+
+    def _report(self, t: SimTrial, step: float) -> Decision:
+        score = self.curve(t.params, step)
+        t.history.append((step, score))
+        t.best_score = min(t.best_score, score)
+        t.score_sum += score
+        t.score_count += 1
+        view = TrialView(
+            trial_id=t.trial_id,
+            number=t.number,
+            bracket=t.bracket,
+            rung=t.rung,
+            resource_to=t.resource_to,
+            best_score=t.best_score,
+            mean_score=t.score_sum / t.score_count,
+            base=t.base,
+        )
+        records = self.sched.milestones(view, step, score)
+        for rec in records:
+            self.board.record(rec.bracket, rec.rung, t.trial_id, rec.score)
+            t.rung = rec.rung
+        d = self.sched.decide(view, step, score, records, self.board)
+        if d.kind == "continue" and d.promoted_from is not None:
+            snap = self._snapshot(t.bracket, d.promoted_from)
+            self.board.mark_promoted(t.bracket, d.promoted_from, t.trial_id)
+            t.resource_to = d.resource_to or t.resource_to
+            self._log("promote", t, d.promoted_from, d.reason, snap)
+        elif d.kind == "pause":
+            t.state = "paused"
+            self.board.set_waiting(t.bracket, t.rung, t.trial_id, True)
+            self._log("pause", t, d.rung, d.reason)
+        elif d.kind in ("stop", "complete"):
+            t.state = "stopped" if d.kind == "stop" else "completed"
+            self._log(d.kind, t, d.rung, d.reason)
+        return d
+
+    # -- the event loop ------------------------------------------------------------------
+    def run(self) -> SimResult:
+        heap: list[tuple[float, int, int]] = []  # (time, seq, trial id) of a finished step
+        seq = 0
+        idle = self.workers
+
+        def start_step(t: SimTrial) -> None:
+            nonlocal seq
+            seq += 1
+            heapq.heappush(heap, (self.now + self.step_time(t.params), seq, t.trial_id))
+
+        def fill() -> None:
+            nonlocal idle
+            while idle > 0:
+                job = self._next_job()
+                if job is None:
+                    return
+                idle -= 1
+                start_step(job)
+
+        fill()
+        while heap:
+            self.now, _, tid = heapq.heappop(heap)
+            t = self.trials[tid]
+            last = t.history[-1][0] if t.history else t.resource_from
+            step = min(t.resource_to, last + self.step)
+            t.trained += self.step
+            d = self._report(t, step)
+            if d.kind == "continue" and step < t.resource_to - 1e-9:
+                start_step(t)
+                continue
+            if d.kind == "continue":
+                # The job reached its end without a terminal decision (FIFO without rungs).
+                t.state = "completed"
+                self._log("complete", t, None, "job finished")
+            idle += 1
+            fill()
+        # What never got promoted is stopped when the study ends.
+        for t in self.trials:
+            if t.state == "paused":
+                t.state = "stopped"
+                self._log("stop", t, t.rung, "not promoted: the study finished")
+        used = sum(t.trained for t in self.trials)
+        return SimResult(self.trials, self.events, self.now, used)

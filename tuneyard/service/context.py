@@ -1,0 +1,92 @@
+"""What every use case needs: sessions, settings, a clock, and per-study algorithm objects."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuneyard.scheduler.samplers import make_sampler
+from tuneyard.scheduler.samplers.base import Sampler
+from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
+from tuneyard.scheduler.space import SearchSpace
+from tuneyard.settings import Settings
+from tuneyard.spec import StudySpec
+from tuneyard.store.models import Study
+
+Clock = Callable[[], datetime]
+
+
+def utc_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """The immutable, derived parts of a study: its spec and its algorithm objects."""
+
+    spec: StudySpec
+    space: SearchSpace
+    scheduler: Scheduler
+    sampler: Sampler
+    # Trials the study will start: max_trials, or fewer when the sampler runs out (grid).
+    capacity: int
+    # +1 when minimising, -1 when maximising: the scheduler always minimises sign * value.
+    sign: float
+
+    @classmethod
+    def build(cls, spec: StudySpec, seed: int) -> StudyContext:
+        space = SearchSpace(spec.space)
+        sampler = make_sampler(spec.sampler, space, seed)
+        cap = sampler.capacity()
+        capacity = spec.limits.max_trials if cap is None else min(cap, spec.limits.max_trials)
+        return cls(
+            spec=spec,
+            space=space,
+            scheduler=make_scheduler(spec.scheduler, spec.direction),
+            sampler=sampler,
+            capacity=capacity,
+            sign=1.0 if spec.direction == "minimize" else -1.0,
+        )
+
+
+class Toolkit:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        settings: Settings,
+        clock: Clock = utc_clock,
+        cache_size: int = 256,
+    ) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.clock = clock
+        self._cache: OrderedDict[tuple[int, float], StudyContext] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.factory() as session, session.begin():
+            yield session
+
+    def context(self, study: Study) -> StudyContext:
+        """The study's algorithm objects; a spec never changes, so they are cached by id."""
+        # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
+        key = (study.id, study.created_at.timestamp())
+        with self._lock:
+            ctx = self._cache.get(key)
+            if ctx is not None:
+                self._cache.move_to_end(key)
+                return ctx
+        ctx = StudyContext.build(StudySpec.model_validate(study.spec), study.seed)
+        with self._lock:
+            self._cache[key] = ctx
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return ctx

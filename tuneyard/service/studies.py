@@ -1,0 +1,229 @@
+"""Study use cases: create, read, list, pause/resume/stop, delete, and trial listings."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from tuneyard.errors import InvalidRequest, InvalidTransition, NotFound
+from tuneyard.service.context import StudyContext, Toolkit
+from tuneyard.service.transitions import STUDY_TRANSITIONS, TRIAL_STATES
+from tuneyard.spec import StudySpec
+from tuneyard.store.board import SqlBoard
+from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
+
+TRIAL_ORDERS = ("number", "-number", "value", "-value")
+
+
+@dataclass(frozen=True)
+class StudyView:
+    study: Study
+    counts: dict[str, int]
+    best: Trial | None
+
+
+@dataclass(frozen=True)
+class TrialDetail:
+    trial: Trial
+    reports: list[Report]
+    decisions: list[DecisionLog]
+    attempts: list[Attempt]
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, n: int) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = json.loads(raw)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise InvalidRequest("cursor: not a cursor this API returned", field="cursor") from exc
+    if not isinstance(values, list) or len(values) != n:
+        raise InvalidRequest("cursor: not a cursor this API returned", field="cursor")
+    return values
+
+
+class StudyService:
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+
+    def create(self, spec: StudySpec) -> StudyView:
+        seed = spec.sampler.seed if spec.sampler.seed is not None else secrets.randbits(62)
+        # Build the algorithm objects before storing anything: a spec they refuse is a 422.
+        try:
+            ctx = StudyContext.build(spec, seed)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        now = self.kit.clock()
+        with self.kit.transaction() as s:
+            study = Study(
+                name=spec.name,
+                state="running",
+                spec=spec.model_dump(mode="json"),
+                direction=spec.direction,
+                metric=spec.metric,
+                seed=seed,
+                trials_started=0,
+                active=0,
+                brackets_opened=0,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(study)
+            s.flush()
+            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            for b in ctx.scheduler.initial_brackets():
+                board.open_bracket(b)
+                study.brackets_opened += 1
+            return StudyView(study, {}, None)
+
+    def _get(self, s: Session, study_id: int) -> Study:
+        study = s.get(Study, study_id)
+        if study is None:
+            raise NotFound(f"study {study_id} does not exist")
+        return study
+
+    def _view(self, s: Session, study: Study) -> StudyView:
+        counts = {state: 0 for state in TRIAL_STATES}
+        for state, n in s.execute(
+            select(Trial.state, func.count())
+            .where(Trial.study_id == study.id)
+            .group_by(Trial.state)
+        ):
+            counts[state] = int(n)
+        order = Trial.value.asc() if study.direction == "minimize" else Trial.value.desc()
+        best = s.scalar(
+            select(Trial)
+            .where(
+                Trial.study_id == study.id,
+                Trial.state == "completed",
+                Trial.value.is_not(None),
+            )
+            .order_by(order, Trial.id)
+            .limit(1)
+        )
+        return StudyView(study, counts, best)
+
+    def get(self, study_id: int) -> StudyView:
+        with self.kit.transaction() as s:
+            return self._view(s, self._get(s, study_id))
+
+    def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
+        with self.kit.transaction() as s:
+            q = select(Study).order_by(Study.id.desc()).limit(limit + 1)
+            if cursor:
+                (last_id,) = decode_cursor(cursor, 1)
+                q = q.where(Study.id < int(last_id))
+            rows = list(s.scalars(q))
+            nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+            return [self._view(s, st) for st in rows[:limit]], nxt
+
+    def set_state(self, study_id: int, state: str) -> StudyView:
+        from tuneyard.service.trials import TrialService
+
+        with self.kit.transaction() as s:
+            study = s.scalar(
+                select(Study)
+                .where(Study.id == study_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if study is None:
+                raise NotFound(f"study {study_id} does not exist")
+            if study.state != state:
+                if state not in STUDY_TRANSITIONS.get(study.state, frozenset()):
+                    raise InvalidTransition(
+                        f"state: study {study_id} is {study.state} and cannot become {state}",
+                        field="state",
+                    )
+                if state == "stopped":
+                    TrialService(self.kit)._finish(s, study, "stopped", "stopped by request")
+                else:
+                    study.state = state
+            return self._view(s, study)
+
+    def delete(self, study_id: int) -> None:
+        with self.kit.transaction() as s:
+            study = self._get(s, study_id)
+            s.execute(delete(Study).where(Study.id == study.id))
+
+    # -- trials ------------------------------------------------------------------------------
+    def trials(
+        self,
+        study_id: int,
+        state: str | None,
+        order: str,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Trial], str | None]:
+        if order not in TRIAL_ORDERS:
+            raise InvalidRequest(
+                f"order: must be one of {', '.join(TRIAL_ORDERS)}, got {order!r}", field="order"
+            )
+        if state is not None and state not in TRIAL_STATES:
+            raise InvalidRequest(
+                f"state: must be one of {', '.join(TRIAL_STATES)}, got {state!r}", field="state"
+            )
+        with self.kit.transaction() as s:
+            self._get(s, study_id)
+            q = select(Trial).where(Trial.study_id == study_id)
+            if state is not None:
+                q = q.where(Trial.state == state)
+            desc = order.startswith("-")
+            if order.endswith("number"):
+                if cursor:
+                    (n,) = decode_cursor(cursor, 1)
+                    q = q.where(Trial.number < int(n) if desc else Trial.number > int(n))
+                q = q.order_by(Trial.number.desc() if desc else Trial.number.asc())
+            else:
+                # Ordered by value, trials without a value yet are left out.
+                q = q.where(Trial.value.is_not(None))
+                if cursor:
+                    v, i = decode_cursor(cursor, 2)
+                    v, i = float(v), int(i)
+                    if desc:
+                        q = q.where(or_(Trial.value < v, and_(Trial.value == v, Trial.id < i)))
+                    else:
+                        q = q.where(or_(Trial.value > v, and_(Trial.value == v, Trial.id > i)))
+                if desc:
+                    q = q.order_by(Trial.value.desc(), Trial.id.desc())
+                else:
+                    q = q.order_by(Trial.value.asc(), Trial.id.asc())
+            rows = list(s.scalars(q.limit(limit + 1)))
+            nxt = None
+            if len(rows) > limit:
+                last = rows[limit - 1]
+                nxt = encode_cursor(
+                    [last.number] if order.endswith("number") else [last.value, last.id]
+                )
+            return rows[:limit], nxt
+
+    def trial(self, trial_id: int) -> TrialDetail:
+        with self.kit.transaction() as s:
+            trial = s.get(Trial, trial_id)
+            if trial is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            reports = list(
+                s.scalars(select(Report).where(Report.trial_id == trial_id).order_by(Report.step))
+            )
+            decisions = list(
+                s.scalars(
+                    select(DecisionLog)
+                    .where(DecisionLog.trial_id == trial_id)
+                    .order_by(DecisionLog.id)
+                )
+            )
+            attempts = list(
+                s.scalars(
+                    select(Attempt).where(Attempt.trial_id == trial_id).order_by(Attempt.number)
+                )
+            )
+            return TrialDetail(trial, reports, decisions, attempts)
