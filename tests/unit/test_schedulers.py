@@ -168,7 +168,7 @@ def test_asha_saves_resource_against_fifo() -> None:
 
 def test_pause_reason_and_on_the_spot_promotion() -> None:
     sched = make_scheduler(SchedulerSpec(type="asha", max_resource=9))
-    board = MemoryBoard()
+    board = MemoryBoard(sched.cutoff_rank)
     board.open_bracket(BracketInfo(0, 0, None, 0, False))
     scores = [0.5, 0.4, 0.3]
     decisions = []
@@ -183,4 +183,4 @@ def test_pause_reason_and_on_the_spot_promotion() -> None:
     assert [d.kind for d in decisions] == ["pause", "pause", "continue"]
     assert decisions[2].resource_to == 3 and decisions[2].promoted_from == 0
     assert "on the spot" in decisions[2].reason
-    assert "ranks 1 of 2, only the top 0 (1/3) can be promoted" in decisions[1].reason
+    assert "0.4 is not in the top 0 of 2 (1/3)" in decisions[1].reason

@@ -1,15 +1,20 @@
 """The scheduler's read-only view of rung results.
 
 Schedulers decide from a ``Board``; they never see the whole study. The store implements it
-with indexed queries (each bounded by the size of the answer), the simulator and the unit tests
-with :class:`MemoryBoard`. Scores are always "lower is better": the caller negates maximised
-metrics.
+with indexed queries, the simulator and the unit tests with :class:`MemoryBoard`. Scores are
+always "lower is better": the caller negates maximised metrics.
+
+Each rung keeps a *cut-off*: the entry at rank ``cutoff_rank(n)`` among its ``n`` entries in
+(score, arrival) order, e.g. the ``floor(n/eta)``-th best for ASHA. Whether an entry ranks in
+the top is then one comparison with the cut-off, and the store keeps the cut-off up to date
+with one neighbour lookup per new entry (the rank target moves by at most one per entry), so no
+decision ever counts or scans a rung.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -21,6 +26,15 @@ class Entry:
     promoted: bool
     # The trial sits paused at this rung, its checkpoint saved, ready to be resumed.
     waiting: bool
+    # Arrival order within the study; breaks ties between equal scores.
+    seq: int = 0
+
+    @property
+    def key(self) -> tuple[float, int]:
+        return (self.score, self.seq)
+
+
+CutoffRank = Callable[[int], int]
 
 
 @dataclass(frozen=True)
@@ -50,16 +64,8 @@ class Board(Protocol):
 
     def stats(self, bracket: int, rung: int) -> RungStats: ...
 
-    def top(self, bracket: int, rung: int, k: int) -> Sequence[Entry]:
-        """The ``k`` best entries of a rung, best first (ties: earliest first)."""
-        ...
-
-    def count_better(self, bracket: int, rung: int, score: float, limit: int) -> int:
-        """Entries with a strictly better score, counting at most ``limit``."""
-        ...
-
-    def score_at_rank(self, bracket: int, rung: int, rank: int) -> float | None:
-        """Score of the entry at 0-based ``rank`` (best first), None when there is none."""
+    def cutoff(self, bracket: int, rung: int) -> Entry | None:
+        """The entry at rank ``cutoff_rank(entries)`` of the rung, None when that is < 0."""
         ...
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
@@ -70,7 +76,8 @@ class Board(Protocol):
 class MemoryBoard:
     """A Board kept in memory: sorted lists per rung. Used by the simulator and tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, cutoff_rank: CutoffRank) -> None:
+        self.cutoff_rank = cutoff_rank
         self._brackets: dict[int, BracketInfo] = {}
         self._rungs: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
         self._entries: dict[tuple[int, int, int], Entry] = {}
@@ -96,7 +103,7 @@ class MemoryBoard:
             return
         self._seq += 1
         bisect.insort(self._rungs.setdefault((bracket, rung), []), (score, self._seq, trial_id))
-        self._entries[key] = Entry(trial_id, score, promoted=False, waiting=False)
+        self._entries[key] = Entry(trial_id, score, promoted=False, waiting=False, seq=self._seq)
         s = self._stats.get((bracket, rung), RungStats())
         self._stats[(bracket, rung)] = replace(s, entries=s.entries + 1)
 
@@ -128,13 +135,12 @@ class MemoryBoard:
         rows = self._rungs.get((bracket, rung), [])[: max(0, k)]
         return [self._entries[(bracket, rung, tid)] for _, _, tid in rows]
 
-    def count_better(self, bracket: int, rung: int, score: float, limit: int) -> int:
+    def cutoff(self, bracket: int, rung: int) -> Entry | None:
         rows = self._rungs.get((bracket, rung), [])
-        return min(limit, bisect.bisect_left(rows, (score, -1, -1)))
-
-    def score_at_rank(self, bracket: int, rung: int, rank: int) -> float | None:
-        rows = self._rungs.get((bracket, rung), [])
-        return rows[rank][0] if 0 <= rank < len(rows) else None
+        rank = self.cutoff_rank(len(rows))
+        if not 0 <= rank < len(rows):
+            return None
+        return self._entries[(bracket, rung, rows[rank][2])]
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
         for _, _, tid in self._rungs.get((bracket, rung), []):

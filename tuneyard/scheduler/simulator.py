@@ -85,7 +85,7 @@ class Simulator:
         self.step_time = step_time
         self.step = step
         self.snapshots = snapshots
-        self.board = MemoryBoard()
+        self.board = MemoryBoard(scheduler.cutoff_rank)
         for b in scheduler.initial_brackets():
             self.board.open_bracket(b)
         self.brackets_opened = len(self.board.brackets())

@@ -17,6 +17,7 @@ from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
+from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import Study
 
 Clock = Callable[[], datetime]
@@ -38,6 +39,9 @@ class StudyContext:
     capacity: int
     # +1 when minimising, -1 when maximising: the scheduler always minimises sign * value.
     sign: float
+
+    def board(self, session: Session, study_id: int) -> SqlBoard:
+        return SqlBoard(session, study_id, self.scheduler.resources, self.scheduler.cutoff_rank)
 
     @classmethod
     def build(cls, spec: StudySpec, seed: int) -> StudyContext:

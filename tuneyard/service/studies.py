@@ -15,7 +15,6 @@ from tuneyard.errors import InvalidRequest, InvalidTransition, NotFound
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import STUDY_TRANSITIONS, TRIAL_STATES
 from tuneyard.spec import StudySpec
-from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
 
 TRIAL_ORDERS = ("number", "-number", "value", "-value")
@@ -79,7 +78,7 @@ class StudyService:
             )
             s.add(study)
             s.flush()
-            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            board = ctx.board(s, study.id)
             for b in ctx.scheduler.initial_brackets():
                 board.open_bracket(b)
                 study.brackets_opened += 1

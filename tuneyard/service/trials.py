@@ -21,7 +21,7 @@ from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.store.board import SqlBoard
-from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
+from tuneyard.store.models import Attempt, DecisionLog, Report, RungEntry, Study, Trial
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,11 @@ class TrialService:
             t.reason = why
             t.ended_at = now
             self._log(s, t, "stop", why, rung=t.rung)
+        s.execute(
+            update(RungEntry)
+            .where(RungEntry.study_id == study.id, RungEntry.waiting.is_(True))
+            .values(waiting=False)
+        )
 
     # -- next ------------------------------------------------------------------------------
     def next_job(self, study_id: int, worker: str | None = None) -> AssignmentResult | None:
@@ -178,7 +183,7 @@ class TrialService:
             if study.state in ("stopped", "completed"):
                 raise StudyFinished(f"study {study_id} is {study.state}")
             ctx = self.kit.context(study)
-            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            board = ctx.board(s, study.id)
             now = self.kit.clock()
             self._reap_expired(s, ctx, study, board, now)
             if study.state == "paused":
@@ -306,7 +311,7 @@ class TrialService:
                 return stored
             self._check_report(ctx, trial, step)
             now = self.kit.clock()
-            board = SqlBoard(s, study.id, sched.resources)
+            board = ctx.board(s, study.id)
             if bad is not None:
                 decision = Decision("stop", bad)
                 self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
@@ -435,7 +440,7 @@ class TrialService:
             if trial.state != "running" or trial.pending != "pause":
                 raise Conflict(f"trial {trial_id} is {trial.state} and was not told to pause")
             ctx = self.kit.context(study)
-            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            board = ctx.board(s, study.id)
             trial.state = "paused"
             trial.pending = None
             trial.checkpoint = checkpoint
@@ -460,7 +465,7 @@ class TrialService:
             if trial.state == "completed":
                 return trial
             ctx = self.kit.context(study)
-            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            board = ctx.board(s, study.id)
             if value is None:
                 value = metrics.get(ctx.spec.metric)
             if value is None:
@@ -491,7 +496,7 @@ class TrialService:
             if trial.state != "running":
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
             ctx = self.kit.context(study)
-            board = SqlBoard(s, study.id, ctx.scheduler.resources)
+            board = ctx.board(s, study.id)
             first_line = error.strip().splitlines()[-1] if error.strip() else "error"
             self._end_job(s, ctx, study, board, trial, "failed", first_line[:500], error=error)
             self._maybe_finish(s, ctx, study, board)

@@ -1,23 +1,30 @@
-"""The scheduler's Board over SQL: every read is one indexed query bounded by its answer."""
+"""The scheduler's Board over SQL: every read and write is a bounded, indexed query."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from tuneyard.scheduler.board import BracketInfo, Entry, RungStats
+from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats
 from tuneyard.store.models import Bracket, Rung, RungEntry
 
 
 class SqlBoard:
     """Rung results of one study, read and written inside the caller's transaction."""
 
-    def __init__(self, session: Session, study_id: int, resources: Sequence[float]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        study_id: int,
+        resources: Sequence[float],
+        cutoff_rank: CutoffRank,
+    ) -> None:
         self.s = session
         self.study_id = study_id
         self.resources = resources
+        self.cutoff_rank = cutoff_rank
         self._brackets: dict[int, Bracket] | None = None
         self._rungs: dict[tuple[int, int], Rung] = {}
 
@@ -76,34 +83,14 @@ class SqlBoard:
             RungEntry.rung == rung,
         )
 
-    def top(self, bracket: int, rung: int, k: int) -> Sequence[Entry]:
-        rows = self.s.execute(
-            select(RungEntry.trial_id, RungEntry.score, RungEntry.promoted, RungEntry.waiting)
-            .where(*self._in_rung(bracket, rung))
-            .order_by(RungEntry.score, RungEntry.id)
-            .limit(max(0, k))
-        ).all()
-        return [Entry(r[0], r[1], r[2], r[3]) for r in rows]
-
-    def count_better(self, bracket: int, rung: int, score: float, limit: int) -> int:
-        inner = (
-            select(RungEntry.id)
-            .where(*self._in_rung(bracket, rung), RungEntry.score < score)
-            .limit(max(0, limit))
-            .subquery()
-        )
-        return int(self.s.scalar(select(func.count()).select_from(inner)) or 0)
-
-    def score_at_rank(self, bracket: int, rung: int, rank: int) -> float | None:
-        if rank < 0:
+    def cutoff(self, bracket: int, rung: int) -> Entry | None:
+        row = self._rung(bracket, rung)
+        if row is None or row.cut_entry is None or row.cut_score is None:
             return None
-        return self.s.scalar(
-            select(RungEntry.score)
-            .where(*self._in_rung(bracket, rung))
-            .order_by(RungEntry.score, RungEntry.id)
-            .offset(rank)
-            .limit(1)
-        )
+        e = self.s.get(RungEntry, row.cut_entry)
+        if e is None:
+            return None
+        return Entry(e.trial_id, e.score, e.promoted, e.waiting, e.id)
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
         cols = (
@@ -117,24 +104,27 @@ class SqlBoard:
             select(*cols)
             .where(
                 *self._in_rung(bracket, rung),
-                RungEntry.promoted.is_(False),
-                RungEntry.waiting.is_(True),
+                # Spelled as the partial index's predicate, so the planner can use it.
+                RungEntry.waiting,
+                ~RungEntry.promoted,
             )
             .order_by(RungEntry.score, RungEntry.id)
             .limit(1)
         ).first()
         best = waiting
         if include is not None:
+            # By the unique (trial, bracket, rung) key: one row, whatever the rung's size.
             own = self.s.execute(
                 select(*cols).where(
-                    *self._in_rung(bracket, rung),
                     RungEntry.trial_id == include,
+                    RungEntry.bracket == bracket,
+                    RungEntry.rung == rung,
                     RungEntry.promoted.is_(False),
                 )
             ).first()
             if own is not None and (best is None or (own[1], own[4]) < (best[1], best[4])):
                 best = own
-        return None if best is None else Entry(best[0], best[1], best[2], best[3])
+        return None if best is None else Entry(best[0], best[1], best[2], best[3], best[4])
 
     # -- writes --------------------------------------------------------------------------
     def open_bracket(self, info: BracketInfo) -> Bracket:
@@ -180,21 +170,61 @@ class SqlBoard:
         )
         if exists is not None:
             return False
-        self.s.add(
-            RungEntry(
-                study_id=self.study_id,
-                bracket=bracket,
-                rung=rung,
-                trial_id=trial_id,
-                score=score,
-                promoted=False,
-                waiting=False,
-            )
+        entry = RungEntry(
+            study_id=self.study_id,
+            bracket=bracket,
+            rung=rung,
+            trial_id=trial_id,
+            score=score,
+            promoted=False,
+            waiting=False,
         )
-        row = self._rung_for_write(bracket, rung)
-        row.entries += 1
+        self.s.add(entry)
         self.s.flush()
+        row = self._rung_for_write(bracket, rung)
+        self._move_cutoff(row, (score, entry.id))
+        row.entries += 1
         return True
+
+    def _move_cutoff(self, row: Rung, new: tuple[float, int]) -> None:
+        """Keep ``row.cut_*`` at rank ``cutoff_rank(n)`` as the rung grows from n-1 to n.
+
+        The target rank moves by 0 or 1; the new entry shifts the old cut-off down one rank
+        when it sorts before it. Either way the new cut-off is the old one or a neighbour.
+        """
+        before = self.cutoff_rank(row.entries)
+        after = self.cutoff_rank(row.entries + 1)
+        if after < 0:
+            row.cut_score = row.cut_entry = None
+            return
+        if row.cut_entry is None or row.cut_score is None or before < 0:
+            self._set_cut(row, self._neighbour(row, None, forward=True))
+            return
+        cut = (row.cut_score, row.cut_entry)
+        if new < cut and after == before:
+            self._set_cut(row, self._neighbour(row, cut, forward=False))
+        elif new > cut and after == before + 1:
+            self._set_cut(row, self._neighbour(row, cut, forward=True))
+
+    def _neighbour(
+        self, row: Rung, of: tuple[float, int] | None, forward: bool
+    ) -> tuple[float, int] | None:
+        key = tuple_(RungEntry.score, RungEntry.id)
+        q = select(RungEntry.score, RungEntry.id).where(*self._in_rung(row.bracket, row.rung))
+        if forward:
+            if of is not None:
+                q = q.where(key > tuple_(*of))
+            q = q.order_by(RungEntry.score, RungEntry.id)
+        elif of is None:
+            return None
+        else:
+            q = q.where(key < tuple_(*of)).order_by(RungEntry.score.desc(), RungEntry.id.desc())
+        found = self.s.execute(q.limit(1)).first()
+        return None if found is None else (found[0], found[1])
+
+    @staticmethod
+    def _set_cut(row: Rung, key: tuple[float, int] | None) -> None:
+        row.cut_score, row.cut_entry = (None, None) if key is None else key
 
     def _set_entry(self, bracket: int, rung: int, trial_id: int, **values: object) -> int:
         res = self.s.execute(

@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -166,6 +167,10 @@ class Rung(Base):
     entries: Mapped[int] = mapped_column(Integer, default=0)
     dropped: Mapped[int] = mapped_column(Integer, default=0)
     promoted: Mapped[int] = mapped_column(Integer, default=0)
+    # The entry at the scheduler's cut-off rank (e.g. the floor(n/eta)-th best), moved by one
+    # neighbour lookup per new entry so that "is it in the top?" is one comparison.
+    cut_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cut_entry: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RungEntry(Base):
@@ -185,16 +190,17 @@ class RungEntry(Base):
         UniqueConstraint("trial_id", "bracket", "rung", name="uq_rung_entries_trial_rung"),
         # Ranking within a rung: count of better scores, score at a rank.
         Index("ix_rung_entries_rank", "study_id", "bracket", "rung", "score", "id"),
-        # Best promotable entry of a rung.
+        # Best promotable entry of a rung: a partial index holding only paused, unpromoted
+        # entries, so the lookup stays small however many trials a rung has seen.
         Index(
-            "ix_rung_entries_candidates",
+            "ix_rung_entries_waiting",
             "study_id",
             "bracket",
             "rung",
-            "promoted",
-            "waiting",
             "score",
             "id",
+            postgresql_where=text("waiting AND NOT promoted"),
+            sqlite_where=text("waiting AND NOT promoted"),
         ),
     )
 

@@ -24,6 +24,11 @@ class ASHA(HalvingScheduler):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.pauses = self.spec.mode == "promotion"
 
+    def cutoff_rank(self, n: int) -> int:
+        if self.pauses:
+            return super().cutoff_rank(n)
+        return ceil_div(n, self.eta) - 1
+
     def initial_brackets(self) -> list[BracketInfo]:
         n = min(self.spec.brackets, self.ladder.top + 1)
         return [BracketInfo(index=b, base=b, size=None, admitted=0, closed=False) for b in range(n)]
@@ -41,9 +46,7 @@ class ASHA(HalvingScheduler):
         for rec in records:
             if rec.rung >= self.ladder.top:
                 return self._complete(step)
-            n = board.stats(rec.bracket, rec.rung).entries
-            quota = ceil_div(n, self.eta)
-            keep, why = self._keep_in_top(rec.bracket, rec.rung, score, quota, n, board)
+            keep, why = self._keep_in_top(rec.bracket, rec.rung, score, board)
             if not keep:
                 return Decision("stop", f"stopped at {why}", rung=rec.rung)
         if records:

@@ -122,20 +122,23 @@ class Scheduler(ABC):
             rung=self.ladder.top,
         )
 
-    def _keep_in_top(
-        self, b: int, k: int, score: float, quota: int, n: int, board: Board
-    ) -> tuple[bool, str]:
-        """Whether ``score`` ranks within the best ``quota`` of rung k, and a reason."""
-        rank = board.count_better(b, k, score, limit=quota)
-        cut = board.score_at_rank(b, k, quota - 1) if quota > 0 else None
-        cut_txt = f", cut-off {self.value(cut)}" if cut is not None else ""
+    def cutoff_rank(self, n: int) -> int:
+        """Rank (0-based, best first) of the cut-off entry of a rung holding ``n`` entries."""
+        return -1
+
+    def _keep_in_top(self, b: int, k: int, score: float, board: Board) -> tuple[bool, str]:
+        """Whether ``score`` ranks within the rung's cut-off, and a reason."""
+        n = board.stats(b, k).entries
+        quota = self.cutoff_rank(n) + 1
+        cut = board.cutoff(b, k)
         where = self.rung_name(k)
-        if rank < quota:
+        if cut is not None and score <= cut.score:
             return True, (
-                f"{where}: {self.value(score)} ranks {rank + 1} of {n}, "
-                f"within the top {quota}{cut_txt}"
+                f"{where}: {self.value(score)} is within the top {quota} of {n} "
+                f"(cut-off {self.value(cut.score)})"
             )
-        return False, (f"{where}: {self.value(score)} is not in the top {quota} of {n}{cut_txt}")
+        cut_txt = f", cut-off {self.value(cut.score)}" if cut is not None else ""
+        return False, f"{where}: {self.value(score)} is not in the top {quota} of {n}{cut_txt}"
 
 
 def ceil_div(n: int, eta: int) -> int:

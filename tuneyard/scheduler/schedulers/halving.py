@@ -6,7 +6,8 @@ A trial that reaches rung k pauses there; it is promoted to rung k+1 while it ra
 along is finished first. The synchronous variants add one gate: a rung promotes only once every
 trial sent to it has arrived (or dropped out).
 
-Cost: one ``best_candidate`` lookup and one bounded count per rung; nothing reads a whole rung.
+Cost: per rung, one ``best_candidate`` lookup and one comparison with the rung's cut-off (the
+``floor(n/eta)``-th best entry, kept up to date by the store); nothing counts or reads a rung.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class HalvingScheduler(Scheduler):
     def _ladder(self) -> Ladder:
         s = self.spec
         return Ladder(geometric_rungs(s.min_resource, s.max_resource, self.eta))
+
+    def cutoff_rank(self, n: int) -> int:
+        return n // self.eta - 1
 
     # -- the synchronous gate -----------------------------------------------------------
     def _expected(self, b: BracketInfo, k: int, board: Board) -> int | None:
@@ -53,20 +57,17 @@ class HalvingScheduler(Scheduler):
     ) -> tuple[Entry, str] | None:
         if not self.rung_complete(b, k, board):
             return None
-        st = board.stats(b.index, k)
-        quota = st.entries // self.eta
-        if quota <= 0:
+        cut = board.cutoff(b.index, k)
+        if cut is None:
             return None
         e = board.best_candidate(b.index, k, include)
-        if e is None:
+        if e is None or e.key > cut.key:
             return None
-        rank = board.count_better(b.index, k, e.score, limit=quota)
-        if rank >= quota:
-            return None
+        n = board.stats(b.index, k).entries
         reason = (
             f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])}: "
-            f"{self.value(e.score)} ranks {rank + 1} of {st.entries}, "
-            f"within the top {quota} (1/{self.eta})"
+            f"{self.value(e.score)} is within the top {n // self.eta} of {n} "
+            f"(1/{self.eta}, cut-off {self.value(cut.score)})"
         )
         return e, reason
 
@@ -111,17 +112,17 @@ class HalvingScheduler(Scheduler):
                 rung=k,
                 promoted_from=k,
             )
-        st = board.stats(trial.bracket, k)
-        quota = st.entries // self.eta
         if promo is not None:
             why = f"a trial in {self.rung_name(promo.from_rung)} is promoted first"
         elif self.synchronous and not self._bracket_rung_complete(trial.bracket, k, board):
             why = "waiting for the rest of the rung to finish"
         else:
-            rank = board.count_better(trial.bracket, k, score, limit=st.entries)
+            n = board.stats(trial.bracket, k).entries
+            cut = board.cutoff(trial.bracket, k)
+            cut_txt = f", cut-off {self.value(cut.score)}" if cut is not None else ""
             why = (
-                f"{self.value(score)} ranks {rank + 1} of {st.entries}, "
-                f"only the top {quota} (1/{self.eta}) can be promoted"
+                f"{self.value(score)} is not in the top {n // self.eta} of {n} "
+                f"(1/{self.eta}{cut_txt})"
             )
         return Decision("pause", f"paused at {self.rung_name(k)}: {why}", rung=k)
 

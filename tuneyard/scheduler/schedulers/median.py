@@ -3,8 +3,9 @@
 At each evaluation point s (``min_resource``, then every ``interval``), a trial is stopped when
 its best score so far is strictly worse than the median of the running averages that trials
 recorded at s, once at least ``min_trials`` have. Unlike Vizier, the reference set includes
-trials still running (all that reached s), so the rule acts early in a study; the median is one
-indexed lookup at rank n/2, never a scan of all trials.
+trials still running (all that reached s), so the rule acts early in a study, and the median
+of an even number of values is the lower of the two middle ones: it is the rung's cut-off
+entry, kept up to date by the store, never a scan of all trials.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class MedianStopping(Scheduler):
         interval = s.interval or s.min_resource
         return Ladder(linear_rungs(s.min_resource, interval, s.max_resource))
 
+    def cutoff_rank(self, n: int) -> int:
+        return (n - 1) // 2
+
     def milestones(self, trial: TrialView, step: float, score: float) -> list[RungRecord]:
         return [
             RungRecord(trial.bracket, k, trial.mean_score)
@@ -38,11 +42,10 @@ class MedianStopping(Scheduler):
             n = board.stats(rec.bracket, rec.rung).entries
             if n < self.spec.min_trials:
                 continue
-            lo = board.score_at_rank(rec.bracket, rec.rung, (n - 1) // 2)
-            hi = board.score_at_rank(rec.bracket, rec.rung, n // 2)
-            if lo is None or hi is None:
+            cut = board.cutoff(rec.bracket, rec.rung)
+            if cut is None:
                 continue
-            median = (lo + hi) / 2
+            median = cut.score
             if trial.best_score > median:
                 return Decision(
                     "stop",
