@@ -272,6 +272,16 @@ def test_health_and_ready(http: TestClient) -> None:
     assert http.get("/readyz").json()["status"] == "ready"
 
 
+@pytest.mark.redis
+def test_ready_reports_redis(settings: Settings, redis_url: str) -> None:
+    with TestClient(create_app(settings.model_copy(update={"redis_url": redis_url}))) as c:
+        assert c.get("/readyz").json()["redis"] == "ok"
+    down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+    with TestClient(create_app(down)) as c:
+        body = c.get("/readyz").json()
+        assert body["status"] == "ready" and body["redis"].startswith("unreachable")
+
+
 def test_median_and_hyperband_studies_finish(http: TestClient) -> None:
     for sched in (
         {"type": "median", "min_resource": 1, "max_resource": 9, "min_trials": 3},

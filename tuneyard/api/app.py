@@ -49,12 +49,26 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "database unreachable"}})
     def readyz() -> dict[str, str]:
-        """The database is reachable."""
+        """The database is reachable (a 503 otherwise). Also says whether Redis, which holds
+        only work in flight, answers; the API keeps serving without it."""
         try:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
             raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
-        return {"status": "ready", "database": engine.dialect.name}
+        return {"status": "ready", "database": engine.dialect.name, "redis": _redis_status()}
+
+    def _redis_status() -> str:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+            )
+            client.ping()
+            client.close()
+        except (redis.RedisError, OSError) as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return "ok"
 
     return app

@@ -1,0 +1,111 @@
+"""The CLI against a real `tuneyard server` process, and the embedded demo end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from tests.e2e.servers import free_port
+from tuneyard.cli import app
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    env = {**os.environ, "TUNEYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    up = subprocess.run(
+        [sys.executable, "-m", "tuneyard.cli", "db", "upgrade"], env=env, capture_output=True
+    )
+    assert up.returncode == 0, up.stderr.decode()
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneyard.cli", "server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cli_manages_studies_on_a_real_server(server: str, tmp_path: Path) -> None:
+    cli = CliRunner()
+    study = ROOT / "examples" / "study.yaml"
+    r = cli.invoke(app, ["study", "create", "-f", str(study), "--api", server, "--json"])
+    assert r.exit_code == 0, r.output
+    sid = json.loads(r.output)["id"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nspace:\n  lr: {type: float, low: 1, high: 0}\n")
+    r = cli.invoke(app, ["study", "create", "-f", str(bad), "--api", server])
+    assert r.exit_code == 2 and "space.lr" in r.output and "low (1.0)" in r.output
+
+    r = cli.invoke(app, ["study", "ls", "--api", server, "--json"])
+    assert r.exit_code == 0 and [s["id"] for s in json.loads(r.output)] == [sid]
+    r = cli.invoke(app, ["study", "ls", "--api", server])
+    assert "mlp-digits" in r.output
+
+    # Drive one trial through the API, then look at it from the CLI.
+    job = httpx.post(f"{server}/api/v1/studies/{sid}/next").json()
+    httpx.post(f"{server}/api/v1/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.3})
+    r = cli.invoke(app, ["trials", "ls", str(sid), "--api", server])
+    assert r.exit_code == 0 and "0.3" in r.output
+    r = cli.invoke(app, ["trial", "show", str(job["trial_id"]), "--api", server])
+    assert r.exit_code == 0 and "paused at rung 0" in r.output
+    r = cli.invoke(app, ["study", "show", str(sid), "--api", server])
+    assert r.exit_code == 0 and "asha" in r.output
+
+    for cmd, state in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
+        r = cli.invoke(app, ["study", cmd, str(sid), "--api", server])
+        assert r.exit_code == 0 and state in r.output
+    r = cli.invoke(app, ["study", "resume", str(sid), "--api", server])
+    assert r.exit_code == 1 and "409" in r.output
+    r = cli.invoke(app, ["study", "show", "999", "--api", server])
+    assert r.exit_code == 1 and "404" in r.output
+    r = cli.invoke(app, ["study", "ls", "--api", "http://127.0.0.1:9"])
+    assert r.exit_code == 1 and "tuneyard server" in r.output
+
+
+def test_embedded_demo_runs_the_example_study_to_the_end(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuneyard.cli",
+            "up",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--max-trials",
+            "9",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "completed" in proc.stdout and "best trials by val_error" in proc.stdout
+    assert (tmp_path / "demo" / "tuneyard.db").exists()
