@@ -17,7 +17,7 @@ install: $(STAMP)
 ## The main job: the service on the embedded default (SQLite), local workers, the example
 ## ASHA study on scikit-learn's digits to completion; prints progress and the best trials.
 demo: $(STAMP)
-	$(BIN)/tuneyard up
+	$(BIN)/tuneyard demo
 
 ## Lint, type-check and every test (unit, API on SQLite and PostgreSQL, real processes).
 test: $(STAMP)

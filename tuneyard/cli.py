@@ -121,14 +121,87 @@ def db_upgrade(revision: str = "head") -> None:
 
 
 @app.command()
+def scheduler(
+    api: ApiOpt = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 0.5,
+) -> None:
+    """The dispatcher: keep each running study's queue filled with slot jobs."""
+    import logging
+
+    from redis import Redis
+
+    from tuneyard.service.context import Toolkit
+    from tuneyard.service.dispatch import Dispatcher
+    from tuneyard.store.db import make_engine, make_sessionmaker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url(), pool_size=2, max_overflow=2)
+    kit = Toolkit(make_sessionmaker(engine), settings)
+    redis = Redis.from_url(redis_url or settings.redis_url)
+    Dispatcher(kit, redis, api or settings.api_url).run(interval)
+
+
+@app.command()
+def worker(
+    api: ApiOpt = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
+    ] = None,
+    queue: Annotated[str, typer.Option(help="Queue to take jobs from.")] = "default",
+    gpus: Annotated[str | None, typer.Option(help="GPU ids ('0,1,3'), 'auto' or 'none'.")] = None,
+    slots: Annotated[int | None, typer.Option(help="CPU worker processes (no GPU).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Work and checkpoint directory.")] = None,
+    path: Annotated[
+        list[str] | None, typer.Option(help="Extra import path for objectives (repeatable).")
+    ] = None,
+) -> None:
+    """Attach this machine: one RQ worker process per GPU, or --slots CPU processes."""
+    from tuneyard.worker.pool import plan_slots, run_pool
+
+    settings = Settings()
+    try:
+        plan = plan_slots(gpus, slots)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    where = ", ".join(f"GPU {g}" if g is not None else "CPU" for g in plan)
+    err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
+    code = run_pool(
+        api or settings.api_url,
+        redis_url or settings.redis_url,
+        queue,
+        plan,
+        (data_dir or settings.data_dir).resolve(),
+        path,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
 def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its files.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
+) -> None:
+    """Everything on this machine: API on SQLite, Redis, dispatcher, local workers."""
+    from tuneyard.embedded import run_up
+
+    raise typer.Exit(run_up(data_dir=data_dir, workers=workers, port=port))
+
+
+@app.command()
+def demo(
     data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps its files.")] = None,
     study: Annotated[Path | None, typer.Option(help="Study definition (YAML).")] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
     max_trials: Annotated[int | None, typer.Option(help="Override limits.max_trials.")] = None,
 ) -> None:
-    """The embedded default: API on SQLite, local workers, one study run to the end."""
+    """`tuneyard up` plus the example study (digits MLP, ASHA) run to the end."""
     from tuneyard.embedded import run_demo
 
     raise typer.Exit(

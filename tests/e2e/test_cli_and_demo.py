@@ -93,7 +93,7 @@ def test_embedded_demo_runs_the_example_study_to_the_end(tmp_path: Path) -> None
             sys.executable,
             "-m",
             "tuneyard.cli",
-            "up",
+            "demo",
             "--data-dir",
             str(tmp_path / "demo"),
             "--max-trials",

@@ -1,8 +1,12 @@
 """Grid search: every point of the grid exactly once, in a seeded shuffled order.
 
-The order is the affine bijection ``i -> (a*i + b) mod N`` with ``gcd(a, N) = 1``, so trial
-number n maps to its grid point in O(1) without materialising the grid or remembering which
-points were handed out; a shuffled order makes a partial grid an even sample of the space.
+Trial n gets grid point ``(a*n + b) mod N``, where N is the grid size, ``gcd(a, N) = 1``, and
+a and b are drawn from the study's seed. That affine map is a bijection of [0, N), so the
+sampler hands out each point once with no memory of earlier trials. Each suggestion costs one
+:meth:`SearchSpace.grid_point` decode, never a materialised grid.
+
+The order is shuffled so that a study stopped early (max_trials below N) still spreads over
+the grid rather than sweeping its first parameter's first value.
 """
 
 from __future__ import annotations
@@ -13,23 +17,40 @@ from typing import Any
 import numpy as np
 
 from tuneyard.scheduler.space import SearchSpace
+from tuneyard.spec import MAX_GRID_POINTS
+
+# Mixed into the seed so the grid's permutation is not the stream of trial 0 of a random sampler.
+_STREAM = 0x67726964  # "grid"
 
 
 class GridSampler:
     def __init__(self, space: SearchSpace, seed: int) -> None:
+        if seed < 0:
+            raise ValueError(f"sampler: seed must be >= 0, got {seed}")
+        size = space.grid_size()
+        if size > MAX_GRID_POINTS:
+            raise ValueError(
+                f"sampler: the grid has more than {MAX_GRID_POINTS:,} points; "
+                "add steps or narrow the space"
+            )
         self.space = space
-        self.size = space.grid_size()
-        rng = np.random.default_rng([seed, 0x6772696421])
-        n = self.size
-        a = int(rng.integers(1, max(2, n))) if n > 1 else 1
-        while math.gcd(a, n) != 1:
-            a = a % n + 1
+        self.size = size
+        rng = np.random.default_rng([seed, _STREAM])
+        a = 1
+        if size > 2:
+            a = int(rng.integers(1, size))
+            while math.gcd(a, size) != 1:  # at least ~1 in 5 draws is coprime for N <= 1e6
+                a = int(rng.integers(1, size))
         self.a = a
-        self.b = int(rng.integers(n)) if n > 1 else 0
+        self.b = int(rng.integers(size))
 
     def suggest(self, number: int) -> dict[str, Any]:
-        if not 0 <= number < self.size:
-            raise ValueError(f"grid exhausted: it has {self.size} points, trial {number} asked")
+        if number < 0:
+            raise ValueError(f"trial number must be >= 0, got {number}")
+        if number >= self.size:
+            raise ValueError(
+                f"grid exhausted: all {self.size} grid points are taken, trial {number} asked"
+            )
         return self.space.grid_point((self.a * number + self.b) % self.size)
 
     def capacity(self) -> int | None:

@@ -1,0 +1,99 @@
+"""The dispatcher: keeps each running study's RQ queue holding as many slot jobs as it has free
+concurrency (``max_concurrent`` minus running trials minus jobs already queued).
+
+The database is the source of truth; Redis holds only work in flight. The jobs queued for a
+study are a Redis set of job ids; ids whose job left the queue (started, or lost with Redis)
+are dropped on each pass, so a flushed or restarted Redis is refilled on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job, JobStatus
+from sqlalchemy import select
+
+from tuneyard.service.context import Toolkit
+from tuneyard.spec import StudySpec
+from tuneyard.store.models import Study
+from tuneyard.worker.jobs import PENDING_KEY, run_slot
+
+log = logging.getLogger("tuneyard.dispatcher")
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+@dataclass(frozen=True)
+class Fill:
+    study_id: int
+    queue: str
+    enqueued: int
+
+
+class Dispatcher:
+    def __init__(self, kit: Toolkit, redis: Redis, api_url: str) -> None:
+        self.kit = kit
+        self.redis = redis
+        self.api_url = api_url
+
+    def _pending(self, study_id: int) -> int:
+        key = PENDING_KEY.format(study_id=study_id)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.redis.smembers(key)]
+        if not ids:
+            return 0
+        jobs = Job.fetch_many(ids, connection=self.redis)
+        gone = [
+            i for i, j in zip(ids, jobs, strict=True) if j is None or j.get_status() not in WAITING
+        ]
+        if gone:
+            self.redis.srem(key, *gone)
+        return len(ids) - len(gone)
+
+    def tick(self) -> list[Fill]:
+        """One pass over the running studies; returns what it enqueued."""
+        with self.kit.transaction() as s:
+            rows = s.execute(
+                select(Study.id, Study.spec, Study.active).where(Study.state == "running")
+            ).all()
+        fills = []
+        for study_id, raw, active in rows:
+            spec = StudySpec.model_validate(raw)
+            if spec.execution is None or not spec.execution.entrypoint:
+                continue  # an ask/tell study: its clients bring their own workers
+            free = spec.limits.max_concurrent - active - self._pending(study_id)
+            if free <= 0:
+                continue
+            queue = Queue(spec.execution.queue, connection=self.redis)
+            timeout = int(spec.execution.timeout + 120) if spec.execution.timeout else -1
+            key = PENDING_KEY.format(study_id=study_id)
+            for _ in range(free):
+                job = queue.enqueue(
+                    run_slot,
+                    study_id,
+                    self.api_url,
+                    job_timeout=timeout,
+                    result_ttl=600,
+                    failure_ttl=86400,
+                    description=f"study {study_id} slot",
+                )
+                self.redis.sadd(key, job.id)
+            fills.append(Fill(study_id, spec.execution.queue, free))
+        return fills
+
+    def run(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                for fill in self.tick():
+                    log.info(
+                        "study %s: %s slot jobs on %s", fill.study_id, fill.enqueued, fill.queue
+                    )
+            except RedisError as exc:
+                log.warning("redis unavailable, retrying: %s", exc)
+            except Exception:
+                log.exception("dispatcher pass failed; retrying")
+            stop.wait(interval)

@@ -1,0 +1,99 @@
+"""``tuneyard worker``: one RQ worker process per GPU (or per CPU slot) on this machine."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger("tuneyard.worker")
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices from nvidia-smi; empty when there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def plan_slots(gpus: str | None, slots: int | None) -> list[str | None]:
+    """One entry per worker process: the GPU it is pinned to, or None for a CPU slot."""
+    if gpus in (None, "", "none"):
+        return [None] * (slots or 1)
+    ids = detect_gpus() if gpus == "auto" else [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids:
+        if gpus == "auto":
+            return [None] * (slots or 1)
+        raise ValueError("--gpus names no GPU")
+    return list(ids)
+
+
+def _slot_main(
+    redis_url: str, queue: str, gpu: str | None, index: int, env: dict[str, str], paths: list[str]
+) -> None:
+    from redis import Redis
+    from rq import Worker
+
+    os.environ.update(env)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    slot = f"gpu-{gpu}" if gpu is not None else f"slot-{index}"
+    os.environ["TUNEYARD_WORKER_NAME"] = f"{socket.gethostname()}/{slot}"
+    for p in reversed([os.getcwd(), *paths]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    logging.basicConfig(level=logging.WARNING)
+    worker = Worker([queue], connection=Redis.from_url(redis_url))
+    worker.work(logging_level="WARNING")
+
+
+def run_pool(
+    api_url: str,
+    redis_url: str,
+    queue: str,
+    slots: list[str | None],
+    data_dir: Path,
+    paths: list[str] | None = None,
+) -> int:
+    """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code."""
+    env = {"TUNEYARD_API_URL": api_url, "TUNEYARD_DATA_DIR": str(data_dir)}
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_slot_main,
+            args=(redis_url, queue, gpu, i, env, list(paths or [])),
+            name=f"tuneyard-worker-{i}",
+        )
+        for i, gpu in enumerate(slots)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+    return max((abs(p.exitcode or 0) for p in procs), default=0)
