@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# PyTorch (CPU) for the tests of examples/torch_cnn.py; an extra, not a requirement.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	touch $(STAMP)
 
 install: $(STAMP)

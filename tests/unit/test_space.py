@@ -61,8 +61,11 @@ def space_of(space: dict[str, Any], sampler: str = "random") -> dict[str, Param]
 
 
 def holds(p: Param, config: Mapping[str, Any]) -> bool:
+    def same(a: Any, b: Any) -> bool:
+        return type(a) is type(b) and a == b
+
     return all(
-        parent in config and any(type(config[parent]) is type(v) and config[parent] == v for v in vs)
+        parent in config and any(same(config[parent], v) for v in vs)
         for parent, vs in p.when_values().items()
     )
 
@@ -168,16 +171,16 @@ def param_dicts(draw: st.DrawFn, kind: str) -> dict[str, Any]:
         high = low + step * (count - 1) + draw(st.integers(0, step - 1))
         return {"type": "int", "low": low, "high": high, "step": step}
     if kind == "float_step":
-        low = draw(st.sampled_from([-1.0, 0.0, 0.1, 1e-3, 1e6]))
-        step = draw(st.sampled_from([0.1, 0.25, 0.01, 0.3, 1e-5]))
-        high = low + step * draw(st.integers(0, 3))
+        start = draw(st.sampled_from([-1.0, 0.0, 0.1, 1e-3, 1e6]))
+        width = draw(st.sampled_from([0.1, 0.25, 0.01, 0.3, 1e-5]))
+        end = start + width * draw(st.integers(0, 3))
         # The spec compares step with high - low in floats, refusing e.g. -1.0..-0.9 step 0.1.
-        assume(not 0 < high - low < step)
-        return {"type": "float", "low": low, "high": high, "step": step}
-    low = draw(st.sampled_from([-1.0, 0.0, 1e-3, 2.0]))
-    high = low + draw(st.sampled_from([0.0, 1.0, 3.0, 1e3]))
-    p: dict[str, Any] = {"type": "float", "low": low, "high": high}
-    if low > 0 and draw(st.booleans()):
+        assume(not 0 < end - start < width)
+        return {"type": "float", "low": start, "high": end, "step": width}
+    start = draw(st.sampled_from([-1.0, 0.0, 1e-3, 2.0]))
+    end = start + draw(st.sampled_from([0.0, 1.0, 3.0, 1e3]))
+    p: dict[str, Any] = {"type": "float", "low": start, "high": end}
+    if start > 0 and draw(st.booleans()):
         p["log"] = True
     if kind == "float_grid":
         p["grid_points"] = draw(st.integers(1, 4))
@@ -196,7 +199,8 @@ def spaces(draw: st.DrawFn, discrete: bool = True) -> dict[str, Param]:
         name = f"p{i}"
         kind = draw(st.sampled_from(kinds))
         p = draw(param_dicts(kind))
-        if parents and draw(st.booleans()):
+        conditional: bool = draw(st.booleans())
+        if parents and conditional:
             when = {}
             for parent, choices in draw(
                 st.lists(st.sampled_from(parents), min_size=1, max_size=2, unique_by=lambda t: t[0])
@@ -372,6 +376,7 @@ def test_float_grid_values_are_exact() -> None:
         space_of(
             {
                 "lin": {"type": "float", "low": 0.0, "high": 1.0, "grid_points": 11},
+                "zero": {"type": "float", "low": -1.0, "high": 2.0, "grid_points": 4},
                 "log": {"type": "float", "low": 1e-4, "high": 1.0, "log": True, "grid_points": 5},
                 "step": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1},
                 "mid": {"type": "float", "low": 1e-4, "high": 1.0, "log": True, "grid_points": 1},
@@ -387,6 +392,7 @@ def test_float_grid_values_are_exact() -> None:
         return sorted({s.grid_point(i)[name] for i in range(s.grid_size())})
 
     assert values("lin") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert values("zero") == [-1.0, 0.0, 1.0, 2.0]
     assert values("log") == [1e-4, 1e-3, 1e-2, 0.1, 1.0]
     assert values("step") == [0.0, 0.1, 0.2, 0.3]
     assert values("mid") == [0.01]
@@ -491,7 +497,7 @@ def test_validate_matches_categoricals_by_type() -> None:
     assert type(s.validate({"x": 2})["x"]) is float  # a JSON client's 2 for 2.0
     assert type(s.validate({"x": 1.0})["x"]) is int
     for bad in [False, 0, "2", 3]:
-        with pytest.raises(ValueError, match="x: .* is not one of the choices"):
+        with pytest.raises(ValueError, match=r"x: .* is not one of the choices"):
             s.validate({"x": bad})
 
 
@@ -536,6 +542,16 @@ def test_int_steps_are_checked() -> None:
     assert [s.validate({"n": v})["n"] for v in (1, 5, 9)] == [1, 5, 9]
     with pytest.raises(ValueError, match=r"n: 3 is not on the grid 1 \+ k\*4"):
         s.validate({"n": 3})
+
+
+def test_float_steps_allow_float_noise_only() -> None:
+    s = SearchSpace(
+        space_of({"x": {"type": "float", "low": 1e6, "high": 1000000.0000003, "step": 1e-7}})
+    )
+    assert s.validate({"x": 1e6 + 1e-7})["x"] == 1000000.0000001
+    assert s.validate({"x": 1000000.0000003})["x"] == 1000000.0000003
+    with pytest.raises(ValueError, match=r"x: .* is not on the grid"):
+        s.validate({"x": 1e6 + 1.5e-7})
 
 
 # -- the unit cube ---------------------------------------------------------------------------

@@ -237,9 +237,14 @@ class _Float(_Dim):
             if self.step is not None:
                 x = lo + k * _dec(self.step)
             else:
-                # grid_points evenly spaced from low to high; a single point is the midpoint.
-                t = Decimal(1) / 2 if n == 1 else Decimal(k) / (n - 1)
-                x = (lo.ln() + t * (hi.ln() - lo.ln())).exp() if self.log else lo + t * (hi - lo)
+                # grid_points evenly spaced from low to high, a single point at the midpoint:
+                # the weighted mean (w_lo*lo + w_hi*hi) / (w_lo + w_hi), divided last so that
+                # e.g. the second of 4 points from -1 to 2 is exactly 0.
+                w_lo, w_hi = (1, 1) if n == 1 else (n - 1 - k, k)
+                if self.log:
+                    x = ((w_lo * lo.ln() + w_hi * hi.ln()) / (w_lo + w_hi)).exp()
+                else:
+                    x = (w_lo * lo + w_hi * hi) / (w_lo + w_hi)
         return min(self.high, max(self.low, float(x)))
 
     def sample(self, rng: np.random.Generator) -> float:
