@@ -186,11 +186,14 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its files.")] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
+    gpus: Annotated[
+        str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
+    ] = None,
 ) -> None:
     """Everything on this machine: API on SQLite, Redis, dispatcher, local workers."""
     from tuneyard.embedded import run_up
 
-    raise typer.Exit(run_up(data_dir=data_dir, workers=workers, port=port))
+    raise typer.Exit(run_up(data_dir=data_dir, workers=workers, port=port, gpus=gpus))
 
 
 @app.command()
@@ -200,6 +203,9 @@ def demo(
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
     max_trials: Annotated[int | None, typer.Option(help="Override limits.max_trials.")] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
+    ] = None,
 ) -> None:
     """`tuneyard up` plus the example study (digits MLP, ASHA) run to the end."""
     from tuneyard.embedded import run_demo
@@ -211,6 +217,7 @@ def demo(
             workers=workers,
             port=port,
             max_trials=max_trials,
+            gpus=gpus,
         )
     )
 

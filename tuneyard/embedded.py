@@ -145,6 +145,7 @@ def stack(
     port: int = 0,
     paths: list[str] | None = None,
     queue: str = "default",
+    gpus: str | None = None,
 ) -> Iterator[Stack]:
     """Start Redis, the API, the dispatcher and the workers; stop them all on exit."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -170,19 +171,10 @@ def stack(
         _wait_ready(url, server, log)
         es.enter_context(_process([*py, "scheduler"], env, data_dir / "scheduler.log"))
         extra = [a for p in (paths or []) for a in ("--path", p)]
+        pool = ["--gpus", gpus] if gpus else ["--slots", str(workers)]
         es.enter_context(
             _process(
-                [
-                    *py,
-                    "worker",
-                    "--queue",
-                    queue,
-                    "--slots",
-                    str(workers),
-                    "--data-dir",
-                    str(data_dir),
-                    *extra,
-                ],
+                [*py, "worker", "--queue", queue, *pool, "--data-dir", str(data_dir), *extra],
                 env,
                 data_dir / "worker.log",
             )
@@ -195,10 +187,12 @@ def _data_dir(data_dir: Path | None, prefix: str) -> Path:
     return Path(data_dir or Settings().data_dir / f"{prefix}-{stamp}").resolve()
 
 
-def run_up(data_dir: Path | None = None, workers: int = 2, port: int = 0) -> int:
+def run_up(
+    data_dir: Path | None = None, workers: int = 2, port: int = 0, gpus: str | None = None
+) -> int:
     """The stack alone, until interrupted."""
     data_dir = _data_dir(data_dir, "up")
-    with stack(data_dir, workers, port, paths=[os.getcwd()]) as st:
+    with stack(data_dir, workers, port, paths=[os.getcwd()], gpus=gpus) as st:
         console.print(
             f"[bold]tuneyard[/bold] up: API {st.api_url} (docs {st.api_url}/docs), "
             f"Redis {st.redis_url}, {workers} workers, data in {data_dir}"
@@ -215,6 +209,7 @@ def run_demo(
     workers: int = 2,
     port: int = 0,
     max_trials: int | None = None,
+    gpus: str | None = None,
 ) -> int:
     """The stack, plus the example study run to the end with a progress bar."""
     data_dir = _data_dir(data_dir, "demo")

@@ -59,13 +59,21 @@ class FloatParam(_ParamBase):
             raise ValueError(f"log scale needs low > 0, got low={self.low}")
         if self.log and self.step is not None:
             raise ValueError("step and log cannot be combined")
-        if self.step is not None and self.step > self.high - self.low and self.high > self.low:
-            raise ValueError(f"step ({self.step}) is larger than the range high - low")
+        width = self.high - self.low
+        if not math.isfinite(width):
+            raise ValueError("high - low must be a finite number")
+        if self.step is not None and width > 0:
+            # A relative tolerance: -1.0..-0.9 with step 0.1 is one step, despite float noise.
+            if self.step > width * (1 + 1e-9):
+                raise ValueError(f"step ({self.step}) is larger than the range high - low")
+            if width / self.step > 1e15:
+                raise ValueError(f"step ({self.step}) is too small for the range high - low")
         return self
 
     def grid_size(self) -> int | None:
         if self.step is not None:
-            return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+            q = (self.high - self.low) / self.step
+            return math.floor(q + max(1e-9, q * 1e-12)) + 1
         if self.low == self.high:
             return 1
         return self.grid_points
