@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The GPU check: the embedded stack with one RQ worker per GPU runs examples/torch_study.yaml
 # (a CNN on digits, ASHA promotion) to the end, then summarises what the trials recorded.
-#   bench/gpu_check.sh OUTDIR
+#   bench/gpu_check.sh OUTDIR [RUNDIR]
 set -euo pipefail
 out=${1:-gpu-check}
+run=${2:-/tmp/tuneyard-gpu-run}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
 start=$(date +%s)
 python3 -m tuneyard.cli demo --study examples/torch_study.yaml --gpus auto \
-  --data-dir "$out/run" 2>&1 | tee "$out/demo.txt"
+  --data-dir "$run" 2>&1 | tee "$out/demo.txt"
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/demo.txt"
-python3 - "$out/run/tuneyard.db" <<'PY' | tee "$out/summary.txt"
+python3 - "$run/tuneyard.db" <<'PY' | tee "$out/summary.txt"
 import json, sqlite3, statistics, sys
 db = sqlite3.connect(sys.argv[1])
 rows = db.execute("select metrics from reports").fetchall()
@@ -28,3 +29,4 @@ print("trials resumed from a checkpoint:", resumed)
 best = db.execute("select number, value, resource, params from trials where state='completed' order by value limit 3").fetchall()
 print("best:", best)
 PY
+cp "$run/worker.log" "$run/server.log" "$out/" 2>/dev/null || true
