@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check: the embedded stack with one RQ worker per GPU runs examples/torch_study.yaml
 # (a CNN on digits, ASHA promotion) to the end, then summarises what the trials recorded.
-#   bench/gpu_check.sh OUTDIR [RUNDIR]
+#   bench/gpu_check.sh OUTDIR [RUNDIR] [extra `tuneyard demo` options, e.g. --max-trials 12]
 set -euo pipefail
 out=${1:-gpu-check}
 run=${2:-/tmp/tuneyard-gpu-run}
+shift $(( $# > 2 ? 2 : $# ))
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
 start=$(date +%s)
 python3 -m tuneyard.cli demo --study examples/torch_study.yaml --gpus auto \
-  --data-dir "$run" 2>&1 | tee "$out/demo.txt"
+  --data-dir "$run" "$@" 2>&1 | tee "$out/demo.txt"
 echo "wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/demo.txt"
 python3 - "$run/tuneyard.db" <<'PY' | tee "$out/summary.txt"
 import json, sqlite3, statistics, sys

@@ -225,11 +225,11 @@ def run_demo(
     here = study_file.resolve().parent
     paths = [str(here.parent), str(here)]
     console.print(
-        f"[bold]tuneyard[/bold] embedded: SQLite, Redis, dispatcher and {workers} "
-        f"workers; data in {data_dir}"
+        f"[bold]tuneyard[/bold] embedded: SQLite, Redis, dispatcher and "
+        f"{f'a worker per GPU ({gpus})' if gpus else f'{workers} workers'}; data in {data_dir}"
     )
     with (
-        stack(data_dir, workers, port, paths, spec.execution.queue) as st,
+        stack(data_dir, workers, port, paths, spec.execution.queue, gpus) as st,
         Client(st.api_url) as client,
     ):
         console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis at {st.redis_url}")
