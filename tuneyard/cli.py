@@ -1,25 +1,40 @@
-"""The ``tuneyard`` command line: run the service, manage studies, look at trials."""
+"""The ``tuneyard`` command line: run the service, manage studies, look at trials.
+
+Commands that read print Rich tables, or with ``--json`` the API's own JSON. An error answer
+of the API prints its problem detail and exits 1; an invalid study file exits 2.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tuneyard.client import ApiError, Client, Unreachable
 from tuneyard.settings import Settings
 
-app = typer.Typer(help="tuneyard: distributed hyperparameter tuning.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from tuneyard.api.schemas import StudyOut, TrialSummary
+    from tuneyard.spec import StudySpec
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="tuneyard: distributed hyperparameter tuning.",
+    no_args_is_help=True,
+)
 study_app = typer.Typer(help="Create and manage studies.", no_args_is_help=True)
-trials_app = typer.Typer(help="List trials.", no_args_is_help=True)
+trials_app = typer.Typer(help="List a study's trials.", no_args_is_help=True)
 trial_app = typer.Typer(help="Look at one trial.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -28,36 +43,81 @@ app.add_typer(trial_app, name="trial")
 app.add_typer(db_app, name="db")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for logs and grep
 
+# ``--api`` is accepted before the command (``tuneyard --api URL study ls``) and after it; the
+# one after wins. Without either, Settings reads TUNEYARD_API_URL or uses the local default.
 ApiOpt = Annotated[
     str | None,
-    typer.Option("--api", envvar="TUNEYARD_API_URL", help="API base URL."),
+    typer.Option("--api", help="API base URL (default: the global --api, else $TUNEYARD_API_URL)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+_global: dict[str, str | None] = {"api": None}
+
+TRIAL_STATES = ("queued", "running", "paused", "completed", "stopped", "failed")
 
 
-def make_client(api: str | None) -> Client:
-    """The client commands use; tests replace it."""
-    return Client(api or Settings().api_url)
+class TrialState(StrEnum):
+    queued = "queued"
+    running = "running"
+    paused = "paused"
+    completed = "completed"
+    stopped = "stopped"
+    failed = "failed"
 
 
-def _call(api: str | None, fn: Any) -> Any:
-    client = make_client(api)
+class TrialOrder(StrEnum):
+    number = "number"
+    number_desc = "-number"
+    value = "value"
+    value_desc = "-value"
+
+
+@app.callback()
+def _root(
+    api: Annotated[
+        str | None,
+        typer.Option("--api", envvar="TUNEYARD_API_URL", help="API base URL for every command."),
+    ] = None,
+) -> None:
+    _global["api"] = api
+
+
+def api_url(api: str | None = None) -> str:
+    """The API URL a command talks to: its own ``--api``, the global one, or Settings'."""
+    return (api or _global["api"] or Settings().api_url).rstrip("/")
+
+
+def make_client(api: str) -> Client:
+    """The one place commands get their client from; tests replace it."""
+    return Client(api)
+
+
+def _call(api: str | None, fn: Callable[[Client], T]) -> T:
+    """Run ``fn`` with a client; API errors print their detail and exit 1."""
+    url = api_url(api)
+    client = make_client(url)
     try:
         return fn(client)
     except Unreachable as exc:
-        err.print(f"[red]cannot reach the API at {client.base_url}[/red]: {exc.detail}")
-        err.print("is the server running? start it with `tuneyard server`")
+        err.print(f"[red]cannot reach the API[/red]: {escape(exc.detail)}")
+        err.print(
+            f"is the server running at {escape(url)}? start it with `tuneyard server` "
+            "(or point --api / TUNEYARD_API_URL at it)"
+        )
         raise typer.Exit(1) from exc
     except ApiError as exc:
-        err.print(f"[red]{exc.status} {exc.title}[/red]: {exc.detail}")
+        err.print(f"[red]{exc.status} {escape(exc.title)}: {escape(exc.detail)}[/red]")
+        for e in exc.errors:
+            if "field" in e and "message" in e:
+                err.print(f"  [red]{escape(str(e['field']))}[/red]: {escape(str(e['message']))}")
         raise typer.Exit(1) from exc
     finally:
         client.close()
 
 
 def _dump(obj: Any) -> None:
+    """JSON on stdout, bypassing Rich so nothing is wrapped or styled."""
     data: Any
     if isinstance(obj, BaseModel):
         data = obj.model_dump(mode="json")
@@ -76,8 +136,10 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _age(t: datetime) -> str:
-    secs = (datetime.now(UTC) - t).total_seconds()
+def _age(t: datetime, now: datetime | None = None) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    secs = max(0.0, ((now or datetime.now(UTC)) - t).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
             return f"{int(secs // size)}{unit}"
@@ -88,13 +150,23 @@ def _params(p: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in p.items())
 
 
+def _counts(counts: dict[str, int]) -> str:
+    known = [s for s in TRIAL_STATES if counts.get(s)]
+    other = [s for s in counts if s not in TRIAL_STATES and counts[s]]
+    return ", ".join(f"{counts[s]} {s}" for s in (*known, *other)) or "none"
+
+
 # -- the service -------------------------------------------------------------------------------
 @app.command()
 def server(
-    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: $TUNEYARD_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: $TUNEYARD_PORT or 8765).")
+    ] = None,
 ) -> None:
-    """Run the API server (migrating the database first)."""
+    """Run the API server, migrating the database first."""
     import uvicorn
 
     from tuneyard.api.app import create_app
@@ -102,22 +174,22 @@ def server(
 
     settings = Settings()
     upgrade(settings.resolved_database_url())
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port if port is not None else settings.port,
-        log_level="warning",
-    )
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    err.print(f"tuneyard API on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
     """Apply the migrations to TUNEYARD_DATABASE_URL (the embedded SQLite file by default)."""
     from tuneyard.store.migrate import upgrade
 
     url = Settings().resolved_database_url()
     upgrade(url, revision)
-    console.print(f"database at {url.split('@')[-1]} is at revision {revision}")
+    console.print(f"database at {escape(url.split('@')[-1])} is at revision {escape(revision)}")
 
 
 @app.command()
@@ -142,7 +214,7 @@ def scheduler(
     engine = make_engine(settings.resolved_database_url(), pool_size=2, max_overflow=2)
     kit = Toolkit(make_sessionmaker(engine), settings)
     redis = Redis.from_url(redis_url or settings.redis_url)
-    Dispatcher(kit, redis, api or settings.api_url).run(interval)
+    Dispatcher(kit, redis, api_url(api)).run(interval)
 
 
 @app.command()
@@ -166,12 +238,12 @@ def worker(
     try:
         plan = plan_slots(gpus, slots)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     where = ", ".join(f"GPU {g}" if g is not None else "CPU" for g in plan)
     err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
     code = run_pool(
-        api or settings.api_url,
+        api_url(api),
         redis_url or settings.redis_url,
         queue,
         plan,
@@ -184,23 +256,39 @@ def worker(
 @app.command()
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its files.")] = None,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Also run this study (YAML) to the end, then exit."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
     gpus: Annotated[
         str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
     ] = None,
 ) -> None:
-    """Everything on this machine: API on SQLite, Redis, dispatcher, local workers."""
-    from tuneyard.embedded import run_up
+    """Everything on this machine: API on SQLite, Redis, dispatcher, local workers.
 
-    raise typer.Exit(run_up(data_dir=data_dir, workers=workers, port=port, gpus=gpus))
+    Runs until interrupted; with --study, until that study is over."""
+    from tuneyard import embedded
+
+    if study is not None:
+        code = embedded.run_demo(
+            data_dir=data_dir, study_file=study, workers=workers, port=port, gpus=gpus
+        )
+    else:
+        code = embedded.run_up(data_dir=data_dir, workers=workers, port=port, gpus=gpus)
+    raise typer.Exit(code)
 
 
 @app.command()
 def demo(
     data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps its files.")] = None,
-    study: Annotated[Path | None, typer.Option(help="Study definition (YAML).")] = None,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 2,
+    study: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Study definition (YAML).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
     max_trials: Annotated[int | None, typer.Option(help="Override limits.max_trials.")] = None,
     gpus: Annotated[
@@ -224,65 +312,120 @@ def demo(
 
 # -- studies -------------------------------------------------------------------------------------
 def load_spec_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
-    data = yaml.safe_load(text)
+    """A study definition file as a mapping: JSON for ``*.json``, YAML otherwise.
+
+    Raises ValueError (a file that does not parse, or is not a mapping)."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot parse {path.name}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise ValueError(f"expected a mapping of study fields, got {type(data).__name__}")
     return data
+
+
+def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(dotted field path, message) per pydantic error, as a user would write the field."""
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e["loc"]]
+        # A discriminated union puts the tag after the parameter name: space.lr.float.low.
+        if len(loc) >= 3 and loc[0] == "space" and loc[2] in ("float", "int", "categorical"):
+            del loc[2]
+        out.append((".".join(loc) or "study", e["msg"].removeprefix("Value error, ")))
+    return out
+
+
+def _read_spec(file: Path) -> StudySpec:
+    from tuneyard.spec import StudySpec
+
+    try:
+        return StudySpec.model_validate(load_spec_file(file))
+    except ValidationError as exc:
+        err.print(f"[red]{escape(str(file))} is not a valid study definition:[/red]")
+        for field, msg in field_errors(exc):
+            err.print(f"  [bold]{escape(field)}[/bold]: {escape(msg)}")
+        raise typer.Exit(2) from exc
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]{escape(str(file))}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
 
 
 @study_app.command("create")
 def study_create(
-    file: Annotated[Path, typer.Option("-f", "--file", exists=True, help="study.yaml or .json")],
+    file: Annotated[
+        Path,
+        typer.Option("-f", "--file", exists=True, dir_okay=False, help="study.yaml or .json"),
+    ],
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a study from a YAML or JSON definition."""
-    from tuneyard.spec import StudySpec
-
-    try:
-        spec = StudySpec.model_validate(load_spec_file(file))
-    except (ValueError, yaml.YAMLError) as exc:
-        err.print(f"[red]{file} is not a valid study definition[/red]")
-        if isinstance(exc, ValidationError):
-            for e in exc.errors():
-                loc = ".".join(str(p) for p in e["loc"] if p not in ("float", "int", "categorical"))
-                err.print(f"  {loc or 'study'}: {e['msg'].removeprefix('Value error, ')}")
-        else:
-            err.print(f"  {exc}")
-        raise typer.Exit(2) from exc
+    """Create a study from a YAML or JSON definition (checked here before it is sent)."""
+    spec = _read_spec(file)
     out = _call(api, lambda c: c.create_study(spec))
     if as_json:
         _dump(out)
     else:
-        console.print(f"created study [bold]{out.id}[/bold] ({out.name})")
+        console.print(f"created study [bold]{out.id}[/bold] ({escape(out.name)}), {out.state}")
 
 
-def _study_table(studies: list[Any]) -> Table:
+def _study_table(studies: Iterable[StudyOut]) -> Table:
     t = Table("id", "name", "state", "trials", "best", "age")
     for s in studies:
-        counts = ", ".join(f"{n} {k}" for k, n in s.counts.items() if n)
         best = _fmt(s.best.value) if s.best else "-"
-        limit = s.spec.limits.max_trials
         t.add_row(
             str(s.id),
-            s.name,
+            escape(s.name),
             s.state,
-            f"{s.trials_started}/{limit} ({counts or '-'})",
+            f"{s.trials_started}/{s.spec.limits.max_trials}: {_counts(s.counts)}",
             best,
             _age(s.created_at),
         )
     return t
 
 
+def _more(next_cursor: str | None) -> None:
+    if next_cursor:
+        err.print(f"more: --cursor {escape(next_cursor)} (or --all)")
+
+
 @study_app.command("ls")
-def study_ls(api: ApiOpt = None, as_json: JsonOpt = False, limit: int = 50) -> None:
-    """List studies, newest first."""
-    page = _call(api, lambda c: c.list_studies(limit=limit))
-    if as_json:
-        _dump(page.items)
+def study_ls(
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Page to start at.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every page.")] = False,
+) -> None:
+    """List studies, newest first (--json: a list of StudyOut)."""
+    if all_:
+        items = _call(api, lambda c: list(c.iter_studies(limit)))
+        nxt = None
     else:
-        console.print(_study_table(page.items))
+        page = _call(api, lambda c: c.list_studies(limit=limit, cursor=cursor))
+        items, nxt = page.items, page.next_cursor
+    if as_json:
+        _dump(items)
+        return
+    console.print(_study_table(items))
+    _more(nxt)
+
+
+def _space_line(name: str, p: Any) -> str:
+    if p.type == "categorical":
+        what = "{" + ", ".join(_fmt(c) for c in p.choices) + "}"
+    else:
+        what = f"{p.type} [{_fmt(p.low)}, {_fmt(p.high)}]"
+        if p.log:
+            what += " log"
+        if (p.type == "int" and p.step != 1) or (p.type == "float" and p.step is not None):
+            what += f" step {_fmt(p.step)}"
+    if p.when:
+        what += " when " + ", ".join(f"{k}={v}" for k, v in p.when.items())
+    return f"{name}: {what}"
 
 
 @study_app.command("show")
@@ -293,21 +436,37 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         _dump(s)
         return
     sp = s.spec
-    console.print(f"[bold]study {s.id}: {s.name}[/bold]  state: {s.state}")
+    sch = sp.scheduler
+    console.print(f"[bold]study {s.id}: {escape(s.name)}[/bold]  {s.state}, {_age(s.created_at)}")
+    if sp.description:
+        console.print(f"  {escape(sp.description)}")
+    console.print(f"  objective: {sp.direction} {escape(sp.metric)}")
     console.print(
-        f"  {sp.direction} {sp.metric}; sampler {sp.sampler.type}; "
-        f"scheduler {sp.scheduler.type} (r={_fmt(sp.scheduler.min_resource)}, "
-        f"R={_fmt(sp.scheduler.max_resource)}, eta={sp.scheduler.reduction_factor})"
+        f"  search:    {sp.sampler.type} sampler"
+        + (f" (seed {sp.sampler.seed})" if sp.sampler.seed is not None else "")
+        + f"; {sch.type} scheduler, resource {_fmt(sch.min_resource)}..{_fmt(sch.max_resource)}"
+        + f", eta {sch.reduction_factor}"
+        + (f", {sch.mode}" if sch.type == "asha" else "")
     )
+    for name, p in sp.space.items():
+        console.print(f"    {escape(_space_line(name, p))}")
+    if sp.execution is not None:
+        what = sp.execution.entrypoint or " ".join(sp.execution.command or []) or "-"
+        console.print(f"  runs:      {escape(what)} on queue {escape(sp.execution.queue)}")
     console.print(
-        f"  trials: {s.trials_started}/{sp.limits.max_trials} started; "
-        + ", ".join(f"{n} {k}" for k, n in s.counts.items())
+        f"  trials:    {s.trials_started}/{sp.limits.max_trials} started, "
+        f"{sp.limits.max_concurrent} at a time; {_counts(s.counts)}"
     )
-    if s.best:
-        console.print(
-            f"  best: trial {s.best.number} {sp.metric}={_fmt(s.best.value)} "
-            f"at {_fmt(s.best.resource)}  {_params(s.best.params)}"
-        )
+    if s.best is None:
+        console.print("  best:      - (no completed trial yet)")
+        return
+    b = s.best
+    console.print(
+        f"  best:      trial {b.number} (id {b.id}) {escape(sp.metric)}={_fmt(b.value)} "
+        f"at resource {_fmt(b.resource)}"
+    )
+    for k, v in b.params.items():
+        console.print(f"    {escape(k)} = {escape(_fmt(v))}")
 
 
 def _set_state(study_id: int, state: str, api: str | None, as_json: bool) -> None:
@@ -344,32 +503,52 @@ def study_delete(study_id: int, api: ApiOpt = None) -> None:
 
 
 # -- trials --------------------------------------------------------------------------------------
-@trials_app.command("ls")
-def trials_ls(
-    study_id: int,
-    api: ApiOpt = None,
-    as_json: JsonOpt = False,
-    state: Annotated[str | None, typer.Option(help="Only trials in this state.")] = None,
-    order: Annotated[str, typer.Option(help="number, -number, value or -value.")] = "number",
-    limit: int = 100,
-) -> None:
-    """A study's trials."""
-    page = _call(api, lambda c: c.list_trials(study_id, state=state, order=order, limit=limit))
-    if as_json:
-        _dump(page.items)
-        return
+def _trial_table(trials: Iterable[TrialSummary]) -> Table:
     t = Table("#", "state", "value", "resource", "rung", "params", "reason")
-    for tr in page.items:
+    for tr in trials:
         t.add_row(
             str(tr.number),
             tr.state,
             _fmt(tr.value),
             _fmt(tr.resource),
             str(tr.rung),
-            _params(tr.params),
-            tr.reason or "",
+            escape(_params(tr.params)),
+            escape(tr.reason or ""),
         )
-    console.print(t)
+    return t
+
+
+@trials_app.command("ls")
+def trials_ls(
+    study_id: Annotated[int, typer.Argument(metavar="STUDY", help="Study id.")],
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+    state: Annotated[TrialState | None, typer.Option(help="Only trials in this state.")] = None,
+    order: Annotated[
+        TrialOrder, typer.Option(help="Sort key; by value lists only trials with a value.")
+    ] = TrialOrder.number,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Page size.")] = 100,
+    cursor: Annotated[str | None, typer.Option(help="Page to start at.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every page.")] = False,
+) -> None:
+    """A study's trials (--json: a list of TrialSummary)."""
+    st = state.value if state else None
+    if all_:
+        items = _call(api, lambda c: list(c.iter_trials(study_id, st, order.value, limit)))
+        nxt = None
+    else:
+        page = _call(
+            api,
+            lambda c: c.list_trials(
+                study_id, state=st, order=order.value, limit=limit, cursor=cursor
+            ),
+        )
+        items, nxt = page.items, page.next_cursor
+    if as_json:
+        _dump(items)
+        return
+    console.print(_trial_table(items))
+    _more(nxt)
 
 
 @trial_app.command("show")
@@ -379,24 +558,50 @@ def trial_show(trial_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
     if as_json:
         _dump(tr)
         return
-    console.print(f"[bold]trial {tr.id} (#{tr.number})[/bold] {tr.state}: {tr.reason or ''}")
-    console.print(f"  params: {_params(tr.params)}")
+    console.print(
+        f"[bold]trial {tr.id} (#{tr.number} of study {tr.study_id})[/bold] {tr.state}"
+        + (f": {escape(tr.reason)}" if tr.reason else "")
+    )
+    console.print(f"  params: {escape(_params(tr.params))}")
+    console.print(
+        f"  value {_fmt(tr.value)} at resource {_fmt(tr.resource)}; rung {tr.rung}, "
+        f"bracket {tr.bracket}; job {_fmt(tr.resource_from)}..{_fmt(tr.resource_to)}"
+    )
+    if tr.checkpoint:
+        console.print(f"  checkpoint: {escape(tr.checkpoint)}")
     if tr.error:
-        console.print(f"  [red]error[/red]: {tr.error.strip().splitlines()[-1]}")
-    d = Table("when", "decision", "rung", "resource", "reason")
+        lines = tr.error.strip().splitlines() or [""]
+        console.print(f"  [red]error[/red]: {escape(lines[-1])}")
+    d = Table("when", "decision", "rung", "resource", "reason", title="decisions")
     for x in tr.decisions:
         d.add_row(
-            x.created_at.strftime("%H:%M:%S"), x.kind, _fmt(x.rung), _fmt(x.resource), x.reason
+            x.created_at.strftime("%H:%M:%S"),
+            x.kind,
+            _fmt(x.rung),
+            _fmt(x.resource),
+            escape(x.reason),
         )
     console.print(d)
-    r = Table("step", "value", "decision")
+    r = Table("step", "value", "decision", "metrics", title="reports")
     for rep in tr.reports:
-        r.add_row(_fmt(rep.step), _fmt(rep.value), rep.decision)
+        r.add_row(_fmt(rep.step), _fmt(rep.value), rep.decision, escape(_params(rep.metrics)))
     console.print(r)
+    if tr.attempt_log:
+        a = Table("#", "range", "state", "worker", "started", "error", title="attempts")
+        for at in tr.attempt_log:
+            a.add_row(
+                str(at.number),
+                f"{_fmt(at.resource_from)}..{_fmt(at.resource_to)}",
+                at.state,
+                escape(at.worker or "-"),
+                at.started_at.strftime("%H:%M:%S"),
+                escape((at.error or "").strip().splitlines()[-1] if at.error else ""),
+            )
+        console.print(a)
 
 
 def main() -> None:
-    app()
+    app(prog_name="tuneyard")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,28 @@
-"""A typed client of the tuneyard HTTP API, used by workers, the CLI and notebooks.
+"""A typed, synchronous client of the tuneyard HTTP API, used by workers, the CLI and notebooks.
 
 Every call of the API is idempotent by design (reports on (trial, step), transitions
-compare-and-set), so the client retries connection errors and 502/503/504 answers with
-exponential backoff and jitter, honouring ``Retry-After``; a 4xx is never retried.
+compare-and-set), so the client retries connection errors, timeouts and 502/503/504 answers
+with exponential backoff and jitter, honouring ``Retry-After``; a 4xx is never retried.
+Error answers (RFC 9457 problem+json) become :class:`ApiError` subclasses.
+
+    with Client("http://127.0.0.1:8765") as c:
+        study = c.create_study(spec)
+        job = c.next(study.id)
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from tuneyard.api.schemas import (
     Assignment,
@@ -30,9 +38,12 @@ from tuneyard.spec import StudySpec
 
 API = "/api/v1"
 RETRY_STATUS = frozenset({502, 503, 504})
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(Exception):
+    """An error answer of the API: the fields of its problem+json body."""
+
     def __init__(
         self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
     ) -> None:
@@ -40,39 +51,43 @@ class ApiError(Exception):
         self.status = status
         self.title = title
         self.detail = detail
-        self.errors = errors or []
+        self.errors: list[dict[str, Any]] = errors or []
 
 
 class NotFound(ApiError):
-    pass
+    """404: no such study or trial."""
 
 
 class Conflict(ApiError):
-    pass
+    """409: the request conflicts with the current state (e.g. a transition not allowed)."""
 
 
 class StudyFinished(Conflict):
-    pass
+    """409 from ``next``: the study is finished or stopped, there is no more work."""
 
 
 class InvalidRequest(ApiError):
-    pass
+    """400 or 422: invalid input; ``errors`` names the fields."""
 
 
 class Unreachable(ApiError):
-    """The server could not be reached after every retry."""
+    """No answer from the server after every retry (status 0)."""
 
 
 def _error(resp: httpx.Response) -> ApiError:
     try:
         body = resp.json()
     except ValueError:
-        body = {}
+        body = None
     if not isinstance(body, dict):
         body = {}
-    title = str(body.get("title") or resp.reason_phrase)
-    detail = str(body.get("detail") or resp.text[:500])
     errors = body.get("errors")
+    detail = body.get("detail")
+    if isinstance(detail, list) and errors is None:
+        # FastAPI's own validation shape, from a server without our problem+json handler.
+        errors, detail = detail, "; ".join(str(e.get("msg", e)) for e in detail if e)
+    title = str(body.get("title") or resp.reason_phrase or "Error")
+    detail = str(detail or resp.text[:500] or title)
     cls: type[ApiError] = ApiError
     if resp.status_code == 404:
         cls = NotFound
@@ -83,7 +98,31 @@ def _error(resp: httpx.Response) -> ApiError:
     return cls(resp.status_code, title, detail, errors if isinstance(errors, list) else None)
 
 
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 class Client:
+    """The API at ``base_url`` (default: ``TUNEYARD_API_URL`` or the local server).
+
+    ``retries`` is the number of retries after the first attempt; waits start at ``backoff``
+    seconds, double each time and never exceed ``max_backoff`` (nor does an honoured
+    ``Retry-After``). ``transport`` replaces the network, e.g. ``httpx.MockTransport``."""
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -91,12 +130,17 @@ class Client:
         timeout: float = 30.0,
         retries: int = 5,
         transport: httpx.BaseTransport | None = None,
+        *,
         backoff: float = 0.2,
+        max_backoff: float = 30.0,
     ) -> None:
         self.base_url = (base_url or Settings().api_url).rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.retries = retries
+        self.retries = max(0, retries)
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        headers = {"Accept": "application/json, application/problem+json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
         )
@@ -115,51 +159,79 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
     # -- transport -------------------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        delay = self.backoff
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, params: Any = None
+    ) -> httpx.Response:
+        """Send one call, retrying what is safe to retry; raise :class:`ApiError` on >= 400."""
+        content = None
+        headers: dict[str, str] = {}
+        if json_body is not None:
+            # Python's encoder, not httpx's: a NaN or infinite metric is data the server
+            # records (the trial fails with the reason), so it must go out as NaN/Infinity.
+            content = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                resp = self.http.request(method, path, **kwargs)
+                resp = self.http.request(
+                    method, path, content=content, params=params, headers=headers
+                )
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                raise Unreachable(0, "Bad request", f"{self.base_url}: {exc}") from exc
             except httpx.TransportError as exc:
                 if last:
                     raise Unreachable(0, "Unreachable", f"{self.base_url}: {exc}") from exc
-                self._sleep(delay, None)
-                delay *= 2
+                self._wait(attempt, None)
                 continue
             if resp.status_code in RETRY_STATUS and not last:
-                self._sleep(delay, resp.headers.get("Retry-After"))
-                delay *= 2
+                self._wait(attempt, retry_after_seconds(resp.headers.get("Retry-After")))
                 continue
             if resp.status_code >= 400:
                 raise _error(resp)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _sleep(delay: float, retry_after: str | None) -> None:
-        if retry_after is not None and retry_after.replace(".", "", 1).isdigit():
-            delay = max(delay, float(retry_after))
-        time.sleep(delay * (0.5 + random.random()))
+    def _wait(self, attempt: int, retry_after: float | None) -> None:
+        delay = min(self.max_backoff, self.backoff * 2**attempt)
+        delay *= 0.5 + random.random() / 2  # jitter: retrying workers don't arrive together
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        self._sleep(delay)
 
-    def _json(self, method: str, path: str, model: type[BaseModel], **kw: Any) -> Any:
-        return model.model_validate(self.request(method, path, **kw).json())
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        json_body: Any = None,
+        params: Any = None,
+    ) -> M:
+        resp = self.request(method, path, json_body=json_body, params=params)
+        return _parse(resp, model, f"{method} {path}")
 
     # -- studies ---------------------------------------------------------------------------
     def create_study(self, spec: StudySpec | Mapping[str, Any]) -> StudyOut:
+        """Create a study; a Mapping is sent as is and validated by the server."""
         body = spec.model_dump(mode="json") if isinstance(spec, StudySpec) else dict(spec)
-        out: StudyOut = self._json("POST", f"{API}/studies", StudyOut, json=body)
-        return out
+        return self._call("POST", f"{API}/studies", StudyOut, json_body=body)
 
     def list_studies(self, limit: int = 50, cursor: str | None = None) -> StudyPage:
+        """One page of studies, newest first; pass ``next_cursor`` back for the next."""
         params: dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        page: StudyPage = self._json("GET", f"{API}/studies", StudyPage, params=params)
-        return page
+        return self._call("GET", f"{API}/studies", StudyPage, params=params)
 
     def iter_studies(self, page_size: int = 100) -> Iterator[StudyOut]:
+        """Every study, fetching pages as needed."""
         cursor = None
         while True:
             page = self.list_studies(page_size, cursor)
@@ -169,14 +241,13 @@ class Client:
             cursor = page.next_cursor
 
     def get_study(self, study_id: int) -> StudyOut:
-        out: StudyOut = self._json("GET", f"{API}/studies/{study_id}", StudyOut)
-        return out
+        return self._call("GET", f"{API}/studies/{study_id}", StudyOut)
 
     def set_study_state(self, study_id: int, state: str) -> StudyOut:
-        out: StudyOut = self._json(
-            "PATCH", f"{API}/studies/{study_id}", StudyOut, json={"state": state}
+        """``running``, ``paused`` or ``stopped``; :class:`Conflict` if not allowed now."""
+        return self._call(
+            "PATCH", f"{API}/studies/{study_id}", StudyOut, json_body={"state": state}
         )
-        return out
 
     def pause_study(self, study_id: int) -> StudyOut:
         return self.set_study_state(study_id, "paused")
@@ -199,58 +270,68 @@ class Client:
         limit: int = 100,
         cursor: str | None = None,
     ) -> TrialPage:
+        """One page of a study's trials; ``order``: number, -number, value or -value."""
         params: dict[str, Any] = {"order": order, "limit": limit}
         if state:
             params["state"] = state
         if cursor:
             params["cursor"] = cursor
-        page: TrialPage = self._json(
-            "GET", f"{API}/studies/{study_id}/trials", TrialPage, params=params
-        )
-        return page
+        return self._call("GET", f"{API}/studies/{study_id}/trials", TrialPage, params=params)
 
     def iter_trials(
-        self, study_id: int, state: str | None = None, order: str = "number"
+        self,
+        study_id: int,
+        state: str | None = None,
+        order: str = "number",
+        page_size: int = 500,
     ) -> Iterator[TrialSummary]:
+        """Every trial of a study (optionally in one state), fetching pages as needed."""
         cursor = None
         while True:
-            page = self.list_trials(study_id, state, order, 500, cursor)
+            page = self.list_trials(study_id, state, order, page_size, cursor)
             yield from page.items
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
 
     def get_trial(self, trial_id: int) -> TrialOut:
-        out: TrialOut = self._json("GET", f"{API}/trials/{trial_id}", TrialOut)
-        return out
+        """A trial with its reports, decisions and attempts."""
+        return self._call("GET", f"{API}/trials/{trial_id}", TrialOut)
 
     # -- ask / tell ------------------------------------------------------------------------
     def next(self, study_id: int, worker: str | None = None) -> Assignment | None:
-        """The next piece of work; None when nothing can run right now.
+        """The next piece of work: a new trial or a promoted one to resume.
 
-        Raises :class:`StudyFinished` when the study is over."""
+        None when nothing can run right now (all slots busy, or waiting on a rung);
+        raises :class:`StudyFinished` when the study is finished or stopped."""
         try:
-            resp = self.request("POST", f"{API}/studies/{study_id}/next", json={"worker": worker})
+            resp = self.request(
+                "POST", f"{API}/studies/{study_id}/next", json_body={"worker": worker}
+            )
         except Conflict as exc:
             raise StudyFinished(exc.status, exc.title, exc.detail, exc.errors) from exc
         if resp.status_code == 204:
             return None
-        return Assignment.model_validate(resp.json())
+        return _parse(resp, Assignment, f"POST {API}/studies/{study_id}/next")
 
     def report(
         self, trial_id: int, step: float, value: float | None = None, **metrics: float | None
     ) -> ReportOut:
+        """An intermediate result; the answer's ``decision`` says what to do next.
+
+        NaN and infinite values are sent as such (the server fails the trial, with the
+        reason). Repeating a step returns the decision stored the first time."""
         body = {"step": step, "value": value, "metrics": metrics}
-        out: ReportOut = self._json(
-            "POST", f"{API}/trials/{trial_id}/reports", ReportOut, json=body
-        )
-        return out
+        return self._call("POST", f"{API}/trials/{trial_id}/reports", ReportOut, json_body=body)
 
     def pause(self, trial_id: int, checkpoint: str | None = None) -> TrialSummary:
-        out: TrialSummary = self._json(
-            "POST", f"{API}/trials/{trial_id}/pause", TrialSummary, json={"checkpoint": checkpoint}
+        """Acknowledge a ``pause`` decision once the checkpoint is saved."""
+        return self._call(
+            "POST",
+            f"{API}/trials/{trial_id}/pause",
+            TrialSummary,
+            json_body={"checkpoint": checkpoint},
         )
-        return out
 
     def complete(
         self,
@@ -259,21 +340,35 @@ class Client:
         metrics: Mapping[str, float | None] | None = None,
         checkpoint: str | None = None,
     ) -> TrialSummary:
+        """The objective finished; ``value`` (or the latest report's) is the result."""
         body = {"value": value, "metrics": dict(metrics or {}), "checkpoint": checkpoint}
-        out: TrialSummary = self._json(
-            "POST", f"{API}/trials/{trial_id}/complete", TrialSummary, json=body
-        )
-        return out
+        return self._call("POST", f"{API}/trials/{trial_id}/complete", TrialSummary, json_body=body)
 
     def fail(self, trial_id: int, error: str) -> TrialSummary:
-        out: TrialSummary = self._json(
-            "POST", f"{API}/trials/{trial_id}/fail", TrialSummary, json={"error": error}
+        """The objective crashed; ``error`` (e.g. a traceback) is stored on the trial."""
+        return self._call(
+            "POST", f"{API}/trials/{trial_id}/fail", TrialSummary, json_body={"error": error}
         )
-        return out
 
-    def heartbeat(self, trial_id: int) -> None:
-        self.request("POST", f"{API}/trials/{trial_id}/heartbeat")
+    def heartbeat(self, trial_id: int) -> datetime | None:
+        """Extend a running trial's lease; returns the new expiry."""
+        data = self.request("POST", f"{API}/trials/{trial_id}/heartbeat").json()
+        when = data.get("lease_expires_at") if isinstance(data, dict) else None
+        return datetime.fromisoformat(when) if isinstance(when, str) else None
 
     def health(self) -> dict[str, Any]:
+        """``/readyz``: the server is up and its database reachable (503 otherwise)."""
         data: dict[str, Any] = self.request("GET", "/readyz").json()
         return data
+
+
+def _parse(resp: httpx.Response, model: type[M], what: str) -> M:
+    try:
+        return model.model_validate(resp.json())
+    except ValueError as exc:  # not JSON, or not the expected shape (ValidationError)
+        why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise ApiError(
+            resp.status_code,
+            "Unexpected response",
+            f"{what}: the answer is not a {model.__name__} ({why}); is this a tuneyard server?",
+        ) from exc
