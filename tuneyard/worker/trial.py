@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from tuneyard.api.schemas import ReportOut
 
 TERMINAL = frozenset({"pause", "stop", "complete"})
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; a pickle starts with 0x80
 
 
 class TrialStopped(RuntimeError):
@@ -33,6 +34,11 @@ class Reporter(Protocol):
 
 
 class Trial:
+    """One job of one trial: its parameters, its resource range and a checkpoint directory.
+
+    ``resource_to`` moves up when the service promotes the trial on the spot; ``decision`` is
+    the last answer to a report (None before the first)."""
+
     def __init__(
         self,
         client: Reporter,
@@ -58,6 +64,12 @@ class Trial:
         self.last_step: float | None = None
         self.last_value: float | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"Trial(id={self.trial_id}, number={self.number}, study={self.study_id}, "
+            f"resource {self.resource_from:g}..{self.resource_to:g}, decision={self.decision})"
+        )
+
     @property
     def should_stop(self) -> bool:
         """True once the service answered pause, stop or complete."""
@@ -66,8 +78,10 @@ class Trial:
     def report(self, step: float, value: float | None = None, **metrics: float | None) -> str:
         """Send an intermediate result; returns the decision (continue, pause, stop, complete).
 
-        A ``continue`` whose ``resource_to`` is larger is an on-the-spot promotion: the trial
-        keeps training up to the new end, which :meth:`epochs` follows."""
+        Give the study's metric as ``value`` or by name (``val_error=0.1``). A ``continue``
+        whose ``resource_to`` is larger is an on-the-spot promotion: the trial keeps training
+        up to the new end, which :meth:`epochs` follows. After pause, stop or complete the
+        objective should return; reporting again raises :class:`TrialStopped`."""
         if self.should_stop:
             raise TrialStopped(
                 f"trial {self.trial_id} was told to {self.decision} ({self.reason}); "
@@ -81,7 +95,10 @@ class Trial:
         return ans.decision
 
     def epochs(self) -> Iterator[int]:
-        """Whole resource units of this job: resource_from+1, +2, … up to resource_to."""
+        """Whole resource units of this job: resource_from+1, +2, … up to resource_to.
+
+        Ends early once a report's decision is pause, stop or complete, and runs on when a
+        report promotes the trial on the spot (``resource_to`` read again at every step)."""
         epoch = int(self.resource_from)
         while not self.should_stop and epoch + 1 <= self.resource_to + 1e-9:
             epoch += 1
@@ -89,9 +106,11 @@ class Trial:
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, obj: Any, name: str = "state.pkl") -> Path:
-        """Save ``obj`` in the checkpoint dir (torch.save for torch objects, else pickle)."""
+        """Save ``obj`` in the checkpoint dir: ``torch.save`` when it holds torch objects,
+        pickle otherwise. Written to a temporary file and renamed, so never half written."""
         path = self.checkpoint_dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
         if _is_torch(obj):
             import torch
 
@@ -103,44 +122,65 @@ class Trial:
         return path
 
     def load(self, name: str = "state.pkl", default: Any = None) -> Any:
-        """What :meth:`save` stored, restored before a resume; ``default`` when nothing is."""
+        """What :meth:`save` stored (restored before a resume); ``default`` when nothing is.
+
+        Torch checkpoints are mapped to the CPU when this machine has no GPU, since a
+        promoted trial may resume on another machine than the one that paused it."""
         path = self.checkpoint_dir / name
         if not path.exists():
             return default
         with open(path, "rb") as f:
-            head = f.read(2)
-        if head[:2] == b"PK":  # torch's zip format
+            head = f.read(len(_ZIP_MAGIC))
+        if head == _ZIP_MAGIC:
             import torch
 
-            return torch.load(path, weights_only=False)
+            where = None if torch.cuda.is_available() else "cpu"
+            return torch.load(path, map_location=where, weights_only=False)
         with open(path, "rb") as f:
             return pickle.load(f)
 
 
 def _is_torch(obj: Any) -> bool:
-    module = type(obj).__module__ or ""
-    if module.startswith("torch"):
+    """A torch object, or a dict, list or tuple holding one at the top level."""
+
+    def torchy(x: Any) -> bool:
+        return (type(x).__module__ or "").startswith("torch")
+
+    if torchy(obj):
         return True
-    if isinstance(obj, dict) and obj:
-        return any(type(v).__module__.startswith("torch") for v in obj.values())
+    if isinstance(obj, dict):
+        return any(torchy(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(torchy(v) for v in obj)
     return False
 
 
 def trial_from_env() -> Trial:
-    """The trial of a command-line objective, from the ``TUNEYARD_*`` variables it was given."""
+    """The trial of a command-line objective, from the ``TUNEYARD_*`` variables it was given.
+
+    Needs TUNEYARD_API_URL, TUNEYARD_STUDY_ID, TUNEYARD_TRIAL_ID and TUNEYARD_RESOURCE_TO;
+    reads TUNEYARD_PARAMS (JSON object), TUNEYARD_RESOURCE_FROM, TUNEYARD_CHECKPOINT_DIR,
+    TUNEYARD_TRIAL_NUMBER and TUNEYARD_TOKEN when set."""
     from tuneyard.client import Client
 
     env = os.environ
     try:
-        return Trial(
-            client=Client(env["TUNEYARD_API_URL"], token=env.get("TUNEYARD_TOKEN")),
-            study_id=int(env["TUNEYARD_STUDY_ID"]),
-            trial_id=int(env["TUNEYARD_TRIAL_ID"]),
-            number=int(env.get("TUNEYARD_TRIAL_NUMBER", "0")),
-            params=json.loads(env.get("TUNEYARD_PARAMS", "{}")),
-            resource_from=float(env.get("TUNEYARD_RESOURCE_FROM", "0")),
-            resource_to=float(env["TUNEYARD_RESOURCE_TO"]),
-            checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
-        )
+        api_url = env["TUNEYARD_API_URL"]
+        study_id = int(env["TUNEYARD_STUDY_ID"])
+        trial_id = int(env["TUNEYARD_TRIAL_ID"])
+        resource_to = float(env["TUNEYARD_RESOURCE_TO"])
     except KeyError as exc:
         raise RuntimeError(f"{exc.args[0]} is not set: run this under a tuneyard worker") from exc
+    params = json.loads(env.get("TUNEYARD_PARAMS") or "{}")
+    if not isinstance(params, dict):
+        raise RuntimeError("TUNEYARD_PARAMS must be a JSON object")
+    return Trial(
+        client=Client(api_url, token=env.get("TUNEYARD_TOKEN")),
+        study_id=study_id,
+        trial_id=trial_id,
+        number=int(env.get("TUNEYARD_TRIAL_NUMBER", "0")),
+        params=params,
+        resource_from=float(env.get("TUNEYARD_RESOURCE_FROM", "0")),
+        resource_to=resource_to,
+        checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
+    )

@@ -1,0 +1,1 @@
+"""Runnable objectives for tuneyard studies (import them from the repository root)."""
