@@ -50,7 +50,7 @@ def _slot_main(
     redis_url: str, queue: str, gpu: str | None, index: int, env: dict[str, str], paths: list[str]
 ) -> None:
     from redis import Redis
-    from rq import Worker
+    from rq import SimpleWorker
 
     os.environ.update(env)
     if gpu is not None:
@@ -61,7 +61,11 @@ def _slot_main(
         if p not in sys.path:
             sys.path.insert(0, p)
     logging.basicConfig(level=logging.WARNING)
-    worker = Worker([queue], connection=Redis.from_url(redis_url))
+    # Jobs run in this process rather than in a fork per job (RQ's default): the objective's
+    # imports (torch, sklearn), its cached data and an initialised CUDA context carry over to
+    # the next trial, which would otherwise pay seconds per job before its first epoch. A
+    # process that dies with its trial is caught by the trial's lease, as any lost worker is.
+    worker = SimpleWorker([queue], connection=Redis.from_url(redis_url))
     worker.work(logging_level="WARNING")
 
 
