@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -76,28 +77,51 @@ def run_pool(
     slots: list[str | None],
     data_dir: Path,
     paths: list[str] | None = None,
+    poll: float = 1.0,
 ) -> int:
-    """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code."""
+    """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code of the last
+    generation of processes (the ones stopped by the signal).
+
+    A slot process that dies on its own (an objective that crashed the interpreter, an
+    out-of-memory kill) is started again; its trial's lease runs out and the service deals
+    with the trial."""
     env = {"TUNEYARD_API_URL": api_url, "TUNEYARD_DATA_DIR": str(data_dir)}
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
+    stopping = False
+
+    def start(i: int, gpu: str | None) -> multiprocessing.process.BaseProcess:
+        p = ctx.Process(
             target=_slot_main,
             args=(redis_url, queue, gpu, i, env, list(paths or [])),
             name=f"tuneyard-worker-{i}",
         )
-        for i, gpu in enumerate(slots)
-    ]
-    for p in procs:
         p.start()
+        return p
+
+    procs = [start(i, gpu) for i, gpu in enumerate(slots)]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.pid is not None and p.is_alive():
                 os.kill(p.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    worst = 0
+    while any(p.is_alive() for p in procs) or not stopping:
+        for i, p in enumerate(procs):
+            if p.is_alive():
+                continue
+            p.join()
+            if not stopping:
+                log.error("%s exited with %s; starting it again", p.name, p.exitcode)
+                procs[i] = start(i, slots[i])
+        if stopping and not any(p.is_alive() for p in procs):
+            break
+        time.sleep(poll)
     for p in procs:
         p.join()
-    return max((abs(p.exitcode or 0) for p in procs), default=0)
+        worst = max(worst, abs(p.exitcode or 0))
+    return worst
