@@ -151,7 +151,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_torch_objects_go_through_torch_save(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch  # installed by `make test`, as for the PyTorch example's tests
+
     trial = Trial(FakeService(), 1, 5, 4, {}, 0, 1, tmp_path)
     trial.save({"w": torch.arange(3.0), "epoch": 2}, name="model.pt")
     assert (tmp_path / "model.pt").read_bytes()[:2] == b"PK"  # torch's zip format
