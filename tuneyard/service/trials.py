@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished
@@ -145,11 +145,45 @@ class TrialService:
         self._end_attempt(s, trial, state, error)
         self._log(s, trial, {"completed": "complete", "stopped": "stop"}.get(state, "fail"), reason)
 
+    def _retry_or_fail(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        trial: Trial,
+        reason: str,
+        error: str,
+    ) -> None:
+        """A failed attempt: queue the trial to run the same job again while it has retries
+        left (``execution.max_retries``), from the same checkpoint; else fail it."""
+        retries = ctx.spec.execution.max_retries if ctx.spec.execution else 0
+        failed = s.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(Attempt.trial_id == trial.id, Attempt.state == "failed")
+        )
+        if int(failed or 0) >= retries:
+            self._end_job(s, ctx, study, board, trial, "failed", reason, error=error)
+            return
+        trial.state = "queued"
+        trial.reason = f"retry {int(failed or 0) + 1} of {retries}: {reason}"
+        trial.error = error
+        trial.lease_expires_at = None
+        study.active = max(0, study.active - 1)
+        self._end_attempt(s, trial, "failed", error)
+        self._log(s, trial, "retry", trial.reason, trial.rung, trial.resource_from)
+
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
         """Complete the study when nothing runs, nothing can be promoted and no trial is left."""
         if study.state != "running" or study.active > 0:
             return False
         if study.trials_started < ctx.capacity:
+            return False
+        queued = s.scalar(
+            select(Trial.id).where(Trial.study_id == study.id, Trial.state == "queued").limit(1)
+        )
+        if queued is not None:
             return False
         if ctx.scheduler.next_promotion(board) is not None:
             return False
@@ -190,6 +224,22 @@ class TrialService:
                 return None
             if study.active >= ctx.spec.limits.max_concurrent:
                 return None
+            retry = s.scalar(
+                select(Trial)
+                .where(Trial.study_id == study.id, Trial.state == "queued")
+                .order_by(Trial.number)
+                .limit(1)
+                .with_for_update()
+            )
+            if retry is not None:
+                # A retry runs its job again, from the checkpoint the job started from.
+                retry.state = "running"
+                retry.worker = worker
+                retry.lease_expires_at = self._lease(now)
+                self._start_attempt(s, retry, worker, now)
+                study.active += 1
+                kind = "resume" if retry.checkpoint else "new"
+                return AssignmentResult(retry, kind, retry.reason or "retry")
             promo = ctx.scheduler.next_promotion(board)
             if promo is not None:
                 trial = self._trial(s, promo.trial_id, lock=True)
@@ -281,7 +331,7 @@ class TrialService:
         for t in expired:
             secs = fmt(self.kit.settings.lease_seconds)
             reason = f"lease expired: no report or heartbeat for {secs} s"
-            self._end_job(s, ctx, study, board, t, "failed", reason, error=reason)
+            self._retry_or_fail(s, ctx, study, board, t, reason, reason)
 
     # -- report ----------------------------------------------------------------------------
     def report(
@@ -491,14 +541,14 @@ class TrialService:
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            if trial.state == "failed":
-                return trial
+            if trial.state == "failed" or (trial.state == "queued" and trial.error == error):
+                return trial  # a repeated request: the attempt already failed
             if trial.state != "running":
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
             first_line = error.strip().splitlines()[-1] if error.strip() else "error"
-            self._end_job(s, ctx, study, board, trial, "failed", first_line[:500], error=error)
+            self._retry_or_fail(s, ctx, study, board, trial, first_line[:500], error)
             self._maybe_finish(s, ctx, study, board)
             return trial
 

@@ -1,0 +1,97 @@
+"""A failed attempt (lease expired, or the worker reported a crash) is retried up to
+execution.max_retries, running the same job again from the checkpoint it started from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import API, study_spec
+from tuneyard.api.app import create_app
+from tuneyard.settings import Settings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def http(settings: Settings, clock: FakeClock) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, clock=clock)) as c:
+        yield c
+
+
+def spec(retries: int) -> dict:  # type: ignore[type-arg]
+    return study_spec(
+        limits={"max_trials": 3, "max_concurrent": 1},
+        execution={"entrypoint": "examples.mlp_digits:train", "max_retries": retries},
+    )
+
+
+def test_expired_lease_is_retried_then_failed(http: TestClient, clock: FakeClock) -> None:
+    sid = http.post(f"{API}/studies", json=spec(1)).json()["id"]
+    first = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
+    clock.advance(61)  # the worker vanished: no report, no heartbeat
+    again = http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()
+    assert again["trial_id"] == first["trial_id"] and again["number"] == 0
+    assert (again["resource_from"], again["resource_to"]) == (0, 1)
+    assert "retry 1 of 1: lease expired" in again["reason"]
+    clock.advance(61)
+    third = http.post(f"{API}/studies/{sid}/next", json={"worker": "w3"}).json()
+    assert third["number"] == 1, "retries exhausted: the study moves on"
+    t = http.get(f"{API}/trials/{first['trial_id']}").json()
+    assert t["state"] == "failed" and "lease expired" in t["error"]
+    assert [a["worker"] for a in t["attempt_log"]] == ["w1", "w2"]
+    assert [a["state"] for a in t["attempt_log"]] == ["failed", "failed"]
+    assert "retry" in [d["kind"] for d in t["decisions"]]
+
+
+def test_reported_crash_is_retried_from_the_checkpoint_it_started_from(http: TestClient) -> None:
+    sid = http.post(f"{API}/studies", json=spec(2)).json()["id"]
+    # Three trials at rung 0 so that the best one gets promoted and resumed.
+    for _ in range(3):
+        job = http.post(f"{API}/studies/{sid}/next").json()
+        tid = job["trial_id"]
+        ans = http.post(
+            f"{API}/trials/{tid}/reports", json={"step": 1, "value": 1.0 - 0.1 * job["number"]}
+        ).json()
+        if ans["decision"] == "pause":
+            http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": f"/ck/{tid}"})
+        else:
+            assert ans["decision"] == "continue" and ans["resource_to"] == 3
+            resumed = job | {"resource_from": 1.0, "resource_to": 3.0}
+    tid = resumed["trial_id"]
+    http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/fail", json={"error": "Traceback\nRuntimeError: CUDA OOM"})
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+    assert (
+        http.post(
+            f"{API}/trials/{tid}/fail", json={"error": "Traceback\nRuntimeError: CUDA OOM"}
+        ).status_code
+        == 200
+    )
+    retry = http.post(f"{API}/studies/{sid}/next").json()
+    assert retry["trial_id"] == tid and retry["kind"] == "new"
+    assert (retry["resource_from"], retry["resource_to"]) == (0.0, 3.0)
+    # The stored report of step 2 answers the retry's identical report; step 3 is new.
+    assert (
+        http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.9}).json()["value"]
+        == 0.5
+    )
+    done = http.post(f"{API}/trials/{tid}/reports", json={"step": 3, "value": 0.4}).json()
+    assert done["decision"] in ("pause", "continue")
