@@ -95,3 +95,20 @@ def test_reported_crash_is_retried_from_the_checkpoint_it_started_from(http: Tes
     )
     done = http.post(f"{API}/trials/{tid}/reports", json={"step": 3, "value": 0.4}).json()
     assert done["decision"] in ("pause", "continue")
+
+
+def test_reaping_without_anyone_asking_for_work(settings: Settings, clock: FakeClock) -> None:
+    from tuneyard.service.context import Toolkit
+    from tuneyard.service.trials import TrialService
+    from tuneyard.store.db import make_engine, make_sessionmaker
+
+    with TestClient(create_app(settings, clock=clock)) as http:
+        sid = http.post(f"{API}/studies", json=spec(1)).json()["id"]
+        tid = http.post(f"{API}/studies/{sid}/next").json()["trial_id"]
+        engine = make_engine(settings.resolved_database_url())
+        service = TrialService(Toolkit(make_sessionmaker(engine), settings, clock))
+        assert service.reap_expired() == []
+        clock.advance(61)
+        assert service.reap_expired() == [sid]
+        engine.dispose()
+        assert http.get(f"{API}/trials/{tid}").json()["state"] == "queued"

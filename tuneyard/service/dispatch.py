@@ -19,6 +19,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select
 
 from tuneyard.service.context import Toolkit
+from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
 from tuneyard.store.models import Study
 from tuneyard.worker.jobs import PENDING_KEY, run_slot
@@ -54,7 +55,10 @@ class Dispatcher:
         return len(ids) - len(gone)
 
     def tick(self) -> list[Fill]:
-        """One pass over the running studies; returns what it enqueued."""
+        """One pass: reap expired trial leases, then fill each running study's queue."""
+        reaped = TrialService(self.kit).reap_expired()
+        if reaped:
+            log.info("reaped expired leases in studies %s", reaped)
         with self.kit.transaction() as s:
             rows = s.execute(
                 select(Study.id, Study.spec, Study.active).where(Study.state == "running")

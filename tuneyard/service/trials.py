@@ -318,6 +318,27 @@ class TrialService:
         self._log(s, trial, "start", placement.reason, None, placement.resource_to)
         return trial, "new", placement.reason
 
+    def reap_expired(self) -> list[int]:
+        """Deal with every running trial whose lease ran out (retry or fail it); returns the
+        studies touched. One range query on (state, lease_expires_at) finds them."""
+        now = self.kit.clock()
+        with self.kit.transaction() as s:
+            study_ids = list(
+                s.scalars(
+                    select(Trial.study_id)
+                    .where(Trial.state == "running", Trial.lease_expires_at < now)
+                    .distinct()
+                )
+            )
+        for study_id in study_ids:
+            with self.kit.transaction() as s:
+                study = self._lock_study(s, study_id)
+                ctx = self.kit.context(study)
+                board = ctx.board(s, study.id)
+                self._reap_expired(s, ctx, study, board, now)
+                self._maybe_finish(s, ctx, study, board)
+        return study_ids
+
     def _reap_expired(
         self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard, now: datetime
     ) -> None:
