@@ -102,7 +102,7 @@ def test_three_workers_finish_an_asha_study_resuming_across_workers(
         ):
             workers_of[a.trial_id].append(a.worker)
         resumed = [tid for tid, ws in workers_of.items() if len(ws) > 1]
-        assert resumed, "no trial was paused and resumed"
+        assert len(resumed) >= 4, f"few trials paused and resumed: {dict(workers_of)}"
         moved = [tid for tid in resumed if len(set(workers_of[tid])) > 1]
         assert moved, f"every resume happened on the same worker: {dict(workers_of)}"
         for t in trials:
