@@ -230,8 +230,23 @@ def worker(
     path: Annotated[
         list[str] | None, typer.Option(help="Extra import path for objectives (repeatable).")
     ] = None,
+    checkpoints: Annotated[
+        str,
+        typer.Option(
+            envvar="TUNEYARD_CHECKPOINT_STORE",
+            help="Where paused trials' checkpoints go: 'api' (uploaded to the API server) "
+            "or a directory every worker shares.",
+        ),
+    ] = "api",
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds a running trial gets to reach a report after SIGTERM."),
+    ] = 60.0,
 ) -> None:
-    """Attach this machine: one RQ worker process per GPU, or --slots CPU processes."""
+    """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
+
+    Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
+    pause at their next report and are handed back with a checkpoint."""
     from tuneyard.worker.pool import plan_slots, run_pool
 
     settings = Settings()
@@ -240,7 +255,10 @@ def worker(
     except ValueError as exc:
         err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
-    where = ", ".join(f"GPU {g}" if g is not None else "CPU" for g in plan)
+    where = ", ".join(
+        f"GPU {g.index}" + (f" ({g.name})" if g.name else "") if g is not None else "CPU"
+        for g in plan
+    )
     err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
     code = run_pool(
         api_url(api),
@@ -249,6 +267,8 @@ def worker(
         plan,
         (data_dir or settings.data_dir).resolve(),
         path,
+        checkpoints=checkpoints if checkpoints == "api" else str(Path(checkpoints).resolve()),
+        grace=grace,
     )
     raise typer.Exit(code)
 
@@ -598,6 +618,81 @@ def trial_show(trial_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
                 escape((at.error or "").strip().splitlines()[-1] if at.error else ""),
             )
         console.print(a)
+
+
+@trial_app.command("log")
+def trial_log(
+    trial_id: int,
+    api: ApiOpt = None,
+    attempt: Annotated[int | None, typer.Option(min=1, help="Only this attempt.")] = None,
+) -> None:
+    """The objective's whole output (standard output and error), every attempt."""
+    text = _call(api, lambda c: c.read_log(trial_id, attempt))
+    sys.stdout.write(text)
+
+
+@app.command("workers")
+def workers_ls(
+    api: ApiOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include stopped workers.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Attached workers: host, GPU, state and the trial each runs."""
+    rows = _call(api, lambda c: c.list_workers(include_stopped=all_))
+    if as_json:
+        _dump(rows)
+        return
+    t = Table("id", "name", "state", "queue", "gpu", "trial", "last seen", title="workers")
+    now = datetime.now(UTC)
+    for w in rows:
+        gpu = ", ".join(
+            f"{g.name or 'GPU ' + g.index}"
+            + (f" {g.memory_mib // 1024} GiB" if g.memory_mib else "")
+            for g in w.gpus
+        )
+        t.add_row(
+            str(w.id),
+            escape(w.name),
+            w.state,
+            escape(w.queue or "-"),
+            escape(gpu or "CPU"),
+            str(w.trial_id) if w.trial_id is not None else "-",
+            _age(w.last_seen_at, now),
+        )
+    console.print(t)
+
+
+@app.command()
+def report(
+    step: Annotated[float, typer.Option(help="Resource consumed so far, e.g. epochs.")],
+    value: Annotated[float | None, typer.Option(help="The study's metric.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Another metric, name=value (repeatable).")
+    ] = None,
+) -> None:
+    """Report from a command-line objective (reads the TUNEYARD_* variables its worker set).
+
+    Prints the decision (continue, pause, stop or complete); a script should end when it
+    is not ``continue``, after saving its state to $TUNEYARD_CHECKPOINT_DIR on ``pause``."""
+    from tuneyard.worker.trial import trial_from_env
+
+    metrics: dict[str, float | None] = {}
+    for item in metric or []:
+        name, sep, raw = item.partition("=")
+        try:
+            metrics[name.strip()] = float(raw)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            err.print(f"[red]--metric: expected name=number, got {escape(item)!r}[/red]")
+            raise typer.Exit(2)
+    try:
+        trial = trial_from_env()
+    except RuntimeError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    decision = _call(None, lambda _c: trial.report(step, value, **metrics))
+    print(decision)
 
 
 def main() -> None:

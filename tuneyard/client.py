@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,12 +27,15 @@ from pydantic import BaseModel, ValidationError
 
 from tuneyard.api.schemas import (
     Assignment,
+    CheckpointOut,
+    LogChunkOut,
     ReportOut,
     StudyOut,
     StudyPage,
     TrialOut,
     TrialPage,
     TrialSummary,
+    WorkerOut,
 )
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
@@ -162,11 +166,21 @@ class Client:
 
     # -- transport -------------------------------------------------------------------------
     def request(
-        self, method: str, path: str, *, json_body: Any = None, params: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Any = None,
+        upload: Path | None = None,
     ) -> httpx.Response:
-        """Send one call, retrying what is safe to retry; raise :class:`ApiError` on >= 400."""
-        content = None
+        """Send one call, retrying what is safe to retry; raise :class:`ApiError` on >= 400.
+
+        ``upload`` streams a file as the body (opened again for each try)."""
+        content: Any = None
         headers: dict[str, str] = {}
+        if upload is not None:
+            headers["Content-Type"] = "application/octet-stream"
         if json_body is not None:
             # Python's encoder, not httpx's: a NaN or infinite metric is data the server
             # records (the trial fails with the reason), so it must go out as NaN/Infinity.
@@ -175,9 +189,15 @@ class Client:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                resp = self.http.request(
-                    method, path, content=content, params=params, headers=headers
-                )
+                if upload is not None:
+                    with open(upload, "rb") as body:
+                        resp = self.http.request(
+                            method, path, content=_chunks(body), params=params, headers=headers
+                        )
+                else:
+                    resp = self.http.request(
+                        method, path, content=content, params=params, headers=headers
+                    )
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
                 raise Unreachable(0, "Bad request", f"{self.base_url}: {exc}") from exc
             except httpx.TransportError as exc:
@@ -354,10 +374,87 @@ class Client:
         when = data.get("lease_expires_at") if isinstance(data, dict) else None
         return datetime.fromisoformat(when) if isinstance(when, str) else None
 
+    def release(
+        self,
+        trial_id: int,
+        reason: str,
+        checkpoint: str | None = None,
+        step: float | None = None,
+    ) -> TrialSummary:
+        """Hand a running trial back unfinished (this worker is stopping); it runs again
+        elsewhere, from ``checkpoint`` saved at ``step`` when given."""
+        body = {"reason": reason, "checkpoint": checkpoint, "step": step}
+        return self._call("POST", f"{API}/trials/{trial_id}/release", TrialSummary, json_body=body)
+
+    def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
+        """Ship a chunk of an attempt's output; returns the bytes the trial's log holds."""
+        body = {"attempt": attempt, "offset": offset, "text": text}
+        return self._call(
+            "POST", f"{API}/trials/{trial_id}/log", LogChunkOut, json_body=body
+        ).log_bytes
+
+    def read_log(self, trial_id: int, attempt: int | None = None) -> str:
+        """The objective's whole output, every attempt (or one)."""
+        params = {"attempt": attempt} if attempt is not None else None
+        return self.request("GET", f"{API}/trials/{trial_id}/log", params=params).text
+
+    def upload_checkpoint(self, trial_id: int, archive: Path) -> str:
+        """Upload a checkpoint archive of a running trial; returns its location."""
+        resp = self.request("PUT", f"{API}/trials/{trial_id}/checkpoint", upload=archive)
+        return _parse(resp, CheckpointOut, "PUT checkpoint").location
+
+    def download_checkpoint(self, trial_id: int, digest: str, dest: Path) -> None:
+        """Write a checkpoint archive to ``dest`` (retried like any call)."""
+        path = f"{API}/trials/{trial_id}/checkpoint/{digest}"
+        for attempt in range(self.retries + 1):
+            try:
+                with self.http.stream("GET", path) as resp:
+                    if resp.status_code in RETRY_STATUS and attempt < self.retries:
+                        self._wait(attempt, retry_after_seconds(resp.headers.get("Retry-After")))
+                        continue
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise _error(resp)
+                    with open(dest, "wb") as f:
+                        for chunk in resp.iter_bytes(1 << 20):
+                            f.write(chunk)
+                    return
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise Unreachable(0, "Unreachable", f"{self.base_url}: {exc}") from exc
+                self._wait(attempt, None)
+
+    # -- workers ---------------------------------------------------------------------------
+    def register_worker(self, worker: Mapping[str, Any]) -> WorkerOut:
+        """Announce a worker process (name, host, pid, queue, slots, gpus)."""
+        return self._call("POST", f"{API}/workers", WorkerOut, json_body=dict(worker))
+
+    def worker_heartbeat(self, worker_id: int, trial_id: int | None = None) -> WorkerOut:
+        return self._call(
+            "POST",
+            f"{API}/workers/{worker_id}/heartbeat",
+            WorkerOut,
+            json_body={"trial_id": trial_id},
+        )
+
+    def stop_worker(self, worker_id: int) -> WorkerOut:
+        return self._call("DELETE", f"{API}/workers/{worker_id}", WorkerOut)
+
+    def list_workers(self, include_stopped: bool = False) -> list[WorkerOut]:
+        resp = self.request(
+            "GET", f"{API}/workers", params={"include_stopped": str(include_stopped).lower()}
+        )
+        return [WorkerOut.model_validate(w) for w in resp.json()]
+
     def health(self) -> dict[str, Any]:
         """``/readyz``: the server is up and its database reachable (503 otherwise)."""
         data: dict[str, Any] = self.request("GET", "/readyz").json()
         return data
+
+
+def _chunks(f: Any, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
 
 
 def _parse(resp: httpx.Response, model: type[M], what: str) -> M:

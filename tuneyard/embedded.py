@@ -215,7 +215,19 @@ def stack(
         worker_log = data_dir / "worker.log"
         worker = es.enter_context(
             _process(
-                [*py, "worker", "--queue", queue, *pool, "--data-dir", str(data_dir), *extra],
+                [
+                    *py,
+                    "worker",
+                    "--queue",
+                    queue,
+                    *pool,
+                    "--data-dir",
+                    str(data_dir),
+                    # One machine: the checkpoints stay on its disk.
+                    "--checkpoints",
+                    str(data_dir / "checkpoints"),
+                    *extra,
+                ],
                 env,
                 worker_log,
             )

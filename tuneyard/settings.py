@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     port: int = DEFAULT_PORT
     # A running trial whose worker sent no report or heartbeat for this long is reaped.
     lease_seconds: float = 60.0
+    # Largest checkpoint archive a worker may upload to the API.
+    max_checkpoint_bytes: int = 8 * 1024**3
     db_pool_size: int = 10
     db_max_overflow: int = 20
 

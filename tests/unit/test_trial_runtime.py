@@ -84,8 +84,28 @@ class FakeService:
     def heartbeat(self, trial_id: int) -> None:
         self.calls.append(("heartbeat", trial_id))
 
+    def release(
+        self,
+        trial_id: int,
+        reason: str,
+        checkpoint: str | None = None,
+        step: float | None = None,
+    ) -> None:
+        self.calls.append(("release", (trial_id, reason, checkpoint, step)))
+        self._refuse("release")
+
+    def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
+        self.calls.append(("log", (attempt, offset, text)))
+        return offset + len(text)
+
+    def output(self) -> str:
+        return "".join(a[2] for a in self.args("log"))
+
+    def get_trial(self, trial_id: int) -> Any:
+        raise NotImplementedError("a Python objective's runner does not read the trial back")
+
     def kinds(self) -> list[str]:
-        return [k for k, _ in self.calls if k != "heartbeat"]
+        return [k for k, _ in self.calls if k not in ("heartbeat", "log")]
 
     def args(self, kind: str) -> list[Any]:
         return [a for k, a in self.calls if k == kind]
@@ -238,15 +258,16 @@ def test_a_numpy_result_completes_the_trial(tmp_path: Path) -> None:
     assert svc.args("complete") == [(5, 0.5)]
 
 
-def test_an_interrupt_fails_the_trial_and_goes_on(tmp_path: Path) -> None:
+def test_an_interrupt_hands_the_trial_back_without_using_a_retry(tmp_path: Path) -> None:
     def objective(trial: Trial) -> None:
         raise KeyboardInterrupt
 
     svc = FakeService()
     with pytest.raises(KeyboardInterrupt):
         run(svc, job(), objective, tmp_path, "w")
-    ((_tid, error),) = svc.args("fail")
-    assert "interrupted (KeyboardInterrupt)" in error
+    assert svc.args("fail") == []
+    ((_tid, reason, checkpoint, _step),) = svc.args("release")
+    assert "interrupted (KeyboardInterrupt)" in reason and checkpoint is None
 
 
 def test_a_nan_result_fails_the_trial_with_the_reason(tmp_path: Path) -> None:

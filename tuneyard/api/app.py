@@ -11,6 +11,7 @@ from sqlalchemy import text
 from tuneyard import __version__
 from tuneyard.api import errors
 from tuneyard.api.routes import router
+from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
 from tuneyard.settings import Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.state.engine = engine
     errors.install(app)
     app.include_router(router)
+    app.include_router(worker_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -71,6 +71,9 @@ def _trial_out(d: TrialDetail) -> TrialOut:
         resource_to=t.resource_to,
         checkpoint=t.checkpoint,
         error=t.error,
+        worker=t.worker,
+        pending=t.pending,
+        log_tail=t.log_tail,
         reports=[ReportOut.model_validate(r, from_attributes=True) for r in d.reports],
         decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
         attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
@@ -172,6 +175,7 @@ def next_job(
         checkpoint=t.checkpoint,
         kind=res.kind,  # type: ignore[arg-type]
         reason=res.reason,
+        attempt=t.attempts,
     )
 
 

@@ -102,6 +102,15 @@ class TrialOut(TrialSummary):
     resource_to: float
     checkpoint: str | None
     error: str | None
+    worker: str | None = Field(default=None, description="the worker running (or that last ran) the trial")
+    pending: str | None = Field(
+        default=None,
+        description="``pause`` while a pause decision awaits the worker's checkpoint"
+    )
+    log_tail: str | None = Field(
+        default=None,
+        description="the last few kilobytes of the objective's output; the whole is at /log"
+    )
     reports: list[ReportOut]
     decisions: list[DecisionOut]
     attempt_log: list[AttemptOut]
@@ -127,6 +136,7 @@ class Assignment(BaseModel):
     checkpoint: str | None
     kind: Literal["new", "resume"]
     reason: str
+    attempt: int = Field(default=1, description="this run's number among the trial's attempts")
 
 
 class CompleteIn(_In):
@@ -141,6 +151,65 @@ class FailIn(_In):
 
 class PauseIn(_In):
     checkpoint: str | None = Field(default=None, max_length=2000)
+
+
+class ReleaseIn(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+    checkpoint: str | None = Field(default=None, max_length=2000)
+    step: float | None = Field(
+        default=None, ge=0, description="the step the checkpoint was saved at (with checkpoint)"
+    )
+
+
+class LogChunkIn(_In):
+    attempt: int = Field(ge=1, description="the attempt whose output this is")
+    offset: int = Field(ge=0, description="characters of that attempt's output sent before it")
+    text: str = Field(max_length=1_000_000)
+
+
+class LogChunkOut(BaseModel):
+    log_bytes: int
+
+
+class CheckpointOut(BaseModel):
+    location: str = Field(description="pass it to /pause, /complete or /release")
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: str = Field(max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    memory_mib: int | None = Field(default=None, ge=0)
+    uuid: str | None = Field(default=None, max_length=100)
+
+
+class WorkerIn(_In):
+    name: str = Field(min_length=1, max_length=200, description="unique, e.g. host/gpu-0")
+    host: str = Field(min_length=1, max_length=200)
+    pid: int | None = Field(default=None, ge=0)
+    queue: str | None = Field(default=None, max_length=64)
+    slots: int = Field(default=1, ge=1, le=1024)
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
+
+
+class WorkerBeatIn(_In):
+    trial_id: int | None = Field(default=None, description="the trial it is running, if any")
+
+
+class WorkerOut(BaseModel):
+    id: int
+    name: str
+    host: str
+    pid: int | None
+    queue: str | None
+    slots: int
+    gpus: list[GpuInfo]
+    state: Literal["active", "lost", "stopped"]
+    trial_id: int | None
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
 
 
 class Problem(BaseModel):

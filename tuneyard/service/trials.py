@@ -573,6 +573,45 @@ class TrialService:
             self._maybe_finish(s, ctx, study, board)
             return trial
 
+    def release(
+        self, trial_id: int, reason: str, checkpoint: str | None, step: float | None
+    ) -> Trial:
+        """Hand a running trial back unfinished (its worker is shutting down): it is queued to
+        run again, from ``checkpoint`` saved at ``step`` when given, else from where its job
+        started. Not a failure: it uses none of the trial's retries."""
+        with self.kit.transaction() as s:
+            peek = self._trial(s, trial_id)
+            study = self._lock_study(s, peek.study_id)
+            trial = self._trial(s, trial_id, lock=True)
+            if trial.state == "queued" and trial.reason and trial.reason.startswith("handed back"):
+                return trial  # a repeated request
+            if trial.state != "running":
+                raise Conflict(
+                    f"trial {trial_id} is {trial.state}; only a running trial is handed back"
+                )
+            if trial.pending == "pause":
+                raise Conflict(
+                    f"trial {trial_id} was told to pause; save its checkpoint and call /pause"
+                )
+            if checkpoint is not None:
+                if step is None:
+                    raise InvalidRequest("step: required with a checkpoint", field="step")
+                if not trial.resource_from - 1e-9 <= step <= trial.resource_to + 1e-9:
+                    raise InvalidRequest(
+                        f"step: {fmt(step)} is outside the job's range "
+                        f"{fmt(trial.resource_from)}..{fmt(trial.resource_to)}",
+                        field="step",
+                    )
+                trial.checkpoint = checkpoint
+                trial.resource_from = step
+            trial.state = "queued"
+            trial.reason = f"handed back: {reason}"
+            trial.lease_expires_at = None
+            study.active = max(0, study.active - 1)
+            self._end_attempt(s, trial, "released", reason)
+            self._log(s, trial, "release", trial.reason, trial.rung, trial.resource_from)
+            return trial
+
     def heartbeat(self, trial_id: int) -> Trial:
         with self.kit.transaction() as s:
             trial = self._trial(s, trial_id, lock=True)

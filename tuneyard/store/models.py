@@ -110,6 +110,9 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The last few kilobytes of the objective's output; the whole of it is in trial_logs.
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -238,3 +241,43 @@ class Attempt(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),)
+
+
+class TrialLog(Base):
+    """Output of an objective, in the chunks its worker shipped (appended, never rewritten).
+
+    A chunk is keyed by (trial, attempt, offset in that attempt's output), so a chunk sent
+    again after a lost answer is stored once."""
+
+    __tablename__ = "trial_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("trial_id", "attempt", "offset", name="uq_trial_logs_chunk"),
+    )
+
+
+class Worker(Base):
+    """A worker process (one per GPU or CPU slot) that registered with the service."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    # [{"index": "0", "name": "NVIDIA H100", "memory_mib": 81559}], empty on a CPU slot.
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    trial_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -15,13 +15,20 @@ from pathlib import Path
 from rq import get_current_job
 
 from tuneyard.client import Client, StudyFinished
-from tuneyard.worker.checkpoints import FilesystemCheckpointStore
-from tuneyard.worker.runner import load_objective, run_assignment
+from tuneyard.worker.checkpoints import store_from_env
+from tuneyard.worker.runner import (
+    Control,
+    JobOptions,
+    make_objective,
+    run_assignment,
+)
 
 PENDING_KEY = "tuneyard:pending:{study_id}"
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
 IDLE_PATIENCE = 5.0
+# This process's shutdown switch: the worker's SIGTERM handler flips it (see pool.py).
+CONTROL = Control()
 
 
 def worker_name() -> str:
@@ -34,13 +41,15 @@ def run_slot(study_id: int, api_url: str) -> str:
     if job is not None:
         # The job left the queue: the dispatcher no longer counts it as pending.
         job.connection.srem(PENDING_KEY.format(study_id=study_id), job.id)
+    if CONTROL.stopping.is_set():
+        return "stopping"  # the worker is shutting down: take no new trial
     data_dir = Path(os.environ.get("TUNEYARD_DATA_DIR", "."))
-    store = FilesystemCheckpointStore(
-        Path(os.environ.get("TUNEYARD_CHECKPOINT_DIR", str(data_dir / "checkpoints")))
-    )
     name = worker_name()
     # A worker knows how it reaches the API; the dispatcher's address is the fallback.
-    with Client(os.environ.get("TUNEYARD_API_URL") or api_url) as client:
+    url = os.environ.get("TUNEYARD_API_URL") or api_url
+    token = os.environ.get("TUNEYARD_TOKEN")
+    with Client(url, token=token) as client:
+        store = store_from_env(client, data_dir)
         deadline = time.monotonic() + IDLE_PATIENCE
         delay = 0.1
         while True:
@@ -50,18 +59,21 @@ def run_slot(study_id: int, api_url: str) -> str:
                 return "finished"
             if assignment is not None:
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or CONTROL.stopping.is_set():
                 return "idle"
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         spec = client.get_study(study_id).spec
-        if spec.execution is None or not spec.execution.entrypoint:
-            client.fail(assignment.trial_id, "the study names no execution.entrypoint to run")
-            return "fail"
         try:
-            objective = load_objective(spec.execution.entrypoint)
+            objective = make_objective(spec.execution, url, token)
         except (ImportError, AttributeError, ValueError) as exc:
             client.fail(assignment.trial_id, f"{type(exc).__name__}: {exc}")
             return "fail"
+        opts = JobOptions(
+            timeout=spec.execution.timeout if spec.execution else None,
+            grace=float(os.environ.get("TUNEYARD_STOP_GRACE", "60")),
+            hard_exit=True,
+            control=CONTROL,
+        )
         workdir = data_dir / "work" / name.replace("/", "_")
-        return run_assignment(client, study_id, assignment, objective, store, workdir)
+        return run_assignment(client, study_id, assignment, objective, store, workdir, opts)

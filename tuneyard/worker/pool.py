@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -10,21 +11,32 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("tuneyard.worker")
 
 
-def detect_gpus() -> list[str]:
-    """GPU indices from nvidia-smi; empty when there is none."""
+@dataclass(frozen=True)
+class Gpu:
+    index: str
+    name: str | None = None
+    memory_mib: int | None = None
+    uuid: str | None = None
+
+
+def detect_gpus() -> list[Gpu]:
+    """The GPUs nvidia-smi sees (index, model, memory); empty when there is none."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            [exe, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=20,
@@ -32,64 +44,169 @@ def detect_gpus() -> list[str]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    gpus = []
+    for line in out.splitlines():
+        cols = [c.strip() for c in line.split(",")]
+        if not cols or not cols[0]:
+            continue
+        mem = cols[2] if len(cols) > 2 else ""
+        gpus.append(
+            Gpu(
+                index=cols[0],
+                name=cols[1] if len(cols) > 1 else None,
+                memory_mib=int(mem) if mem.isdigit() else None,
+                uuid=cols[3] if len(cols) > 3 else None,
+            )
+        )
+    return gpus
 
 
-def plan_slots(gpus: str | None, slots: int | None) -> list[str | None]:
+def plan_slots(gpus: str | None, slots: int | None) -> list[Gpu | None]:
     """One entry per worker process: the GPU it is pinned to, or None for a CPU slot."""
     if gpus in (None, "", "none"):
         return [None] * (slots or 1)
-    ids = detect_gpus() if gpus == "auto" else [g.strip() for g in gpus.split(",") if g.strip()]
+    found = detect_gpus()
+    if gpus == "auto":
+        return list(found) if found else [None] * (slots or 1)
+    known = {g.index: g for g in found}
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
     if not ids:
-        if gpus == "auto":
-            return [None] * (slots or 1)
         raise ValueError("--gpus names no GPU")
-    return list(ids)
+    return [known.get(i, Gpu(index=i)) for i in ids]
+
+
+class _Registration:
+    """Registers this slot with the API, beats every ``every`` seconds with the trial it
+    runs, and says goodbye at the end. Keeps trying while the API is unreachable; registers
+    again if the API forgot it."""
+
+    def __init__(self, api_url: str, info: dict[str, Any], every: float = 5.0) -> None:
+        self.api_url, self.info, self.every = api_url, info, every
+        self.worker_id: int | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="registration")
+
+    def _run(self) -> None:
+        from tuneyard.client import Client, NotFound
+        from tuneyard.worker.jobs import CONTROL
+
+        with Client(self.api_url, retries=1, timeout=10) as client:
+            while True:
+                try:
+                    if self.worker_id is None:
+                        self.worker_id = client.register_worker(self.info).id
+                    else:
+                        trial = CONTROL.current_trial_id()
+                        client.worker_heartbeat(self.worker_id, trial)
+                except NotFound:
+                    self.worker_id = None
+                except Exception as exc:
+                    log.debug("worker registration/heartbeat failed: %s", exc)
+                if self.done.wait(self.every):
+                    break
+            if self.worker_id is not None:
+                with contextlib.suppress(Exception):
+                    client.stop_worker(self.worker_id)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=15)
 
 
 def _slot_main(
-    redis_url: str, queue: str, gpu: str | None, index: int, env: dict[str, str], paths: list[str]
+    redis_url: str,
+    queue: str,
+    gpu: Gpu | None,
+    index: int,
+    env: dict[str, str],
+    paths: list[str],
 ) -> None:
     from redis import Redis
     from rq import SimpleWorker
 
+    from tuneyard.worker.jobs import CONTROL
+
+    class SlotWorker(SimpleWorker):
+        """On SIGTERM/SIGINT, the running trial pauses at its next report and is handed
+        back with its checkpoint (RQ's warm shutdown then waits for that job to end)."""
+
+        def request_stop(self, signum: Any, frame: Any) -> None:
+            CONTROL.stop("the worker is stopping")
+            super().request_stop(signum, frame)
+
     os.environ.update(env)
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    slot = f"gpu-{gpu}" if gpu is not None else f"slot-{index}"
-    os.environ["TUNEYARD_WORKER_NAME"] = f"{socket.gethostname()}/{slot}"
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
+    slot = f"gpu-{gpu.index}" if gpu is not None else f"slot-{index}"
+    host = socket.gethostname()
+    name = f"{host}/{slot}"
+    os.environ["TUNEYARD_WORKER_NAME"] = name
     for p in reversed([os.getcwd(), *paths]):
         if p not in sys.path:
             sys.path.insert(0, p)
     logging.basicConfig(level=logging.WARNING)
+    registration = _Registration(
+        env["TUNEYARD_API_URL"],
+        {
+            "name": name,
+            "host": host,
+            "pid": os.getpid(),
+            "queue": queue,
+            "slots": 1,
+            "gpus": [] if gpu is None else [asdict(gpu)],
+        },
+    )
+    registration.start()
     # Jobs run in this process rather than in a fork per job (RQ's default): the objective's
     # imports (torch, sklearn), its cached data and an initialised CUDA context carry over to
     # the next trial, which would otherwise pay seconds per job before its first epoch. A
     # process that dies with its trial is caught by the trial's lease, as any lost worker is.
-    worker = SimpleWorker([queue], connection=Redis.from_url(redis_url))
-    worker.work(logging_level="WARNING")
+    worker = SlotWorker([queue], connection=Redis.from_url(redis_url), name=_rq_name(name))
+    try:
+        worker.work(logging_level="WARNING")
+    finally:
+        registration.stop()
+
+
+def _rq_name(name: str) -> str:
+    """RQ worker names must be unique in Redis: a restarted slot gets a fresh suffix."""
+    return f"{name.replace('/', '.')}.{os.getpid()}"
 
 
 def run_pool(
     api_url: str,
     redis_url: str,
     queue: str,
-    slots: list[str | None],
+    slots: list[Gpu | None],
     data_dir: Path,
     paths: list[str] | None = None,
     poll: float = 1.0,
+    checkpoints: str = "api",
+    grace: float = 60.0,
 ) -> int:
     """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code of the last
     generation of processes (the ones stopped by the signal).
 
     A slot process that dies on its own (an objective that crashed the interpreter, an
-    out-of-memory kill) is started again; its trial's lease runs out and the service deals
-    with the trial."""
-    env = {"TUNEYARD_API_URL": api_url, "TUNEYARD_DATA_DIR": str(data_dir)}
+    out-of-memory kill, a stuck objective it ended itself) is started again; its trial's
+    lease runs out and the service deals with the trial.
+
+    On SIGTERM or SIGINT each slot hands its running trial back (paused at the next report
+    with a checkpoint, or as it started after ``grace`` seconds) and exits; a slot still
+    alive ``grace`` + 30 seconds later is killed."""
+    env = {
+        "TUNEYARD_API_URL": api_url,
+        "TUNEYARD_DATA_DIR": str(data_dir),
+        "TUNEYARD_CHECKPOINT_STORE": checkpoints,
+        "TUNEYARD_STOP_GRACE": str(grace),
+    }
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
-    def start(i: int, gpu: str | None) -> multiprocessing.process.BaseProcess:
+    def start(i: int, gpu: Gpu | None) -> multiprocessing.process.BaseProcess:
         p = ctx.Process(
             target=_slot_main,
             args=(redis_url, queue, gpu, i, env, list(paths or [])),
@@ -110,7 +227,15 @@ def run_pool(
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     worst = 0
+    stop_deadline: float | None = None
     while any(p.is_alive() for p in procs) or not stopping:
+        if stopping and stop_deadline is None:
+            stop_deadline = time.monotonic() + grace + 30
+        if stop_deadline is not None and time.monotonic() > stop_deadline:
+            for p in procs:
+                if p.is_alive() and p.pid is not None:
+                    log.error("%s did not stop within %.0f s; killing it", p.name, grace + 30)
+                    os.kill(p.pid, signal.SIGKILL)
         for i, p in enumerate(procs):
             if p.is_alive():
                 continue

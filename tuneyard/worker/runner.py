@@ -14,18 +14,23 @@ import multiprocessing
 import numbers
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneyard.api.schemas import Assignment, ReportOut
+from tuneyard.api.schemas import Assignment, ReportOut, TrialOut
 from tuneyard.client import Client, Conflict, NotFound, StudyFinished
+from tuneyard.spec import ExecutionSpec
 from tuneyard.worker.checkpoints import CheckpointStore, FilesystemCheckpointStore
+from tuneyard.worker.command import CommandObjective, CommandTimeout
+from tuneyard.worker.output import LogShipper, capture_output
 from tuneyard.worker.trial import Trial, TrialStopped
 
 log = logging.getLogger("tuneyard.worker")
@@ -44,6 +49,14 @@ class WorkerClient(Protocol):
     ) -> ReportOut: ...
 
     def pause(self, trial_id: int, checkpoint: str | None = None) -> Any: ...
+
+    def release(
+        self, trial_id: int, reason: str, checkpoint: str | None = None, step: float | None = None
+    ) -> Any: ...
+
+    def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int: ...
+
+    def get_trial(self, trial_id: int) -> TrialOut: ...
 
     def complete(self, trial_id: int, value: float | None = None) -> Any: ...
 
@@ -70,6 +83,17 @@ def load_objective(entrypoint: str) -> Objective:
     if not callable(fn):
         raise AttributeError(f"{entrypoint!r} is a {type(fn).__name__}, not a function")
     return fn
+
+
+def make_objective(
+    execution: ExecutionSpec | None, api_url: str, token: str | None = None
+) -> Objective | CommandObjective:
+    """The objective a study's ``execution`` names; ValueError when it names none."""
+    if execution is not None and execution.command:
+        return CommandObjective(execution.command, api_url, token)
+    if execution is None or not execution.entrypoint:
+        raise ValueError("the study names no execution.entrypoint or execution.command to run")
+    return load_objective(execution.entrypoint)
 
 
 def error_text(exc: BaseException) -> str:
@@ -141,21 +165,150 @@ def _settle(what: str, trial_id: int, call: Callable[[], Any]) -> bool:
     return False  # pragma: no cover
 
 
+class AttemptTimeout(BaseException):
+    """Raised in the objective when its attempt runs past ``execution.timeout``.
+
+    A BaseException, so that an objective's own ``except Exception`` does not swallow it."""
+
+
+class Control:
+    """Lets a worker's shutdown reach the job it is running: the trial is interrupted (it
+    pauses at its next report and is handed back with its checkpoint)."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.reason = "the worker is stopping"
+        self._trial: Trial | None = None
+        self._lock = threading.Lock()
+
+    def stop(self, reason: str | None = None) -> None:
+        """Safe to call from a signal handler."""
+        if reason:
+            self.reason = reason
+        self.stopping.set()
+        trial = self._trial
+        if trial is not None:
+            trial.interrupt(self.reason)
+
+    def current_trial_id(self) -> int | None:
+        trial = self._trial
+        return trial.trial_id if trial is not None else None
+
+    def attach(self, trial: Trial | None) -> None:
+        self._trial = trial
+        if trial is not None and self.stopping.is_set():
+            trial.interrupt(self.reason)
+
+
+@dataclass
+class JobOptions:
+    """How a worker runs a job.
+
+    ``timeout`` is ``execution.timeout``. ``hard_exit`` lets the worker end its own process
+    when an objective can be neither interrupted by a timeout nor stopped within ``grace``
+    seconds of a shutdown (the trial is failed or handed back first; the pool starts a
+    fresh process)."""
+
+    timeout: float | None = None
+    heartbeat_every: float = 10.0
+    log_every: float = 2.0
+    grace: float = 60.0
+    hard_exit: bool = False
+    control: Control = field(default_factory=Control)
+
+
+class _Watchdog:
+    """Enforces the timeout of a Python objective and the grace period of a shutdown.
+
+    At the deadline the objective is interrupted with :class:`AttemptTimeout` (a signal to
+    the main thread, which also breaks a ``time.sleep``); objectives that sit in C code for
+    another ``INTERRUPT_GRACE`` seconds are failed from here and, with ``hard_exit``, their
+    process ends. The same goes for a job still running ``grace`` seconds after a shutdown,
+    whose trial is handed back instead."""
+
+    INTERRUPT_GRACE = 10.0
+
+    def __init__(self, client: WorkerClient, trial: Trial, opts: JobOptions) -> None:
+        self.client, self.trial, self.opts = client, trial, opts
+        self.finished = threading.Event()
+        self.timed_out = False
+        self._main = threading.current_thread() is threading.main_thread()
+        self._old_handler: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="watchdog")
+
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
+        if self.timed_out and not self.finished.is_set():
+            raise AttemptTimeout(self._timeout_text())
+
+    def _timeout_text(self) -> str:
+        return f"timed out: the objective ran past execution.timeout ({self.opts.timeout:g} s)"
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        stop_seen: float | None = None
+        while not self.finished.wait(0.2):
+            now = time.monotonic()
+            if self.opts.timeout is not None and now - start > self.opts.timeout:
+                self.timed_out = True
+                if self._main:
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+                if self.finished.wait(self.INTERRUPT_GRACE):
+                    return
+                why = self._timeout_text() + " and could not be interrupted"
+                with contextlib.suppress(Exception):
+                    self.client.fail(self.trial.trial_id, why)
+                self._exit(why)
+                return
+            if self.opts.control.stopping.is_set():
+                stop_seen = stop_seen or now
+                if now - stop_seen > self.opts.grace:
+                    why = (
+                        f"{self.opts.control.reason}; the objective did not reach a report "
+                        f"within {self.opts.grace:g} s"
+                    )
+                    with contextlib.suppress(Exception):
+                        self.client.release(self.trial.trial_id, why)
+                    self._exit(why)
+                    return
+
+    def _exit(self, why: str) -> None:
+        if self.opts.hard_exit:
+            log.error("trial %s: %s; ending this worker process", self.trial.trial_id, why)
+            logging.shutdown()
+            os._exit(EXIT_RESTART)
+
+    def __enter__(self) -> _Watchdog:
+        if self._main and self.opts.timeout is not None:
+            self._old_handler = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.finished.set()
+        if self._old_handler is not None:
+            signal.signal(signal.SIGUSR1, self._old_handler)
+
+
+# The exit code of a worker process that ended itself to get rid of a stuck objective.
+EXIT_RESTART = 75
+
+
 def run_assignment(
     client: WorkerClient,
     study_id: int,
     assignment: Assignment,
-    objective: Objective,
+    objective: Objective | CommandObjective,
     store: CheckpointStore,
     workdir: Path,
-    heartbeat_every: float = 10.0,
+    opts: JobOptions | None = None,
 ) -> str:
     """Run one job to its end and tell the service how it ended.
 
-    Returns ``pause``, ``stop``, ``complete``, ``fail``, or ``lost`` when the service had
-    already ended the trial (a reaped lease, a deleted study). The job runs in
-    ``workdir/trial-<id>``, restored from the store on a resume and removed at the end; its
-    wall time is logged (the service records each attempt's start and end)."""
+    Returns ``pause``, ``stop``, ``complete``, ``fail``, ``release`` (handed back: the worker
+    is stopping), or ``lost`` when the service had already ended the trial (a reaped lease, a
+    deleted study). The job runs in ``workdir/trial-<id>``, restored from the store on a
+    resume and removed at the end; its output goes to the trial's log."""
+    opts = opts or JobOptions()
     job = assignment
     ckpt_dir = Path(workdir) / f"trial-{job.trial_id}"
     if ckpt_dir.exists():
@@ -173,11 +326,16 @@ def run_assignment(
     )
     started = time.monotonic()
     outcome = "fail"
+    opts.control.attach(trial)
     try:
-        with _Heartbeat(client, job.trial_id, heartbeat_every):
-            outcome = _run(client, study_id, job, objective, store, trial)
+        with (
+            _Heartbeat(client, job.trial_id, opts.heartbeat_every),
+            LogShipper(client, job.trial_id, job.attempt, opts.log_every) as shipper,
+        ):
+            outcome = _run(client, study_id, job, objective, store, trial, shipper, opts)
         return outcome
     finally:
+        opts.control.attach(None)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
             "trial %s (%s, resource %g..%g) ran %.1f s: %s",
@@ -190,27 +348,94 @@ def run_assignment(
         )
 
 
+def _with_tail(message: str, shipper: LogShipper) -> str:
+    tail = shipper.tail()
+    return f"{message}; its output ends with:\n{tail}" if tail else message
+
+
+def _after_command(
+    client: WorkerClient, trial: Trial, code: int, shipper: LogShipper, opts: JobOptions
+) -> str | None:
+    """Learn what the process's reports decided (they went to the API, not through us).
+
+    Returns an outcome when the service already ended the trial; otherwise sets the
+    handle's decision for the common path: pause, hand back, fail, or complete."""
+    shipper.flush()
+    state = client.get_trial(trial.trial_id)
+    if state.state in ("completed", "stopped", "failed"):
+        return {"completed": "complete", "stopped": "stop", "failed": "fail"}[state.state]
+    if state.state != "running":
+        return "lost"  # reaped and queued again, or deleted: no longer this job's
+    if state.resource is not None and state.resource > trial.resource_from:
+        trial.last_step = state.resource
+    if state.pending == "pause":
+        trial.decision, trial.reason = "pause", state.reason
+    elif opts.control.stopping.is_set():
+        # A process that exited cleanly after SIGTERM saved its state at its last report.
+        trial.decision, trial.reason = "pause", opts.control.reason
+        trial.handed_back = True
+        if code != 0:
+            trial.last_step = None  # its checkpoint may be half written: resume from before
+    elif code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        trial.decision, trial.reason = "fail", _with_tail(f"the command {how}", shipper)
+    return None
+
+
 def _run(
     client: WorkerClient,
     study_id: int,
     job: Assignment,
-    objective: Objective,
+    objective: Objective | CommandObjective,
     store: CheckpointStore,
     trial: Trial,
+    shipper: LogShipper,
+    opts: JobOptions,
 ) -> str:
     def fail(error: str) -> str:
+        shipper.flush()
         ok = _settle("fail", job.trial_id, lambda: client.fail(job.trial_id, error))
         return "fail" if ok else "lost"
+
+    def release(reason: str, with_checkpoint: bool) -> str:
+        location = step = None
+        if with_checkpoint and trial.last_step is not None and any(trial.checkpoint_dir.iterdir()):
+            try:
+                location = store.save(study_id, job.trial_id, trial.checkpoint_dir)
+                step = trial.last_step
+            except Exception as exc:
+                log.warning("trial %s: cannot save its checkpoint: %s", job.trial_id, exc)
+        shipper.flush()
+        ok = _settle(
+            "release",
+            job.trial_id,
+            lambda: client.release(job.trial_id, reason, checkpoint=location, step=step),
+        )
+        return "release" if ok else "lost"
 
     if job.kind == "resume" and job.checkpoint:
         try:
             store.restore(job.checkpoint, trial.checkpoint_dir)
         except Exception as exc:
             return fail(f"cannot restore the checkpoint to resume from:\n{error_text(exc)}")
+    result: Any = None
     try:
-        result = objective(trial)
+        if isinstance(objective, CommandObjective):
+            code = objective.run(
+                trial, job.attempt, shipper, opts.timeout, opts.control.stopping, sys.stdout
+            )
+            ended = _after_command(client, trial, code, shipper, opts)
+            if ended is not None:
+                return ended
+        else:
+            with _Watchdog(client, trial, opts), capture_output(shipper):
+                result = objective(trial)
     except TrialStopped:
         result = None  # reported after a terminal decision: end as that decision says
+    except AttemptTimeout as exc:
+        return fail(_with_tail(str(exc), shipper))
+    except CommandTimeout as exc:
+        return fail(_with_tail(str(exc), shipper))
     except Exception as exc:
         if trial.decision in ("stop", "complete"):
             # The service already ended the trial; the crash came afterwards.
@@ -218,10 +443,14 @@ def _run(
             return trial.decision
         return fail(error_text(exc))
     except (KeyboardInterrupt, SystemExit) as exc:
-        # Tell the service now rather than let the lease run out; then stop as asked.
+        # Not the trial's fault: hand it back now rather than let the lease run out.
         with contextlib.suppress(Exception):
-            fail(f"the worker was interrupted ({type(exc).__name__}) during the objective")
+            release(f"the worker was interrupted ({type(exc).__name__})", with_checkpoint=False)
         raise
+    if trial.decision == "fail":
+        return fail(trial.reason or "the command failed")
+    if trial.handed_back:
+        return release(trial.reason or opts.control.reason, with_checkpoint=True)
     if trial.decision == "pause":
         try:
             location = store.save(study_id, job.trial_id, trial.checkpoint_dir)
@@ -249,6 +478,7 @@ def work_loop(
     worker_name: str,
     idle_sleep: float = 0.2,
     stop_event: threading.Event | None = None,
+    opts: JobOptions | None = None,
 ) -> int:
     """Ask for work until the study is over (or ``stop_event`` is set); returns how many
     jobs this worker ran. While nothing can run (ASHA waiting for a rung to fill) it polls
@@ -266,7 +496,7 @@ def work_loop(
             idle = min(idle * 1.5, max(2.0, idle_sleep))
             continue
         idle = idle_sleep
-        run_assignment(client, study_id, job, objective, store, workdir)
+        run_assignment(client, study_id, job, objective, store, workdir, opts)
         jobs += 1
     return jobs
 
@@ -297,7 +527,9 @@ def _worker_main(
     name = f"{socket.gethostname()}/local-{index}"
     try:
         with Client(api_url) as client:
-            work_loop(client, study_id, objective, store, workdir, name)
+            execution = client.get_study(study_id).spec.execution
+            opts = JobOptions(timeout=execution.timeout if execution else None)
+            work_loop(client, study_id, objective, store, workdir, name, opts=opts)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

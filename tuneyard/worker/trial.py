@@ -63,6 +63,15 @@ class Trial:
         self.reason: str | None = None
         self.last_step: float | None = None
         self.last_value: float | None = None
+        # Set when the worker is stopping: the next report pauses the trial here, and the
+        # worker hands it back with the checkpoint instead of telling the service to pause.
+        self.interrupted: str | None = None
+        self.handed_back = False
+
+    def interrupt(self, reason: str) -> None:
+        """Stop at the next report as if told to pause (safe to call from any thread or a
+        signal handler); the worker then hands the trial back with its checkpoint."""
+        self.interrupted = reason
 
     def __repr__(self) -> str:
         return (
@@ -92,7 +101,10 @@ class Trial:
         self.last_step, self.last_value = step, ans.value
         if ans.decision == "continue" and ans.resource_to is not None:
             self.resource_to = max(self.resource_to, ans.resource_to)
-        return ans.decision
+        if ans.decision == "continue" and self.interrupted:
+            self.decision, self.reason = "pause", self.interrupted
+            self.handed_back = True
+        return self.decision
 
     def epochs(self) -> Iterator[int]:
         """Whole resource units of this job: resource_from+1, +2, … up to resource_to.
@@ -160,7 +172,14 @@ def trial_from_env() -> Trial:
 
     Needs TUNEYARD_API_URL, TUNEYARD_STUDY_ID, TUNEYARD_TRIAL_ID and TUNEYARD_RESOURCE_TO;
     reads TUNEYARD_PARAMS (JSON object), TUNEYARD_RESOURCE_FROM, TUNEYARD_CHECKPOINT_DIR,
-    TUNEYARD_TRIAL_NUMBER and TUNEYARD_TOKEN when set."""
+    TUNEYARD_TRIAL_NUMBER and TUNEYARD_TOKEN when set.
+
+    Called from the main thread, it also turns the SIGTERM a stopping worker sends into a
+    pause at the next report: save the state when ``epochs()`` ends (or the report says
+    pause) and exit 0, and the trial resumes elsewhere from there."""
+    import signal
+    import threading
+
     from tuneyard.client import Client
 
     env = os.environ
@@ -174,7 +193,7 @@ def trial_from_env() -> Trial:
     params = json.loads(env.get("TUNEYARD_PARAMS") or "{}")
     if not isinstance(params, dict):
         raise RuntimeError("TUNEYARD_PARAMS must be a JSON object")
-    return Trial(
+    trial = Trial(
         client=Client(api_url, token=env.get("TUNEYARD_TOKEN")),
         study_id=study_id,
         trial_id=trial_id,
@@ -184,3 +203,6 @@ def trial_from_env() -> Trial:
         resource_to=resource_to,
         checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
     )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: trial.interrupt("the worker is stopping"))
+    return trial

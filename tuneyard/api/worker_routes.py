@@ -1,0 +1,123 @@
+"""The worker side of the API: registration, trial logs, checkpoints and handing trials back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from tuneyard.api.deps import KitDep, TrialsDep
+from tuneyard.api.routes import E404, E409, E422, _summary
+from tuneyard.api.schemas import (
+    CheckpointOut,
+    LogChunkIn,
+    LogChunkOut,
+    ReleaseIn,
+    TrialSummary,
+    WorkerBeatIn,
+    WorkerIn,
+    WorkerOut,
+)
+from tuneyard.service.artifacts import CheckpointFiles, LogService
+from tuneyard.service.workers import WorkerInfo, WorkerService
+from tuneyard.store.models import Worker
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _worker_out(w: Worker) -> WorkerOut:
+    return WorkerOut.model_validate(w, from_attributes=True)
+
+
+# -- workers ---------------------------------------------------------------------------------
+@router.post("/workers", status_code=201, response_model=WorkerOut, responses=E422)
+def register_worker(body: WorkerIn, kit: KitDep) -> WorkerOut:
+    """A worker process announces itself (again after a restart: ``name`` is the key)."""
+    info = WorkerInfo(
+        name=body.name,
+        host=body.host,
+        pid=body.pid,
+        queue=body.queue,
+        slots=body.slots,
+        gpus=tuple(g.model_dump() for g in body.gpus),
+    )
+    return _worker_out(WorkerService(kit).register(info))
+
+
+@router.post("/workers/{worker_id}/heartbeat", response_model=WorkerOut, responses=E404)
+def worker_heartbeat(worker_id: int, kit: KitDep, body: WorkerBeatIn | None = None) -> WorkerOut:
+    """The worker is alive, running ``trial_id`` (or idle)."""
+    return _worker_out(WorkerService(kit).beat(worker_id, body.trial_id if body else None))
+
+
+@router.delete("/workers/{worker_id}", response_model=WorkerOut, responses=E404)
+def stop_worker(worker_id: int, kit: KitDep) -> WorkerOut:
+    """The worker stopped cleanly; it stays listed with ``include_stopped``."""
+    return _worker_out(WorkerService(kit).stop(worker_id))
+
+
+@router.get("/workers", response_model=list[WorkerOut])
+def list_workers(
+    kit: KitDep,
+    include_stopped: bool = False,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[WorkerOut]:
+    """Attached workers with their hardware; one silent for longer than a lease is ``lost``."""
+    return [_worker_out(w) for w in WorkerService(kit).list(include_stopped, limit)]
+
+
+# -- handing a trial back ----------------------------------------------------------------------
+@router.post(
+    "/trials/{trial_id}/release", response_model=TrialSummary, responses={**E404, **E409, **E422}
+)
+def release(trial_id: int, body: ReleaseIn, trials: TrialsDep) -> TrialSummary:
+    """Hand a running trial back unfinished (its worker is stopping): it runs again on another
+    worker, from ``checkpoint`` (saved at ``step``) when given. Uses none of its retries."""
+    return _summary(trials.release(trial_id, body.reason, body.checkpoint, body.step))
+
+
+# -- logs --------------------------------------------------------------------------------------
+@router.post("/trials/{trial_id}/log", response_model=LogChunkOut, responses={**E404, **E422})
+def append_log(trial_id: int, body: LogChunkIn, kit: KitDep) -> LogChunkOut:
+    """A chunk of an attempt's output (idempotent on attempt and offset)."""
+    size = LogService(kit).append(trial_id, body.attempt, body.offset, body.text)
+    return LogChunkOut(log_bytes=size)
+
+
+@router.get(
+    "/trials/{trial_id}/log",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}, **E404},
+)
+def read_log(
+    trial_id: int, kit: KitDep, attempt: Annotated[int | None, Query(ge=1)] = None
+) -> PlainTextResponse:
+    """The objective's whole standard output and error, every attempt (or one)."""
+    return PlainTextResponse(LogService(kit).read(trial_id, attempt))
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+@router.put(
+    "/trials/{trial_id}/checkpoint",
+    status_code=201,
+    response_model=CheckpointOut,
+    responses={**E404, **E409, **E422},
+)
+async def upload_checkpoint(trial_id: int, request: Request, kit: KitDep) -> CheckpointOut:
+    """Store a checkpoint archive (``tar.gz`` body) of a running trial; the answer's location
+    goes with /pause. A promoted trial's next worker downloads it from here."""
+    files = CheckpointFiles(kit)
+    location = await files.put(trial_id, request.stream(), kit.settings.max_checkpoint_bytes)
+    return CheckpointOut(location=location)
+
+
+@router.get(
+    "/trials/{trial_id}/checkpoint/{digest}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}, **E404, **E422},
+)
+def download_checkpoint(trial_id: int, digest: str, kit: KitDep) -> Response:
+    """A checkpoint archive uploaded earlier, by the digest in its location."""
+    path = CheckpointFiles(kit).path(trial_id, digest)
+    return FileResponse(path, media_type="application/gzip", filename=f"trial-{trial_id}.tar.gz")

@@ -1,0 +1,164 @@
+"""What trials leave behind besides numbers: their output logs and uploaded checkpoints.
+
+Logs live in the database, in the chunks workers ship while the objective runs, so any API
+server can serve them and a worker that dies mid-trial leaves what it printed until then.
+Checkpoints uploaded over HTTP live under the server's data dir (shared between API servers
+when there are several), one content-addressed file per save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tuneyard.errors import Conflict, InvalidRequest, NotFound
+from tuneyard.service.context import Toolkit
+from tuneyard.store.models import Trial, TrialLog
+
+# Output kept per trial, all attempts together; beyond it a marker says what was dropped.
+LOG_LIMIT = 16 * 1024 * 1024
+# Characters of output shown on the trial itself.
+TAIL_CHARS = 4000
+CHECKPOINT_PREFIX = "api:"
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LogService:
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+
+    def append(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
+        """Store one chunk of an attempt's output; returns the bytes the trial's log holds.
+
+        Idempotent: a chunk already stored at (attempt, offset) is not stored again."""
+        with self.kit.transaction() as s:
+            trial = s.get(Trial, trial_id, with_for_update=True, populate_existing=True)
+            if trial is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            if not 1 <= attempt <= trial.attempts:
+                raise InvalidRequest(
+                    f"attempt: trial {trial_id} has attempts 1..{trial.attempts}, not {attempt}",
+                    field="attempt",
+                )
+            seen = s.scalar(
+                select(TrialLog.id).where(
+                    TrialLog.trial_id == trial_id,
+                    TrialLog.attempt == attempt,
+                    TrialLog.offset == offset,
+                )
+            )
+            if seen is not None or not text:
+                return trial.log_bytes
+            size = len(text.encode())
+            if trial.log_bytes >= LOG_LIMIT:
+                return trial.log_bytes  # the truncation marker is already stored
+            if trial.log_bytes + size > LOG_LIMIT:
+                keep = text.encode()[: LOG_LIMIT - trial.log_bytes].decode(errors="ignore")
+                text = f"{keep}\n[output truncated: the log of a trial keeps at most "
+                text += f"{LOG_LIMIT // 2**20} MiB]\n"
+                size = LOG_LIMIT - trial.log_bytes
+            s.add(
+                TrialLog(
+                    trial_id=trial_id,
+                    attempt=attempt,
+                    offset=offset,
+                    text=text,
+                    created_at=self.kit.clock(),
+                )
+            )
+            trial.log_bytes += size
+            trial.log_tail = ((trial.log_tail or "") + text)[-TAIL_CHARS:]
+            return trial.log_bytes
+
+    def read(self, trial_id: int, attempt: int | None = None) -> str:
+        """The trial's whole output (or one attempt's), attempts headed by a separator line."""
+        with self.kit.transaction() as s:
+            trial = s.get(Trial, trial_id)
+            if trial is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            q = select(TrialLog.attempt, TrialLog.text).where(TrialLog.trial_id == trial_id)
+            if attempt is not None:
+                q = q.where(TrialLog.attempt == attempt)
+            rows = s.execute(q.order_by(TrialLog.attempt, TrialLog.offset)).all()
+        parts: list[str] = []
+        current = None
+        for att, text in rows:
+            if att != current and attempt is None:
+                if parts and not parts[-1].endswith("\n"):
+                    parts.append("\n")
+                parts.append(f"----- attempt {att} -----\n")
+                current = att
+            parts.append(text)
+        return "".join(parts)
+
+
+class CheckpointFiles:
+    """Checkpoint archives uploaded by workers, under ``<data_dir>/checkpoints-api``.
+
+    A location is ``api:<trial id>/<sha256>``: the content names the file, so an upload
+    repeated after a lost answer lands on the same file. Older archives of a trial are
+    removed once a newer one is stored, except the one the trial currently refers to."""
+
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+        self.root = Path(kit.settings.data_dir) / "checkpoints-api"
+
+    def _trial(self, trial_id: int) -> Trial:
+        with self.kit.transaction() as s:
+            trial = s.get(Trial, trial_id)
+            if trial is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            s.expunge(trial)
+            return trial
+
+    def _dir(self, trial: Trial) -> Path:
+        return self.root / f"study-{trial.study_id}" / f"trial-{trial.id}"
+
+    async def put(self, trial_id: int, body: AsyncIterator[bytes], limit: int) -> str:
+        trial = self._trial(trial_id)
+        if trial.state != "running":
+            raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial uploads")
+        folder = self._dir(trial)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".upload-{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in body:
+                    size += len(chunk)
+                    if size > limit:
+                        raise InvalidRequest(
+                            f"body: the checkpoint exceeds the server's limit of {limit} bytes",
+                            field="body",
+                        )
+                    digest.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            if size == 0:
+                raise InvalidRequest("body: the checkpoint archive is empty", field="body")
+            name = digest.hexdigest()
+            os.replace(tmp, folder / f"{name}.tar.gz")
+        finally:
+            tmp.unlink(missing_ok=True)
+        keep = {name, (trial.checkpoint or "").rsplit("/", 1)[-1]}
+        for old in folder.glob("*.tar.gz"):
+            if old.name.removesuffix(".tar.gz") not in keep:
+                old.unlink(missing_ok=True)
+        return f"{CHECKPOINT_PREFIX}{trial_id}/{name}"
+
+    def path(self, trial_id: int, digest: str) -> Path:
+        if not _DIGEST.match(digest):
+            raise InvalidRequest("digest: not a sha256 hex digest", field="digest")
+        trial = self._trial(trial_id)
+        path = self._dir(trial) / f"{digest}.tar.gz"
+        if not path.is_file():
+            raise NotFound(f"trial {trial_id} has no checkpoint {digest}")
+        return path

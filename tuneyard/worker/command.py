@@ -1,0 +1,184 @@
+"""Command-line objectives: ``execution.command`` run as a process per job.
+
+    execution:
+      command: ["python", "train.py", "--lr={lr}", "--epochs={resource_to}"]
+
+Placeholders are the trial's parameters and ``trial_id``, ``trial_number``, ``study_id``,
+``resource_from``, ``resource_to`` and ``checkpoint_dir``. The process reports with
+``tuneyard.trial_from_env()`` or ``tuneyard report``, which read the ``TUNEYARD_*`` variables
+set here; its output goes to the trial's log. It runs in its own process group, so a timeout
+or a stopping worker ends it and whatever it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import string
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tuneyard.worker.output import LogShipper
+from tuneyard.worker.trial import Trial
+
+# Seconds a process gets to exit after SIGTERM before it is killed.
+TERM_GRACE = 10.0
+
+
+class CommandError(RuntimeError):
+    """The command could not be built or started."""
+
+
+class CommandTimeout(RuntimeError):
+    pass
+
+
+def _fmt_number(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def build_argv(template: Sequence[str], fields: Mapping[str, Any]) -> list[str]:
+    """Fill ``{name}`` placeholders; an unknown name is an error that lists the known ones."""
+    out = []
+    fmt = string.Formatter()
+    for arg in template:
+        try:
+            names = [f for _, f, _, _ in fmt.parse(arg) if f]
+        except ValueError as exc:
+            raise CommandError(f"execution.command: bad placeholder in {arg!r}: {exc}") from exc
+        for name in names:
+            if name.split(".")[0].split("[")[0] not in fields:
+                known = ", ".join(sorted(fields))
+                raise CommandError(
+                    f"execution.command: {arg!r} names {{{name}}}, which is none of: {known}"
+                )
+        out.append(arg.format_map({k: _fmt_number(v) for k, v in fields.items()}))
+    return out
+
+
+def trial_env(trial: Trial, api_url: str, token: str | None, attempt: int) -> dict[str, str]:
+    env = {
+        "TUNEYARD_API_URL": api_url,
+        "TUNEYARD_STUDY_ID": str(trial.study_id),
+        "TUNEYARD_TRIAL_ID": str(trial.trial_id),
+        "TUNEYARD_TRIAL_NUMBER": str(trial.number),
+        "TUNEYARD_ATTEMPT": str(attempt),
+        "TUNEYARD_PARAMS": json.dumps(trial.params),
+        "TUNEYARD_RESOURCE_FROM": repr(trial.resource_from),
+        "TUNEYARD_RESOURCE_TO": repr(trial.resource_to),
+        "TUNEYARD_CHECKPOINT_DIR": str(trial.checkpoint_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if token:
+        env["TUNEYARD_TOKEN"] = token
+    return env
+
+
+class CommandObjective:
+    """Runs the command for a trial; returns its exit code.
+
+    ``interrupt`` (set when the worker stops) sends SIGTERM, which ``trial_from_env`` turns
+    into a pause at the next report; ``timeout`` kills the process group and raises
+    :class:`CommandTimeout`."""
+
+    def __init__(
+        self,
+        template: Sequence[str],
+        api_url: str,
+        token: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.template = list(template)
+        self.api_url = api_url
+        self.token = token
+        self.cwd = cwd
+
+    def run(
+        self,
+        trial: Trial,
+        attempt: int,
+        shipper: LogShipper,
+        timeout: float | None,
+        interrupt: threading.Event,
+        echo: Any = None,
+    ) -> int:
+        fields: dict[str, Any] = dict(trial.params)
+        fields.update(
+            trial_id=trial.trial_id,
+            trial_number=trial.number,
+            study_id=trial.study_id,
+            resource_from=trial.resource_from,
+            resource_to=trial.resource_to,
+            checkpoint_dir=str(trial.checkpoint_dir),
+        )
+        argv = build_argv(self.template, fields)
+        env = {**os.environ, **trial_env(trial, self.api_url, self.token, attempt)}
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,
+                text=True,
+                errors="replace",
+                bufsize=1,
+            )
+        except OSError as exc:
+            raise CommandError(f"cannot start {argv[0]!r}: {exc}") from exc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                shipper.write(line)
+                if echo is not None:
+                    echo.write(line)
+
+        reader = threading.Thread(target=pump, daemon=True, name=f"out-{trial.trial_id}")
+        reader.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        terminated_at: float | None = None
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait()
+                    reader.join(timeout=5)
+                    raise CommandTimeout(
+                        f"timed out: the command ran past execution.timeout ({timeout:g} s) "
+                        "and was killed"
+                    )
+                if interrupt.is_set():
+                    if terminated_at is None:
+                        terminated_at = now
+                        _kill_group(proc, signal.SIGTERM)
+                    elif now - terminated_at > TERM_GRACE:
+                        _kill_group(proc, signal.SIGKILL)
+        except BaseException:
+            if proc.poll() is None:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
+            raise
+        reader.join(timeout=5)
+        return code
+
+
+def _kill_group(proc: subprocess.Popen[str], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
