@@ -43,7 +43,13 @@ def _message(err: dict[str, Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(TuneyardError)
     async def _tuneyard(_: Request, exc: TuneyardError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, field=exc.extra.get("field"))
+        field = exc.extra.get("field")
+        # The same shape as a validation error: errors[] names the field and the reason.
+        errors = None
+        if field is not None:
+            message = exc.detail.removeprefix(f"{field}: ")
+            errors = [{"field": field, "message": message, "type": "value_error"}]
+        return problem(exc.status, exc.title, exc.detail, field=field, errors=errors)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
