@@ -130,9 +130,15 @@ def postgres_url(pg_schema: str) -> str:
 
 @pytest.fixture
 def redis_url() -> str:
+    """The test Redis database, emptied: nothing queued by an earlier test is left."""
     problem = redis_problem()
     if problem:
         _unreachable("Redis", problem)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
     return REDIS_URL
 
 

@@ -242,6 +242,10 @@ def worker(
         float,
         typer.Option(min=0, help="Seconds a running trial gets to reach a report after SIGTERM."),
     ] = 60.0,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Worker names are NAME/gpu-N or NAME/slot-N (default: host name)."),
+    ] = None,
 ) -> None:
     """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
 
@@ -269,6 +273,7 @@ def worker(
         path,
         checkpoints=checkpoints if checkpoints == "api" else str(Path(checkpoints).resolve()),
         grace=grace,
+        name=name,
     )
     raise typer.Exit(code)
 

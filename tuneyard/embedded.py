@@ -294,10 +294,14 @@ def run_demo(
     data_dir = _data_dir(data_dir, "demo")
     study_file = study_file or _default_study()
     spec = load_study_file(study_file, max_trials)
-    if spec.execution is None or not spec.execution.entrypoint:
-        raise ValueError(f"{study_file}: execution.entrypoint is needed to run the study locally")
+    if spec.execution is None or not (spec.execution.entrypoint or spec.execution.command):
+        raise ValueError(
+            f"{study_file}: execution.entrypoint or execution.command is needed to run the study"
+        )
     if mode == "auto":
         mode = "rq" if gpus or redis_available() else "local"
+    if mode == "local" and not spec.execution.entrypoint:
+        raise ValueError(f"{study_file}: local workers run an execution.entrypoint only")
     # The objective's package sits beside the study file (examples/study.yaml names
     # examples.mlp_digits), so the workers can import it from any directory.
     here = study_file.resolve().parent
@@ -311,7 +315,7 @@ def run_demo(
     started = time.monotonic()
     try:
         if mode == "local":
-            entry = spec.execution.entrypoint
+            entry = spec.execution.entrypoint or ""
             return _run_local(data_dir, port, database_url, spec, entry, workers, paths, started)
         with (
             stack(data_dir, workers, port, paths, spec.execution.queue, gpus, database_url) as st,

@@ -24,3 +24,36 @@ def curve(trial: Any) -> None:
         loss = 0.01 * trial.number + 0.001 * (x - 0.3) ** 2 + 0.5 / math.sqrt(epoch)
         trial.report(epoch, loss=loss)
     trial.save(state)
+
+
+def slow_curve(trial: Any) -> None:
+    """``curve`` with epochs long enough for a fault to land in the middle of a trial."""
+    state = trial.load(default={"epochs": 0})
+    if state["epochs"] != int(trial.resource_from):
+        raise RuntimeError(
+            f"checkpoint holds {state['epochs']} epochs but the job starts at {trial.resource_from}"
+        )
+    print(f"trial {trial.number} starts at epoch {state['epochs']}")
+    for epoch in trial.epochs():
+        time.sleep(0.25)
+        state["epochs"] = epoch
+        print(f"epoch {epoch}")
+        loss = 0.01 * trial.number + (trial.params["x"] - 0.3) ** 2 + 0.5 / math.sqrt(epoch)
+        trial.report(epoch, loss=loss)
+    trial.save(state)
+
+
+def raises(trial: Any) -> None:
+    trial.report(1, loss=0.5)
+    raise ValueError(f"bad batch in trial {trial.number}")
+
+
+def hangs(trial: Any) -> None:
+    trial.report(1, loss=0.5)
+    print("waiting for a lock that never comes")
+    time.sleep(3600)
+
+
+def reports_nan(trial: Any) -> None:
+    trial.report(1, loss=0.5)
+    trial.report(2, loss=float("nan"))

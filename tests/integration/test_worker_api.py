@@ -167,3 +167,29 @@ def test_a_handed_back_trial_resumes_from_its_checkpoint_without_using_a_retry(
     assert [a["state"] for a in t["attempt_log"]] == ["released", "completed"]
     assert [r["step"] for r in t["reports"]] == [1, 2, 3, 4, 5]
     assert any(d["kind"] == "release" for d in t["decisions"])
+
+
+def test_a_queued_trial_goes_to_the_worker_that_ran_it_if_free_else_to_any(
+    http: TestClient,
+) -> None:
+    spec = study_spec(
+        limits={"max_trials": 3, "max_concurrent": 3},
+        scheduler={"type": "fifo", "max_resource": 5},
+        execution={"entrypoint": "x.y:z"},
+    )
+    sid = http.post(f"{API}/studies", json=spec).json()["id"]
+    a = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
+    b = http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()
+    for job in (a, b):
+        r = http.post(f"{API}/trials/{job['trial_id']}/release", json={"reason": "stopping"})
+        assert r.status_code == 200, r.text
+    # w2 gets its own trial back, though a's number comes first ...
+    assert (
+        http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()["trial_id"]
+        == (b["trial_id"])
+    )
+    # ... and a worker that ran neither takes the other rather than wait for w1.
+    assert (
+        http.post(f"{API}/studies/{sid}/next", json={"worker": "w3"}).json()["trial_id"]
+        == (a["trial_id"])
+    )

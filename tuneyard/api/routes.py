@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from tuneyard.api.deps import StudiesDep, TrialsDep
+from tuneyard.api.deps import SettingsDep, StudiesDep, TrialsDep
 from tuneyard.api.schemas import (
     Assignment,
     AttemptOut,
@@ -158,6 +158,7 @@ def get_trial(trial_id: int, studies: StudiesDep) -> TrialOut:
 def next_job(
     study_id: int,
     trials: TrialsDep,
+    settings: SettingsDep,
     response: Response,
     body: Annotated[NextIn | None, Body()] = None,
 ) -> Any:
@@ -176,6 +177,7 @@ def next_job(
         kind=res.kind,  # type: ignore[arg-type]
         reason=res.reason,
         attempt=t.attempts,
+        lease_seconds=settings.lease_seconds,
     )
 
 

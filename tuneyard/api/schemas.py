@@ -102,14 +102,15 @@ class TrialOut(TrialSummary):
     resource_to: float
     checkpoint: str | None
     error: str | None
-    worker: str | None = Field(default=None, description="the worker running (or that last ran) the trial")
+    worker: str | None = Field(
+        default=None, description="the worker running (or that last ran) the trial"
+    )
     pending: str | None = Field(
-        default=None,
-        description="``pause`` while a pause decision awaits the worker's checkpoint"
+        default=None, description="``pause`` while a pause decision awaits the worker's checkpoint"
     )
     log_tail: str | None = Field(
         default=None,
-        description="the last few kilobytes of the objective's output; the whole is at /log"
+        description="the last few kilobytes of the objective's output; the whole is at /log",
     )
     reports: list[ReportOut]
     decisions: list[DecisionOut]
@@ -137,6 +138,10 @@ class Assignment(BaseModel):
     kind: Literal["new", "resume"]
     reason: str
     attempt: int = Field(default=1, description="this run's number among the trial's attempts")
+    lease_seconds: float | None = Field(
+        default=None,
+        description="the trial is reaped when no report or heartbeat comes for this long",
+    )
 
 
 class CompleteIn(_In):

@@ -41,14 +41,19 @@ class Dispatcher:
         self.redis = redis
         self.api_url = api_url
 
-    def _pending(self, study_id: int) -> int:
+    def _pending(self, study_id: int, queue: str) -> int:
+        """Jobs of the study still waiting in its queue. Ids whose job started, vanished with
+        Redis, or waits in another queue (one the study no longer uses, or another
+        deployment's study of the same id sharing this Redis) are dropped."""
         key = PENDING_KEY.format(study_id=study_id)
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.redis.smembers(key)]
         if not ids:
             return 0
         jobs = Job.fetch_many(ids, connection=self.redis)
         gone = [
-            i for i, j in zip(ids, jobs, strict=True) if j is None or j.get_status() not in WAITING
+            i
+            for i, j in zip(ids, jobs, strict=True)
+            if j is None or j.origin != queue or j.get_status() not in WAITING
         ]
         if gone:
             self.redis.srem(key, *gone)
@@ -66,9 +71,10 @@ class Dispatcher:
         fills = []
         for study_id, raw, active in rows:
             spec = StudySpec.model_validate(raw)
-            if spec.execution is None or not spec.execution.entrypoint:
+            if spec.execution is None or not (spec.execution.entrypoint or spec.execution.command):
                 continue  # an ask/tell study: its clients bring their own workers
-            free = spec.limits.max_concurrent - active - self._pending(study_id)
+            pending = self._pending(study_id, spec.execution.queue)
+            free = spec.limits.max_concurrent - active - pending
             if free <= 0:
                 continue
             queue = Queue(spec.execution.queue, connection=self.redis)

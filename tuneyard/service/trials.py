@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished
@@ -224,10 +224,14 @@ class TrialService:
                 return None
             if study.active >= ctx.spec.limits.max_concurrent:
                 return None
+            # A queued trial (a retry, or one handed back) goes preferably to the worker that
+            # ran it last, whose cache may still hold its checkpoint; any other takes it
+            # otherwise, so none waits for that worker. Few trials are queued at a time.
+            mine = case((Trial.worker == worker, 0), else_=1) if worker else literal(1)
             retry = s.scalar(
                 select(Trial)
                 .where(Trial.study_id == study.id, Trial.state == "queued")
-                .order_by(Trial.number)
+                .order_by(mine, Trial.number)
                 .limit(1)
                 .with_for_update()
             )

@@ -48,7 +48,8 @@ def run_slot(study_id: int, api_url: str) -> str:
     # A worker knows how it reaches the API; the dispatcher's address is the fallback.
     url = os.environ.get("TUNEYARD_API_URL") or api_url
     token = os.environ.get("TUNEYARD_TOKEN")
-    with Client(url, token=token) as client:
+    # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
+    with Client(url, token=token, retries=10) as client:
         store = store_from_env(client, data_dir)
         deadline = time.monotonic() + IDLE_PATIENCE
         delay = 0.1

@@ -123,6 +123,7 @@ def _slot_main(
     index: int,
     env: dict[str, str],
     paths: list[str],
+    prefix: str | None = None,
 ) -> None:
     from redis import Redis
     from rq import SimpleWorker
@@ -142,7 +143,7 @@ def _slot_main(
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
     slot = f"gpu-{gpu.index}" if gpu is not None else f"slot-{index}"
     host = socket.gethostname()
-    name = f"{host}/{slot}"
+    name = f"{prefix or host}/{slot}"
     os.environ["TUNEYARD_WORKER_NAME"] = name
     for p in reversed([os.getcwd(), *paths]):
         if p not in sys.path:
@@ -186,6 +187,7 @@ def run_pool(
     poll: float = 1.0,
     checkpoints: str = "api",
     grace: float = 60.0,
+    name: str | None = None,
 ) -> int:
     """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code of the last
     generation of processes (the ones stopped by the signal).
@@ -209,7 +211,7 @@ def run_pool(
     def start(i: int, gpu: Gpu | None) -> multiprocessing.process.BaseProcess:
         p = ctx.Process(
             target=_slot_main,
-            args=(redis_url, queue, gpu, i, env, list(paths or [])),
+            args=(redis_url, queue, gpu, i, env, list(paths or []), name),
             name=f"tuneyard-worker-{i}",
         )
         p.start()

@@ -328,8 +328,11 @@ def run_assignment(
     outcome = "fail"
     opts.control.attach(trial)
     try:
+        beat = opts.heartbeat_every
+        if job.lease_seconds:
+            beat = min(beat, job.lease_seconds / 3)  # two beats may be lost before a reap
         with (
-            _Heartbeat(client, job.trial_id, opts.heartbeat_every),
+            _Heartbeat(client, job.trial_id, beat),
             LogShipper(client, job.trial_id, job.attempt, opts.log_every) as shipper,
         ):
             outcome = _run(client, study_id, job, objective, store, trial, shipper, opts)
@@ -526,7 +529,7 @@ def _worker_main(
     workdir = Path(data_dir) / "work" / f"local-{index}-{os.getpid()}"
     name = f"{socket.gethostname()}/local-{index}"
     try:
-        with Client(api_url) as client:
+        with Client(api_url, retries=10) as client:
             execution = client.get_study(study_id).spec.execution
             opts = JobOptions(timeout=execution.timeout if execution else None)
             work_loop(client, study_id, objective, store, workdir, name, opts=opts)

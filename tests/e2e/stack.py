@@ -1,0 +1,148 @@
+"""A whole deployment in real processes for end-to-end tests: an API server that can be
+restarted on its port, the dispatcher and worker pools, on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.servers import free_port
+from tests.helpers import API
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = [sys.executable, "-m", "tuneyard.cli"]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+class Deployment:
+    def __init__(self, database_url: str, redis_url: str, tmp: Path, lease: float = 5.0) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TUNEYARD_DATABASE_URL": database_url,
+            "TUNEYARD_REDIS_URL": redis_url,
+            "TUNEYARD_API_URL": self.url,
+            "TUNEYARD_DATA_DIR": str(tmp / "server-data"),
+            "TUNEYARD_LEASE_SECONDS": str(lease),
+        }
+        self.lease = lease
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs[name] = p
+        return p
+
+    def start_api(self) -> None:
+        # uvicorn itself, not `tuneyard server`: the test database is already at the schema.
+        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "tuneyard.api.app:create_app"]
+        self._start("api", [*uvicorn, "--port", str(self.port), "--log-level", "warning"])
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 30, "API ready")
+
+    def stop_api(self) -> None:
+        self.http.close()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        p = self.procs.pop("api")
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+
+    def start_dispatcher(self) -> None:
+        self._start("dispatcher", [*PY, "scheduler", "--interval", "0.3"])
+
+    def start_pool(self, name: str, queue: str, slots: int, *extra: str) -> subprocess.Popen[bytes]:
+        data = self.tmp / name
+        return self._start(
+            name,
+            [
+                *PY,
+                "worker",
+                "--queue",
+                queue,
+                "--slots",
+                str(slots),
+                "--data-dir",
+                str(data),
+                "--path",
+                str(ROOT),
+                *extra,
+            ],
+        )
+
+    def create(self, spec: dict[str, Any]) -> int:
+        r = self.http.post(f"{API}/studies", json=spec)
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    def study(self, sid: int) -> dict[str, Any]:
+        return self.http.get(f"{API}/studies/{sid}").json()  # type: ignore[no-any-return]
+
+    def trial(self, tid: int) -> dict[str, Any]:
+        return self.http.get(f"{API}/trials/{tid}").json()  # type: ignore[no-any-return]
+
+    def trials(self, sid: int) -> list[dict[str, Any]]:
+        items = self.http.get(f"{API}/studies/{sid}/trials?limit=1000").json()["items"]
+        return [self.trial(t["id"]) for t in items]
+
+    def wait_finished(self, sid: int, timeout: float = 180) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            st = self.study(sid)
+            return st if st["state"] != "running" else None
+
+        try:
+            return wait_for(done, timeout, f"study {sid} finished")  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def logs(self, tail: int = 3000) -> str:
+        out = []
+        for f in sorted(self.tmp.glob("*.log")):
+            out.append(f"== {f.name} ==\n{f.read_text(errors='replace')[-tail:]}")
+        return "\n".join(out)
+
+    def close(self) -> None:
+        """Workers first (they say goodbye to the API), then the dispatcher, then the API."""
+        self.http.close()  # an open keep-alive connection would hold up the server's shutdown
+        order = sorted(self.procs, key=lambda n: {"api": 2, "dispatcher": 1}.get(n, 0))
+        for name in order:
+            p = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def assert_no_report_lost(trial: dict[str, Any]) -> None:
+    """Reports at 1, 2, … up to the last one, none missing: a learning curve without holes."""
+    steps = [r["step"] for r in trial["reports"]]
+    assert steps == [float(i) for i in range(1, len(steps) + 1)], (trial["number"], steps)
