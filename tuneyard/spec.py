@@ -128,9 +128,101 @@ class CategoricalParam(_ParamBase):
 Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
+SamplerType = Literal["random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb"]
+
+# Which options each sampler reads; any other option given is an error that says so.
+SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
+    "random": frozenset(),
+    "grid": frozenset(),
+    "sobol": frozenset(),
+    "tpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar"}),
+    "gp": frozenset({"n_startup", "n_candidates", "max_history"}),
+    "cmaes": frozenset({"n_startup", "sigma0", "popsize", "restarts"}),
+    "genetic": frozenset(
+        {
+            "population_size",
+            "tournament_size",
+            "crossover_rate",
+            "mutation_rate",
+            "mutation_scale",
+            "elitism",
+        }
+    ),
+    "bohb": frozenset(
+        {
+            "n_startup",
+            "gamma",
+            "n_candidates",
+            "random_fraction",
+            "bandwidth_factor",
+            "min_bandwidth",
+        }
+    ),
+}
+
+
 class SamplerSpec(_Strict):
-    type: Literal["random", "grid"] = "random"
+    """How new configurations are chosen. Options left out take the sampler's default."""
+
+    type: SamplerType = "random"
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Model-based samplers: random configurations before the model is used.
+    n_startup: int | None = Field(default=None, ge=1, le=10_000)
+    # tpe, bohb: the fraction of observations modelled as "good".
+    gamma: float | None = Field(default=None, gt=0, le=0.5)
+    # tpe, gp, bohb: candidates scored by the acquisition function per suggestion.
+    n_candidates: int | None = Field(default=None, ge=1, le=100_000)
+    # tpe: running trials count as bad results, so parallel workers spread out.
+    constant_liar: bool | None = None
+    # gp: the most recent observations the Gaussian process is fitted on.
+    max_history: int | None = Field(default=None, ge=10, le=5_000)
+    # cmaes: initial step size in the unit cube; population size; restart with a doubled
+    # population when the search has converged (IPOP).
+    sigma0: float | None = Field(default=None, gt=0, le=1)
+    popsize: int | None = Field(default=None, ge=2, le=10_000)
+    restarts: bool | None = None
+    # genetic: see tuneyard.scheduler.samplers.genetic.
+    population_size: int | None = Field(default=None, ge=2, le=10_000)
+    tournament_size: int | None = Field(default=None, ge=1, le=100)
+    crossover_rate: float | None = Field(default=None, ge=0, le=1)
+    mutation_rate: float | None = Field(default=None, ge=0, le=1)
+    mutation_scale: float | None = Field(default=None, gt=0, le=1)
+    elitism: int | None = Field(default=None, ge=0, le=1_000)
+    # bohb: share of suggestions drawn at random; KDE bandwidth multiplier and floor.
+    random_fraction: float | None = Field(default=None, ge=0, le=1)
+    bandwidth_factor: float | None = Field(default=None, gt=0, le=100)
+    min_bandwidth: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> SamplerSpec:
+        allowed = SAMPLER_OPTIONS[self.type]
+        given = [
+            k
+            for k in type(self).model_fields
+            if k not in ("type", "seed") and getattr(self, k) is not None
+        ]
+        extra = [k for k in given if k not in allowed]
+        if extra:
+            takes = ", ".join(sorted(allowed)) or "no options"
+            raise ValueError(
+                f"{', '.join(extra)}: not an option of the {self.type} sampler (it takes {takes})"
+            )
+        if (
+            self.type == "genetic"
+            and self.elitism is not None
+            and self.population_size is not None
+            and self.elitism >= self.population_size
+        ):
+            raise ValueError(
+                f"elitism ({self.elitism}) must be smaller than population_size "
+                f"({self.population_size})"
+            )
+        return self
+
+    def option(self, name: str, default: Any) -> Any:
+        """An option's value, or ``default`` when the study left it out."""
+        value = getattr(self, name)
+        return default if value is None else value
 
 
 class SchedulerSpec(_Strict):
