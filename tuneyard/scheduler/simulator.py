@@ -16,6 +16,7 @@ from typing import Any
 
 from tuneyard.scheduler.board import MemoryBoard
 from tuneyard.scheduler.decisions import Decision, Promotion
+from tuneyard.scheduler.samplers.base import ModelSampler, Observation
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 
 Params = dict[str, Any]
@@ -76,9 +77,14 @@ class Simulator:
         step_time: Callable[[Params], float] = lambda p: 1.0,
         step: float = 1.0,
         snapshots: bool = False,
+        sampler: ModelSampler | None = None,
     ) -> None:
+        """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
+        ignored and the sampler is used as the service uses it: told the running
+        configurations, fed an observation at each rung a trial reaches and where it ends."""
         self.sched = scheduler
         self.suggest = suggest
+        self.sampler = sampler
         self.curve = curve
         self.max_trials = max_trials
         self.workers = workers
@@ -131,10 +137,15 @@ class Simulator:
         if number + 1 >= self.max_trials:
             for b in self.board.brackets():
                 self.board.close_bracket(b.index)
+        if self.sampler is not None:
+            running = [x.params for x in self.trials if x.state == "running"]
+            params = self.sampler.suggest(number, running)
+        else:
+            params = self.suggest(number)
         t = SimTrial(
             trial_id=number,
             number=number,
-            params=self.suggest(number),
+            params=params,
             bracket=placement.bracket,
             base=info.base,
             resource_from=placement.resource_from,
@@ -143,6 +154,10 @@ class Simulator:
         self.trials.append(t)
         self._log("start", t, None, placement.reason)
         return t
+
+    def _observe(self, t: SimTrial, resource: float, score: float) -> None:
+        if self.sampler is not None and math.isfinite(score):
+            self.sampler.observe([Observation(t.number, t.params, resource, score)])
 
     def _report(self, t: SimTrial, step: float) -> Decision:
         score = self.curve(t.params, step)
@@ -164,7 +179,10 @@ class Simulator:
         for rec in records:
             self.board.record(rec.bracket, rec.rung, t.trial_id, rec.score)
             t.rung = rec.rung
+            self._observe(t, self.sched.resources[rec.rung], score)
         d = self.sched.decide(view, step, score, records, self.board)
+        if d.kind in ("stop", "complete"):
+            self._observe(t, step, score)
         if d.kind == "continue" and d.promoted_from is not None:
             snap = self._snapshot(t.bracket, d.promoted_from)
             self.board.mark_promoted(t.bracket, d.promoted_from, t.trial_id)
@@ -213,6 +231,7 @@ class Simulator:
             if d.kind == "continue":
                 # The job reached its end without a terminal decision (FIFO without rungs).
                 t.state = "completed"
+                self._observe(t, step, t.history[-1][1])
                 self._log("complete", t, None, "job finished")
             idle += 1
             fill()

@@ -18,10 +18,24 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished
 from tuneyard.scheduler.decisions import Decision, fmt
+from tuneyard.scheduler.samplers.base import ModelSampler
+from tuneyard.scheduler.samplers.base import Observation as SamplerObservation
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.store.board import SqlBoard
-from tuneyard.store.models import Attempt, DecisionLog, Report, RungEntry, Study, Trial
+from tuneyard.store.models import (
+    Attempt,
+    DecisionLog,
+    Observation,
+    Report,
+    RungEntry,
+    SamplerState,
+    Study,
+    Trial,
+)
+
+# A model-based sampler's state is saved at least once per this many new observations.
+SAVE_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -295,7 +309,7 @@ class TrialService:
         study.trials_started += 1
         if study.trials_started >= ctx.capacity:
             board.close_all()
-        params = ctx.sampler.suggest(number)
+        params = self._suggest(s, ctx, study, number)
         trial = Trial(
             study_id=study.id,
             number=number,
@@ -321,6 +335,92 @@ class TrialService:
         study.active += 1
         self._log(s, trial, "start", placement.reason, None, placement.resource_to)
         return trial, "new", placement.reason
+
+    def _suggest(self, s: Session, ctx: StudyContext, study: Study, number: int) -> dict[str, Any]:
+        """The new trial's configuration. A model-based sampler is brought up to date with
+        the observations recorded since its watermark (not the whole study) and told which
+        configurations are running (study lock held).
+
+        Its state is saved when suggesting changed it, and otherwise once SAVE_EVERY
+        observations have come in since the last save: a process that loads an older state
+        reads the few observations after its watermark, so a lagging save loses nothing and
+        the common next call skips rewriting the whole history."""
+        sampler = ctx.sampler
+        if not isinstance(sampler, ModelSampler):
+            return sampler.suggest(number)
+        row = s.get(SamplerState, study.id)
+        if row is None:
+            row = SamplerState(
+                study_id=study.id,
+                kind=sampler.kind,
+                version=sampler.version,
+                watermark=0,
+                revision=0,
+                state={},
+            )
+            s.add(row)
+            # From scratch, whatever this process's copy took in during a rolled-back call.
+            sampler.set_state(type(sampler)(sampler.space, sampler.seed, sampler.spec).get_state())
+            sampler.revision, sampler.watermark, sampler.unsaved = -1, 0, 0
+        elif sampler.revision != row.revision:
+            # Another API process moved it on (or this one's last save was rolled back).
+            sampler.set_state(row.state)
+            sampler.revision, sampler.watermark, sampler.unsaved = row.revision, row.watermark, 0
+        new = s.execute(
+            select(
+                Observation.id,
+                Observation.number,
+                Observation.resource,
+                Observation.score,
+                Trial.params,
+            )
+            .join(Trial, Trial.id == Observation.trial_id)
+            .where(Observation.study_id == study.id, Observation.id > sampler.watermark)
+            .order_by(Observation.id)
+        ).all()
+        if new:
+            sampler.observe(
+                [SamplerObservation(n, params, r, score) for _, n, r, score, params in new]
+            )
+            sampler.watermark = new[-1][0]
+            sampler.unsaved += len(new)
+        running = list(
+            s.scalars(
+                select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
+            )
+        )
+        params = sampler.suggest(number, running)
+        if sampler.changes_on_suggest or sampler.unsaved >= SAVE_EVERY or sampler.revision < 0:
+            row.state = sampler.get_state()
+            row.watermark = sampler.watermark
+            row.revision += 1
+            row.updated_at = self.kit.clock()
+            sampler.revision = row.revision
+            sampler.unsaved = 0
+        return params
+
+    def _observe(
+        self, s: Session, ctx: StudyContext, trial: Trial, resource: float, score: float
+    ) -> None:
+        """Record a result for model-based samplers (once per trial and resource)."""
+        if not isinstance(ctx.sampler, ModelSampler) or not math.isfinite(score):
+            return
+        seen = s.scalar(
+            select(Observation.id).where(
+                Observation.trial_id == trial.id, Observation.resource == resource
+            )
+        )
+        if seen is None:
+            s.add(
+                Observation(
+                    study_id=trial.study_id,
+                    trial_id=trial.id,
+                    number=trial.number,
+                    resource=resource,
+                    score=score,
+                    created_at=self.kit.clock(),
+                )
+            )
 
     def reap_expired(self) -> list[int]:
         """Deal with every running trial whose lease ran out (retry or fail it); returns the
@@ -485,6 +585,7 @@ class TrialService:
         for rec in records:
             board.record(rec.bracket, rec.rung, trial.id, rec.score)
             trial.rung = rec.rung
+            self._observe(s, ctx, trial, sched.resources[rec.rung], score)
         decision = sched.decide(view, step, score, records, board)
         if decision.kind == "continue" and decision.promoted_from is not None:
             board.mark_promoted(trial.bracket, decision.promoted_from, trial.id)
@@ -496,9 +597,11 @@ class TrialService:
             trial.reason = decision.reason
             self._log(s, trial, "pause", decision.reason, decision.rung, step)
         elif decision.kind == "stop":
+            self._observe(s, ctx, trial, step, score)
             self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
             self._maybe_finish(s, ctx, study, board)
         elif decision.kind == "complete":
+            self._observe(s, ctx, trial, step, score)
             self._end_job(s, ctx, study, board, trial, "completed", decision.reason)
             self._maybe_finish(s, ctx, study, board)
         return decision
@@ -557,6 +660,8 @@ class TrialService:
                 trial.value = value
                 if trial.resource is None:
                     trial.resource = trial.resource_to
+                assert value is not None  # guaranteed by _bad_value
+                self._observe(s, ctx, trial, trial.resource, ctx.sign * value)
                 self._end_job(s, ctx, study, board, trial, "completed", "objective returned")
             self._maybe_finish(s, ctx, study, board)
             return trial

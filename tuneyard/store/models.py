@@ -281,3 +281,43 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Observation(Base):
+    """What model-based samplers learn from: a trial's score (lower is better) at a resource,
+    appended when a report reaches a rung and when a trial ends. Samplers read the rows after
+    their watermark, by (study, id)."""
+
+    __tablename__ = "observations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    resource: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("trial_id", "resource", name="uq_observations_trial_resource"),
+        Index("ix_observations_study_id", "study_id", "id"),
+    )
+
+
+class SamplerState(Base):
+    """A model-based sampler's state (versioned JSON) and the last observation it has seen.
+
+    ``revision`` grows with each save, so an API process can tell whether the sampler it keeps
+    in memory is the one stored."""
+
+    __tablename__ = "sampler_states"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    watermark: Mapped[int] = mapped_column(BigInteger, default=0)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

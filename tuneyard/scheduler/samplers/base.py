@@ -53,6 +53,11 @@ class Sampler(Protocol):
         ...
 
 
+def point_key(point: np.ndarray | Sequence[float]) -> tuple[float, ...]:
+    """A unit-cube point, rounded so that the same configuration always gives the same key."""
+    return tuple(round(float(v), 9) for v in point)
+
+
 class StateError(ValueError):
     """Stored sampler state that this version cannot read."""
 
@@ -67,6 +72,9 @@ class History:
         self.space = space
         # number -> (unit-cube point, {resource: score})
         self.trials: dict[int, tuple[list[float], dict[float, float]]] = {}
+        # The points tried, rounded (see point_key): kept up to date, so checking a proposal
+        # for a repeat costs one lookup rather than a pass over the history.
+        self.keys: set[tuple[float, ...]] = set()
 
     def add(self, obs: Observation) -> None:
         entry = self.trials.get(obs.number)
@@ -74,6 +82,7 @@ class History:
             x = self.space.to_unit(obs.params).tolist()
             entry = (x, {})
             self.trials[obs.number] = entry
+            self.keys.add(point_key(x))
         entry[1][float(obs.resource)] = float(obs.score)
 
     def __len__(self) -> int:
@@ -122,6 +131,7 @@ class History:
         self.trials = {}
         for n, x, scores in data.get("trials", []):
             self.trials[int(n)] = (list(map(float, x)), {float(r): float(s) for r, s in scores})
+        self.keys = {point_key(x) for x, _ in self.trials.values()}
 
 
 class ModelSampler(ABC):
@@ -130,6 +140,9 @@ class ModelSampler(ABC):
 
     kind: ClassVar[str]
     version: ClassVar[int] = 1
+    # True when suggest() itself changes the state (e.g. CMA-ES records the member it asked),
+    # so the service must save it after every suggestion; otherwise only observations do.
+    changes_on_suggest: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, seed: int, spec: SamplerSpec) -> None:
         if seed < 0:
@@ -138,6 +151,10 @@ class ModelSampler(ABC):
         self.seed = seed
         self.spec = spec
         self.history = History(space)
+        # Where this in-memory copy stands against the stored state (kept by the service).
+        self.revision = -1
+        self.watermark = 0
+        self.unsaved = 0  # observations taken in since the state was last saved
 
     def rng(self, number: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, number])
@@ -154,12 +171,52 @@ class ModelSampler(ABC):
     def capacity(self) -> int | None:
         return None
 
+    # -- no repeats ----------------------------------------------------------------------------
+    def _key(self, point: np.ndarray | Sequence[float]) -> tuple[float, ...]:
+        return point_key(point)
+
+    def ensure_new(
+        self,
+        params: dict[str, Any],
+        running: Sequence[Mapping[str, Any]],
+        rng: np.random.Generator,
+        tries: int = 64,
+    ) -> dict[str, Any]:
+        """``params`` if no trial tried or is running it; otherwise an untried configuration
+        (random draws, then the grid in order when the space is discrete and small), or
+        ``params`` when every configuration has been tried. Continuous spaces almost never
+        repeat, so this costs one set lookup there."""
+        busy = {point_key(self.space.to_unit(p)) for p in running}
+
+        def taken(p: Mapping[str, Any]) -> bool:
+            key = point_key(self.space.to_unit(p))
+            return key in self.history.keys or key in busy
+
+        if not taken(params):
+            return params
+        for _ in range(tries):
+            p = self.space.sample(rng)
+            if not taken(p):
+                return p
+        try:
+            size = self.space.grid_size()
+        except ValueError:
+            return params  # continuous: an exact repeat is as good as any point
+        if size > 100_000:
+            return params
+        start = int(rng.integers(size))
+        for i in range(size):
+            p = self.space.grid_point((start + i) % size)
+            if not taken(p):
+                return p
+        return params  # everything has been tried
+
     # -- state -------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         """What a subclass keeps besides the history (JSON types only)."""
         return {}
 
-    def load_extra_state(self, data: Mapping[str, Any]) -> None:
+    def load_extra_state(self, data: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Restore what :meth:`extra_state` returned."""
 
     def get_state(self) -> dict[str, Any]:

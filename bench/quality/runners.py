@@ -1,0 +1,292 @@
+"""One (method, objective, seed) run under an epoch budget, for tuneyard and for Optuna.
+
+Both drivers train the same :class:`~bench.quality.objectives.Run` objects, keep one per
+trial so that a resumed trial continues its state, and charge every epoch trained to a
+:class:`Ledger`. The run ends when the ledger has paid for ``budget`` epochs.
+
+- tuneyard: the real scheduler and sampler code, driven by tuneyard's fake-clock
+  :class:`~tuneyard.scheduler.simulator.Simulator` with ``workers`` parallel workers, one
+  time unit per epoch; a model-based sampler is fed observations as the service feeds it.
+- Optuna: ``ask``/``tell`` with ``trial.report``/``should_prune``, on the same kind of event
+  loop (``workers`` trials in flight, one time unit per epoch), so both libraries decide
+  with the same amount of missing information. Optuna cannot pause: a pruned trial stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.quality.methods import Method
+from bench.quality.objectives import Objective, Params, Run
+from tuneyard.scheduler.decisions import Decision
+from tuneyard.scheduler.samplers.base import ModelSampler, make_sampler
+from tuneyard.scheduler.schedulers import make_scheduler
+from tuneyard.scheduler.simulator import SimTrial, Simulator
+from tuneyard.scheduler.space import SearchSpace
+from tuneyard.spec import SamplerSpec, SchedulerSpec, StudySpec
+
+
+class BudgetSpent(Exception):
+    """Raised by the ledger once the budget is paid; ends the run."""
+
+
+@dataclass
+class Ledger:
+    """Epochs trained so far, and the best validation error after each improvement."""
+
+    budget: int
+    used: int = 0
+    best: float = math.inf
+    # (epochs used, best error so far), one entry per improvement.
+    trace: list[tuple[int, float]] = field(default_factory=list)
+    trials: int = 0
+
+    def charge(self, error: float) -> None:
+        self.used += 1
+        if error < self.best:
+            self.best = error
+            self.trace.append((self.used, error))
+        if self.used >= self.budget:
+            raise BudgetSpent
+
+
+@dataclass
+class Result:
+    method: str
+    objective: str
+    seed: int
+    budget: int
+    used: int
+    trials: int
+    trace: list[tuple[int, float]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "objective": self.objective,
+            "seed": self.seed,
+            "budget": self.budget,
+            "used": self.used,
+            "trials": self.trials,
+            "trace": [[u, e] for u, e in self.trace],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def model_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s model (weights, shuffling, random features)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class Trainer:
+    """Per-trial training state: trial number -> its :class:`Run`, resumed in place."""
+
+    def __init__(self, objective: Objective, seed: int, ledger: Ledger) -> None:
+        self.objective = objective
+        self.seed = seed
+        self.ledger = ledger
+        self.runs: dict[int, Run] = {}
+
+    def epoch(self, number: int, params: Params, epoch: int) -> float:
+        run = self.runs.get(number)
+        if run is None:
+            run = self.objective.start(params, model_seed(self.seed, number))
+            self.runs[number] = run
+            self.ledger.trials += 1
+        if run.epoch != epoch - 1:
+            # A driver asking for anything but the next epoch would retrain or skip work.
+            raise RuntimeError(f"trial {number} is at epoch {run.epoch}, asked for {epoch}")
+        error = run.step()
+        self.ledger.charge(error)
+        return error
+
+    def drop(self, number: int) -> None:
+        """Free a trial that will not train again."""
+        self.runs.pop(number, None)
+
+
+# -- tuneyard ----------------------------------------------------------------------------------
+
+
+class _TrialAwareSimulator(Simulator):
+    """The simulator, remembering which trial it is asking the curve about.
+
+    ``Simulator`` calls ``curve(params, step)`` without the trial; per-trial training state
+    needs it, so the trial being reported is kept in ``current`` (``_report`` is the only
+    caller of ``curve``)."""
+
+    current: SimTrial | None = None
+
+    def _report(self, t: SimTrial, step: float) -> Decision:
+        self.current = t
+        decision = super()._report(t, step)
+        if t.state in ("stopped", "completed"):
+            self.on_end(t)
+        return decision
+
+    def on_end(self, t: SimTrial) -> None:  # replaced per instance
+        pass
+
+
+def run_tuneyard(
+    method: Method, objective: Objective, seed: int, budget: int, workers: int
+) -> Result:
+    started = time.perf_counter()
+    ledger = Ledger(budget)
+    trainer = Trainer(objective, seed, ledger)
+    study = StudySpec.model_validate({"name": objective.name, "space": objective.space})
+    space = SearchSpace(study.space)
+    sampler = make_sampler(SamplerSpec(type=method.sampler), space, seed)  # type: ignore[arg-type]
+    sched_spec = SchedulerSpec(
+        type=method.scheduler,  # type: ignore[arg-type]
+        min_resource=1,
+        max_resource=objective.max_epochs,
+        reduction_factor=method.eta,
+        mode=method.mode,  # type: ignore[arg-type]
+        brackets=method.brackets,
+    )
+
+    def curve(params: Params, step: float) -> float:
+        t = sim.current
+        if t is None:
+            raise RuntimeError("curve called outside a report")
+        return trainer.epoch(t.number, params, round(step))
+
+    model = sampler if isinstance(sampler, ModelSampler) else None
+    sim = _TrialAwareSimulator(
+        make_scheduler(sched_spec, "minimize"),
+        suggest=sampler.suggest,
+        curve=curve,
+        max_trials=budget,  # every trial trains at least one epoch: the budget ends first
+        workers=workers,
+        sampler=model,
+    )
+    sim.on_end = lambda t: trainer.drop(t.number)  # type: ignore[method-assign]
+    with contextlib.suppress(BudgetSpent):
+        sim.run()
+    return Result(
+        method.name,
+        objective.name,
+        seed,
+        budget,
+        ledger.used,
+        ledger.trials,
+        ledger.trace,
+        time.perf_counter() - started,
+    )
+
+
+# -- Optuna ------------------------------------------------------------------------------------
+
+
+def _suggest_optuna(trial: Any, space: dict[str, dict[str, Any]]) -> Params:
+    params: Params = {}
+    for name, p in space.items():
+        if p.get("when"):
+            raise ValueError(f"{name}: conditional parameters are not supported here")
+        if p["type"] == "float":
+            params[name] = trial.suggest_float(
+                name, p["low"], p["high"], log=p.get("log", False), step=p.get("step")
+            )
+        elif p["type"] == "int":
+            params[name] = trial.suggest_int(
+                name, p["low"], p["high"], log=p.get("log", False), step=p.get("step", 1)
+            )
+        else:
+            params[name] = trial.suggest_categorical(name, p["choices"])
+    return params
+
+
+def _optuna_study(method: Method, objective: Objective, seed: int) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    samplers = {
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+    }
+    pruners = {
+        "none": lambda: optuna.pruners.NopPruner(),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=objective.max_epochs, reduction_factor=method.eta
+        ),
+        "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=method.eta
+        ),
+    }
+    return optuna.create_study(
+        direction="minimize",
+        sampler=samplers[method.sampler](),
+        pruner=pruners[method.scheduler](),
+    )
+
+
+def run_optuna(
+    method: Method, objective: Objective, seed: int, budget: int, workers: int
+) -> Result:
+    from optuna.trial import TrialState
+
+    started = time.perf_counter()
+    ledger = Ledger(budget)
+    trainer = Trainer(objective, seed, ledger)
+    study = _optuna_study(method, objective, seed)
+    # (time its next epoch finishes, sequence, trial) for the trials in flight
+    heap: list[tuple[float, int, Any]] = []
+    params: dict[int, Params] = {}
+    epochs: dict[int, int] = {}
+    seq = 0
+    now = 0.0
+
+    def start() -> None:
+        nonlocal seq
+        trial = study.ask()
+        params[trial.number] = _suggest_optuna(trial, objective.space)
+        epochs[trial.number] = 0
+        seq += 1
+        heapq.heappush(heap, (now + 1.0, seq, trial))
+
+    try:
+        for _ in range(workers):
+            start()
+        while heap:
+            now, _, trial = heapq.heappop(heap)
+            n = trial.number
+            epochs[n] += 1
+            error = trainer.epoch(n, params[n], epochs[n])
+            trial.report(error, epochs[n])
+            if epochs[n] >= objective.max_epochs:
+                study.tell(trial, error)
+            elif trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                seq += 1
+                heapq.heappush(heap, (now + 1.0, seq, trial))
+                continue
+            trainer.drop(n)
+            start()
+    except BudgetSpent:
+        pass
+    return Result(
+        method.name,
+        objective.name,
+        seed,
+        budget,
+        ledger.used,
+        ledger.trials,
+        ledger.trace,
+        time.perf_counter() - started,
+    )
+
+
+def run(method: Method, objective: Objective, seed: int, budget: int, workers: int) -> Result:
+    if method.framework == "tuneyard":
+        return run_tuneyard(method, objective, seed, budget, workers)
+    return run_optuna(method, objective, seed, budget, workers)

@@ -1,0 +1,675 @@
+"""Gaussian-process Bayesian optimisation with expected improvement.
+
+Snoek, Larochelle & Adams, "Practical Bayesian Optimization of Machine Learning Algorithms",
+NeurIPS 2012, https://arxiv.org/abs/1206.2944 (Matérn 5/2 ARD kernel, EI); Ament et al.,
+"Unexpected Improvements to Expected Improvement for Bayesian Optimization", NeurIPS 2023,
+https://arxiv.org/abs/2310.20708 (log-EI, so the acquisition does not underflow to a flat 0);
+Hvarfner, Hellsten & Nardi, "Vanilla Bayesian Optimization Performs Great in High
+Dimensions", ICML 2024, https://arxiv.org/abs/2402.02229 (the lengthscale prior).
+
+The model, per suggestion:
+
+- **Inputs.** Each trial's point of the unit cube (:meth:`SearchSpace.to_unit`). Numeric
+  parameters are one column each, discrete ones at their bin centres. A categorical with k
+  choices is k one-hot columns that share one lengthscale (one per *parameter*, not per
+  column, so a 1,000-choice categorical costs one hyperparameter and the fit stays cheap).
+  An inactive parameter (its ``when`` fails) is 0.5 when numeric and all-zero when
+  categorical, so every inactive configuration of a branch looks the same to the kernel.
+- **Which observation of a trial.** One row per trial: its score at the highest resource it
+  reached (:meth:`History.latest`), with that resource as one more input, log-scaled to
+  [0, 1] over the resources in the fit set. An early-stopped trial thus still says "bad
+  here", and the resource column learns how much scores drop with training. Predictions and
+  the acquisition are made at the largest resource seen. With a single resource the column
+  is left out.
+- **Targets.** Scores (lower is better), non-finite ones replaced by the worst finite score,
+  far-out bad values clipped at Q3 + 3 IQR (a diverged run should not flatten the rest of the
+  surface), then standardised.
+- **Kernel.** Matérn 5/2 with ARD lengthscales, a signal variance and a noise variance,
+  fitted by maximising the log marginal likelihood plus log priors (log-normal lengthscale
+  prior whose median grows with sqrt(dimension), as Hvarfner et al.; log-normal priors on the
+  signal and noise variances) with L-BFGS-B and analytic gradients. The first fit starts from
+  the prior and from short lengthscales; later fits start from the previous optimum, kept in
+  the sampler state, so a replica that loads the state continues exactly. The
+  hyperparameters are fitted on at most :data:`HYPER_FIT_MAX` rows (the best quarter and a
+  random rest of the fit set); the posterior then uses every row of the fit set.
+- **Fit set (max_history).** At most ``max_history`` trials (default 500): the best half as
+  :meth:`History.ranked` orders them (further trained first, then by score) plus the most
+  recent (highest numbers) of the others. Old, bad trials are what gets dropped.
+- **Parallel workers.** Running configurations join the training set as pseudo-observations
+  at the posterior mean (kriging believer, Ginsbourger et al. 2010). The mean is unchanged,
+  but the variance there collapses to the noise, so EI near a running trial is small and
+  concurrent suggestions spread out.
+- **Acquisition.** log-EI against the incumbent, the lowest posterior mean at a trained
+  point. Maximised over ``n_candidates`` points (default 2048): half uniform, half Gaussian
+  perturbations of the best trained points; the best few are then refined by a shrinking
+  perturbation search. Candidates are snapped to the grid (discrete parameters at their bin
+  centres, inactive ones at 0.5) before they are scored, so the model scores what
+  :meth:`SearchSpace.from_unit` will decode.
+
+Before ``n_startup`` trials (default 10) have results, suggestions are random. Randomness comes
+only from ``self.rng(number)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.linalg import lapack, solve_triangular
+from scipy.optimize import minimize
+from scipy.special import erfcx, ndtr
+
+from tuneyard.scheduler.samplers.base import ModelSampler
+from tuneyard.scheduler.space import SearchSpace
+from tuneyard.spec import CategoricalParam, FloatParam, IntParam, SamplerSpec
+
+N_STARTUP = 10
+N_CANDIDATES = 2048
+MAX_HISTORY = 500
+# Rows the kernel hyperparameters are fitted on: the fit costs O(n^3) per L-BFGS-B step, the
+# posterior only once, so the fit gets a subset and the posterior the whole fit set.
+HYPER_FIT_MAX = 128
+# L-BFGS-B iterations from a warm start (the previous fit) and from scratch.
+_WARM_ITERATIONS = 15
+_COLD_ITERATIONS = 60
+
+_SQRT5 = math.sqrt(5.0)
+_JITTER = 1e-8
+# Bounds of the log hyperparameters (inputs in [0, 1], standardised targets).
+_LOG_LS_BOUNDS = (math.log(1e-2), math.log(1e3))
+_LOG_SIGNAL_BOUNDS = (math.log(1e-2), math.log(1e2))
+_LOG_NOISE_BOUNDS = (math.log(1e-6), math.log(1.0))
+# Priors. Lengthscales and signal variance log-normal: (mean, sd) of the log; the signal
+# variance around 1 (standardised targets). The noise variance Gamma(shape, rate), as Optuna's
+# GP sampler: mean 0.04 but a tail towards 0 that costs only 1.1 nats an e-fold, so a
+# deterministic objective is interpolated while a noisy one is smoothed.
+_LS_PRIOR_SD = math.sqrt(3.0)
+_SIGNAL_PRIOR = (0.0, 1.0)
+_NOISE_SHAPE, _NOISE_RATE = 1.1, 30.0
+_NOISE_START = math.log(1e-2)
+# Running trials are believed (nearly) without noise, so EI vanishes at them.
+_BELIEVER_NOISE = 1e-6
+# Around a running trial, EI is multiplied by 1 - exp(-d^2 / (2 rho^2)), d the distance in
+# lengthscales: concurrent suggestions stay about rho lengthscales apart even where the model
+# is so sure of the optimum that the believer alone would pack them 1e-4 apart.
+_REPULSION = 0.01
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+class _Encoder:
+    """The unit cube as the model sees it: snapping to the grid, activity, one-hot features.
+
+    Mirrors :mod:`tuneyard.scheduler.space`'s encoding, vectorised over many points, so the
+    acquisition can score thousands of candidates without decoding each one.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.names = list(space.names)
+        self.d = len(self.names)
+        index = {n: i for i, n in enumerate(self.names)}
+        # Per dimension: ("cat", k) | ("bins", n) | ("logint", lo, hi, low, high) | ("const",)
+        # | ("cont",)
+        self.kinds: list[tuple[Any, ...]] = []
+        self.categorical = np.zeros(self.d, dtype=bool)
+        # Per dimension: its conditions as (parent dimension, allowed choice indices).
+        self.conditions: list[list[tuple[int, np.ndarray]]] = []
+        cols = 0
+        self.col_start: list[int] = []
+        groups: list[int] = []
+        for i, name in enumerate(self.names):
+            p = space.params[name]
+            self.col_start.append(cols)
+            if isinstance(p, CategoricalParam):
+                k = len(p.choices)
+                self.kinds.append(("cat", k))
+                self.categorical[i] = True
+                groups += [i] * k
+                cols += k
+            else:
+                self.kinds.append(self._numeric_kind(p))
+                groups.append(i)
+                cols += 1
+            conds = []
+            for parent, values in p.when_values().items():
+                choices = space.params[parent]
+                if not isinstance(choices, CategoricalParam):  # SearchSpace refuses these
+                    raise ValueError(f"{name}: condition parent {parent!r} is not categorical")
+                allowed = [
+                    j
+                    for j, c in enumerate(choices.choices)
+                    if any(type(c) is type(v) and c == v for v in values)
+                ]
+                conds.append((index[parent], np.asarray(allowed, dtype=np.int64)))
+            self.conditions.append(conds)
+        self.n_cols = cols
+        self.groups = np.asarray(groups, dtype=np.int64)
+
+    @staticmethod
+    def _numeric_kind(p: FloatParam | IntParam) -> tuple[Any, ...]:
+        if isinstance(p, IntParam):
+            if p.log:
+                return ("logint", math.log(p.low - 0.5), math.log(p.high + 0.5), p.low, p.high)
+            return ("bins", p.grid_size())
+        if p.step is not None:
+            return ("bins", p.grid_size())
+        if p.low == p.high:
+            return ("const",)
+        return ("cont",)
+
+    def _bins(self, u: np.ndarray, n: int) -> np.ndarray:
+        return np.clip(np.floor(u * n), 0, n - 1).astype(np.int64)
+
+    def canonical(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Points clipped to the cube, snapped to their grid values' codes, inactive
+        dimensions at 0.5; and the (m, d) mask of active dimensions."""
+        u = np.clip(np.asarray(points, dtype=float), 0.0, 1.0)
+        m = u.shape[0]
+        active = np.ones((m, self.d), dtype=bool)
+        bin_index: dict[int, np.ndarray] = {}
+        for i, kind in enumerate(self.kinds):
+            for parent, allowed in self.conditions[i]:
+                active[:, i] &= active[:, parent] & np.isin(bin_index[parent], allowed)
+            col = u[:, i]
+            if kind[0] == "cat":
+                b = self._bins(col, kind[1])
+                bin_index[i] = b
+                col = (b + 0.5) / kind[1]
+            elif kind[0] == "bins":
+                col = (self._bins(col, kind[1]) + 0.5) / kind[1]
+            elif kind[0] == "logint":
+                lo, hi, low, high = kind[1:]
+                v = np.clip(np.floor(np.exp(lo + col * (hi - lo)) + 0.5), low, high)
+                col = np.clip((np.log(v) - lo) / (hi - lo), 0.0, 1.0)
+            elif kind[0] == "const":
+                col = np.full(m, 0.5)
+            u[:, i] = np.where(active[:, i], col, 0.5)
+        return u, active
+
+    def features(self, u: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Canonical points as model inputs: categoricals one-hot (all zero when inactive)."""
+        m = u.shape[0]
+        f = np.zeros((m, self.n_cols))
+        rows = np.arange(m)
+        for i, kind in enumerate(self.kinds):
+            c = self.col_start[i]
+            if kind[0] == "cat":
+                b = self._bins(u[:, i], kind[1])
+                on = active[:, i]
+                f[rows[on], c + b[on]] = 1.0
+            else:
+                f[:, c] = u[:, i]
+        return f
+
+    def encode(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(canonical points, features)."""
+        u, active = self.canonical(points)
+        return u, self.features(u, active)
+
+
+# -- the Gaussian process ------------------------------------------------------------------------
+
+
+def _matern52(r2: np.ndarray) -> np.ndarray:
+    """(1 + sqrt5 r + 5/3 r^2) exp(-sqrt5 r) of squared distances, overwriting ``r2``."""
+    s = np.sqrt(r2)
+    s *= _SQRT5  # sqrt5 r
+    e = np.exp(-s)
+    r2 *= 5.0 / 3.0
+    r2 += s
+    r2 += 1.0
+    r2 *= e
+    return r2
+
+
+def _sqdist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of a and b."""
+    d = a @ b.T
+    d *= -2.0
+    d += (a * a).sum(1)[:, None]
+    d += (b * b).sum(1)[None, :]
+    return np.maximum(d, 0.0, out=d)
+
+
+def _cholesky(k: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor, adding jitter until it succeeds."""
+    jitter = 0.0
+    eye = np.eye(k.shape[0])
+    for _ in range(8):
+        chol, info = lapack.dpotrf(k + jitter * eye, lower=1, clean=1)
+        if info == 0:
+            return np.asarray(chol)
+        jitter = 1e-6 if jitter == 0.0 else jitter * 10.0
+    raise np.linalg.LinAlgError("kernel matrix is not positive definite")
+
+
+class _Hyper:
+    """Kernel hyperparameters: log lengthscales per group, log signal and noise variances."""
+
+    def __init__(self, theta: np.ndarray, n_groups: int) -> None:
+        self.theta = np.asarray(theta, dtype=float)
+        self.lengthscales = np.exp(self.theta[:n_groups])
+        self.signal = float(np.exp(self.theta[n_groups]))
+        self.noise = float(np.exp(self.theta[n_groups + 1]))
+
+
+class _Objective:
+    """Negative log marginal likelihood plus negative log prior, with its gradient, of the
+    hyperparameters given (n, n) per-group squared distances and standardised targets."""
+
+    def __init__(self, sq: np.ndarray, y: np.ndarray, ls_prior_mean: float) -> None:
+        self.sq = sq  # (groups, n, n)
+        self.flat = sq.reshape(sq.shape[0], -1)
+        self.y = y
+        self.n_groups = sq.shape[0]
+        self.ls_prior_mean = ls_prior_mean
+
+    def prior(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log prior density of the log hyperparameters, and its gradient."""
+        g = self.n_groups
+        mean = np.concatenate([np.full(g, self.ls_prior_mean), [_SIGNAL_PRIOR[0]]])
+        sd = np.concatenate([np.full(g, _LS_PRIOR_SD), [_SIGNAL_PRIOR[1]]])
+        z = (theta[: g + 1] - mean) / sd
+        # Gamma on the noise variance v, as a density of log v: v^shape exp(-rate v).
+        noise = math.exp(theta[g + 1])
+        value = 0.5 * float((z * z).sum()) - _NOISE_SHAPE * theta[g + 1] + _NOISE_RATE * noise
+        grad = np.concatenate([z / sd, [-_NOISE_SHAPE + _NOISE_RATE * noise]])
+        return value, grad
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        g, n, y = self.n_groups, len(self.y), self.y
+        h = _Hyper(theta, g)
+        inv_ls2 = h.lengthscales**-2
+        r2 = np.tensordot(inv_ls2, self.sq, axes=1)
+        r = np.sqrt(r2)
+        e = np.exp(-_SQRT5 * r)
+        kf = h.signal * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * e
+        k = kf.copy()
+        k[np.diag_indices(n)] += h.noise + _JITTER
+        chol, info = lapack.dpotrf(k, lower=1, clean=1)
+        if info != 0:
+            # Numerically singular: steer the optimiser away (towards more noise).
+            grad = np.zeros_like(theta)
+            grad[g + 1] = -1.0
+            return 1e10, grad
+        alpha, _ = lapack.dpotrs(chol, y, lower=1)
+        nll = 0.5 * float(y @ alpha) + float(np.log(np.diag(chol)).sum())
+        nll += 0.5 * n * math.log(2 * math.pi)
+        kinv, _ = lapack.dpotri(chol, lower=1)
+        kinv = np.tril(kinv) + np.tril(kinv, -1).T
+        w = kinv - np.outer(alpha, alpha)
+        dk_dr = h.signal * (5.0 / 3.0) * (1.0 + _SQRT5 * r) * e  # d K / d(r^2) times -2
+        grad = np.empty_like(theta)
+        grad[:g] = 0.5 * inv_ls2 * (self.flat @ (w * dk_dr).ravel())
+        grad[g] = 0.5 * float((w * kf).sum())
+        grad[g + 1] = 0.5 * h.noise * float(np.trace(w))
+        prior, prior_grad = self.prior(theta)
+        return nll + prior, grad + prior_grad
+
+
+class _Posterior:
+    """The GP posterior on standardised targets for fixed hyperparameters."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, hyper: _Hyper, ls_cols: np.ndarray) -> None:
+        self.hyper = hyper
+        self.ls_cols = ls_cols
+        self.xs = x / ls_cols
+        self.y = y
+        k = hyper.signal * _matern52(_sqdist(self.xs, self.xs))
+        k[np.diag_indices(len(y))] += hyper.noise + _JITTER
+        self.chol = _cholesky(k)
+        self.alpha = lapack.dpotrs(self.chol, y, lower=1)[0]
+
+    def _cross(self, xq: np.ndarray) -> np.ndarray:
+        return self.hyper.signal * _matern52(_sqdist(xq / self.ls_cols, self.xs))
+
+    def mean(self, xq: np.ndarray) -> np.ndarray:
+        return self._cross(xq) @ self.alpha
+
+    def predict(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and variance (of the latent function) at the rows of ``xq``."""
+        kq = self._cross(xq)
+        mean = kq @ self.alpha
+        v = solve_triangular(self.chol, kq.T, lower=True, check_finite=False)
+        var = self.hyper.signal - (v * v).sum(0)
+        return mean, np.maximum(var, 1e-12 * self.hyper.signal)
+
+    def extend(self, xr: np.ndarray, yr: np.ndarray, noise: float) -> None:
+        """Add observations with this noise variance, updating the Cholesky factor by blocks
+        (O(n^2 m), not O(n^3))."""
+        kxr = self._cross(xr)  # (m, n)
+        b = solve_triangular(self.chol, kxr.T, lower=True, check_finite=False)  # (n, m)
+        xrs = xr / self.ls_cols
+        krr = self.hyper.signal * _matern52(_sqdist(xrs, xrs))
+        krr[np.diag_indices(len(yr))] += noise + _JITTER
+        c = _cholesky(krr - b.T @ b)
+        n, m = len(self.y), len(yr)
+        chol = np.zeros((n + m, n + m))
+        chol[:n, :n] = self.chol
+        chol[n:, :n] = b.T
+        chol[n:, n:] = c
+        self.chol = chol
+        self.xs = np.vstack([self.xs, xrs])
+        self.y = np.concatenate([self.y, yr])
+        self.alpha = lapack.dpotrs(self.chol, self.y, lower=1)[0]
+
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_HALF_LOG_PI_2 = 0.5 * math.log(math.pi / 2)
+_INV_SQRT_EPS = 1.0 / math.sqrt(np.finfo(float).eps)
+
+
+def _log1mexp(a: np.ndarray) -> np.ndarray:
+    """log(1 - exp(a)) for a < 0, accurate at both ends."""
+    return np.where(a > -math.log(2), np.log(-np.expm1(a)), np.log1p(-np.exp(a)))
+
+
+def _log_h(z: np.ndarray) -> np.ndarray:
+    """log(z Phi(z) + phi(z)), finite for every finite z (Ament et al. 2023, eq. 9)."""
+    out = np.empty_like(z)
+    hi = z > -1.0
+    zh = z[hi]
+    out[hi] = np.log(zh * ndtr(zh) + np.exp(-0.5 * zh * zh - _LOG_SQRT_2PI))
+    mid = (~hi) & (z > -_INV_SQRT_EPS)
+    zm = z[mid]
+    out[mid] = (
+        -0.5 * zm * zm
+        - _LOG_SQRT_2PI
+        + _log1mexp(np.log(erfcx(-zm / math.sqrt(2)) * -zm) + _HALF_LOG_PI_2)
+    )
+    lo = z <= -_INV_SQRT_EPS
+    zl = z[lo]
+    out[lo] = -0.5 * zl * zl - _LOG_SQRT_2PI - 2.0 * np.log(-zl)
+    return out
+
+
+def log_expected_improvement(mean: np.ndarray, var: np.ndarray, best: float) -> np.ndarray:
+    """log E[max(best - f, 0)] for f ~ N(mean, var), minimising."""
+    sd = np.sqrt(var)
+    return np.log(sd) + _log_h((best - mean) / sd)
+
+
+def _resource_column(resources: np.ndarray) -> np.ndarray | None:
+    """Each row's resource scaled to [0, 1] (log scale when all are positive); None when all
+    rows share one resource."""
+    lo, hi = float(resources.min()), float(resources.max())
+    if hi <= lo:
+        return None
+    if lo > 0:
+        return (np.log(resources) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return (resources - lo) / (hi - lo)
+
+
+class GPModel:
+    """A fitted GP, queried at the highest resource: what :meth:`GPSampler.suggest`
+    maximises over, and what the tests inspect. Points are rows of unit-cube coordinates."""
+
+    def __init__(
+        self,
+        encoder: _Encoder,
+        posterior: _Posterior,
+        has_resource: bool,
+        y_mean: float,
+        y_sd: float,
+    ) -> None:
+        self.encoder = encoder
+        self.posterior = posterior
+        self.has_resource = has_resource
+        self.y_mean, self.y_sd = y_mean, y_sd
+        self.incumbent = 0.0  # standardised; set by GPSampler.fit
+        self.best_points = np.zeros((0, encoder.d))
+        # Running points, as features divided by the lengthscales.
+        self.running = np.zeros((0, len(posterior.ls_cols)))
+
+    def at_top(self, feat: np.ndarray) -> np.ndarray:
+        """Features with the resource column (when there is one) at the highest resource."""
+        if not self.has_resource:
+            return feat
+        return np.hstack([feat, np.ones((feat.shape[0], 1))])
+
+    def predict(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance at the points, standardised."""
+        return self.posterior.predict(self.at_top(self.encoder.encode(points)[1]))
+
+    def predict_scores(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation at the points, in score units."""
+        mean, var = self.predict(points)
+        return self.y_mean + self.y_sd * mean, self.y_sd * np.sqrt(var)
+
+    def log_ei(self, points: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """The points snapped to the grid, and log EI there, penalised near running points
+        (-inf at a running point and where undefined)."""
+        u, feat = self.encoder.encode(points)
+        out = np.empty(len(u))
+        for i in range(0, len(u), chunk):
+            f = self.at_top(feat[i : i + chunk])
+            mean, var = self.posterior.predict(f)
+            out[i : i + chunk] = log_expected_improvement(mean, var, self.incumbent)
+            if len(self.running):
+                d2 = _sqdist(f / self.posterior.ls_cols, self.running)
+                with np.errstate(divide="ignore"):
+                    penalty = np.log(-np.expm1(-0.5 * d2 / _REPULSION**2))
+                out[i : i + chunk] += penalty.sum(1)
+        return u, np.nan_to_num(out, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
+
+    def add_running(self, points: np.ndarray) -> None:
+        """Kriging believer: observe the points at their posterior mean, without noise. The
+        mean stays as it was, the variance there falls to about 0, the incumbent takes the
+        believed values into account, and so EI at a running point is about 0. EI is also
+        penalised within a few hundredths of a lengthscale of each (see _REPULSION)."""
+        feat = self.at_top(self.encoder.encode(points)[1])
+        self.running = np.vstack([self.running, feat / self.posterior.ls_cols])
+        noise = _BELIEVER_NOISE * self.posterior.hyper.signal
+        mean = self.posterior.mean(feat)
+        self.posterior.extend(feat, mean, noise)
+        # A believed result below the incumbent is the new incumbent, as an observed one would.
+        self.incumbent = min(self.incumbent, float(mean.min()))
+
+
+# -- the sampler ---------------------------------------------------------------------------------
+
+
+class GPSampler(ModelSampler):
+    kind = "gp"
+    version = 1
+    # Each suggestion refits the kernel from the previous fit and keeps the result in the
+    # state, so a replica that loads the state suggests exactly what this one would.
+    changes_on_suggest = True
+
+    def __init__(self, space: SearchSpace, seed: int, spec: SamplerSpec) -> None:
+        super().__init__(space, seed, spec)
+        self.n_startup = int(spec.option("n_startup", N_STARTUP))
+        self.n_candidates = int(spec.option("n_candidates", N_CANDIDATES))
+        self.max_history = int(spec.option("max_history", MAX_HISTORY))
+        self.encoder = _Encoder(space)
+        # The last fitted log hyperparameters, the next fit's starting point.
+        self._theta: list[float] | None = None
+
+    # -- state -------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {} if self._theta is None else {"theta": list(self._theta)}
+
+    def load_extra_state(self, data: Mapping[str, Any]) -> None:
+        theta = data.get("theta")
+        self._theta = [float(v) for v in theta] if isinstance(theta, list) else None
+
+    # -- the fit set -------------------------------------------------------------------------
+    def fit_set(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """The trials the GP is fitted on: (numbers, unit points, resources, scores).
+
+        All trials when there are at most ``max_history``; otherwise the best half as
+        :meth:`History.ranked` orders them (further trained first, then by score) and, for the
+        rest, the most recent (highest trial numbers) of the others. Rows are in trial-number
+        order, whatever order the observations came in (a sampler restored from its state
+        holds its trials in that order, and must fit exactly what the original fits)."""
+        rows = self.history.latest()
+        if len(rows) > self.max_history:
+
+            def rank(t: tuple[int, np.ndarray, float, float]) -> tuple[float, float, int]:
+                s = t[3] if not math.isnan(t[3]) else math.inf
+                return (-t[2], s, t[0])
+
+            rows.sort(key=rank)
+            half = self.max_history // 2
+            best, others = rows[:half], rows[half:]
+            others.sort(key=lambda t: -t[0])
+            rows = best + others[: self.max_history - half]
+        rows.sort(key=lambda t: t[0])
+        numbers = [t[0] for t in rows]
+        x = np.array([t[1] for t in rows], dtype=float).reshape(len(rows), self.encoder.d)
+        r = np.array([t[2] for t in rows], dtype=float)
+        s = np.array([t[3] for t in rows], dtype=float)
+        return numbers, x, r, s
+
+    @staticmethod
+    def targets(scores: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+        """Standardised targets and the (mean, sd) that standardised them; None when no score
+        is finite. NaN and +inf count as the worst finite score, -inf as the best; scores
+        worse than Q3 + 3 IQR are clipped there."""
+        finite = np.isfinite(scores)
+        if not finite.any():
+            return None
+        lowest, highest = scores[finite].min(), scores[finite].max()
+        y = np.where(finite, scores, np.where(scores == -np.inf, lowest, highest))
+        q1, q3 = np.percentile(y, [25, 75])
+        if q3 > q1:
+            y = np.minimum(y, q3 + 3.0 * (q3 - q1))
+        mean, sd = float(y.mean()), float(y.std())
+        sd = sd if sd > 1e-12 * max(1.0, abs(mean)) else 1.0
+        return (y - mean) / sd, mean, sd
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit_hyper(self, f: np.ndarray, y: np.ndarray, groups: np.ndarray) -> _Hyper:
+        """Fit the kernel hyperparameters on at most HYPER_FIT_MAX rows: the best quarter by
+        target and, of the rest, rows evenly spaced in trial-number order (a fixed subset, so a
+        warm start from the previous fit converges in a few steps). Remembers the result as
+        the next fit's starting point."""
+        n = len(y)
+        if n > HYPER_FIT_MAX:
+            quarter = HYPER_FIT_MAX // 4
+            order = np.argsort(y, kind="stable")
+            rest = np.sort(order[quarter:])
+            pick = np.linspace(0, len(rest) - 1, HYPER_FIT_MAX - quarter).round().astype(int)
+            keep = np.sort(np.concatenate([order[:quarter], rest[pick]]))
+            f, y = f[keep], y[keep]
+        n_groups = int(groups.max()) + 1
+        sq = np.zeros((n_groups, len(y), len(y)))
+        for c in range(f.shape[1]):
+            diff = f[:, c][:, None] - f[:, c][None, :]
+            sq[groups[c]] += diff * diff
+        ls_mean = math.sqrt(2.0) + 0.5 * math.log(n_groups)
+        objective = _Objective(sq, y, ls_mean)
+        bounds = [_LOG_LS_BOUNDS] * n_groups + [_LOG_SIGNAL_BOUNDS, _LOG_NOISE_BOUNDS]
+        lower, upper = np.array(bounds).T
+        if self._theta is not None and len(self._theta) == n_groups + 2:
+            x0 = np.asarray(self._theta, dtype=float)
+            maxiter = _WARM_ITERATIONS
+        else:
+            # Cold: the better of the prior's centre and short lengthscales.
+            starts = [
+                np.concatenate([np.full(n_groups, ls), [0.0, _NOISE_START]])
+                for ls in (ls_mean, math.log(0.2))
+            ]
+            x0 = min(starts, key=lambda t: objective(np.clip(t, lower, upper))[0])
+            maxiter = _COLD_ITERATIONS
+        x0 = np.clip(x0, lower, upper)
+        res = minimize(
+            objective, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter}
+        )
+        theta = np.asarray(res.x, dtype=float)
+        if not np.all(np.isfinite(theta)):
+            theta = x0
+        self._theta = [float(v) for v in theta]
+        return _Hyper(theta, n_groups)
+
+    def fit(self, running: Sequence[Mapping[str, Any]] = ()) -> GPModel | None:
+        """The GP fitted on the fit set, with ``running`` as kriging-believer
+        pseudo-observations; None when no score is finite. Updates the warm start."""
+        _, x, resources, scores = self.fit_set()
+        if not len(scores):
+            return None
+        targets = self.targets(scores)
+        if targets is None:
+            return None
+        y, y_mean, y_sd = targets
+        enc = self.encoder
+        _, f = enc.encode(x)
+        groups = enc.groups
+        res_col = _resource_column(resources)
+        if res_col is not None:
+            f = np.hstack([f, res_col[:, None]])
+            groups = np.append(groups, enc.d)
+        hyper = self.fit_hyper(f, y, groups)
+        post = _Posterior(f, y, hyper, hyper.lengthscales[groups])
+        model = GPModel(enc, post, res_col is not None, y_mean, y_sd)
+        # Incumbent: the lowest posterior mean at a trained point, at the top resource.
+        mean_train = post.mean(model.at_top(f[:, : enc.n_cols]))
+        model.incumbent = float(mean_train.min())
+        model.best_points = x[np.argsort(mean_train, kind="stable")[: min(8, len(y))]]
+        if running:
+            model.add_running(np.array([self.space.to_unit(p) for p in running], dtype=float))
+        return model
+
+    # -- suggesting --------------------------------------------------------------------------
+    def suggest(self, number: int, running: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        if number < 0:
+            raise ValueError(f"trial number must be >= 0, got {number}")
+        rng = self.rng(number)
+        model = self.fit(running) if len(self.history) >= self.n_startup else None
+        if model is None:
+            return self.ensure_new(self.space.sample(rng), running, rng)
+        best = self._maximise(model, rng)
+        return self.ensure_new(self.space.from_unit(best), running, rng)
+
+    def _perturb(
+        self, centres: np.ndarray, scale: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Gaussian steps of the given scale per row; each categorical redrawn with
+        probability 1/d (at least one dimension's worth of change on average)."""
+        m, d = centres.shape
+        out = centres + rng.normal(size=(m, d)) * scale[:, None]
+        cat = self.encoder.categorical
+        if cat.any():
+            flip = (rng.random((m, d)) < 1.0 / d) & cat[None, :]
+            out = np.where(flip, rng.random((m, d)), out)
+        return np.clip(out, 0.0, 1.0)
+
+    def _maximise(self, model: GPModel, rng: np.random.Generator) -> np.ndarray:
+        """The best point found: uniform and near-incumbent candidates, then a shrinking
+        perturbation search from the best few."""
+        d = self.encoder.d
+        n_local = self.n_candidates // 2
+        n_uniform = max(1, self.n_candidates - n_local)
+        cands = [rng.random((n_uniform, d))]
+        if n_local:
+            top = model.best_points
+            centres = top[rng.integers(len(top), size=n_local)]
+            scales = rng.choice(np.array([0.01, 0.03, 0.1, 0.3]), size=n_local)
+            cands.append(self._perturb(centres, scales, rng))
+        u, values = model.log_ei(np.vstack(cands))
+        # Start from the best few distinct candidates.
+        order = np.argsort(-values, kind="stable")
+        starts: list[int] = []
+        seen: set[bytes] = set()
+        for i in order:
+            key = u[i].tobytes()
+            if key not in seen:
+                seen.add(key)
+                starts.append(int(i))
+            if len(starts) == 4:
+                break
+        xs, vs = u[starts], values[starts]
+        per = 32
+        for step in (0.1, 0.04, 0.015, 0.005):
+            centres = np.repeat(xs, per, axis=0)
+            trial, tv = model.log_ei(self._perturb(centres, np.full(len(centres), step), rng))
+            tv = tv.reshape(len(xs), per)
+            j = tv.argmax(1)
+            better = tv[np.arange(len(xs)), j] > vs
+            rows = np.arange(len(xs)) * per + j
+            xs = np.where(better[:, None], trial[rows], xs)
+            vs = np.where(better, tv[np.arange(len(xs)), j], vs)
+        return np.asarray(xs[int(np.argmax(vs))])
