@@ -248,6 +248,38 @@ def test_startup_is_random_and_bad_scores_do_not_break_the_model() -> None:
     assert only_bad.suggest(1) == only_bad.space.sample(only_bad.rng(1))
 
 
+def test_targets_are_standardised_with_diverged_runs_clipped() -> None:
+    good = [float(v) for v in range(1, 13)]
+    scores = np.array([*good, 1e9, math.nan, math.inf, -math.inf])
+    targets = GPSampler.targets(scores)
+    assert targets is not None
+    y, mean, sd = targets
+    assert np.all(np.isfinite(y)) and y.mean() == pytest.approx(0.0, abs=1e-12)
+    assert y.std() == pytest.approx(1.0)
+    # The diverged run, NaN and +inf share the clipped worst value; -inf is the best score.
+    assert y[12] == y[13] == y[14] == y.max() and y[15] == y[0] == y.min()
+    q1, q3 = np.percentile([*good, 1e9, 1e9, 1e9, 1.0], [25, 75])
+    assert mean + sd * y.max() == pytest.approx(q3 + 3 * (q3 - q1))
+    assert mean + sd * y[:12] == pytest.approx(good)
+    assert GPSampler.targets(np.array([math.nan, math.inf])) is None
+    flat, _, _ = GPSampler.targets(np.full(4, 2.5)) or (None, 0, 0)
+    assert flat is not None and np.all(flat == 0.0)
+
+
+def test_the_warm_start_follows_the_resource_column_coming_and_going() -> None:
+    s = sampler(LINE)  # one parameter: theta is [ls_x, (ls_resource), signal, noise]
+    s.load_extra_state({"theta": [0.1, 0.2, 0.3]})
+    with_resource = s._warm_start(2, 1.5)
+    assert with_resource is not None and with_resource.tolist() == [0.1, 1.5, 0.2, 0.3]
+    s.load_extra_state({"theta": [0.1, 1.5, 0.2, 0.3]})
+    without = s._warm_start(1, 1.5)
+    assert without is not None and without.tolist() == [0.1, 0.2, 0.3]
+    s.load_extra_state({"theta": [0.1]})
+    assert s._warm_start(1, 1.5) is None
+    s.load_extra_state({})
+    assert s.extra_state() == {}
+
+
 def test_a_negative_trial_number_is_refused() -> None:
     with pytest.raises(ValueError, match="trial number"):
         sampler(LINE).suggest(-1)

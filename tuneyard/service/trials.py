@@ -8,6 +8,7 @@ processes serving one study never double-promote, duplicate a trial number or ex
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import case, func, literal, select, update
 from sqlalchemy.orm import Session
+from threadpoolctl import ThreadpoolController
 
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished
 from tuneyard.scheduler.decisions import Decision, fmt
@@ -33,6 +35,12 @@ from tuneyard.store.models import (
     Study,
     Trial,
 )
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
 
 # A model-based sampler's state is saved at least once per this many new observations.
 SAVE_EVERY = 32
@@ -389,7 +397,10 @@ class TrialService:
                 select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
             )
         )
-        params = sampler.suggest(number, running)
+        # One BLAS thread: the models' matrices are small, and handing them to a second thread
+        # costs more than it saves (a GP fit at 500 observations: 11 ms instead of 50 ms).
+        with _blas().limit(limits=1):
+            params = sampler.suggest(number, running)
         if sampler.changes_on_suggest or sampler.unsaved >= SAVE_EVERY or sampler.revision < 0:
             row.state = sampler.get_state()
             row.watermark = sampler.watermark

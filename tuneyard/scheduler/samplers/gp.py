@@ -26,19 +26,26 @@ The model, per suggestion:
   surface), then standardised.
 - **Kernel.** Matérn 5/2 with ARD lengthscales, a signal variance and a noise variance,
   fitted by maximising the log marginal likelihood plus log priors (log-normal lengthscale
-  prior whose median grows with sqrt(dimension), as Hvarfner et al.; log-normal priors on the
-  signal and noise variances) with L-BFGS-B and analytic gradients. The first fit starts from
-  the prior and from short lengthscales; later fits start from the previous optimum, kept in
-  the sampler state, so a replica that loads the state continues exactly. The
-  hyperparameters are fitted on at most :data:`HYPER_FIT_MAX` rows (the best quarter and a
-  random rest of the fit set); the posterior then uses every row of the fit set.
+  prior whose median grows with sqrt(dimension), as Hvarfner et al.; a log-normal prior on
+  the signal variance; a Gamma prior on the noise variance that lets a deterministic
+  objective be interpolated) with L-BFGS-B and analytic gradients. The first fit starts from
+  the better of the prior's centre and short lengthscales; later fits start from the
+  previous optimum, kept in the sampler state (so suggesting changes the state, and a
+  replica that loads it continues exactly). The hyperparameters are fitted on at most
+  :data:`HYPER_FIT_MAX` rows (the best quarter by score and rows evenly spaced in trial
+  order); the posterior then uses every row of the fit set.
 - **Fit set (max_history).** At most ``max_history`` trials (default 500): the best half as
   :meth:`History.ranked` orders them (further trained first, then by score) plus the most
   recent (highest numbers) of the others. Old, bad trials are what gets dropped.
-- **Parallel workers.** Running configurations join the training set as pseudo-observations
-  at the posterior mean (kriging believer, Ginsbourger et al. 2010). The mean is unchanged,
-  but the variance there collapses to the noise, so EI near a running trial is small and
-  concurrent suggestions spread out.
+- **Parallel workers.** Running configurations join the training set as noiseless
+  pseudo-observations at the posterior mean (kriging believer, Ginsbourger, Le Riche &
+  Carraro 2010, https://doi.org/10.1007/978-3-642-10701-6_6). The mean is unchanged, the
+  variance there falls to about 0 and a believed value below the incumbent becomes the
+  incumbent, so EI at a running trial is about 0. Where the model is very sure of the
+  optimum that alone would still pack concurrent suggestions 1e-4 apart, so EI is also
+  multiplied by 1 - exp(-d^2 / (2 * 0.01^2)), d the distance to a running point in
+  lengthscales: a local penalty in the spirit of González et al. 2016,
+  https://arxiv.org/abs/1505.08052.
 - **Acquisition.** log-EI against the incumbent, the lowest posterior mean at a trained
   point. Maximised over ``n_candidates`` points (default 2048): half uniform, half Gaussian
   perturbations of the best trained points; the best few are then refined by a shrinking
@@ -83,8 +90,9 @@ _LOG_SIGNAL_BOUNDS = (math.log(1e-2), math.log(1e2))
 _LOG_NOISE_BOUNDS = (math.log(1e-6), math.log(1.0))
 # Priors. Lengthscales and signal variance log-normal: (mean, sd) of the log; the signal
 # variance around 1 (standardised targets). The noise variance Gamma(shape, rate), as Optuna's
-# GP sampler: mean 0.04 but a tail towards 0 that costs only 1.1 nats an e-fold, so a
-# deterministic objective is interpolated while a noisy one is smoothed.
+# GP sampler: mean 0.04, but a tail towards 0 that costs only 1.1 nats an e-fold, so a
+# deterministic objective is interpolated while a noisy one is smoothed. (A log-normal
+# noise prior pinned the noise near its centre and blurred deterministic objectives.)
 _LS_PRIOR_SD = math.sqrt(3.0)
 _SIGNAL_PRIOR = (0.0, 1.0)
 _NOISE_SHAPE, _NOISE_RATE = 1.1, 30.0
@@ -301,9 +309,10 @@ class _Objective:
         kinv, _ = lapack.dpotri(chol, lower=1)
         kinv = np.tril(kinv) + np.tril(kinv, -1).T
         w = kinv - np.outer(alpha, alpha)
-        dk_dr = h.signal * (5.0 / 3.0) * (1.0 + _SQRT5 * r) * e  # d K / d(r^2) times -2
+        # dK/d(log l_g) = -2 dK/d(r^2) * sq_g / l_g^2, and -2 dK/d(r^2) is this:
+        dk = h.signal * (5.0 / 3.0) * (1.0 + _SQRT5 * r) * e
         grad = np.empty_like(theta)
-        grad[:g] = 0.5 * inv_ls2 * (self.flat @ (w * dk_dr).ravel())
+        grad[:g] = 0.5 * inv_ls2 * (self.flat @ (w * dk).ravel())
         grad[g] = 0.5 * float((w * kf).sum())
         grad[g + 1] = 0.5 * h.noise * float(np.trace(w))
         prior, prior_grad = self.prior(theta)
@@ -538,7 +547,8 @@ class GPSampler(ModelSampler):
         if q3 > q1:
             y = np.minimum(y, q3 + 3.0 * (q3 - q1))
         mean, sd = float(y.mean()), float(y.std())
-        sd = sd if sd > 1e-12 * max(1.0, abs(mean)) else 1.0
+        if not sd > 1e-12 * abs(mean):  # all equal, up to rounding: nothing to learn
+            sd = 1.0
         return (y - mean) / sd, mean, sd
 
     # -- fitting -----------------------------------------------------------------------------
@@ -564,8 +574,9 @@ class GPSampler(ModelSampler):
         objective = _Objective(sq, y, ls_mean)
         bounds = [_LOG_LS_BOUNDS] * n_groups + [_LOG_SIGNAL_BOUNDS, _LOG_NOISE_BOUNDS]
         lower, upper = np.array(bounds).T
-        if self._theta is not None and len(self._theta) == n_groups + 2:
-            x0 = np.asarray(self._theta, dtype=float)
+        warm = self._warm_start(n_groups, ls_mean)
+        if warm is not None:
+            x0 = warm
             maxiter = _WARM_ITERATIONS
         else:
             # Cold: the better of the prior's centre and short lengthscales.
@@ -613,12 +624,33 @@ class GPSampler(ModelSampler):
             model.add_running(np.array([self.space.to_unit(p) for p in running], dtype=float))
         return model
 
+    def _warm_start(self, n_groups: int, ls_mean: float) -> np.ndarray | None:
+        """The previous fit as a starting point for ``n_groups`` lengthscales, or None. The
+        resource's lengthscale (group d, after the parameters') comes and goes as the fit
+        set's resources do: it starts at the prior's centre, or is dropped."""
+        if self._theta is None:
+            return None
+        theta = np.asarray(self._theta, dtype=float)
+        d = self.encoder.d
+        if len(theta) == n_groups + 2:
+            return theta
+        if n_groups == d + 1 and len(theta) == d + 2:
+            return np.insert(theta, d, ls_mean)
+        if n_groups == d and len(theta) == d + 3:
+            return np.delete(theta, d)
+        return None
+
     # -- suggesting --------------------------------------------------------------------------
     def suggest(self, number: int, running: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         if number < 0:
             raise ValueError(f"trial number must be >= 0, got {number}")
         rng = self.rng(number)
-        model = self.fit(running) if len(self.history) >= self.n_startup else None
+        model = None
+        if len(self.history) >= self.n_startup:
+            try:
+                model = self.fit(running)
+            except np.linalg.LinAlgError:  # not even heavy jitter made the kernel usable
+                model = None
         if model is None:
             return self.ensure_new(self.space.sample(rng), running, rng)
         best = self._maximise(model, rng)
@@ -627,13 +659,14 @@ class GPSampler(ModelSampler):
     def _perturb(
         self, centres: np.ndarray, scale: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
-        """Gaussian steps of the given scale per row; each categorical redrawn with
-        probability 1/d (at least one dimension's worth of change on average)."""
+        """Gaussian steps of the given scale per row on the ordered dimensions; each
+        categorical redrawn with probability 1/d instead (its choices have no order, so a
+        small step to the neighbouring bin would mean nothing)."""
         m, d = centres.shape
-        out = centres + rng.normal(size=(m, d)) * scale[:, None]
         cat = self.encoder.categorical
+        out = centres + rng.normal(size=(m, d)) * scale[:, None] * ~cat
         if cat.any():
-            flip = (rng.random((m, d)) < 1.0 / d) & cat[None, :]
+            flip = (rng.random((m, d)) < 1.0 / d) & cat
             out = np.where(flip, rng.random((m, d)), out)
         return np.clip(out, 0.0, 1.0)
 
