@@ -90,3 +90,23 @@ def test_a_random_search_records_no_observations(apps: list[TestClient], databas
         assert s.scalars(select(Observation)).first() is None
         assert s.get(SamplerState, sid) is None
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("sampler", "field", "words"),
+    [
+        ({"type": "tpe", "gamma": 2}, "sampler.gamma", "less than or equal to 0.5"),
+        ({"type": "random", "gamma": 0.2}, "sampler", "gamma: not an option of the random"),
+        ({"type": "genetic", "population_size": 4, "elitism": 4}, "sampler", "elitism (4)"),
+        ({"type": "annealing"}, "sampler.type", "'tpe'"),
+        ({"type": "gp", "max_history": 3}, "sampler.max_history", "greater than or equal to 10"),
+    ],
+)
+def test_bad_sampler_options_are_a_422_naming_the_field(
+    apps: list[TestClient], sampler: dict[str, Any], field: str, words: str
+) -> None:
+    r = apps[0].post(f"{API}/studies", json=study_spec(sampler=sampler))
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert any(e["field"] == field and words in e["message"] for e in errors), errors
+    assert apps[0].get(f"{API}/studies").json()["items"] == []
