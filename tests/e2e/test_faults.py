@@ -70,21 +70,28 @@ def test_a_sigkilled_worker_s_trial_resumes_elsewhere_within_two_leases(
     d = deployment
     queue = f"kill-{uuid.uuid4().hex[:6]}"
     d.start_pool("pool", queue, 3)
-    sid = d.create(asha_spec(queue))
-    victim_trial = wait_for(lambda: running_trial_with_reports(d, sid), 60, "a trial running")
+    # Long jobs (12 epochs of 0.25 s), so the kill lands mid-trial, not between jobs.
+    spec = asha_spec(queue, scheduler={"type": "fifo", "max_resource": 12})
+    spec["limits"] = {"max_trials": 6, "max_concurrent": 3}
+    sid = d.create(spec)
+    busy = wait_for(lambda: running_trial_with_reports(d, sid, 2), 60, "a trial running")
     workers = {w["name"]: w for w in d.http.get("/api/v1/workers").json()}
-    victim = workers[victim_trial["worker"]]
+    victim = workers[busy["worker"]]
     os.kill(victim["pid"], signal.SIGKILL)
     killed_at = time.time()
 
     def resumed() -> dict | None:  # type: ignore[type-arg]
-        t = d.trial(victim_trial["id"])
-        return t if len(t["attempt_log"]) >= 2 else None
+        # The trial the worker was running when it died, once it runs again.
+        for t in d.trials(sid):
+            log = t["attempt_log"]
+            for before, after in itertools.pairwise(log):
+                if before["worker"] == victim["name"] and before["state"] == "failed":
+                    return {"trial": t, "lost": before, "next": after}
+        return None
 
-    t = wait_for(resumed, 4 * d.lease, "the trial resumed")
-    first, second = t["attempt_log"][:2]
-    assert first["state"] == "failed" and "lease expired" in first["error"]
-    started = datetime.fromisoformat(second["started_at"]).timestamp()
+    found = wait_for(resumed, 6 * d.lease, "the dead worker's trial running again")
+    assert "lease expired" in found["lost"]["error"]
+    started = datetime.fromisoformat(found["next"]["started_at"]).timestamp()
     assert started - killed_at <= 2 * d.lease, f"resumed {started - killed_at:.1f} s after"
     d.wait_finished(sid)
     trials = check_all_final(d, sid)
