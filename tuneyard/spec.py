@@ -11,7 +11,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 Scalar = str | int | float | bool | None
 
@@ -218,6 +226,12 @@ class SamplerSpec(_Strict):
                 f"({self.population_size})"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only the options a study gave: a stored or returned definition reads as written.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k == "seed"}
 
     def option(self, name: str, default: Any) -> Any:
         """An option's value, or ``default`` when the study left it out."""

@@ -55,8 +55,9 @@ def test_suggestions_lie_in_any_space_and_repeat_with_the_seed(
                 assert value > 0
             step = getattr(param, "step", None)
             if getattr(param, "type", "") == "float" and step:
-                k = (value - param.low) / step  # type: ignore[union-attr]
-                assert math.isclose(k, round(k), abs_tol=1e-6)
+                k = round((value - param.low) / step)  # type: ignore[union-attr]
+                on_grid = param.low + k * step  # type: ignore[union-attr]
+                assert math.isclose(value, on_grid, rel_tol=1e-12, abs_tol=1e-12)
         for name in space:
             assert (name in p) == s.is_active(name, p)
     assert sequence(kind, s, seed) == first
