@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality import report
-from bench.quality.methods import ALL, QUICK, Method, available
+from bench.quality.methods import ALL, QUICK, SAMPLER_MODULES, Method, available
 from bench.quality.objectives import OBJECTIVES
 from bench.quality.runners import run
 
@@ -60,7 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="output folder (default bench/quality/results[-quick])")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 10, quick 2)")
     p.add_argument(
-        "--budget-factor", type=int, help="budget in full trials' epochs (default 30, quick 10)"
+        "--budget-factor",
+        type=int,
+        help="budget in full trials' epochs (default: the objective's, 30 or 20; quick 10)",
     )
     p.add_argument("--workers", type=int, default=4, help="simulated parallel workers")
     p.add_argument("--procs", type=int, default=2, help="processes running (method, seed) pairs")
@@ -74,8 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.out = ROOT / "bench" / "quality" / ("results-quick" if args.quick else "results")
     if args.seeds is None:
         args.seeds = 2 if args.quick else 10
-    if args.budget_factor is None:
-        args.budget_factor = 10 if args.quick else 30
+    if args.budget_factor is None and args.quick:
+        args.budget_factor = 10
     return args
 
 
@@ -87,6 +89,34 @@ def _select(args: argparse.Namespace) -> tuple[list[Method], list[str]]:
     methods = [ALL[n] for n in names]
     missing = [m.name for m in methods if not available(m)]
     return [m for m in methods if m.name not in missing], missing
+
+
+def preload(methods: list[Method]) -> dict[str, str]:
+    """Import every sampler module used before the pool forks, so that all runs use one
+    version of the code even while it is being edited; returns each file's SHA-1."""
+    import hashlib
+    import importlib
+
+    import optuna
+
+    modules = {
+        "tuneyard.scheduler.simulator",
+        "tuneyard.scheduler.schedulers",
+        "tuneyard.scheduler.samplers.base",
+        "tuneyard.scheduler.space",
+    }
+    modules |= {
+        f"tuneyard.scheduler.samplers.{SAMPLER_MODULES[m.sampler]}"
+        for m in methods
+        if m.framework == "tuneyard"
+    }
+    digests = {}
+    for name in sorted(modules):
+        module = importlib.import_module(name)
+        path = Path(module.__file__ or "")
+        digests[str(path.relative_to(ROOT))] = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    digests["optuna"] = optuna.__version__
+    return digests
 
 
 def write_outputs(out: Path, payload: dict[str, Any]) -> str:
@@ -130,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         if o not in OBJECTIVES:
             raise SystemExit(f"unknown objective {o!r}; one of {', '.join(OBJECTIVES)}")
     tasks: list[Task] = [
-        (m.name, o, seed, args.budget_factor * OBJECTIVES[o].max_epochs, args.workers)
+        (
+            m.name,
+            o,
+            seed,
+            (args.budget_factor or OBJECTIVES[o].budget_factor) * OBJECTIVES[o].max_epochs,
+            args.workers,
+        )
         for o in objectives
         for m in methods
         for seed in range(args.seeds)
@@ -143,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds, {args.procs} processes",
         file=sys.stderr,
     )
+    code = preload(methods)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
@@ -175,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         "procs": args.procs,
         "workers": args.workers,
         "seeds": args.seeds,
-        "budget_factor": args.budget_factor,
+        "budgets": {
+            o: OBJECTIVES[o].max_epochs * (args.budget_factor or OBJECTIVES[o].budget_factor)
+            for o in objectives
+        },
         "missing": missing,
         "failures": failures,
         "versions": {p: version(p) for p in ("optuna", "scikit-learn", "numpy", "scipy")},
+        "code": code,
         "results": sorted(results, key=lambda r: (r["objective"], r["method"], r["seed"])),
     }
     print(write_outputs(out, payload))
