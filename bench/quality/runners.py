@@ -6,7 +6,8 @@ trial so that a resumed trial continues its state, and charge every epoch traine
 
 - tuneyard: the real scheduler and sampler code, driven by tuneyard's fake-clock
   :class:`~tuneyard.scheduler.simulator.Simulator` with ``workers`` parallel workers, one
-  time unit per epoch; a model-based sampler is fed observations as the service feeds it.
+  time unit per epoch and the epoch budget as its ``budget``; a model-based sampler is fed
+  observations as the service feeds it.
 - Optuna: ``ask``/``tell`` with ``trial.report``/``should_prune``, on the same kind of event
   loop (``workers`` trials in flight, one time unit per epoch), so both libraries decide
   with the same amount of missing information. Optuna cannot pause: a pruned trial stops.
@@ -14,7 +15,6 @@ trial so that a resumed trial continues its state, and charge every epoch traine
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 import time
@@ -25,16 +25,11 @@ import numpy as np
 
 from bench.quality.methods import Method
 from bench.quality.objectives import Objective, Params, Run
-from tuneyard.scheduler.decisions import Decision
 from tuneyard.scheduler.samplers.base import ModelSampler, make_sampler
 from tuneyard.scheduler.schedulers import make_scheduler
 from tuneyard.scheduler.simulator import SimTrial, Simulator
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import SamplerSpec, SchedulerSpec, StudySpec
-
-
-class BudgetSpent(Exception):
-    """Raised by the ledger once the budget is paid; ends the run."""
 
 
 @dataclass
@@ -53,8 +48,10 @@ class Ledger:
         if error < self.best:
             self.best = error
             self.trace.append((self.used, error))
-        if self.used >= self.budget:
-            raise BudgetSpent
+
+    @property
+    def spent(self) -> bool:
+        return self.used >= self.budget
 
 
 @dataclass
@@ -116,26 +113,6 @@ class Trainer:
 # -- tuneyard ----------------------------------------------------------------------------------
 
 
-class _TrialAwareSimulator(Simulator):
-    """The simulator, remembering which trial it is asking the curve about.
-
-    ``Simulator`` calls ``curve(params, step)`` without the trial; per-trial training state
-    needs it, so the trial being reported is kept in ``current`` (``_report`` is the only
-    caller of ``curve``)."""
-
-    current: SimTrial | None = None
-
-    def _report(self, t: SimTrial, step: float) -> Decision:
-        self.current = t
-        decision = super()._report(t, step)
-        if t.state in ("stopped", "completed"):
-            self.on_end(t)
-        return decision
-
-    def on_end(self, t: SimTrial) -> None:  # replaced per instance
-        pass
-
-
 def run_tuneyard(
     method: Method, objective: Objective, seed: int, budget: int, workers: int
 ) -> Result:
@@ -154,24 +131,23 @@ def run_tuneyard(
         brackets=method.brackets,
     )
 
-    def curve(params: Params, step: float) -> float:
-        t = sim.current
-        if t is None:
-            raise RuntimeError("curve called outside a report")
-        return trainer.epoch(t.number, params, round(step))
+    def curve(t: SimTrial, step: float) -> float:
+        return trainer.epoch(t.number, t.params, round(step))
 
     model = sampler if isinstance(sampler, ModelSampler) else None
-    sim = _TrialAwareSimulator(
+    Simulator(
         make_scheduler(sched_spec, "minimize"),
         suggest=sampler.suggest,
-        curve=curve,
+        curve=None,
+        trial_curve=curve,
+        on_end=lambda t: trainer.drop(t.number),
+        # The simulator charges one epoch per step, as the ledger does; it ends the run on the
+        # step that spends the budget and cuts the steps in flight, which are never charged.
+        budget=budget,
         max_trials=budget,  # every trial trains at least one epoch: the budget ends first
         workers=workers,
         sampler=model,
-    )
-    sim.on_end = lambda t: trainer.drop(t.number)  # type: ignore[method-assign]
-    with contextlib.suppress(BudgetSpent):
-        sim.run()
+    ).run()
     return Result(
         method.name,
         objective.name,
@@ -223,6 +199,9 @@ def _optuna_study(method: Method, objective: Objective, seed: int) -> Any:
         ),
     }
     return optuna.create_study(
+        # HyperbandPruner assigns brackets by a hash of the study name: a fixed name makes a
+        # seed's run repeatable (a generated one differs on every run).
+        study_name=f"{method.name}-{objective.name}-{seed}",
         direction="minimize",
         sampler=samplers[method.sampler](),
         pruner=pruners[method.scheduler](),
@@ -253,27 +232,26 @@ def run_optuna(
         seq += 1
         heapq.heappush(heap, (now + 1.0, seq, trial))
 
-    try:
-        for _ in range(workers):
-            start()
-        while heap:
-            now, _, trial = heapq.heappop(heap)
-            n = trial.number
-            epochs[n] += 1
-            error = trainer.epoch(n, params[n], epochs[n])
-            trial.report(error, epochs[n])
-            if epochs[n] >= objective.max_epochs:
-                study.tell(trial, error)
-            elif trial.should_prune():
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                seq += 1
-                heapq.heappush(heap, (now + 1.0, seq, trial))
-                continue
-            trainer.drop(n)
-            start()
-    except BudgetSpent:
-        pass
+    for _ in range(workers):
+        start()
+    while heap:
+        now, _, trial = heapq.heappop(heap)
+        n = trial.number
+        epochs[n] += 1
+        error = trainer.epoch(n, params[n], epochs[n])
+        if ledger.spent:  # the trials in flight are cut, as in the simulator
+            break
+        trial.report(error, epochs[n])
+        if epochs[n] >= objective.max_epochs:
+            study.tell(trial, error)
+        elif trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            seq += 1
+            heapq.heappush(heap, (now + 1.0, seq, trial))
+            continue
+        trainer.drop(n)
+        start()
     return Result(
         method.name,
         objective.name,

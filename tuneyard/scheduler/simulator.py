@@ -4,6 +4,10 @@ It plays the service's part in memory (the same calls, in the same order: ``plac
 ``milestones`` + ``decide``, ``next_promotion``, pause acknowledgements) over a
 :class:`MemoryBoard`, with training time taken from a function of the configuration. A whole
 ASHA run is thus a deterministic unit test, and the same loop drives the benchmarks.
+
+Callers that keep per-trial state (a model that a promoted trial resumes) pass
+``trial_curve(trial, step)`` instead of ``curve(params, step)``, free that state in
+``on_end(trial)``, and may end the run on a ``budget`` of resource trained.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class SimResult:
     events: list[Event]
     elapsed: float
     resource_used: float
+    # True when the run ended because ``budget`` was spent, not because the work ran out.
+    exhausted: bool = False
 
     def best(self) -> SimTrial | None:
         done = [t for t in self.trials if t.state == "completed" and t.history]
@@ -71,21 +77,47 @@ class Simulator:
         self,
         scheduler: Scheduler,
         suggest: Callable[[int], Params],
-        curve: Callable[[Params, float], float],
+        curve: Callable[[Params, float], float] | None,
         max_trials: int,
         workers: int,
         step_time: Callable[[Params], float] = lambda p: 1.0,
         step: float = 1.0,
         snapshots: bool = False,
         sampler: ModelSampler | None = None,
+        trial_curve: Callable[[SimTrial, float], float] | None = None,
+        on_end: Callable[[SimTrial], None] | None = None,
+        budget: float | None = None,
     ) -> None:
         """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
         ignored and the sampler is used as the service uses it: told the running
-        configurations, fed an observation at each rung a trial reaches and where it ends."""
+        configurations, fed an observation at each rung a trial reaches and where it ends.
+
+        The score of a step comes from ``curve(params, step)`` or, for callers that keep
+        state per trial, ``trial_curve(trial, step)``: exactly one of the two is given. Each
+        trial's steps are asked for in increasing order, a resumed trial continuing from its
+        last one. ``on_end(trial)`` is called once per trial, when it reaches its final state
+        (stopped or completed, including at the end of the run).
+
+        ``budget`` ends the run once the resource trained (``SimTrial.trained`` summed)
+        reaches it: no step starts after the step that spends it, and the steps then in
+        flight are cut, neither reported nor charged, so ``resource_used`` ends below
+        ``budget + step``. Trials still running are stopped ("the budget is spent")."""
+        if (curve is None) == (trial_curve is None):
+            raise ValueError("give exactly one of curve and trial_curve")
+        if budget is not None and budget <= 0:
+            raise ValueError(f"budget must be positive, got {budget}")
         self.sched = scheduler
         self.suggest = suggest
         self.sampler = sampler
         self.curve = curve
+        self.trial_curve = trial_curve
+        self._score: Callable[[SimTrial, float], float]
+        if trial_curve is not None:
+            self._score = trial_curve
+        elif curve is not None:
+            self._score = lambda t, step: curve(t.params, step)
+        self.on_end = on_end
+        self.budget = budget
         self.max_trials = max_trials
         self.workers = workers
         self.step_time = step_time
@@ -155,12 +187,19 @@ class Simulator:
         self._log("start", t, None, placement.reason)
         return t
 
+    def _end(self, t: SimTrial, kind: str, rung: int | None, detail: str) -> None:
+        """Move ``t`` to its final state (``kind`` is stop or complete) and tell the caller."""
+        t.state = "stopped" if kind == "stop" else "completed"
+        self._log(kind, t, rung, detail)
+        if self.on_end is not None:
+            self.on_end(t)
+
     def _observe(self, t: SimTrial, resource: float, score: float) -> None:
         if self.sampler is not None and math.isfinite(score):
             self.sampler.observe([Observation(t.number, t.params, resource, score)])
 
     def _report(self, t: SimTrial, step: float) -> Decision:
-        score = self.curve(t.params, step)
+        score = self._score(t, step)
         t.history.append((step, score))
         t.best_score = min(t.best_score, score)
         t.score_sum += score
@@ -193,8 +232,7 @@ class Simulator:
             self.board.set_waiting(t.bracket, t.rung, t.trial_id, True)
             self._log("pause", t, d.rung, d.reason)
         elif d.kind in ("stop", "complete"):
-            t.state = "stopped" if d.kind == "stop" else "completed"
-            self._log(d.kind, t, d.rung, d.reason)
+            self._end(t, d.kind, d.rung, d.reason)
         return d
 
     # -- the event loop ------------------------------------------------------------------
@@ -202,6 +240,8 @@ class Simulator:
         heap: list[tuple[float, int, int]] = []  # (time, seq, trial id) of a finished step
         seq = 0
         idle = self.workers
+        spent = 0.0  # resource trained so far, kept as it grows: no rescan per step
+        exhausted = False
 
         def start_step(t: SimTrial) -> None:
             nonlocal seq
@@ -224,21 +264,27 @@ class Simulator:
             last = t.history[-1][0] if t.history else t.resource_from
             step = min(t.resource_to, last + self.step)
             t.trained += self.step
+            spent += self.step
             d = self._report(t, step)
-            if d.kind == "continue" and step < t.resource_to - 1e-9:
+            more = d.kind == "continue" and step < t.resource_to - 1e-9
+            if d.kind == "continue" and not more:
+                # The job reached its end without a terminal decision (FIFO without rungs).
+                self._observe(t, step, t.history[-1][1])
+                self._end(t, "complete", None, "job finished")
+            if self.budget is not None and spent >= self.budget - 1e-9:
+                # Spent: nothing more starts, and the steps in flight are cut.
+                exhausted = True
+                break
+            if more:
                 start_step(t)
                 continue
-            if d.kind == "continue":
-                # The job reached its end without a terminal decision (FIFO without rungs).
-                t.state = "completed"
-                self._observe(t, step, t.history[-1][1])
-                self._log("complete", t, None, "job finished")
             idle += 1
             fill()
-        # What never got promoted is stopped when the study ends.
+        # What never got promoted is stopped when the study ends, and so is what the budget cut.
         for t in self.trials:
             if t.state == "paused":
-                t.state = "stopped"
-                self._log("stop", t, t.rung, "not promoted: the study finished")
+                self._end(t, "stop", t.rung, "not promoted: the study finished")
+            elif t.state == "running" and exhausted:
+                self._end(t, "stop", t.rung if t.rung >= 0 else None, "the budget is spent")
         used = sum(t.trained for t in self.trials)
-        return SimResult(self.trials, self.events, self.now, used)
+        return SimResult(self.trials, self.events, self.now, used, exhausted)
