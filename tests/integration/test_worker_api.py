@@ -193,3 +193,20 @@ def test_a_queued_trial_goes_to_the_worker_that_ran_it_if_free_else_to_any(
         http.post(f"{API}/studies/{sid}/next", json={"worker": "w3"}).json()["trial_id"]
         == (a["trial_id"])
     )
+
+
+def test_an_on_the_spot_promotion_extends_the_attempt_s_recorded_range(http: TestClient) -> None:
+    spec = study_spec(limits={"max_trials": 5, "max_concurrent": 1})
+    sid = http.post(f"{API}/studies", json=spec).json()["id"]
+    for value in (0.9, 0.8):  # two trials pause at the first rung
+        job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
+        tid = job["trial_id"]
+        ans = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": value}).json()
+        assert ans["decision"] == "pause"
+        http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": "c"})
+    job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
+    assert job["kind"] == "new" and job["resource_to"] == 1
+    ans = http.post(f"{API}/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.1})
+    assert ans.json()["decision"] == "continue" and ans.json()["resource_to"] == 3
+    (attempt,) = http.get(f"{API}/trials/{job['trial_id']}").json()["attempt_log"]
+    assert (attempt["resource_from"], attempt["resource_to"]) == (0, 3)

@@ -601,6 +601,12 @@ class TrialService:
         if decision.kind == "continue" and decision.promoted_from is not None:
             board.mark_promoted(trial.bracket, decision.promoted_from, trial.id)
             trial.resource_to = decision.resource_to or trial.resource_to
+            # The attempt runs on: its recorded range says where it now ends.
+            s.execute(
+                update(Attempt)
+                .where(Attempt.trial_id == trial.id, Attempt.number == trial.attempts)
+                .values(resource_to=trial.resource_to)
+            )
             trial.reason = decision.reason
             self._log(s, trial, "promote", decision.reason, decision.rung, trial.resource_to)
         elif decision.kind == "pause":
