@@ -6,14 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from tuneyard import __version__
 from tuneyard.api import errors
+from tuneyard.api.metrics import LatencyMiddleware
+from tuneyard.api.metrics import router as metrics_router
 from tuneyard.api.routes import router
 from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
+from tuneyard.service.metrics import Metrics, StateCollector
 from tuneyard.settings import Settings
 from tuneyard.store.db import make_engine, make_sessionmaker
 
@@ -25,7 +29,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
-    kit = Toolkit(make_sessionmaker(engine), settings, clock)
+    # A registry of its own: create_app may run several times in one process (tests).
+    metrics = Metrics(CollectorRegistry())
+    kit = Toolkit(make_sessionmaker(engine), settings, clock, metrics=metrics)
+    metrics.registry.register(StateCollector(kit, settings.redis_url))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -40,9 +47,12 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     )
     app.state.kit = kit
     app.state.engine = engine
+    app.state.metrics = metrics
     errors.install(app)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.include_router(router)
     app.include_router(worker_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

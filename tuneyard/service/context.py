@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +20,9 @@ from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import Study
+
+if TYPE_CHECKING:
+    from tuneyard.service.metrics import Metrics
 
 Clock = Callable[[], datetime]
 
@@ -66,10 +70,15 @@ class Toolkit:
         settings: Settings,
         clock: Clock = utc_clock,
         cache_size: int = 256,
+        metrics: Metrics | None = None,
     ) -> None:
         self.factory = factory
         self.settings = settings
         self.clock = clock
+        # Counters and histograms (the API app's); None: nothing is counted.
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch(factory)
         self._cache: OrderedDict[tuple[int, float], StudyContext] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()

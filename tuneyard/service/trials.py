@@ -23,6 +23,7 @@ from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.scheduler.samplers.base import Observation as SamplerObservation
 from tuneyard.scheduler.schedulers import TrialView
+from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
@@ -99,6 +100,7 @@ class TrialService:
                 created_at=self.kit.clock(),
             )
         )
+        meter.decided(self.kit, s, kind)
 
     def _end_attempt(self, s: Session, trial: Trial, state: str, error: str | None = None) -> None:
         s.execute(
@@ -317,7 +319,7 @@ class TrialService:
         study.trials_started += 1
         if study.trials_started >= ctx.capacity:
             board.close_all()
-        params = self._suggest(s, ctx, study, number)
+        params = meter.timed_suggest(self.kit, ctx, lambda: self._suggest(s, ctx, study, number))
         trial = Trial(
             study_id=study.id,
             number=number,
@@ -520,6 +522,7 @@ class TrialService:
                 created_at=now,
             )
             s.add(report)
+            meter.reported(self.kit, s, decision.kind)
             return report
 
     def _stored_report(self, s: Session, trial_id: int, step: float) -> Report | None:
