@@ -7,7 +7,10 @@ of the API prints its problem detail and exits 1; an invalid study file exits 2.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tuneyard.client import ApiError, Client, Unreachable
+from tuneyard.progress import trials_done, watch_study
 from tuneyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,6 +68,11 @@ class TrialState(StrEnum):
     completed = "completed"
     stopped = "stopped"
     failed = "failed"
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    json = "json"
 
 
 class TrialOrder(StrEnum):
@@ -525,6 +534,84 @@ def study_delete(study_id: int, api: ApiOpt = None) -> None:
     """Delete a study and everything recorded about it."""
     _call(api, lambda c: c.delete_study(study_id))
     console.print(f"study {study_id} deleted")
+
+
+@study_app.command("export")
+def study_export(
+    study_id: int,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="csv: a column per field and per parameter; json: a list of TrialSummary.",
+        ),
+    ] = ExportFormat.csv,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", dir_okay=False, help="Write here (default: stdout)."),
+    ] = None,
+    api: ApiOpt = None,
+) -> None:
+    """Every trial of a study, by number, as CSV or JSON.
+
+    Downloaded page by page into a temporary file first: --output is replaced only by a
+    whole export, and stdout gets nothing when the API fails half-way."""
+    if output is None:
+        fd, name = tempfile.mkstemp(prefix="tuneyard-export-", suffix=f".{fmt.value}")
+        os.close(fd)
+        part = Path(name)
+    else:
+        part = output.with_name(f".{output.name}.part")
+    try:
+        if fmt is ExportFormat.csv:
+            _call(api, lambda c: c.export_trials_csv(study_id, part))
+        else:
+            _call(api, lambda c: _write_json_list(c.iter_trials(study_id), part))
+        if output is not None:
+            part.replace(output)
+            err.print(f"study {study_id}: trials written to {escape(str(output))}")
+        else:
+            sys.stdout.flush()
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _write_json_list(items: Iterable[BaseModel], dest: Path) -> None:
+    """A JSON list written an item at a time, so a large study is never held whole."""
+    with dest.open("w", encoding="utf-8") as f:
+        sep = "[\n"
+        for item in items:
+            f.write(sep + "  " + item.model_dump_json())
+            sep = ",\n"
+        f.write("[]\n" if sep == "[\n" else "\n]\n")
+
+
+@study_app.command("watch")
+def study_watch(
+    study_id: int,
+    interval: Annotated[float, typer.Option(min=0, help="Seconds between polls.")] = 2.0,
+    api: ApiOpt = None,
+) -> None:
+    """Follow a study live until it is completed or stopped, then print a summary line."""
+    try:
+        watched = _call(api, lambda c: watch_study(c, study_id, console, interval=interval))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    s = watched.study
+    if s is None:  # only a ``problem`` callback ends a watch early, and this one has none
+        raise typer.Exit(1)
+    best = (
+        f"best {escape(s.spec.metric)} {_fmt(s.best.value)} (trial #{s.best.number})"
+        if s.best is not None
+        else "no completed trial"
+    )
+    console.print(
+        f"study {s.id} {s.state}: {trials_done(s.counts)}/{s.spec.limits.max_trials} trials "
+        f"done ({_counts(s.counts)}); {best}"
+    )
 
 
 # -- trials --------------------------------------------------------------------------------------

@@ -405,7 +405,15 @@ class Client:
 
     def download_checkpoint(self, trial_id: int, digest: str, dest: Path) -> None:
         """Write a checkpoint archive to ``dest`` (retried like any call)."""
-        path = f"{API}/trials/{trial_id}/checkpoint/{digest}"
+        self._download(f"{API}/trials/{trial_id}/checkpoint/{digest}", dest)
+
+    def export_trials_csv(self, study_id: int, dest: Path) -> None:
+        """Write every trial of a study to ``dest`` as CSV, streamed (retried like any call):
+        a column per trial field, then ``param_<name>`` per parameter."""
+        self._download(f"{API}/studies/{study_id}/trials.csv", dest)
+
+    def _download(self, path: str, dest: Path) -> None:
+        """Stream a GET's body into ``dest``; a retry starts the file again."""
         for attempt in range(self.retries + 1):
             try:
                 with self.http.stream("GET", path) as resp:

@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tuneyard.client import ApiError, Client
+from tuneyard.progress import watch_study
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 
@@ -323,7 +323,7 @@ def run_demo(
         ):
             console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis {st.redis_url}")
             study_id = _create(client, spec)
-            problem = _progress(client, study_id, spec, st.problem)
+            problem = _progress(client, study_id, st.problem)
             return _finish(client, study_id, spec, started, problem)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]; the demo's data stay in {data_dir}")
@@ -359,7 +359,7 @@ def _run_local(
                     return f"the API server exited ({server.returncode}); see {data_dir}/server.log"
                 return local.error
 
-            trouble = _progress(client, study_id, spec, problem)
+            trouble = _progress(client, study_id, problem)
             if trouble is None:
                 pool.join()  # the workers see that the study is over and exit
             return _finish(client, study_id, spec, started, trouble or pool.error)
@@ -412,42 +412,10 @@ def _create(client: Client, spec: StudySpec) -> int:
     return study.id
 
 
-def _progress(
-    client: Client, study_id: int, spec: StudySpec, problem: Callable[[], str | None]
-) -> str | None:
-    """Poll the study until it is over; returns what went wrong if a component died first."""
-    with Progress(
-        TextColumn("[bold]trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("trials", total=spec.limits.max_trials, status="")
-        while True:
-            try:
-                s = client.get_study(study_id)
-            except ApiError:
-                trouble = problem()  # a dead server explains an unreachable API
-                if trouble is not None:
-                    return trouble
-                raise
-            c = s.counts
-            done = c.get("completed", 0) + c.get("stopped", 0) + c.get("failed", 0)
-            best = f"{s.best.value:.4f}" if s.best and s.best.value is not None else "-"
-            bar.update(
-                task,
-                completed=done,
-                status=f"running {c.get('running', 0)}  paused {c.get('paused', 0)}  "
-                f"failed {c.get('failed', 0)}  best {spec.metric} {best}",
-            )
-            if s.state not in ("running", "paused"):
-                return None
-            trouble = problem()
-            if trouble is not None:
-                return trouble
-            time.sleep(0.5)
+def _progress(client: Client, study_id: int, problem: Callable[[], str | None]) -> str | None:
+    """Show the study's progress until it is over; returns what went wrong if a component
+    died first."""
+    return watch_study(client, study_id, console, interval=0.5, problem=problem).problem
 
 
 def _finish(

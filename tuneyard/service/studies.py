@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,16 @@ class StudyService:
                     [last.number] if order.endswith("number") else [last.value, last.id]
                 )
             return rows[:limit], nxt
+
+    def iter_trials(self, study_id: int, page_size: int = 1000) -> Iterator[Trial]:
+        """Every trial of a study by number, a keyset page per short transaction: an export
+        of any size holds one page in memory and no transaction open while it is sent."""
+        cursor = None
+        while True:
+            rows, cursor = self.trials(study_id, None, "number", page_size, cursor)
+            yield from rows
+            if cursor is None:
+                return
 
     def trial(self, trial_id: int) -> TrialDetail:
         with self.kit.transaction() as s:
