@@ -36,7 +36,7 @@ class CommandError(RuntimeError):
 
 
 class CommandTimeout(RuntimeError):
-    pass
+    """The command ran past ``execution.timeout`` and was killed."""
 
 
 def _fmt_number(v: Any) -> Any:
@@ -149,12 +149,10 @@ class CommandObjective:
         deadline = None if timeout is None else time.monotonic() + timeout
         terminated_at: float | None = None
         try:
-            while True:
-                try:
-                    code = proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
+            while (code := proc.poll()) is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.2)
+                    continue  # exited: the loop condition reads its code
                 now = time.monotonic()
                 if deadline is not None and now > deadline:
                     _kill_group(proc, signal.SIGKILL)
