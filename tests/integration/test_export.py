@@ -12,22 +12,11 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import API, drive, study_spec
 from tuneyard.api.app import create_app
+from tuneyard.api.routes import CSV_COLUMNS
 from tuneyard.service.studies import StudyService
 from tuneyard.settings import Settings
 
-FIELDS = [
-    "number",
-    "id",
-    "state",
-    "value",
-    "resource",
-    "rung",
-    "bracket",
-    "attempts",
-    "reason",
-    "created_at",
-    "updated_at",
-]
+FIELDS = list(CSV_COLUMNS)
 SPACE = {
     "x": {"type": "float", "low": 0.0, "high": 1.0},
     "y": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},

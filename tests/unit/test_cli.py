@@ -41,20 +41,6 @@ class FakeApi:
         return route(req)
 
 
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
-    fake = FakeApi()
-
-    def make_client(url: str) -> Client:
-        fake.urls.append(url)
-        return Client(url, transport=httpx.MockTransport(fake.handle), retries=0)
-
-    monkeypatch.setattr(cli, "make_client", make_client)
-    monkeypatch.setattr(cli.console, "width", 200)  # tables unwrapped, whatever the terminal
-    monkeypatch.delenv("TUNEYARD_API_URL", raising=False)
-    return fake
-
-
 def run(*args: str) -> Any:
     result = CliRunner().invoke(cli.app, list(args))
     if result.exception and not isinstance(result.exception, SystemExit):

@@ -16,20 +16,6 @@ from tuneyard.client import Client
 CSV = "number,id,state,param_lr\r\n0,100,completed,0.01\r\n1,101,stopped,0.02\r\n"
 
 
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
-    fake = FakeApi()
-
-    def make_client(url: str) -> Client:
-        fake.urls.append(url)
-        return Client(url, transport=httpx.MockTransport(fake.handle), retries=0)
-
-    monkeypatch.setattr(cli, "make_client", make_client)
-    monkeypatch.setattr(cli.console, "width", 200)
-    monkeypatch.delenv("TUNEYARD_API_URL", raising=False)
-    return fake
-
-
 def polls(*studies: dict[str, object]) -> object:
     """A GET /studies/1 route giving the studies in turn, the last one from then on."""
     answers = list(studies)
