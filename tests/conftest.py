@@ -144,4 +144,7 @@ def redis_url() -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path, lease_seconds=60)
+    """The app's settings for API tests, with auth off: those tests are about behaviour, and
+    send no token. tests/integration/test_auth.py covers auth, and the end-to-end deployments
+    (tests/e2e/stack.py) run with it on, their processes holding tokens."""
+    return Settings(database_url=database_url, data_dir=tmp_path, lease_seconds=60, auth=False)

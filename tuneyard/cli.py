@@ -41,10 +41,15 @@ study_app = typer.Typer(help="Create and manage studies.", no_args_is_help=True)
 trials_app = typer.Typer(help="List a study's trials.", no_args_is_help=True)
 trial_app = typer.Typer(help="Look at one trial.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens: every request needs one of scope admin, write, worker or read.",
+    no_args_is_help=True,
+)
 app.add_typer(study_app, name="study")
 app.add_typer(trials_app, name="trials")
 app.add_typer(trial_app, name="trial")
 app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for logs and grep
@@ -174,19 +179,106 @@ def server(
     port: Annotated[
         int | None, typer.Option(help="Port to listen on (default: $TUNEYARD_PORT or 8765).")
     ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve without tokens: whoever reaches the server is an admin and can run "
+            "code on the workers. Refused unless the server binds a loopback address.",
+        ),
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="TUNEYARD_SERVER_WORKERS",
+            help="API processes sharing the port (one per core serves many workers best). "
+            "Each has its own database pool, /metrics counters and report-rate counts.",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the API server, migrating the database first."""
+    """Run the API server, migrating the database first.
+
+    Every request needs an API token (`tuneyard token create`), unless --insecure-no-auth
+    (or TUNEYARD_AUTH=false) on a loopback-only server."""
     import uvicorn
 
     from tuneyard.api.app import create_app
     from tuneyard.store.migrate import upgrade
 
     settings = Settings()
-    upgrade(settings.resolved_database_url())
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"auth": False})
     host = host or settings.host
     port = port if port is not None else settings.port
+    if not settings.auth and not is_loopback(host):
+        err.print(
+            f"[red]refusing to serve without authentication on {escape(host)}[/red]: "
+            "--insecure-no-auth (TUNEYARD_AUTH=false) is for a server bound to a loopback "
+            "address (127.0.0.1, ::1, localhost) only"
+        )
+        raise typer.Exit(2)
+    upgrade(settings.resolved_database_url())
     err.print(f"tuneyard API on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    if not settings.auth:
+        err.print(
+            "[yellow]authentication is OFF: anyone who reaches this port is an admin[/yellow]"
+        )
+    elif _active_tokens(settings) == 0:
+        err.print(
+            "no API token exists yet: create the first admin token with "
+            "`tuneyard token create --scope admin --db` (same TUNEYARD_DATABASE_URL)"
+        )
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        return
+    # Each process builds its own app from the environment: hand it what the options changed.
+    if not settings.auth:
+        os.environ["TUNEYARD_AUTH"] = "false"
+    uvicorn.run(
+        "tuneyard.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is reachable from this machine only."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_service(settings: Settings, migrate: bool = True) -> Any:
+    """Tokens straight in the database (``--db``): how the first admin token is made."""
+    from tuneyard.service.context import Toolkit
+    from tuneyard.service.tokens import TokenService
+    from tuneyard.store.db import make_engine, make_sessionmaker
+    from tuneyard.store.migrate import upgrade
+
+    url = settings.resolved_database_url()
+    if migrate:
+        upgrade(url)
+    engine = make_engine(url, pool_size=1, max_overflow=1)
+    return TokenService(Toolkit(make_sessionmaker(engine), settings))
+
+
+def _active_tokens(settings: Settings) -> int | None:
+    """How many tokens can be used; None when that can't be told (the server will say)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return len(_token_service(settings, migrate=False).list())
+    except SQLAlchemyError:
+        return None
 
 
 @db_app.command("upgrade")
@@ -199,6 +291,132 @@ def db_upgrade(
     url = Settings().resolved_database_url()
     upgrade(url, revision)
     console.print(f"database at {escape(url.split('@')[-1])} is at revision {escape(revision)}")
+
+
+class TokenScope(StrEnum):
+    admin = "admin"
+    write = "write"
+    worker = "worker"
+    read = "read"
+
+
+DbOpt = Annotated[
+    bool,
+    typer.Option(
+        "--db",
+        help="Work on TUNEYARD_DATABASE_URL directly instead of through the API (how the "
+        "first admin token is made).",
+    ),
+]
+
+
+def _token_row(row: Any, secret: str | None = None) -> Any:
+    from tuneyard.api.schemas import NewTokenOut, TokenOut
+
+    out = TokenOut.model_validate(row, from_attributes=True)
+    return NewTokenOut(**out.model_dump(), token=secret) if secret is not None else out
+
+
+def _direct(fn: Callable[[Any], T]) -> T:
+    """Run ``fn`` with a token service on the database; its errors print and exit 1."""
+    from tuneyard.errors import TuneyardError
+
+    try:
+        return fn(_token_service(Settings()))
+    except TuneyardError as exc:
+        err.print(f"[red]{escape(exc.detail)}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@token_app.command("create")
+def token_create(
+    scope: Annotated[
+        TokenScope,
+        typer.Option(
+            help="admin: everything, tokens too; write: create and change studies; worker: "
+            "run trials (next, reports, checkpoints); read: look (dashboard, lists, /metrics)."
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="What or who it is for (default: the scope).")
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue", help="Worker tokens: a queue it may serve (repeatable; default: any)."
+        ),
+    ] = None,
+    expires_in_days: Annotated[
+        float | None, typer.Option(min=0.001, help="Expire after this many days (default: never).")
+    ] = None,
+    db: DbOpt = False,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token and print it, once: only its hash is stored.
+
+    The token alone goes to standard output (TOKEN=$(tuneyard token create ...)); clients read
+    it from TUNEYARD_TOKEN. Through the API this needs an admin token; --db needs the database."""
+    from datetime import timedelta
+
+    label = name or f"{scope.value} token"
+    if db:
+        days = timedelta(days=expires_in_days) if expires_in_days else None
+        new = _direct(lambda svc: svc.create(label, scope.value, queue, days))
+        out = _token_row(new.token, new.secret)
+    else:
+        out = _call(api, lambda c: c.create_token(label, scope.value, queue, expires_in_days))
+    if as_json:
+        _dump(out)
+        return
+    queues = f" on queues {', '.join(out.queues)}" if out.queues else ""
+    expires = f", expires {out.expires_at:%Y-%m-%d %H:%M} UTC" if out.expires_at else ""
+    err.print(
+        f"token {out.id} ({escape(out.name)}): scope {out.scope}{escape(queues)}{expires}; "
+        "shown once, store it now"
+    )
+    sys.stdout.write(out.token + "\n")
+
+
+@token_app.command("list")
+def token_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked tokens.")] = False,
+    db: DbOpt = False,
+    api: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tokens: id, name, scope, queues, first characters; never a secret."""
+    if db:
+        rows = [_token_row(t) for t in _direct(lambda svc: svc.list(all_))]
+    else:
+        rows = _call(api, lambda c: c.list_tokens(include_revoked=all_))
+    if as_json:
+        _dump(rows)
+        return
+    t = Table("id", "name", "scope", "queues", "starts with", "created", "expires", "revoked")
+    for r in rows:
+        t.add_row(
+            str(r.id),
+            escape(r.name),
+            r.scope,
+            escape(", ".join(r.queues)) if r.queues else "any",
+            escape(r.hint) + "…",
+            r.created_at.strftime("%Y-%m-%d"),
+            r.expires_at.strftime("%Y-%m-%d") if r.expires_at else "-",
+            r.revoked_at.strftime("%Y-%m-%d") if r.revoked_at else "-",
+        )
+    console.print(t)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, db: DbOpt = False, api: ApiOpt = None) -> None:
+    """Revoke a token: refused at once by the server that revoked it, within seconds by the
+    others (a --db revocation: within seconds by every server)."""
+    if db:
+        out = _direct(lambda svc: svc.revoke(token_id))
+    else:
+        out = _call(api, lambda c: c.revoke_token(token_id))
+    console.print(f"token {out.id} ({escape(out.name)}) revoked")
 
 
 @app.command()
@@ -255,11 +473,31 @@ def worker(
         str | None,
         typer.Option(help="Worker names are NAME/gpu-N or NAME/slot-N (default: host name)."),
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar="TUNEYARD_ALLOW",
+            help="Entrypoints this worker runs, as 'module:function' patterns, e.g. "
+            "'examples.*' or 'myproj.train:*' (repeatable). Nothing else runs.",
+        ),
+    ] = None,
+    allow_command: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-command",
+            envvar="TUNEYARD_ALLOW_COMMAND",
+            help="Executables of command objectives this worker runs: a name looked up on "
+            "the PATH ('python3') or an absolute path pattern ('/opt/train/*') (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
-    pause at their next report and are handed back with a checkpoint."""
+    pause at their next report and are handed back with a checkpoint. A job whose objective
+    no --allow or --allow-command pattern covers fails its trial with that reason."""
+    from tuneyard.worker.allow import Allowlist
     from tuneyard.worker.pool import plan_slots, run_pool
 
     settings = Settings()
@@ -273,6 +511,16 @@ def worker(
         for g in plan
     )
     err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
+    allowed = Allowlist.of(allow or [], allow_command or [])
+    if allowed:
+        err.print(
+            "runs entrypoints "
+            + (", ".join(escape(p) for p in allowed.entrypoints) or "none")
+            + "; executables "
+            + (", ".join(escape(p) for p in allowed.commands) or "none")
+        )
+    else:
+        err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
     code = run_pool(
         api_url(api),
         redis_url or settings.redis_url,
@@ -283,8 +531,15 @@ def worker(
         checkpoints=checkpoints if checkpoints == "api" else str(Path(checkpoints).resolve()),
         grace=grace,
         name=name,
+        allow=allowed,
     )
     raise typer.Exit(code)
+
+
+NO_AUTH = (
+    "No tokens: the API (on 127.0.0.1 only) takes requests from anyone on this machine, "
+    "who can then run code as you on the workers."
+)
 
 
 @app.command()
@@ -301,18 +556,46 @@ def up(
     gpus: Annotated[
         str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow", help="More entrypoint patterns the workers run (besides 'examples.*')."
+        ),
+    ] = None,
+    allow_command: Annotated[
+        list[str] | None,
+        typer.Option("--allow-command", help="Executables of command objectives they run."),
+    ] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
 ) -> None:
     """Everything on this machine: API on SQLite, Redis, dispatcher, local workers.
 
-    Runs until interrupted; with --study, until that study is over."""
+    Runs until interrupted; with --study, until that study is over. The workers run the
+    examples, the --study's own objective and what --allow / --allow-command name. Prints an
+    admin token for this run, once."""
     from tuneyard import embedded
+    from tuneyard.worker.allow import Allowlist
 
+    allowed = Allowlist.of(allow or [], allow_command or [])
     if study is not None:
         code = embedded.run_demo(
-            data_dir=data_dir, study_file=study, workers=workers, port=port, gpus=gpus
+            data_dir=data_dir,
+            study_file=study,
+            workers=workers,
+            port=port,
+            gpus=gpus,
+            allow=allowed,
+            auth=not insecure_no_auth,
         )
     else:
-        code = embedded.run_up(data_dir=data_dir, workers=workers, port=port, gpus=gpus)
+        code = embedded.run_up(
+            data_dir=data_dir,
+            workers=workers,
+            port=port,
+            gpus=gpus,
+            allow=allowed,
+            auth=not insecure_no_auth,
+        )
     raise typer.Exit(code)
 
 
@@ -328,6 +611,7 @@ def demo(
     gpus: Annotated[
         str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
     ] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
 ) -> None:
     """`tuneyard up` plus the example study (digits MLP, ASHA) run to the end."""
     from tuneyard.embedded import run_demo
@@ -340,6 +624,7 @@ def demo(
             port=port,
             max_trials=max_trials,
             gpus=gpus,
+            auth=not insecure_no_auth,
         )
     )
 

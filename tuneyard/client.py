@@ -1,8 +1,9 @@
 """A typed, synchronous client of the tuneyard HTTP API, used by workers, the CLI and notebooks.
 
 Every call of the API is idempotent by design (reports on (trial, step), transitions
-compare-and-set), so the client retries connection errors, timeouts and 502/503/504 answers
-with exponential backoff and jitter, honouring ``Retry-After``; a 4xx is never retried.
+compare-and-set), so the client retries connection errors, timeouts and 429/502/503/504
+answers with exponential backoff and jitter, honouring ``Retry-After``; another 4xx is never
+retried.
 Error answers (RFC 9457 problem+json) become :class:`ApiError` subclasses.
 
     with Client("http://127.0.0.1:8765") as c:
@@ -29,9 +30,11 @@ from tuneyard.api.schemas import (
     Assignment,
     CheckpointOut,
     LogChunkOut,
+    NewTokenOut,
     ReportOut,
     StudyOut,
     StudyPage,
+    TokenOut,
     TrialOut,
     TrialPage,
     TrialSummary,
@@ -41,7 +44,8 @@ from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 
 API = "/api/v1"
-RETRY_STATUS = frozenset({502, 503, 504})
+# 429 too: the server's rate limit for a trial's reports says when to come back.
+RETRY_STATUS = frozenset({429, 502, 503, 504})
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -119,7 +123,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 class Client:
-    """The API at ``base_url`` (default: ``TUNEYARD_API_URL`` or the local server).
+    """The API at ``base_url`` (default: ``TUNEYARD_API_URL`` or the local server), as the
+    holder of ``token`` (default: ``TUNEYARD_TOKEN``; pass ``""`` for none).
 
     ``retries`` is the number of retries after the first attempt; waits start at ``backoff``
     seconds, double each time and never exceed ``max_backoff`` (nor does an honoured
@@ -136,7 +141,12 @@ class Client:
         backoff: float = 0.2,
         max_backoff: float = 30.0,
     ) -> None:
-        self.base_url = (base_url or Settings().api_url).rstrip("/")
+        if not base_url or token is None:
+            settings = Settings()
+            base_url = base_url or settings.api_url
+            # The token: given, else TUNEYARD_TOKEN (a server with auth off needs none).
+            token = settings.token if token is None else token
+        self.base_url = base_url.rstrip("/")
         self.retries = max(0, retries)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -453,6 +463,27 @@ class Client:
             "GET", f"{API}/workers", params={"include_stopped": str(include_stopped).lower()}
         )
         return [WorkerOut.model_validate(w) for w in resp.json()]
+
+    # -- tokens (admin) --------------------------------------------------------------------
+    def create_token(
+        self,
+        name: str,
+        scope: str,
+        queues: list[str] | None = None,
+        expires_in_days: float | None = None,
+    ) -> NewTokenOut:
+        """A new API token; its secret (``token``) is in this answer only."""
+        body = {"name": name, "scope": scope, "queues": queues, "expires_in_days": expires_in_days}
+        return self._call("POST", f"{API}/tokens", NewTokenOut, json_body=body)
+
+    def list_tokens(self, include_revoked: bool = False) -> list[TokenOut]:
+        resp = self.request(
+            "GET", f"{API}/tokens", params={"include_revoked": str(include_revoked).lower()}
+        )
+        return [TokenOut.model_validate(t) for t in resp.json()]
+
+    def revoke_token(self, token_id: int) -> TokenOut:
+        return self._call("DELETE", f"{API}/tokens/{token_id}", TokenOut)
 
     def health(self) -> dict[str, Any]:
         """``/readyz``: the server is up and its database reachable (503 otherwise)."""

@@ -32,9 +32,12 @@ from tuneyard.client import ApiError, Client
 from tuneyard.progress import watch_study
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
+from tuneyard.worker.allow import Allowlist
 
 console = Console()
 DemoMode = Literal["auto", "rq", "local"]
+# What the embedded workers run unless told otherwise: the examples shipped with tuneyard.
+EXAMPLES = Allowlist.of(["examples.*"])
 
 
 def _free_port() -> int:
@@ -73,6 +76,8 @@ class Stack:
     data_dir: Path
     # name -> (process, its log), watched so that a dead component is reported, not waited on
     processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
+    # The admin token made for this run (None with auth off); the workers hold their own.
+    token: str | None = None
 
     def problem(self) -> str | None:
         """Which process of the stack exited, if one did."""
@@ -163,15 +168,51 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
 
 
-def _server_env(data_dir: Path, url: str, database_url: str | None) -> dict[str, str]:
+def _server_env(
+    data_dir: Path, url: str, database_url: str | None, auth: bool = True
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TUNEYARD_TOKEN"}
     return {
-        **os.environ,
+        **env,
+        "TUNEYARD_AUTH": "true" if auth else "false",
         "TUNEYARD_DATABASE_URL": database_url
         or os.environ.get("TUNEYARD_DATABASE_URL")
         or f"sqlite:///{data_dir / 'tuneyard.db'}",
         "TUNEYARD_DATA_DIR": str(data_dir),
         "TUNEYARD_API_URL": url,
     }
+
+
+def make_tokens(database_url: str) -> tuple[str, str]:
+    """A fresh admin token for the person running the stack, and a worker token for its
+    workers, written straight into the database (the API server has migrated it)."""
+    from tuneyard.service.context import Toolkit
+    from tuneyard.service.tokens import Scope, TokenService
+    from tuneyard.store.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        kit = Toolkit(make_sessionmaker(engine), Settings(database_url=database_url))
+        tokens = TokenService(kit)
+        admin = tokens.create("embedded: admin", Scope.ADMIN).secret
+        worker = tokens.create("embedded: local workers", Scope.WORKER).secret
+    finally:
+        engine.dispose()
+    return admin, worker
+
+
+def show_token(token: str | None) -> None:
+    """Print the run's admin token, once: it is stored nowhere else."""
+    if token is None:
+        console.print(
+            "[yellow]authentication is off[/yellow] (--insecure-no-auth): anyone on this "
+            "machine can use the API"
+        )
+        return
+    console.print(
+        f"admin token (shown once; the dashboard asks for it): [bold]{token}[/bold]\n"
+        f"export TUNEYARD_TOKEN={token}"
+    )
 
 
 def _start_server(
@@ -194,10 +235,16 @@ def stack(
     queue: str = "default",
     gpus: str | None = None,
     database_url: str | None = None,
+    allow: Allowlist | None = None,
+    auth: bool = True,
 ) -> Iterator[Stack]:
     """Start Redis, the API, the dispatcher and the workers; stop them all on exit.
 
-    The database is ``database_url``, else TUNEYARD_DATABASE_URL, else SQLite in data_dir."""
+    The database is ``database_url``, else TUNEYARD_DATABASE_URL, else SQLite in data_dir.
+    The workers run what ``allow`` names (default: the examples' entrypoints). With ``auth``
+    (the default) the run makes an admin token (``Stack.token``) and a worker token its
+    workers hold; without it the API, on the loopback interface, takes requests from anyone
+    on this machine."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -205,12 +252,21 @@ def stack(
         redis_url = os.environ.get("TUNEYARD_REDIS_URL") or es.enter_context(
             embedded_redis(data_dir)
         )
-        env = {**_server_env(data_dir, url, database_url), "TUNEYARD_REDIS_URL": redis_url}
+        env = {
+            **_server_env(data_dir, url, database_url, auth),
+            "TUNEYARD_REDIS_URL": redis_url,
+        }
         py = [sys.executable, "-m", "tuneyard.cli"]
         server = _start_server(es, data_dir, port, env)
+        admin = None
+        if auth:
+            admin, env["TUNEYARD_TOKEN"] = make_tokens(env["TUNEYARD_DATABASE_URL"])
         scheduler_log = data_dir / "scheduler.log"
         scheduler = es.enter_context(_process([*py, "scheduler"], env, scheduler_log))
         extra = [a for p in (paths or []) for a in ("--path", p)]
+        allowed = allow if allow is not None else EXAMPLES
+        extra += [a for p in allowed.entrypoints for a in ("--allow", p)]
+        extra += [a for p in allowed.commands for a in ("--allow-command", p)]
         pool = ["--gpus", gpus] if gpus else ["--slots", str(workers)]
         worker_log = data_dir / "worker.log"
         worker = es.enter_context(
@@ -237,7 +293,7 @@ def stack(
             "dispatcher": (scheduler, scheduler_log),
             "worker pool": (worker, worker_log),
         }
-        yield Stack(url, redis_url, data_dir, procs)
+        yield Stack(url, redis_url, data_dir, procs, admin)
 
 
 def _data_dir(data_dir: Path | None, prefix: str) -> Path:
@@ -246,14 +302,32 @@ def _data_dir(data_dir: Path | None, prefix: str) -> Path:
 
 
 def run_up(
-    data_dir: Path | None = None, workers: int = 2, port: int = 0, gpus: str | None = None
+    data_dir: Path | None = None,
+    workers: int = 2,
+    port: int = 0,
+    gpus: str | None = None,
+    allow: Allowlist | None = None,
+    auth: bool = True,
 ) -> int:
-    """The stack alone, until interrupted (or until one of its processes exits: then 1)."""
+    """The stack alone, until interrupted (or until one of its processes exits: then 1).
+
+    Its workers run the examples' entrypoints and what ``allow`` adds. Prints the admin token
+    it made (once), unless ``auth`` is off."""
     data_dir = _data_dir(data_dir, "up")
-    with stack(data_dir, workers, port, paths=[os.getcwd()], gpus=gpus) as st:
+    allowed = EXAMPLES.merge(allow or Allowlist())
+    with stack(
+        data_dir, workers, port, paths=[os.getcwd()], gpus=gpus, allow=allowed, auth=auth
+    ) as st:
         console.print(
             f"[bold]tuneyard[/bold] up: API {st.api_url} (docs {st.api_url}/docs), "
             f"Redis {st.redis_url}, {workers} workers, data in {data_dir}"
+        )
+        show_token(st.token)
+        console.print(
+            "workers run entrypoints "
+            + ", ".join(allowed.entrypoints)
+            + (f" and executables {', '.join(allowed.commands)}" if allowed.commands else "")
+            + " (more with --allow / --allow-command)"
         )
         console.print(f"export TUNEYARD_API_URL={st.api_url}; press Ctrl-C to stop")
         try:
@@ -263,6 +337,19 @@ def run_up(
             return 0
         console.print(f"[red]{problem}[/red]")
         return 1
+
+
+def own_objective(spec: StudySpec) -> Allowlist:
+    """An allowlist of exactly the objective the study names (its entrypoint, or its
+    command's executable)."""
+    ex = spec.execution
+    if ex is None:
+        return Allowlist()
+    if ex.command:
+        exe = ex.command[0]
+        # The workers start in this directory: a relative path means the same file to them.
+        return Allowlist.of([], [os.path.abspath(exe) if "/" in exe else exe])
+    return Allowlist.of([ex.entrypoint] if ex.entrypoint else [])
 
 
 def load_study_file(study_file: Path, max_trials: int | None = None) -> StudySpec:
@@ -283,6 +370,8 @@ def run_demo(
     max_trials: int | None = None,
     gpus: str | None = None,
     mode: DemoMode = "auto",
+    allow: Allowlist | None = None,
+    auth: bool = True,
 ) -> int:
     """Run a study (default: examples/study.yaml) to the end on this machine; 0 on success.
 
@@ -316,12 +405,25 @@ def run_demo(
     try:
         if mode == "local":
             entry = spec.execution.entrypoint or ""
-            return _run_local(data_dir, port, database_url, spec, entry, workers, paths, started)
+            return _run_local(
+                data_dir, port, database_url, spec, entry, workers, paths, started, auth
+            )
         with (
-            stack(data_dir, workers, port, paths, spec.execution.queue, gpus, database_url) as st,
-            Client(st.api_url) as client,
+            stack(
+                data_dir,
+                workers,
+                port,
+                paths,
+                spec.execution.queue,
+                gpus,
+                database_url,
+                allow=EXAMPLES.merge(own_objective(spec)).merge(allow or Allowlist()),
+                auth=auth,
+            ) as st,
+            Client(st.api_url, token=st.token or "") as client,
         ):
             console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis {st.redis_url}")
+            show_token(st.token)
             study_id = _create(client, spec)
             problem = _progress(client, study_id, st.problem)
             return _finish(client, study_id, spec, started, problem)
@@ -339,6 +441,7 @@ def _run_local(
     workers: int,
     paths: list[str],
     started: float,
+    auth: bool = True,
 ) -> int:
     """The API server alone, with local worker processes asking it for work directly."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -347,11 +450,14 @@ def _run_local(
     pool: _LocalPool | None = None
     try:
         with ExitStack() as es:
-            server = _start_server(es, data_dir, port, _server_env(data_dir, url, database_url))
-            client = es.enter_context(Client(url))
+            env = _server_env(data_dir, url, database_url, auth)
+            server = _start_server(es, data_dir, port, env)
+            admin, worker = make_tokens(database_url) if auth else (None, None)
+            client = es.enter_context(Client(url, token=admin or ""))
             console.print(f"API at {url} (docs: {url}/docs)")
+            show_token(admin)
             study_id = _create(client, spec)
-            pool = _LocalPool(url, study_id, entrypoint, workers, data_dir, paths)
+            pool = _LocalPool(url, study_id, entrypoint, workers, data_dir, paths, worker)
             local = pool
 
             def problem() -> str | None:
@@ -380,11 +486,12 @@ class _LocalPool:
         n_workers: int,
         data_dir: Path,
         paths: list[str],
+        token: str | None = None,
     ) -> None:
         self.error: str | None = None
         self.thread = threading.Thread(
             target=self._run,
-            args=(api_url, study_id, entrypoint, n_workers, data_dir, paths),
+            args=(api_url, study_id, entrypoint, n_workers, data_dir, paths, token),
             name="tuneyard-local-pool",
             daemon=True,
         )

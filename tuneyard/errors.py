@@ -46,3 +46,24 @@ class InvalidRequest(TuneyardError):
 class Unavailable(TuneyardError):
     status = 503
     title = "Service unavailable"
+
+
+class Unauthorized(TuneyardError):
+    """No credentials, or credentials that name no valid token (401)."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(TuneyardError):
+    """A valid token whose scope does not cover the request (403)."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class TooManyRequests(TuneyardError):
+    """A rate limit; ``retry_after`` (seconds) goes out as the Retry-After header (429)."""
+
+    status = 429
+    title = "Too many requests"

@@ -31,6 +31,21 @@ class Settings(BaseSettings):
     max_checkpoint_bytes: int = 8 * 1024**3
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # Seconds a request waits for a free database connection before it is answered 503.
+    db_pool_timeout: float = 10.0
+    # Largest request body the API reads (checkpoint uploads have max_checkpoint_bytes); 413.
+    max_body_bytes: int = 4 * 1024**2
+    # Reports a trial may send per second, after a burst of report_burst, per API process
+    # (429 with Retry-After beyond that; 0 turns the limit off).
+    report_rate: float = 50.0
+    report_burst: int = 200
+    # Every request needs a scoped API token (docs/security.md). Off only for a server bound
+    # to the loopback interface (`--insecure-no-auth`): then anyone who reaches it is an admin.
+    auth: bool = True
+    # Whether /metrics answers without a token (for a Prometheus that sends none).
+    metrics_public: bool = False
+    # The token this process presents as a client of the API (CLI, workers, notebooks).
+    token: str = Field(default="", repr=False)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

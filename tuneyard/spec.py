@@ -28,19 +28,25 @@ MAX_GRID_POINTS = 1_000_000
 MAX_PARAMS = 64
 MAX_CHOICES = 1_000
 MAX_PARENT_ASSIGNMENTS = 100_000
+# A word of an execution.command, and the number of words.
+MAX_ARG_LENGTH = 4_096
+MAX_ARGS = 256
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number of a definition is finite (Python's JSON parser would accept Infinity).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _ParamBase(_Strict):
     # Activate this parameter only when every named categorical parent takes one of the given
     # values, e.g. ``nesterov`` only ``when: {solver: sgd}``.
-    when: dict[str, Scalar | list[Scalar]] | None = None
+    when: dict[str, Scalar | Annotated[list[Scalar], Field(max_length=MAX_CHOICES)]] | None = Field(
+        default=None, max_length=MAX_PARAMS
+    )
 
     def when_values(self) -> dict[str, list[Scalar]]:
         if not self.when:
@@ -283,7 +289,9 @@ class LimitsSpec(_Strict):
 
 class ExecutionSpec(_Strict):
     entrypoint: str | None = Field(default=None, max_length=300)
-    command: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    command: list[Annotated[str, Field(max_length=MAX_ARG_LENGTH)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ARGS
+    )
     queue: str = Field(default="default", pattern=_NAME)
     max_retries: int = Field(default=2, ge=0, le=100)
     timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")

@@ -22,10 +22,18 @@ def free_port() -> int:
 
 @contextmanager
 def api_servers(database_url: str, n: int, log_dir: Path, **env: str) -> Iterator[list[str]]:
-    """``n`` uvicorn processes serving one database; yields their base URLs."""
+    """``n`` uvicorn processes serving one database; yields their base URLs.
+
+    Auth is off unless ``TUNEYARD_AUTH`` says otherwise: the tests that use these servers
+    call them without tokens (tests/e2e/stack.py runs a deployment with tokens)."""
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
-    environment = {**os.environ, "TUNEYARD_DATABASE_URL": database_url, **env}
+    environment = {
+        **os.environ,
+        "TUNEYARD_DATABASE_URL": database_url,
+        "TUNEYARD_AUTH": "false",
+        **env,
+    }
     try:
         for i in range(n):
             port = free_port()

@@ -16,9 +16,16 @@ import httpx
 
 from tests.e2e.servers import free_port
 from tests.helpers import API
+from tuneyard.service.context import Toolkit
+from tuneyard.service.tokens import Scope, TokenService
+from tuneyard.settings import Settings
+from tuneyard.store.db import make_engine, make_sessionmaker
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = [sys.executable, "-m", "tuneyard.cli"]
+# What the test pools run: the tests' objectives and the examples, and this Python.
+ALLOW = ("tests.e2e.*", "examples.*")
+ALLOW_COMMAND = (sys.executable,)
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -31,11 +38,26 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condit
     raise AssertionError(f"{what} not met within {timeout} s")
 
 
+def make_tokens(database_url: str) -> dict[str, str]:
+    """An admin token and a worker token, straight in the database (as `tuneyard token create
+    --db` makes them)."""
+    engine = make_engine(database_url)
+    try:
+        service = TokenService(Toolkit(make_sessionmaker(engine), Settings()))
+        return {s: service.create(f"e2e {s}", s).secret for s in (Scope.ADMIN, Scope.WORKER)}
+    finally:
+        engine.dispose()
+
+
 class Deployment:
+    """With auth on, as in production: the test talks to the API with an admin token
+    (``http``), the worker pools hold a worker token (TUNEYARD_TOKEN)."""
+
     def __init__(self, database_url: str, redis_url: str, tmp: Path, lease: float = 5.0) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.tokens = make_tokens(database_url)
         self.env = {
             **os.environ,
             "TUNEYARD_DATABASE_URL": database_url,
@@ -43,10 +65,16 @@ class Deployment:
             "TUNEYARD_API_URL": self.url,
             "TUNEYARD_DATA_DIR": str(tmp / "server-data"),
             "TUNEYARD_LEASE_SECONDS": str(lease),
+            "TUNEYARD_AUTH": "true",
+            "TUNEYARD_TOKEN": self.tokens[Scope.WORKER],
         }
         self.lease = lease
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http = self._client()
+
+    def _client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[Scope.ADMIN]}"}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
@@ -69,7 +97,7 @@ class Deployment:
 
     def stop_api(self) -> None:
         self.http.close()
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.http = self._client()
         p = self.procs.pop("api")
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=20)
@@ -77,8 +105,18 @@ class Deployment:
     def start_dispatcher(self) -> None:
         self._start("dispatcher", [*PY, "scheduler", "--interval", "0.3"])
 
-    def start_pool(self, name: str, queue: str, slots: int, *extra: str) -> subprocess.Popen[bytes]:
+    def start_pool(
+        self,
+        name: str,
+        queue: str,
+        slots: int,
+        *extra: str,
+        allow: tuple[str, ...] = ALLOW,
+        allow_command: tuple[str, ...] = ALLOW_COMMAND,
+    ) -> subprocess.Popen[bytes]:
         data = self.tmp / name
+        allowed = [a for p in allow for a in ("--allow", p)]
+        allowed += [a for p in allow_command for a in ("--allow-command", p)]
         return self._start(
             name,
             [
@@ -92,6 +130,7 @@ class Deployment:
                 str(data),
                 "--path",
                 str(ROOT),
+                *allowed,
                 *extra,
             ],
         )

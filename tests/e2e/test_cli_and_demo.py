@@ -22,12 +22,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """`tuneyard server` with auth on, and its first admin token made with `tuneyard token
+    create --db`, in TUNEYARD_TOKEN for the CLI commands the tests run."""
     env = {**os.environ, "TUNEYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    env.pop("TUNEYARD_AUTH", None)
     up = subprocess.run(
         [sys.executable, "-m", "tuneyard.cli", "db", "upgrade"], env=env, capture_output=True
     )
     assert up.returncode == 0, up.stderr.decode()
+    made = subprocess.run(
+        [sys.executable, "-m", "tuneyard.cli", "token", "create", "--scope", "admin", "--db"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "shown once" in made.stderr
+    monkeypatch.setenv("TUNEYARD_TOKEN", made.stdout.strip())
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuneyard.cli", "server", "--port", str(port)],
@@ -67,8 +79,13 @@ def test_cli_manages_studies_on_a_real_server(server: str, tmp_path: Path) -> No
     assert "mlp-digits" in r.output
 
     # Drive one trial through the API, then look at it from the CLI.
-    job = httpx.post(f"{server}/api/v1/studies/{sid}/next").json()
-    httpx.post(f"{server}/api/v1/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.3})
+    auth = {"Authorization": f"Bearer {os.environ['TUNEYARD_TOKEN']}"}
+    job = httpx.post(f"{server}/api/v1/studies/{sid}/next", headers=auth).json()
+    httpx.post(
+        f"{server}/api/v1/trials/{job['trial_id']}/reports",
+        json={"step": 1, "value": 0.3},
+        headers=auth,
+    )
     r = cli.invoke(app, ["trials", "ls", str(sid), "--api", server])
     assert r.exit_code == 0 and "0.3" in r.output
     r = cli.invoke(app, ["trial", "show", str(job["trial_id"]), "--api", server])
@@ -85,6 +102,41 @@ def test_cli_manages_studies_on_a_real_server(server: str, tmp_path: Path) -> No
     assert r.exit_code == 1 and "404" in r.output
     r = cli.invoke(app, ["study", "ls", "--api", "http://127.0.0.1:9"])
     assert r.exit_code == 1 and "tuneyard server" in r.output
+
+
+def test_tokens_from_the_cli_on_a_real_server(server: str, tmp_path: Path) -> None:
+    cli = CliRunner()
+    r = cli.invoke(app, ["study", "ls", "--api", server], env={"TUNEYARD_TOKEN": ""})
+    assert r.exit_code == 1 and "401" in r.output and "token" in r.output
+    r = cli.invoke(app, ["token", "create", "--scope", "read", "--name", "viewer", "--api", server])
+    assert r.exit_code == 0, r.output
+    reader = r.stdout.strip().splitlines()[-1]
+    assert reader.startswith("ty_")
+    as_reader = {"TUNEYARD_TOKEN": reader}
+    assert cli.invoke(app, ["study", "ls", "--api", server], env=as_reader).exit_code == 0
+    study = ROOT / "examples" / "study.yaml"
+    r = cli.invoke(app, ["study", "create", "-f", str(study), "--api", server], env=as_reader)
+    assert r.exit_code == 1 and "403" in r.output and "write" in r.output
+    r = cli.invoke(app, ["token", "list", "--api", server, "--json"])
+    listed = {t["name"]: t for t in json.loads(r.output)}
+    assert listed["viewer"]["scope"] == "read" and reader.startswith(listed["viewer"]["hint"])
+    assert "token" not in listed["viewer"]
+    r = cli.invoke(app, ["token", "revoke", str(listed["viewer"]["id"]), "--api", server])
+    assert r.exit_code == 0 and "revoked" in r.output
+    r = cli.invoke(app, ["study", "ls", "--api", server], env=as_reader)
+    assert r.exit_code == 1 and "401" in r.output
+
+
+def test_auth_stays_on_unless_the_server_is_loopback_only(tmp_path: Path) -> None:
+    env = {**os.environ, "TUNEYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "tuneyard.cli", "server", "--host", "0.0.0.0", "--insecure-no-auth"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "refusing to serve without authentication" in r.stderr
 
 
 def test_embedded_demo_runs_the_example_study_to_the_end(tmp_path: Path) -> None:
@@ -108,4 +160,5 @@ def test_embedded_demo_runs_the_example_study_to_the_end(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "completed" in proc.stdout and "best trials by val_error" in proc.stdout
+    assert "admin token (shown once" in proc.stdout and "ty_" in proc.stdout
     assert (tmp_path / "demo" / "tuneyard.db").exists()

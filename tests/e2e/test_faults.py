@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -262,3 +263,64 @@ def test_a_command_line_study_pauses_and_resumes_across_workers(deployment: Depl
         epochs = [line.split(":")[0] for line in log.splitlines() if line.startswith("epoch ")]
         assert epochs == [f"epoch {i}" for i in range(1, len(epochs) + 1)], log
         assert t["checkpoint"].startswith("api:"), "uploaded to the API server"
+
+
+def test_redis_down_the_api_answers_and_the_dispatcher_catches_up(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Redis killed mid-study and started again empty a few seconds later: meanwhile the API
+    creates, lists and reports as usual; afterwards the dispatcher refills the queues and
+    every study finishes."""
+    from tests.e2e.servers import free_port
+    from tuneyard.embedded import redis_executable
+
+    port = free_port()
+    cmd = [redis_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no", "--dir", str(tmp_path)]
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        conn = redis.Redis(port=port)
+        wait_for(lambda: _pings(conn), 10, "redis up")
+        conn.close()
+        return proc
+
+    server = start_redis()
+    d = Deployment(postgres_url, f"redis://127.0.0.1:{port}/0", tmp_path, lease=10.0)
+    try:
+        d.start_api()
+        d.start_dispatcher()
+        queue = f"down-{uuid.uuid4().hex[:6]}"
+        d.start_pool("pool", queue, 3)
+        spec = asha_spec(queue, scheduler={"type": "fifo", "max_resource": 12})
+        spec["limits"] = {"max_trials": 4, "max_concurrent": 2}
+        sid = d.create(spec)
+        busy = wait_for(lambda: running_trial_with_reports(d, sid), 60, "a trial running")
+        server.kill()
+        server.wait()
+        # The API goes on without Redis: it holds only work in flight.
+        other = d.create(asha_spec(queue, name="while-redis-is-down"))
+        assert d.http.get(f"/api/v1/studies/{other}").status_code == 200
+        ready = d.http.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["redis"].startswith("unreachable")
+        assert d.http.get("/metrics").status_code == 200
+        before = len(busy["reports"])
+        wait_for(
+            lambda: len(d.trial(busy["id"])["reports"]) > before + 2, 30, "reports while it is down"
+        )
+        time.sleep(2)
+        server = start_redis()
+        for study in (sid, other):
+            assert d.wait_finished(study)["state"] == "completed"
+            check_all_final(d, study)
+    finally:
+        d.close()
+        server.kill()
+        server.wait()
+
+
+def _pings(conn: redis.Redis) -> bool:
+    try:
+        return bool(conn.ping())
+    except redis.RedisError:
+        return False

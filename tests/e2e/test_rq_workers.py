@@ -64,6 +64,8 @@ def test_three_workers_finish_an_asha_study_resuming_across_workers(
                     str(tmp_path),
                     "--path",
                     str(ROOT),
+                    "--allow",
+                    "tests.e2e.objectives:*",
                 ],
                 env=env,
                 stdout=logs["worker"],

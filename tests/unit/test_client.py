@@ -168,7 +168,16 @@ def test_gives_up_after_the_retries_with_the_last_error(sleeps: Sleeps) -> None:
     assert len(seen) == 4 and len(sleeps) == 3
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 422, 429, 500])
+def test_a_429_is_retried_after_its_retry_after(sleeps: Sleeps) -> None:
+    handler, seen = answers(
+        httpx.Response(429, headers={"Retry-After": "2"}),
+        httpx.Response(200, json=study_json()),
+    )
+    client(handler, backoff=0.01).get_study(1)
+    assert len(seen) == 2 and sleeps[0] >= 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422, 500])
 def test_never_retries_a_4xx_or_a_500(sleeps: Sleeps, status: int) -> None:
     handler, seen = answers(problem(status, "no"))
     with pytest.raises(ApiError) as exc:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneyard.api.auth import metrics_access
 from tuneyard.service.metrics import Metrics
 
 router = APIRouter()
@@ -26,12 +27,14 @@ UNMATCHED = "unmatched"
 @router.get(
     "/metrics",
     tags=["health"],
+    dependencies=[Depends(metrics_access)],
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "the metrics"}},
 )
 def metrics(request: Request) -> Response:
     """Prometheus metrics of this API process and of the shared state (trials by study and
-    state, workers, stale leases, queue depth), in the text exposition format."""
+    state, workers, stale leases, queue depth), in the text exposition format. Read scope,
+    unless the server's ``metrics_public`` setting opens it."""
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

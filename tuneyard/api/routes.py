@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from tuneyard.api.deps import SettingsDep, StudiesDep, TrialsDep
+from tuneyard.api.auth import READ, WORKER, WRITE
+from tuneyard.api.deps import Id, SettingsDep, StudiesDep, TrialsDep
+from tuneyard.api.limits import limit_reports
 from tuneyard.api.schemas import (
     Assignment,
     AttemptOut,
@@ -44,6 +48,12 @@ E409: Responses = {
 }
 E422: Responses = {
     422: {"model": Problem, "description": "invalid input; the detail names the field"}
+}
+E429: Responses = {
+    429: {
+        "model": Problem,
+        "description": "the trial reports faster than the server's report_rate; see Retry-After",
+    }
 }
 
 
@@ -85,13 +95,15 @@ def _trial_out(d: TrialDetail) -> TrialOut:
 
 
 # -- studies ---------------------------------------------------------------------------------
-@router.post("/studies", status_code=201, response_model=StudyOut, responses=E422)
+@router.post(
+    "/studies", status_code=201, response_model=StudyOut, responses=E422, dependencies=[WRITE]
+)
 def create_study(spec: StudySpec, studies: StudiesDep) -> StudyOut:
     """Create a study from its definition; nothing is stored when the definition is invalid."""
     return _study_out(studies.create(spec))
 
 
-@router.get("/studies", response_model=StudyPage, responses=E422)
+@router.get("/studies", response_model=StudyPage, responses=E422, dependencies=[READ])
 def list_studies(
     studies: StudiesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -102,29 +114,39 @@ def list_studies(
     return StudyPage(items=[_study_out(v) for v in views], next_cursor=nxt)
 
 
-@router.get("/studies/{study_id}", response_model=StudyOut, responses=E404)
-def get_study(study_id: int, studies: StudiesDep) -> StudyOut:
+@router.get("/studies/{study_id}", response_model=StudyOut, responses=E404, dependencies=[READ])
+def get_study(study_id: Id, studies: StudiesDep) -> StudyOut:
     """A study with its trial counts per state and its best completed trial."""
     return _study_out(studies.get(study_id))
 
 
-@router.patch("/studies/{study_id}", response_model=StudyOut, responses={**E404, **E409, **E422})
-def patch_study(study_id: int, patch: StudyPatch, studies: StudiesDep) -> StudyOut:
+@router.patch(
+    "/studies/{study_id}",
+    response_model=StudyOut,
+    responses={**E404, **E409, **E422},
+    dependencies=[WRITE],
+)
+def patch_study(study_id: Id, patch: StudyPatch, studies: StudiesDep) -> StudyOut:
     """Pause, resume or stop a study. Stopping ends its paused trials; running ones stop at
     their next report."""
     return _study_out(studies.set_state(study_id, patch.state))
 
 
-@router.delete("/studies/{study_id}", status_code=204, responses=E404)
-def delete_study(study_id: int, studies: StudiesDep) -> Response:
+@router.delete("/studies/{study_id}", status_code=204, responses=E404, dependencies=[WRITE])
+def delete_study(study_id: Id, studies: StudiesDep) -> Response:
     """Delete a study with all its trials, reports and decisions."""
     studies.delete(study_id)
     return Response(status_code=204)
 
 
-@router.get("/studies/{study_id}/trials", response_model=TrialPage, responses={**E404, **E422})
+@router.get(
+    "/studies/{study_id}/trials",
+    response_model=TrialPage,
+    responses={**E404, **E422},
+    dependencies=[READ],
+)
 def list_trials(
-    study_id: int,
+    study_id: Id,
     studies: StudiesDep,
     state: Annotated[str | None, Query(max_length=16)] = None,
     order: Annotated[
@@ -188,8 +210,9 @@ def _csv_chunks(trials: Iterable[Trial], params: list[str], size: int = 1 << 16)
     "/studies/{study_id}/trials.csv",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}, "description": "CSV, a row per trial"}, **E404},
+    dependencies=[READ],
 )
-def export_trials_csv(study_id: int, studies: StudiesDep) -> StreamingResponse:
+def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
     """Every trial of the study as CSV, by number: its fields, then a ``param_<name>`` column
     per parameter of the space (empty where the parameter is inactive). Streamed a page at a
     time, so the size of the study does not matter."""
@@ -201,13 +224,27 @@ def export_trials_csv(study_id: int, studies: StudiesDep) -> StreamingResponse:
     )
 
 
-@router.get("/trials/{trial_id}", response_model=TrialOut, responses=E404)
-def get_trial(trial_id: int, studies: StudiesDep) -> TrialOut:
+@router.get("/trials/{trial_id}", response_model=TrialOut, responses=E404, dependencies=[READ])
+def get_trial(trial_id: Id, studies: StudiesDep) -> TrialOut:
     """A trial with its params, every report, every decision with its reason, and attempts."""
     return _trial_out(studies.trial(trial_id))
 
 
 # -- ask / tell ----------------------------------------------------------------------------
+def _study_gate(app: FastAPI, study_id: int) -> asyncio.Lock:
+    """This process's gate for the ``next`` calls of one study (kept on the app)."""
+    gates: dict[int, asyncio.Lock] | None = getattr(app.state, "next_gates", None)
+    if gates is None:
+        gates = app.state.next_gates = {}
+    gate = gates.get(study_id)
+    if gate is None:
+        if len(gates) >= 4096:  # forget the gates nobody holds or waits for
+            for key in [k for k, g in gates.items() if not g.locked()]:
+                del gates[key]
+        gate = gates[study_id] = asyncio.Lock()
+    return gate
+
+
 @router.post(
     "/studies/{study_id}/next",
     response_model=Assignment,
@@ -216,16 +253,22 @@ def get_trial(trial_id: int, studies: StudiesDep) -> TrialOut:
         **E404,
         409: {"model": Problem, "description": "the study is finished or stopped"},
     },
+    dependencies=[WORKER],
 )
-def next_job(
-    study_id: int,
+async def next_job(
+    study_id: Id,
     trials: TrialsDep,
     settings: SettingsDep,
+    request: Request,
     response: Response,
     body: Annotated[NextIn | None, Body()] = None,
 ) -> Any:
     """The next piece of work: a promoted trial to resume (preferred) or a new trial."""
-    res = trials.next_job(study_id, body.worker if body else None)
+    # Each call holds the study's row lock, so the database serves them one at a time
+    # anyway: the calls of this process wait here, in turn, holding neither a thread nor a
+    # database connection that the study's reports need meanwhile.
+    async with _study_gate(request.app, study_id):
+        res = await run_in_threadpool(trials.next_job, study_id, body.worker if body else None)
     if res is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     t = res.trial
@@ -244,9 +287,12 @@ def next_job(
 
 
 @router.post(
-    "/trials/{trial_id}/reports", response_model=ReportOut, responses={**E404, **E409, **E422}
+    "/trials/{trial_id}/reports",
+    response_model=ReportOut,
+    responses={**E404, **E409, **E422, **E429},
+    dependencies=[WORKER, Depends(limit_reports)],
 )
-def report(trial_id: int, body: ReportIn, trials: TrialsDep) -> ReportOut:
+def report(trial_id: Id, body: ReportIn, trials: TrialsDep) -> ReportOut:
     """An intermediate result; the answer says whether to continue, pause or stop.
 
     Idempotent on (trial, step): repeating a report returns the decision stored the first
@@ -255,28 +301,43 @@ def report(trial_id: int, body: ReportIn, trials: TrialsDep) -> ReportOut:
     return ReportOut.model_validate(r, from_attributes=True)
 
 
-@router.post("/trials/{trial_id}/pause", response_model=TrialSummary, responses={**E404, **E409})
-def pause(trial_id: int, trials: TrialsDep, body: PauseIn | None = None) -> TrialSummary:
+@router.post(
+    "/trials/{trial_id}/pause",
+    response_model=TrialSummary,
+    responses={**E404, **E409},
+    dependencies=[WORKER],
+)
+def pause(trial_id: Id, trials: TrialsDep, body: PauseIn | None = None) -> TrialSummary:
     """Acknowledge a ``pause`` decision once the checkpoint is saved."""
     return _summary(trials.pause(trial_id, body.checkpoint if body else None))
 
 
-@router.post("/trials/{trial_id}/complete", response_model=TrialSummary, responses={**E404, **E409})
-def complete(trial_id: int, trials: TrialsDep, body: CompleteIn | None = None) -> TrialSummary:
+@router.post(
+    "/trials/{trial_id}/complete",
+    response_model=TrialSummary,
+    responses={**E404, **E409},
+    dependencies=[WORKER],
+)
+def complete(trial_id: Id, trials: TrialsDep, body: CompleteIn | None = None) -> TrialSummary:
     """The objective finished; ``value`` (or the latest report's) is the trial's result."""
     body = body or CompleteIn()
     t = trials.complete(trial_id, body.value, dict(body.metrics), body.checkpoint)
     return _summary(t)
 
 
-@router.post("/trials/{trial_id}/fail", response_model=TrialSummary, responses={**E404, **E409})
-def fail(trial_id: int, body: FailIn, trials: TrialsDep) -> TrialSummary:
+@router.post(
+    "/trials/{trial_id}/fail",
+    response_model=TrialSummary,
+    responses={**E404, **E409},
+    dependencies=[WORKER],
+)
+def fail(trial_id: Id, body: FailIn, trials: TrialsDep) -> TrialSummary:
     """The objective crashed; the error is stored on the trial."""
     return _summary(trials.fail(trial_id, body.error))
 
 
-@router.post("/trials/{trial_id}/heartbeat", responses={**E404, **E409})
-def heartbeat(trial_id: int, trials: TrialsDep) -> dict[str, datetime | None]:
+@router.post("/trials/{trial_id}/heartbeat", responses={**E404, **E409}, dependencies=[WORKER])
+def heartbeat(trial_id: Id, trials: TrialsDep) -> dict[str, datetime | None]:
     """Extend a running trial's lease."""
     t = trials.heartbeat(trial_id)
     return {"lease_expires_at": t.lease_expires_at}

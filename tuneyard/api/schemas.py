@@ -6,7 +6,7 @@ These are the wire contract shared by the server, the typed client, the CLI and 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,12 @@ from tuneyard.spec import StudySpec
 StudyState = Literal["running", "paused", "stopped", "completed"]
 TrialState = Literal["queued", "running", "paused", "completed", "stopped", "failed"]
 DecisionKind = Literal["continue", "pause", "stop", "complete"]
+# Integer columns: ids are 64 bits, counters 32.
+MAX_ID = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+# Metrics per report and the length of a metric's name.
+MAX_METRICS = 256
+MetricName = Annotated[str, Field(max_length=200)]
 
 
 class _In(BaseModel):
@@ -63,7 +69,9 @@ class ReportIn(_In):
     value: float | None = Field(
         default=None, description="value of the study's metric; may be given in metrics instead"
     )
-    metrics: dict[str, float | None] = Field(default_factory=dict, max_length=256)
+    metrics: dict[MetricName, float | None] = Field(
+        default_factory=dict, max_length=MAX_METRICS, description="other metrics by name"
+    )
 
 
 class ReportOut(BaseModel):
@@ -146,7 +154,7 @@ class Assignment(BaseModel):
 
 class CompleteIn(_In):
     value: float | None = None
-    metrics: dict[str, float | None] = Field(default_factory=dict, max_length=256)
+    metrics: dict[MetricName, float | None] = Field(default_factory=dict, max_length=MAX_METRICS)
     checkpoint: str | None = Field(default=None, max_length=2000)
 
 
@@ -167,8 +175,10 @@ class ReleaseIn(_In):
 
 
 class LogChunkIn(_In):
-    attempt: int = Field(ge=1, description="the attempt whose output this is")
-    offset: int = Field(ge=0, description="characters of that attempt's output sent before it")
+    attempt: int = Field(ge=1, le=MAX_INT32, description="the attempt whose output this is")
+    offset: int = Field(
+        ge=0, le=MAX_ID, description="characters of that attempt's output sent before it"
+    )
     text: str = Field(max_length=1_000_000)
 
 
@@ -192,14 +202,16 @@ class GpuInfo(BaseModel):
 class WorkerIn(_In):
     name: str = Field(min_length=1, max_length=200, description="unique, e.g. host/gpu-0")
     host: str = Field(min_length=1, max_length=200)
-    pid: int | None = Field(default=None, ge=0)
+    pid: int | None = Field(default=None, ge=0, le=MAX_INT32)
     queue: str | None = Field(default=None, max_length=64)
     slots: int = Field(default=1, ge=1, le=1024)
     gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
 
 
 class WorkerBeatIn(_In):
-    trial_id: int | None = Field(default=None, description="the trial it is running, if any")
+    trial_id: int | None = Field(
+        default=None, ge=-MAX_ID, le=MAX_ID, description="the trial it is running, if any"
+    )
 
 
 class WorkerOut(BaseModel):
@@ -225,3 +237,33 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+TokenScope = Literal["admin", "write", "worker", "read"]
+QueueName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class TokenIn(_In):
+    name: str = Field(min_length=1, max_length=200, description="what or who it is for")
+    scope: TokenScope
+    queues: list[QueueName] | None = Field(
+        default=None,
+        max_length=100,
+        description="worker tokens only: the queues it may work on (default: any)",
+    )
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    scope: TokenScope
+    queues: list[str] | None
+    hint: str = Field(description="the token's first characters")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="the secret: shown only in this answer")

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from tuneyard.api.deps import KitDep, TrialsDep
+from tuneyard.api.auth import READ, WORKER
+from tuneyard.api.deps import Id, KitDep, TrialsDep
 from tuneyard.api.routes import E404, E409, E422, _summary
 from tuneyard.api.schemas import (
     CheckpointOut,
@@ -31,7 +32,9 @@ def _worker_out(w: Worker) -> WorkerOut:
 
 
 # -- workers ---------------------------------------------------------------------------------
-@router.post("/workers", status_code=201, response_model=WorkerOut, responses=E422)
+@router.post(
+    "/workers", status_code=201, response_model=WorkerOut, responses=E422, dependencies=[WORKER]
+)
 def register_worker(body: WorkerIn, kit: KitDep) -> WorkerOut:
     """A worker process announces itself (again after a restart: ``name`` is the key)."""
     info = WorkerInfo(
@@ -45,19 +48,26 @@ def register_worker(body: WorkerIn, kit: KitDep) -> WorkerOut:
     return _worker_out(WorkerService(kit).register(info))
 
 
-@router.post("/workers/{worker_id}/heartbeat", response_model=WorkerOut, responses=E404)
-def worker_heartbeat(worker_id: int, kit: KitDep, body: WorkerBeatIn | None = None) -> WorkerOut:
+@router.post(
+    "/workers/{worker_id}/heartbeat",
+    response_model=WorkerOut,
+    responses=E404,
+    dependencies=[WORKER],
+)
+def worker_heartbeat(worker_id: Id, kit: KitDep, body: WorkerBeatIn | None = None) -> WorkerOut:
     """The worker is alive, running ``trial_id`` (or idle)."""
     return _worker_out(WorkerService(kit).beat(worker_id, body.trial_id if body else None))
 
 
-@router.delete("/workers/{worker_id}", response_model=WorkerOut, responses=E404)
-def stop_worker(worker_id: int, kit: KitDep) -> WorkerOut:
+@router.delete(
+    "/workers/{worker_id}", response_model=WorkerOut, responses=E404, dependencies=[WORKER]
+)
+def stop_worker(worker_id: Id, kit: KitDep) -> WorkerOut:
     """The worker stopped cleanly; it stays listed with ``include_stopped``."""
     return _worker_out(WorkerService(kit).stop(worker_id))
 
 
-@router.get("/workers", response_model=list[WorkerOut])
+@router.get("/workers", response_model=list[WorkerOut], dependencies=[READ])
 def list_workers(
     kit: KitDep,
     include_stopped: bool = False,
@@ -69,17 +79,25 @@ def list_workers(
 
 # -- handing a trial back ----------------------------------------------------------------------
 @router.post(
-    "/trials/{trial_id}/release", response_model=TrialSummary, responses={**E404, **E409, **E422}
+    "/trials/{trial_id}/release",
+    response_model=TrialSummary,
+    responses={**E404, **E409, **E422},
+    dependencies=[WORKER],
 )
-def release(trial_id: int, body: ReleaseIn, trials: TrialsDep) -> TrialSummary:
+def release(trial_id: Id, body: ReleaseIn, trials: TrialsDep) -> TrialSummary:
     """Hand a running trial back unfinished (its worker is stopping): it runs again on another
     worker, from ``checkpoint`` (saved at ``step``) when given. Uses none of its retries."""
     return _summary(trials.release(trial_id, body.reason, body.checkpoint, body.step))
 
 
 # -- logs --------------------------------------------------------------------------------------
-@router.post("/trials/{trial_id}/log", response_model=LogChunkOut, responses={**E404, **E422})
-def append_log(trial_id: int, body: LogChunkIn, kit: KitDep) -> LogChunkOut:
+@router.post(
+    "/trials/{trial_id}/log",
+    response_model=LogChunkOut,
+    responses={**E404, **E422},
+    dependencies=[WORKER],
+)
+def append_log(trial_id: Id, body: LogChunkIn, kit: KitDep) -> LogChunkOut:
     """A chunk of an attempt's output (idempotent on attempt and offset)."""
     size = LogService(kit).append(trial_id, body.attempt, body.offset, body.text)
     return LogChunkOut(log_bytes=size)
@@ -89,9 +107,10 @@ def append_log(trial_id: int, body: LogChunkIn, kit: KitDep) -> LogChunkOut:
     "/trials/{trial_id}/log",
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}, **E404},
+    dependencies=[READ],
 )
 def read_log(
-    trial_id: int, kit: KitDep, attempt: Annotated[int | None, Query(ge=1)] = None
+    trial_id: Id, kit: KitDep, attempt: Annotated[int | None, Query(ge=1)] = None
 ) -> PlainTextResponse:
     """The objective's whole standard output and error, every attempt (or one)."""
     return PlainTextResponse(LogService(kit).read(trial_id, attempt))
@@ -103,8 +122,9 @@ def read_log(
     status_code=201,
     response_model=CheckpointOut,
     responses={**E404, **E409, **E422},
+    dependencies=[WORKER],
 )
-async def upload_checkpoint(trial_id: int, request: Request, kit: KitDep) -> CheckpointOut:
+async def upload_checkpoint(trial_id: Id, request: Request, kit: KitDep) -> CheckpointOut:
     """Store a checkpoint archive (``tar.gz`` body) of a running trial; the answer's location
     goes with /pause. A promoted trial's next worker downloads it from here."""
     files = CheckpointFiles(kit)
@@ -116,8 +136,9 @@ async def upload_checkpoint(trial_id: int, request: Request, kit: KitDep) -> Che
     "/trials/{trial_id}/checkpoint/{digest}",
     response_class=FileResponse,
     responses={200: {"content": {"application/gzip": {}}}, **E404, **E422},
+    dependencies=[WORKER],
 )
-def download_checkpoint(trial_id: int, digest: str, kit: KitDep) -> Response:
+def download_checkpoint(trial_id: Id, digest: str, kit: KitDep) -> Response:
     """A checkpoint archive uploaded earlier, by the digest in its location."""
     path = CheckpointFiles(kit).path(trial_id, digest)
     return FileResponse(path, media_type="application/gzip", filename=f"trial-{trial_id}.tar.gz")

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Float, bindparam, case, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, defer
 from threadpoolctl import ThreadpoolController
 
-from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished
+from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished, TuneyardError
 from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.scheduler.samplers.base import Observation as SamplerObservation
@@ -36,6 +38,7 @@ from tuneyard.store.models import (
     Study,
     Trial,
 )
+from tuneyard.store.sql import insert_new
 
 
 @functools.cache
@@ -45,6 +48,16 @@ def _blas() -> ThreadpoolController:
 
 # A model-based sampler's state is saved at least once per this many new observations.
 SAVE_EVERY = 32
+# ... or once per this fraction of the history's size, when that is more: a save writes the
+# whole history, so saving every SAVE_EVERY observations would cost O(n) per observation.
+SAVE_FRACTION = 8
+# Observations recorded in a session, by (trial id, resource): each is written once.
+_OBSERVED = "tuneyard.trials.observed"
+
+
+def _save_after(sampler: ModelSampler) -> int:
+    """How many new observations a model-based sampler's stored state may lag behind."""
+    return max(SAVE_EVERY, len(sampler.history) // SAVE_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -115,16 +128,19 @@ class TrialService:
 
     def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
         trial.attempts += 1
-        s.add(
-            Attempt(
-                trial_id=trial.id,
-                number=trial.attempts,
-                resource_from=trial.resource_from,
-                resource_to=trial.resource_to,
-                state="running",
-                worker=worker,
-                started_at=now,
-            )
+        s.add(self._attempt(trial, worker, now))
+
+    @staticmethod
+    def _attempt(trial: Trial, worker: str | None, now: datetime) -> Attempt:
+        """The row of the trial's attempt number ``trial.attempts``, starting now."""
+        return Attempt(
+            trial_id=trial.id,
+            number=trial.attempts,
+            resource_from=trial.resource_from,
+            resource_to=trial.resource_to,
+            state="running",
+            worker=worker,
+            started_at=now,
         )
 
     def _lease(self, now: datetime) -> datetime:
@@ -305,6 +321,23 @@ class TrialService:
         worker: str | None,
         now: datetime,
     ) -> tuple[Trial, str, str]:
+        # What changed so far (expired leases handed back) is written already: the queued-
+        # trial query flushed it. The counters changed here go out with the new trial's row.
+        with s.no_autoflush:
+            trial = self._insert_trial(s, ctx, study, board, worker, now)
+        s.add(self._attempt(trial, worker, now))
+        self._log(s, trial, "start", trial.reason or "", None, trial.resource_to)
+        return trial, "new", trial.reason or ""
+
+    def _insert_trial(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        worker: str | None,
+        now: datetime,
+    ) -> Trial:
         number = study.trials_started
         placement, new_bracket = ctx.scheduler.place(number, board, study.brackets_opened)
         if new_bracket is not None:
@@ -332,19 +365,18 @@ class TrialService:
             resource_to=placement.resource_to,
             score_sum=0.0,
             score_count=0,
-            attempts=0,
+            # Its first attempt starts now (the attempt's row needs the trial's id).
+            attempts=1,
             worker=worker,
             reason=placement.reason,
             lease_expires_at=self._lease(now),
             created_at=now,
             updated_at=now,
         )
+        study.active += 1
         s.add(trial)
         s.flush()
-        self._start_attempt(s, trial, worker, now)
-        study.active += 1
-        self._log(s, trial, "start", placement.reason, None, placement.resource_to)
-        return trial, "new", placement.reason
+        return trial
 
     def _suggest(self, s: Session, ctx: StudyContext, study: Study, number: int) -> dict[str, Any]:
         """The new trial's configuration. A model-based sampler is brought up to date with
@@ -352,13 +384,20 @@ class TrialService:
         configurations are running (study lock held).
 
         Its state is saved when suggesting changed it, and otherwise once SAVE_EVERY
-        observations have come in since the last save: a process that loads an older state
-        reads the few observations after its watermark, so a lagging save loses nothing and
-        the common next call skips rewriting the whole history."""
+        observations (or 1/SAVE_FRACTION of the history, when that is more) have come in since
+        the last save: a process that loads an older state reads the observations after its
+        watermark, so a lagging save loses nothing, and the common next call neither reads
+        nor rewrites the whole history."""
         sampler = ctx.sampler
         if not isinstance(sampler, ModelSampler):
             return sampler.suggest(number)
-        row = s.get(SamplerState, study.id)
+        # The stored state is read only when this process's copy is not the latest: it holds
+        # the whole history, and reading it on every call would grow with the study.
+        row = s.scalar(
+            select(SamplerState)
+            .where(SamplerState.study_id == study.id)
+            .options(defer(SamplerState.state))
+        )
         if row is None:
             row = SamplerState(
                 study_id=study.id,
@@ -403,7 +442,11 @@ class TrialService:
         # costs more than it saves (a GP fit at 500 observations: 11 ms instead of 50 ms).
         with _blas().limit(limits=1):
             params = sampler.suggest(number, running)
-        if sampler.changes_on_suggest or sampler.unsaved >= SAVE_EVERY or sampler.revision < 0:
+        if (
+            sampler.changes_on_suggest
+            or sampler.unsaved >= _save_after(sampler)
+            or (sampler.revision < 0)
+        ):
             row.state = sampler.get_state()
             row.watermark = sampler.watermark
             row.revision += 1
@@ -418,22 +461,24 @@ class TrialService:
         """Record a result for model-based samplers (once per trial and resource)."""
         if not isinstance(ctx.sampler, ModelSampler) or not math.isfinite(score):
             return
-        seen = s.scalar(
-            select(Observation.id).where(
-                Observation.trial_id == trial.id, Observation.resource == resource
-            )
+        # A trial that stops or completes at a rung is observed there twice in one call.
+        done: set[tuple[int, float]] = s.info.setdefault(_OBSERVED, set())
+        if (trial.id, resource) in done:
+            return
+        done.add((trial.id, resource))
+        insert_new(
+            s.connection(),
+            Observation,
+            {
+                "study_id": trial.study_id,
+                "trial_id": trial.id,
+                "number": trial.number,
+                "resource": resource,
+                "score": score,
+                "created_at": self.kit.clock(),
+            },
+            key=(Observation.trial_id, Observation.resource),
         )
-        if seen is None:
-            s.add(
-                Observation(
-                    study_id=trial.study_id,
-                    trial_id=trial.id,
-                    number=trial.number,
-                    resource=resource,
-                    score=score,
-                    created_at=self.kit.clock(),
-                )
-            )
 
     def reap_expired(self) -> list[int]:
         """Deal with every running trial whose lease ran out (retry or fail it); returns the
@@ -475,14 +520,120 @@ class TrialService:
     def report(
         self, trial_id: int, step: float, value: float | None, metrics: dict[str, Any]
     ) -> Report:
+        try:
+            plain = self._plain_report(trial_id, step, value, metrics)
+            if plain is not None:
+                return plain
+            return self._report(trial_id, step, value, metrics, recheck=False)
+        except IntegrityError:
+            # The unique (trial, step) key refused this report: a copy of it was stored while
+            # this one was being decided. Answer as that one was answered.
+            return self._report(trial_id, step, value, metrics, recheck=True)
+
+    def _plain_report(
+        self, trial_id: int, step: float, value: float | None, metrics: dict[str, Any]
+    ) -> Report | None:
+        """The common report, most of a trial's: a good value from a running trial of a study
+        not stopped, that reaches no rung, and that the scheduler answers with a plain
+        ``continue``. It locks only the trial's row and is written with four statements on
+        plain rows, none through the ORM's unit of work.
+
+        None, with nothing written, when the report is anything else (or is refused): the
+        general path (``_report``) then takes it, and answers or refuses it itself."""
         with self.kit.transaction() as s:
-            peek = self._trial(s, trial_id)
-            stored = self._stored_report(s, trial_id, step)
+            # Core statements on the session's connection: rows, not ORM objects.
+            conn = s.connection()
+            found = conn.execute(_PEEK, {"trial_id": trial_id, "step": step}).first()
+            if found is None:
+                return None
+            rung, base, study_id, study_state, spec, seed, created_at = found[:7]
+            if found[7] is not None:
+                return _report_row(found[7:])
+            study = Study(
+                id=study_id, state=study_state, spec=spec, seed=seed, created_at=created_at
+            )
+            ctx = self.kit.context(study)
+            sched = ctx.scheduler
+            if value is None:
+                value = metrics.get(ctx.spec.metric)
+            if (
+                self._bad_value(ctx.spec.metric, value, step) is not None
+                or study_state == "stopped"
+            ):
+                return None
+            if sched.ladder.crossed(max(rung, base - 1), step):
+                return None
+            t = conn.execute(_LOCK_TRIAL, {"trial_id": trial_id}).one()
+            # The row as locked: the same checks as the general path's, on the same values.
+            trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, t, strict=True)})
+            try:
+                self._check_report(ctx, trial, step)
+            except TuneyardError:
+                return None
+            assert value is not None  # guaranteed by _bad_value
+            score = ctx.sign * value
+            trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
+            trial.score_sum += score
+            trial.score_count += 1
+            view = _view(trial, trial.best_score)
+            if sched.milestones(view, step, score):
+                return None
+            decision = sched.decide(view, step, score, [], ctx.board(s, study_id))
+            if decision.kind != "continue" or decision.promoted_from is not None:
+                return None
+            now = self.kit.clock()
+            conn.execute(
+                _UPDATE_TRIAL,
+                {
+                    "trial_id": trial_id,
+                    "new_value": value,
+                    "new_resource": step,
+                    "new_best_score": trial.best_score,
+                    "new_score_sum": trial.score_sum,
+                    "new_score_count": trial.score_count,
+                    "new_lease_expires_at": self._lease(now),
+                },
+            )
+            report = Report(
+                trial_id=trial_id,
+                step=step,
+                value=value,
+                metrics=_jsonable(metrics),
+                decision=decision.kind,
+                reason=decision.reason,
+                resource_to=trial.resource_to,
+                created_at=now,
+            )
+            values = {c.key: getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"}
+            report.id = conn.execute(_INSERT_REPORT, values).scalar_one()
+            meter.reported(self.kit, s, decision.kind)
+            return report
+
+    def _report(
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        recheck: bool,
+    ) -> Report:
+        """Any report, in one transaction: one that reaches a rung (the study's lock first),
+        a bad value, a report to a stopped study, and the refusals. A copy of the report
+        stored after the first read (a retry racing the original) is looked up again only
+        where this one is refused, or when the final insert hit the unique key (``recheck``)."""
+        with self.kit.transaction() as s:
+            # The trial, its study and this step's stored report, in one statement.
+            found = s.execute(
+                select(Trial, Study, Report)
+                .join(Study, Study.id == Trial.study_id)
+                .outerjoin(Report, (Report.trial_id == Trial.id) & (Report.step == step))
+                .where(Trial.id == trial_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            peek, study, stored = found
             if stored is not None:
                 return stored
-            study = s.get(Study, peek.study_id)
-            if study is None:
-                raise NotFound(f"study {peek.study_id} does not exist")
             ctx = self.kit.context(study)
             metric = ctx.spec.metric
             if value is None:
@@ -494,23 +645,35 @@ class TrialService:
             if heavy:
                 study = self._lock_study(s, study.id)
             trial = self._trial(s, trial_id, lock=True)
-            stored = self._stored_report(s, trial_id, step)
-            if stored is not None:
-                return stored
-            self._check_report(ctx, trial, step)
+            if recheck:
+                stored = self._stored_report(s, trial_id, step)
+                if stored is not None:
+                    return stored
+            try:
+                self._check_report(ctx, trial, step)
+            except TuneyardError:
+                # Refused, unless a copy of this report was stored meanwhile: its answer stands.
+                stored = self._stored_report(s, trial_id, step)
+                if stored is not None:
+                    return stored
+                raise
             now = self.kit.clock()
             board = ctx.board(s, study.id)
-            if bad is not None:
-                decision = Decision("stop", bad)
-                self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
-                self._maybe_finish(s, ctx, study, board)
-            elif study.state == "stopped":
-                decision = Decision("stop", "the study was stopped")
-                self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
-                trial.value, trial.resource = value, step
-            else:
-                assert value is not None  # guaranteed by _bad_value
-                decision = self._decide(s, ctx, study, board, trial, step, value, now)
+            # Nothing below reads back what it changed through the ORM (rung entries and
+            # observations are written by statements of their own), so the changes to the
+            # trial, its rung and the study go out together, once, at commit.
+            with s.no_autoflush:
+                if bad is not None:
+                    decision = Decision("stop", bad)
+                    self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
+                    self._maybe_finish(s, ctx, study, board)
+                elif study.state == "stopped":
+                    decision = Decision("stop", "the study was stopped")
+                    self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
+                    trial.value, trial.resource = value, step
+                else:
+                    assert value is not None  # guaranteed by _bad_value
+                    decision = self._decide(s, ctx, study, board, trial, step, value, now)
             report = Report(
                 trial_id=trial.id,
                 step=step,
@@ -585,16 +748,7 @@ class TrialService:
         trial.score_sum += score
         trial.score_count += 1
         trial.lease_expires_at = self._lease(now)
-        view = TrialView(
-            trial_id=trial.id,
-            number=trial.number,
-            bracket=trial.bracket,
-            rung=trial.rung,
-            resource_to=trial.resource_to,
-            best_score=trial.best_score,
-            mean_score=trial.score_sum / trial.score_count,
-            base=trial.base_rung,
-        )
+        view = _view(trial, trial.best_score)
         records = sched.milestones(view, step, score)
         for rec in records:
             board.record(rec.bracket, rec.rung, trial.id, rec.score)
@@ -750,6 +904,94 @@ class TrialService:
                 )
             trial.lease_expires_at = self._lease(self.kit.clock())
             return trial
+
+
+# What a stored report answers with, and what the plain report path reads of its trial.
+_REPORT_COLUMNS = (
+    Report.id,
+    Report.trial_id,
+    Report.step,
+    Report.value,
+    Report.metrics,
+    Report.decision,
+    Report.reason,
+    Report.resource_to,
+    Report.created_at,
+)
+_PLAIN_TRIAL_COLUMNS = (
+    Trial.id,
+    Trial.number,
+    Trial.state,
+    Trial.pending,
+    Trial.bracket,
+    Trial.base_rung,
+    Trial.rung,
+    Trial.resource_from,
+    Trial.resource_to,
+    Trial.best_score,
+    Trial.score_sum,
+    Trial.score_count,
+)
+
+# The plain report's statements, built once: building and hashing a statement on every call
+# costs more than running it.
+_PEEK = (
+    select(
+        Trial.rung,
+        Trial.base_rung,
+        Study.id,
+        Study.state,
+        Study.spec,
+        Study.seed,
+        Study.created_at,
+        *_REPORT_COLUMNS,
+    )
+    .join(Study, Study.id == Trial.study_id)
+    .outerjoin(
+        Report, (Report.trial_id == Trial.id) & (Report.step == bindparam("step", type_=Float))
+    )
+    .where(Trial.id == bindparam("trial_id"))
+)
+_LOCK_TRIAL = (
+    select(*_PLAIN_TRIAL_COLUMNS).where(Trial.id == bindparam("trial_id")).with_for_update()
+)
+_UPDATE_TRIAL = (
+    update(Trial)
+    .where(Trial.id == bindparam("trial_id"))
+    .values(
+        {
+            col: bindparam(f"new_{col}")
+            for col in (
+                "value",
+                "resource",
+                "best_score",
+                "score_sum",
+                "score_count",
+                "lease_expires_at",
+            )
+        }
+    )
+)
+_INSERT_REPORT = insert(Report).returning(Report.id)
+
+
+def _report_row(values: Sequence[Any]) -> Report:
+    """A stored report, from the values of ``_REPORT_COLUMNS``."""
+    return Report(**{c.key: v for c, v in zip(_REPORT_COLUMNS, values, strict=True)})
+
+
+def _view(trial: Trial, best_score: float) -> TrialView:
+    """What the scheduler sees of a trial (its running statistics already updated)."""
+    return TrialView(
+        trial_id=trial.id,
+        number=trial.number,
+        bracket=trial.bracket,
+        rung=trial.rung,
+        resource_to=trial.resource_to,
+        best_score=best_score,
+        mean_score=trial.score_sum / trial.score_count,
+        base=trial.base_rung,
+    )
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:

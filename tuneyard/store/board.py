@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats
 from tuneyard.store.models import Bracket, Rung, RungEntry
+from tuneyard.store.sql import insert_new
 
 
 class SqlBoard:
@@ -27,6 +28,9 @@ class SqlBoard:
         self.cutoff_rank = cutoff_rank
         self._brackets: dict[int, Bracket] | None = None
         self._rungs: dict[tuple[int, int], Rung] = {}
+        # Entries read along with a rung or as its new cut-off, by id: the session's identity
+        # map holds its objects weakly, and cutoff() would read them again.
+        self._entries: dict[int, RungEntry] = {}
 
     # -- reads ---------------------------------------------------------------------------
     def _bracket_rows(self) -> dict[int, Bracket]:
@@ -49,9 +53,18 @@ class SqlBoard:
         key = (bracket, rung)
         row = self._rungs.get(key)
         if row is None:
-            row = self.s.get(Rung, (self.study_id, bracket, rung))
-            if row is not None:
+            # With its cut-off entry, in one statement: cutoff() then finds that entry in the
+            # session instead of reading it.
+            found = self.s.execute(
+                select(Rung, RungEntry)
+                .outerjoin(RungEntry, RungEntry.id == Rung.cut_entry)
+                .where(Rung.study_id == self.study_id, Rung.bracket == bracket, Rung.rung == rung)
+            ).first()
+            if found is not None:
+                row = found[0]
                 self._rungs[key] = row
+                if found[1] is not None:
+                    self._entries[found[1].id] = found[1]
         return row
 
     def _rung_for_write(self, bracket: int, rung: int) -> Rung:
@@ -87,7 +100,7 @@ class SqlBoard:
         row = self._rung(bracket, rung)
         if row is None or row.cut_entry is None or row.cut_score is None:
             return None
-        e = self.s.get(RungEntry, row.cut_entry)
+        e = self._entries.get(row.cut_entry) or self.s.get(RungEntry, row.cut_entry)
         if e is None:
             return None
         return Entry(e.trial_id, e.score, e.promoted, e.waiting, e.id)
@@ -161,28 +174,26 @@ class SqlBoard:
                 self._bracket_rows().pop(i, None)
 
     def record(self, bracket: int, rung: int, trial_id: int, score: float) -> bool:
-        exists = self.s.scalar(
-            select(RungEntry.id).where(
-                RungEntry.trial_id == trial_id,
-                RungEntry.bracket == bracket,
-                RungEntry.rung == rung,
-            )
+        # Once per (trial, bracket, rung), by the unique key: one statement.
+        entry_id = insert_new(
+            self.s.connection(),
+            RungEntry,
+            {
+                "study_id": self.study_id,
+                "bracket": bracket,
+                "rung": rung,
+                "trial_id": trial_id,
+                "score": score,
+                "promoted": False,
+                "waiting": False,
+            },
+            key=(RungEntry.trial_id, RungEntry.bracket, RungEntry.rung),
+            returning=RungEntry.id,
         )
-        if exists is not None:
+        if entry_id is None:
             return False
-        entry = RungEntry(
-            study_id=self.study_id,
-            bracket=bracket,
-            rung=rung,
-            trial_id=trial_id,
-            score=score,
-            promoted=False,
-            waiting=False,
-        )
-        self.s.add(entry)
-        self.s.flush()
         row = self._rung_for_write(bracket, rung)
-        self._move_cutoff(row, (score, entry.id))
+        self._move_cutoff(row, (score, entry_id))
         row.entries += 1
         return True
 
@@ -210,7 +221,8 @@ class SqlBoard:
         self, row: Rung, of: tuple[float, int] | None, forward: bool
     ) -> tuple[float, int] | None:
         key = tuple_(RungEntry.score, RungEntry.id)
-        q = select(RungEntry.score, RungEntry.id).where(*self._in_rung(row.bracket, row.rung))
+        # The whole entry: it is the new cut-off, which cutoff() then finds in the session.
+        q = select(RungEntry).where(*self._in_rung(row.bracket, row.rung))
         if forward:
             if of is not None:
                 q = q.where(key > tuple_(*of))
@@ -219,8 +231,11 @@ class SqlBoard:
             return None
         else:
             q = q.where(key < tuple_(*of)).order_by(RungEntry.score.desc(), RungEntry.id.desc())
-        found = self.s.execute(q.limit(1)).first()
-        return None if found is None else (found[0], found[1])
+        found = self.s.scalars(q.limit(1)).first()
+        if found is None:
+            return None
+        self._entries[found.id] = found
+        return (found.score, found.id)
 
     @staticmethod
     def _set_cut(row: Rung, key: tuple[float, int] | None) -> None:

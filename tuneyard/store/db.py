@@ -11,17 +11,25 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30.0
+) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    # A database that went away costs a request a few seconds at most, never a hang: the
+    # connection attempt times out, pooled connections are tested before use (pre-ping) and
+    # a connection lost to a restart is replaced on its next checkout.
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 

@@ -124,6 +124,13 @@ class Trial(Base):
         Index("ix_trials_study_value", "study_id", "value", "id"),
         Index("ix_trials_study_state_value", "study_id", "state", "value", "id"),
         Index("ix_trials_state_lease", "state", "lease_expires_at"),
+        # The dashboard's version stamp of a study: the latest change to any of its trials.
+        Index("ix_trials_study_updated", "study_id", "updated_at"),
+        # The dashboard's aggregates (history buckets, counts by state, resource trained)
+        # read only this index.
+        Index(
+            "ix_trials_study_state_number_value", "study_id", "state", "number", "value", "resource"
+        ),
     )
 
 
@@ -240,7 +247,12 @@ class Attempt(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    __table_args__ = (UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),
+        # A worker's attempts by time, with their ends: its busy fraction over the last hour
+        # from the index alone.
+        Index("ix_attempts_worker_started", "worker", "started_at", "ended_at"),
+    )
 
 
 class TrialLog(Base):
@@ -321,3 +333,22 @@ class SamplerState(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of the API. Only the SHA-256 of its secret is stored: the secret itself is
+    shown once, when the token is created. ``queues`` limits a worker token to those queues
+    (null: any); a revoked or expired token authenticates nothing."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    queues: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the token, to recognise it in a listing.
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

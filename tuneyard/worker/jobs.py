@@ -12,9 +12,13 @@ import socket
 import time
 from pathlib import Path
 
-from rq import get_current_job
+from redis.exceptions import RedisError
+from rq import Queue, get_current_job
+from rq.job import Job
 
+from tuneyard.api.schemas import Assignment
 from tuneyard.client import Client, StudyFinished
+from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.checkpoints import store_from_env
 from tuneyard.worker.runner import (
     Control,
@@ -36,7 +40,14 @@ def worker_name() -> str:
 
 
 def run_slot(study_id: int, api_url: str) -> str:
-    """Run one piece of work of ``study_id``; returns how it ended."""
+    """Run pieces of work of ``study_id``; returns how the last one ended.
+
+    When a trial ends, the slot asks for the study's next piece of work at once rather than
+    handing the worker back to RQ: a fresh job would wait for the dispatcher's next pass (up to
+    its interval) and set the client up again. It hands the worker back when a job of another
+    study waits in its queue (studies sharing a queue take turns), when the study has nothing
+    to run now, when the worker is stopping, and after one trial when the study has an
+    ``execution.timeout`` (the job's own timeout was sized for one)."""
     job = get_current_job()
     if job is not None:
         # The job left the queue: the dispatcher no longer counts it as pending.
@@ -51,21 +62,13 @@ def run_slot(study_id: int, api_url: str) -> str:
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
     with Client(url, token=token, retries=10) as client:
         store = store_from_env(client, data_dir)
-        deadline = time.monotonic() + IDLE_PATIENCE
-        delay = 0.1
-        while True:
-            try:
-                assignment = client.next(study_id, worker=name)
-            except StudyFinished:
-                return "finished"
-            if assignment is not None:
-                break
-            if time.monotonic() > deadline or CONTROL.stopping.is_set():
-                return "idle"
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        assignment = _first_assignment(client, study_id, name)
+        if isinstance(assignment, str):
+            return assignment
         spec = client.get_study(study_id).spec
         try:
+            # Before anything is imported or started: this worker runs only what it allows.
+            Allowlist.from_env().check(spec.execution)
             objective = make_objective(spec.execution, url, token)
         except (ImportError, AttributeError, ValueError) as exc:
             client.fail(assignment.trial_id, f"{type(exc).__name__}: {exc}")
@@ -77,4 +80,51 @@ def run_slot(study_id: int, api_url: str) -> str:
             control=CONTROL,
         )
         workdir = data_dir / "work" / name.replace("/", "_")
-        return run_assignment(client, study_id, assignment, objective, store, workdir, opts)
+        while True:
+            outcome = run_assignment(client, study_id, assignment, objective, store, workdir, opts)
+            if opts.timeout is not None or CONTROL.stopping.is_set():
+                return outcome
+            if _others_waiting(job, study_id):
+                return outcome
+            try:
+                found = client.next(study_id, worker=name)
+            except StudyFinished:
+                return outcome
+            if found is None:
+                return outcome  # nothing to run now: the dispatcher sends a job when there is
+            assignment = found
+
+
+def _first_assignment(client: Client, study_id: int, name: str) -> Assignment | str:
+    """The job's first piece of work, asked for while the study has nothing to run for up to
+    IDLE_PATIENCE seconds; or how the job ends without one."""
+    deadline = time.monotonic() + IDLE_PATIENCE
+    delay = 0.1
+    while True:
+        try:
+            assignment = client.next(study_id, worker=name)
+        except StudyFinished:
+            return "finished"
+        if assignment is not None:
+            return assignment
+        if time.monotonic() > deadline or CONTROL.stopping.is_set():
+            return "idle"
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _others_waiting(job: Job | None, study_id: int) -> bool:
+    """Whether a job of another study waits in the queue this one came from. (Jobs of this
+    study that wait there were sent while this slot was between two trials; they run when a
+    slot frees up, as they would have anyway.)"""
+    if job is None or not job.origin:
+        return False
+    redis = job.connection
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.llen(Queue(job.origin, connection=redis).key)
+        pipe.scard(PENDING_KEY.format(study_id=study_id))
+        queued, mine = pipe.execute()
+    except RedisError:
+        return True  # can't tell: hand the worker back, as a job that ends always did
+    return int(queued) > int(mine)

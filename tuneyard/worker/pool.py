@@ -18,6 +18,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tuneyard.worker.allow import ENV_VAR as ALLOW_ENV
+from tuneyard.worker.allow import Allowlist
+
 log = logging.getLogger("tuneyard.worker")
 
 
@@ -188,6 +191,7 @@ def run_pool(
     checkpoints: str = "api",
     grace: float = 60.0,
     name: str | None = None,
+    allow: Allowlist | None = None,
 ) -> int:
     """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code of the last
     generation of processes (the ones stopped by the signal).
@@ -198,12 +202,15 @@ def run_pool(
 
     On SIGTERM or SIGINT each slot hands its running trial back (paused at the next report
     with a checkpoint, or as it started after ``grace`` seconds) and exits; a slot still
-    alive ``grace`` + 30 seconds later is killed."""
+    alive ``grace`` + 30 seconds later is killed.
+
+    ``allow`` is what the slots may run; without it they refuse every job."""
     env = {
         "TUNEYARD_API_URL": api_url,
         "TUNEYARD_DATA_DIR": str(data_dir),
         "TUNEYARD_CHECKPOINT_STORE": checkpoints,
         "TUNEYARD_STOP_GRACE": str(grace),
+        ALLOW_ENV: (allow or Allowlist()).to_env(),
     }
     ctx = multiprocessing.get_context("spawn")
     stopping = False

@@ -517,6 +517,7 @@ def _worker_main(
     index: int,
     paths: list[str],
     threads: int,
+    token: str | None = None,
 ) -> None:
     for var in THREAD_VARS:
         os.environ.setdefault(var, str(threads))
@@ -529,7 +530,7 @@ def _worker_main(
     workdir = Path(data_dir) / "work" / f"local-{index}-{os.getpid()}"
     name = f"{socket.gethostname()}/local-{index}"
     try:
-        with Client(api_url, retries=10) as client:
+        with Client(api_url, token=token, retries=10) as client:
             execution = client.get_study(study_id).spec.execution
             opts = JobOptions(timeout=execution.timeout if execution else None)
             work_loop(client, study_id, objective, store, workdir, name, opts=opts)
@@ -553,6 +554,7 @@ def run_local_workers(
     n_workers: int,
     data_dir: Path,
     import_paths: list[str] | None = None,
+    token: str | None = None,
 ) -> None:
     """Run ``n_workers`` worker processes on this machine until the study is over.
 
@@ -560,7 +562,8 @@ def run_local_workers(
     directory and ``import_paths`` on ``sys.path`` and runs :func:`work_loop` with its own
     client; checkpoints go to ``data_dir/checkpoints``. BLAS/OpenMP threads default to
     cores / n_workers per process. Returns once every process has exited; raises
-    :class:`WorkerCrashed` naming those that exited with an error. As with any spawned
+    :class:`WorkerCrashed` naming those that exited with an error. The workers present
+    ``token`` (default: TUNEYARD_TOKEN) to the API. As with any spawned
     process, a script that calls this needs an ``if __name__ == "__main__":`` guard."""
     if n_workers < 1:
         raise ValueError(f"n_workers must be at least 1, got {n_workers}")
@@ -570,7 +573,7 @@ def run_local_workers(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(*args, i, list(import_paths or []), threads),
+            args=(*args, i, list(import_paths or []), threads, token),
             name=f"tuneyard-local-worker-{i}",
         )
         for i in range(n_workers)

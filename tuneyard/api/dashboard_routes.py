@@ -1,0 +1,398 @@
+"""The JSON the dashboard reads, under ``/api/v1/dashboard`` (see docs/dashboard.md).
+
+Thin routes over :class:`tuneyard.service.dashboard.DashboardService`; every answer comes
+from bounded, indexed queries whatever the size of the study.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from tuneyard.api.deps import KitDep
+from tuneyard.api.routes import E404, E422, _trial_out
+from tuneyard.api.schemas import GpuInfo, StudyState, TrialOut, TrialState
+from tuneyard.errors import NotFound
+from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
+from tuneyard.spec import StudySpec
+
+router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"])
+
+# The event stream checks the study's version this often, and sends a comment at least this
+# often so that proxies keep an idle stream open.
+POLL_SECONDS = 1.0
+KEEPALIVE_SECONDS = 15.0
+
+
+def _dashboard(kit: KitDep) -> DashboardService:
+    return DashboardService(kit)
+
+
+DashboardDep = Annotated[DashboardService, Depends(_dashboard)]
+
+
+# -- response bodies -------------------------------------------------------------------------
+class Budget(BaseModel):
+    used: float = Field(description="resource trained so far, summed over the trials")
+    total: float | None = Field(description="the study's limit in the same unit, if it has one")
+
+
+class BestTrial(BaseModel):
+    trial_id: int
+    number: int
+    value: float
+
+
+class StudyCard(BaseModel):
+    id: int
+    name: str
+    state: StudyState
+    direction: str
+    metric: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    age_s: float = Field(description="seconds since the study was created")
+    counts: dict[str, int] = Field(description="number of trials per state")
+    trials_started: int
+    max_trials: int
+    budget: Budget
+    best: BestTrial | None = Field(description="the best completed trial")
+    version: str = Field(description="changes whenever the study or one of its trials does")
+
+
+class StudyCardPage(BaseModel):
+    items: list[StudyCard]
+    next_cursor: str | None
+
+
+class SpaceParam(BaseModel):
+    name: str
+    type: str
+    low: float | None
+    high: float | None
+    log: bool
+    step: float | None
+    choices: list[Any] | None
+    when: dict[str, Any] | None = Field(description="the parameter is active only when these hold")
+
+
+class StudySummary(StudyCard):
+    space: list[SpaceParam]
+    rungs: list[float] = Field(description="resource level of each rung")
+
+
+class HistoryPoint(BaseModel):
+    number: int
+    value: float
+    state: TrialState
+
+
+class BestPoint(BaseModel):
+    number: int
+    value: float
+
+
+class History(BaseModel):
+    direction: str
+    total: int = Field(description="finished trials with a value")
+    downsampled: bool
+    bucket_width: int = Field(
+        description="trial numbers n with the same n // bucket_width share a bucket (1: none)"
+    )
+    points: list[HistoryPoint]
+    best: list[BestPoint] = Field(description="best so far, at the points where it improves")
+
+
+class Mark(BaseModel):
+    step: float | None
+    kind: str
+    reason: str
+
+
+class Curve(BaseModel):
+    id: int
+    number: int
+    state: TrialState
+    value: float | None
+    steps: list[float]
+    values: list[float | None]
+    marks: list[Mark] = Field(description="the trial's decisions (all but start) at their step")
+
+
+class Curves(BaseModel):
+    rungs: list[float]
+    total: int = Field(description="trials started")
+    shown: int
+    trials: list[Curve]
+
+
+class ParamsTrial(BaseModel):
+    id: int
+    number: int
+    state: TrialState
+    value: float | None
+    params: dict[str, Any]
+
+
+class ParamsSample(BaseModel):
+    space: list[SpaceParam]
+    total: int = Field(description="trials started")
+    shown: int
+    trials: list[ParamsTrial]
+
+
+class ParamImportance(BaseModel):
+    name: str
+    importance: float = Field(description="share of the importance of all parameters (sum 1)")
+    variance_explained: float = Field(
+        description="share of the ranked values' variance this parameter explains on its own"
+    )
+
+
+class Importance(BaseModel):
+    method: str
+    params: list[ParamImportance] = Field(description="most important first")
+    trials_used: int
+    resource: float | None = Field(description="the resource at which the values were read")
+    computed_at: datetime
+
+
+class AttemptDetail(BaseModel):
+    number: int
+    worker: str | None
+    host: str | None
+    gpus: list[GpuInfo]
+    state: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None = Field(description="so far, for an attempt still running")
+    resource_from: float
+    resource_to: float
+    error: str | None
+
+
+class TrialResources(BaseModel):
+    wall_time_s: float = Field(description="the attempts' durations, summed")
+    resource_trained: float | None = Field(description="the step of the latest value")
+    gpus: list[GpuInfo] = Field(description="the GPUs of the workers that ran it")
+    peak_memory_mib: float | None = Field(
+        description="the largest peak_memory_mib (or gpu_peak_memory_mib, max_memory_mib) "
+        "metric reported, if the objective reports one"
+    )
+
+
+class DashboardTrial(TrialOut):
+    # The list of attempts in place of the public trial's count of them (its length).
+    attempts: list[AttemptDetail]  # type: ignore[assignment]
+    resources: TrialResources
+
+
+class WorkerCard(BaseModel):
+    id: int
+    name: str
+    host: str
+    pid: int | None
+    queue: str | None
+    slots: int
+    state: str = Field(description="active, lost (silent for a lease) or stopped")
+    online: bool
+    gpus: list[GpuInfo]
+    trial_id: int | None
+    trial_number: int | None
+    study_id: int | None
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    busy_fraction: float | None = Field(
+        description="share of the last hour (of its life, if shorter) spent running trials; "
+        "null for a worker offline for the whole hour"
+    )
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerCard]
+
+
+class VersionOut(BaseModel):
+    version: str
+    state: StudyState
+
+
+def _json(body: bytes) -> Response:
+    """A body the service rendered (and cached) as JSON; its shape is the route's
+    response_model, which the tests check it against."""
+    return Response(body, media_type="application/json")
+
+
+def _card(c: Card) -> dict[str, Any]:
+    st = c.study
+    return {
+        "id": st.id,
+        "name": st.name,
+        "state": st.state,
+        "direction": st.direction,
+        "metric": st.metric,
+        "created_at": st.created_at,
+        "updated_at": st.updated_at,
+        "finished_at": st.finished_at,
+        "age_s": c.age_s,
+        "counts": c.counts,
+        "trials_started": st.trials_started,
+        "max_trials": int(st.spec["limits"]["max_trials"]),
+        "budget": {"used": c.budget_used, "total": None},
+        "best": c.best,
+        "version": c.version,
+    }
+
+
+# -- routes ----------------------------------------------------------------------------------
+@router.get("/studies", response_model=StudyCardPage, responses=E422)
+def studies(
+    dash: DashboardDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> StudyCardPage:
+    """Study cards, newest first, in pages: pass ``next_cursor`` back as ``cursor``."""
+    cards, nxt = dash.studies(limit, cursor)
+    return StudyCardPage.model_validate({"items": [_card(c) for c in cards], "next_cursor": nxt})
+
+
+@router.get("/studies/{study_id}", response_model=StudySummary, responses=E404)
+def study(study_id: int, dash: DashboardDep) -> StudySummary:
+    """A study's card with its search space and rungs."""
+    card, rungs = dash.study(study_id)
+    space = space_items(StudySpec.model_validate(card.study.spec))
+    return StudySummary.model_validate({**_card(card), "space": space, "rungs": rungs})
+
+
+@router.get("/studies/{study_id}/history", response_model=History, responses={**E404, **E422})
+def history(
+    study_id: int,
+    dash: DashboardDep,
+    points: Annotated[
+        int, Query(ge=10, le=20_000, description="most points to return (downsampled beyond)")
+    ] = 2000,
+) -> Response:
+    """The optimization history: finished trials' values by trial number (downsampled per
+    bucket of numbers to its best and worst) and the best-so-far line."""
+    return _json(dash.view("history", study_id, points))
+
+
+@router.get("/studies/{study_id}/curves", response_model=Curves, responses={**E404, **E422})
+def curves(
+    study_id: int,
+    dash: DashboardDep,
+    trials: Annotated[int, Query(ge=1, le=1000, description="most trials to return")] = 200,
+) -> Response:
+    """Learning curves: the best trials, the running and paused ones, and an even spread of
+    the rest, with their decisions as marks."""
+    return _json(dash.view("curves", study_id, trials))
+
+
+@router.get("/studies/{study_id}/params", response_model=ParamsSample, responses={**E404, **E422})
+def params(
+    study_id: int,
+    dash: DashboardDep,
+    trials: Annotated[int, Query(ge=1, le=10_000, description="most trials to return")] = 2000,
+) -> Response:
+    """Configurations and values of the best trials and an even spread of the rest."""
+    return _json(dash.view("params", study_id, trials))
+
+
+@router.get("/studies/{study_id}/importance", response_model=Importance, responses=E404)
+def importance(study_id: int, dash: DashboardDep) -> Importance:
+    """Importance of each parameter for the value, computed on at most 2,000 trials at one
+    resource level and cached until the study has grown enough to change it."""
+    return Importance.model_validate(dash.importance(study_id))
+
+
+@router.get("/studies/{study_id}/version", response_model=VersionOut, responses=E404)
+def version(study_id: int, dash: DashboardDep) -> VersionOut:
+    """The study's version: it changes whenever the study or one of its trials does."""
+    v = dash.version(study_id)
+    return VersionOut(version=v.token, state=v.state)  # type: ignore[arg-type]
+
+
+@router.get(
+    "/studies/{study_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": 'a `change` event, data `{"version", "counts", "state"}`, whenever '
+            "the study changes (checked every second); a comment every 15 s otherwise",
+        },
+        **E404,
+    },
+)
+async def events(study_id: int, request: Request, dash: DashboardDep) -> StreamingResponse:
+    """Server-sent events: ``change`` when the study changes. The first event comes at once
+    (unless ``Last-Event-ID`` names the current version); the stream ends when the client
+    goes or the study is deleted."""
+    first = await run_in_threadpool(dash.counts, study_id)  # a 404 before the stream starts
+    return StreamingResponse(
+        _event_stream(dash, study_id, request, first, request.headers.get("last-event-id")),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _change(version: Version, counts: dict[str, int]) -> str:
+    data = json.dumps({"version": version.token, "counts": counts, "state": version.state})
+    return f"id: {version.token}\nevent: change\ndata: {data}\n\n"
+
+
+async def _event_stream(
+    dash: DashboardService,
+    study_id: int,
+    request: Request,
+    first: tuple[Version, dict[str, int]],
+    last: str | None,
+) -> AsyncIterator[str]:
+    yield "retry: 3000\n\n"
+    if first[0].token != last:
+        last = first[0].token
+        yield _change(*first)
+    quiet_until = time.monotonic() + KEEPALIVE_SECONDS
+    while True:
+        await anyio.sleep(POLL_SECONDS)
+        if await request.is_disconnected():
+            return
+        try:
+            current = await run_in_threadpool(dash.version, study_id)
+            if current.token != last:
+                version, counts = await run_in_threadpool(dash.counts, study_id)
+                last = version.token
+                yield _change(version, counts)
+                quiet_until = time.monotonic() + KEEPALIVE_SECONDS
+        except NotFound:
+            yield f"event: deleted\ndata: {json.dumps({'study_id': study_id})}\n\n"
+            return
+        if time.monotonic() >= quiet_until:
+            yield ": keep-alive\n\n"
+            quiet_until = time.monotonic() + KEEPALIVE_SECONDS
+
+
+@router.get("/trials/{trial_id}", response_model=DashboardTrial, responses=E404)
+def trial(trial_id: int, dash: DashboardDep) -> DashboardTrial:
+    """A trial as ``GET /api/v1/trials/{id}`` gives it, but with each attempt (its worker's
+    host and GPUs, its duration) in place of their count, and the resources the trial used."""
+    detail, attempts, resources = dash.trial(trial_id)
+    base = _trial_out(detail).model_dump()
+    return DashboardTrial.model_validate({**base, "attempts": attempts, "resources": resources})
+
+
+@router.get("/workers", response_model=WorkerList, responses=E422)
+def workers(dash: DashboardDep, limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> WorkerList:
+    """Every registered worker, online or not, with the trial it runs and its busy fraction."""
+    return WorkerList.model_validate({"items": dash.workers(limit)})

@@ -1,0 +1,173 @@
+"""Limits on what a client may send: the size of a request body, and how often a trial reports.
+
+The bounds of each field (parameters in a space, choices of a categorical, grid size, string
+lengths, metrics per report) are part of the schemas themselves (``tuneyard.spec``,
+``tuneyard.api.schemas``) and answer 422. Here are the two that are not about one field: a
+body larger than ``max_body_bytes`` answers 413 before it is read whole, and a trial reporting
+faster than ``report_rate`` per second (after a burst of ``report_burst``) answers 429 with
+``Retry-After``. The report rate is counted per API process: with n replicas behind a load
+balancer a trial may report up to n times the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tuneyard.api.deps import Id
+from tuneyard.errors import TooManyRequests
+
+# Uploads with their own limit (max_checkpoint_bytes), streamed to disk by their route.
+STREAMED = (("PUT", re.compile(r"^/api/v1/trials/[^/]+/checkpoint$")),)
+
+
+class BodyLimitMiddleware:
+    """Answers 413 (problem+json naming the limit) to a request whose body is larger than
+    ``max_bytes``: at once when its Content-Length says so, or as soon as that many bytes of
+    a chunked body arrived; the rest is not read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        length = _content_length(scope)
+        if length is not None and length > limit:
+            await self._reject(send)
+            return
+        received = 0
+        started = answered = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    answered = True
+                    if not started:
+                        await self._reject(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered and not started:
+                return  # the client has its 413; the app's own answer to the cut body is moot
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not answered:
+                raise
+
+    @staticmethod
+    def _exempt(scope: Scope) -> bool:
+        return any(scope["method"] == m and p.match(scope["path"]) for m, p in STREAMED)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": "Payload too large",
+                "status": 413,
+                "detail": f"the request body exceeds the limit of {self.max_bytes} bytes "
+                "(max_body_bytes)",
+                "limit": "max_body_bytes",
+                "max": self.max_bytes,
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RateLimiter:
+    """Token buckets by key: ``rate`` per second, up to ``burst`` at once. Keeps at most
+    ``max_keys`` buckets (the least recently used go first), so made-up keys can't fill the
+    memory."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def acquire(self, key: object) -> float | None:
+        """Take a token; None when one was there, otherwise the seconds until one is."""
+        if self.rate <= 0:
+            return None
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            wait = None
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+def check_report_rate(limiter: RateLimiter, trial_id: int) -> None:
+    """Raise :class:`TooManyRequests` when the trial reports faster than the limiter allows."""
+    wait = limiter.acquire(trial_id)
+    if wait is not None:
+        raise TooManyRequests(
+            f"trial {trial_id} reports faster than {limiter.rate:g} per second (report_rate, "
+            f"bursts of {limiter.burst}); retry in {wait:.2f} s",
+            limit="report_rate",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+
+def limit_reports(trial_id: Id, request: Request) -> None:
+    """The report route's dependency: this trial's report rate (429 beyond it)."""
+    check_report_rate(request.app.state.report_limiter, trial_id)

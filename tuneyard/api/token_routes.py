@@ -1,0 +1,45 @@
+"""Managing API tokens (admin scope): create one (its secret is in the answer, once), list
+them, revoke one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from tuneyard.api.auth import ADMIN, TokenCache, token_cache
+from tuneyard.api.deps import Id, KitDep
+from tuneyard.api.routes import E404, E422
+from tuneyard.api.schemas import NewTokenOut, TokenIn, TokenOut
+from tuneyard.service.tokens import TokenService
+from tuneyard.store.models import ApiToken
+
+router = APIRouter(prefix="/api/v1", tags=["tokens"], dependencies=[ADMIN])
+
+
+def _out(row: ApiToken) -> TokenOut:
+    return TokenOut.model_validate(row, from_attributes=True)
+
+
+@router.post("/tokens", status_code=201, response_model=NewTokenOut, responses=E422)
+def create_token(body: TokenIn, kit: KitDep) -> NewTokenOut:
+    """Create a token; the answer holds its secret, which is stored nowhere (only a hash)."""
+    days = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    new = TokenService(kit).create(body.name, body.scope, body.queues, days)
+    return NewTokenOut(**_out(new.token).model_dump(), token=new.secret)
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+def list_tokens(kit: KitDep, include_revoked: Annotated[bool, Query()] = False) -> list[TokenOut]:
+    """Every token (its hint, never its secret)."""
+    return [_out(t) for t in TokenService(kit).list(include_revoked)]
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=E404)
+def revoke_token(token_id: Id, kit: KitDep, request: Request) -> TokenOut:
+    """Revoke a token: at once on this server, within seconds on the others."""
+    row = TokenService(kit).revoke(token_id)
+    cache: TokenCache = token_cache(request)
+    cache.forget(token_id)
+    return _out(row)
