@@ -1,15 +1,17 @@
 """The service's overhead against Optuna, and how it holds up as a study grows.
 
     python bench/overhead.py [--workers 1,4,16,64] [--sizes 100,1000,10000,100000]
-                             [--duration 15] [--quick] [--json results.json]
+                             [--optuna-sizes 100,1000] [--duration 15] [--quick]
+                             [--server-workers N] [--json results.json] [--profile DIR]
 
-W simulated workers, each a process of its own, run trials with 27 intermediate reports and no
-training time, against, in turn for each W:
+W simulated workers, each a process of its own, run trials with up to 27 intermediate reports
+and no training time, against, in turn for each W:
 
-- ``tuneyard``: the API as the README's production setup serves it (``tuneyard server``) on
-  PostgreSQL, a study with TPE and ASHA (stopping mode, rungs 1, 3, 9, 27). A worker is a plain
-  httpx client doing what the worker runtime does: ``next``, then a report per epoch until
-  the decision is not ``continue`` (``complete`` only if the last one was ``continue``).
+- ``tuneyard``: the API as the README's production setup serves it (``tuneyard server
+  --workers N``, a process per core by default) on PostgreSQL, with a worker token; a study
+  with TPE and ASHA (stopping mode, rungs 1, 3, 9, 27, 4 brackets like Optuna's Hyperband). A
+  worker is a plain httpx client doing what the worker runtime does: ``next``, then a report
+  per epoch until the decision is not ``continue`` (``complete`` only if the last one was).
 - ``optuna-rdb``: Optuna 5 with RDBStorage on the same PostgreSQL server, TPESampler and
   HyperbandPruner(1, 27, 3): ``study.ask()`` and the parameters' ``suggest_*`` calls, then
   ``trial.report`` + ``trial.should_prune()`` per epoch, then ``study.tell``.
@@ -17,12 +19,13 @@ training time, against, in turn for each W:
 
 Every configuration gets a warm-up, then a fixed measurement window; calls are counted when
 they end in the window, latencies of calls that start and end in it. CPU time is read from
-/proc over the window: ``client`` is the worker processes, ``server`` the API server process,
-``db`` the PostgreSQL backends connected to the benchmark's database (or the Redis server, for
-the journal). Then the growth section: the same measurements with the study prefilled, in
-bulk SQL, with N finished trials of 27 reports each (rung records, observations and the TPE
-sampler's stored state included, as a real run leaves them); Optuna's studies are prefilled
-through ``study.add_trials`` for the sizes in ``--optuna-sizes``.
+/proc over the window: ``client`` is the worker processes, ``server`` the API server's
+processes, ``db`` the PostgreSQL backends connected to the benchmark's database (or the Redis
+server, for the journal). Then the growth section: the same measurements with the study
+prefilled, in bulk SQL, with N finished trials of 27 reports each (rung records, observations
+and the TPE sampler's stored state included, as a real run leaves them); Optuna's RDB study is
+prefilled the same way and its journal through ``study.add_trials``, for the sizes in
+``--optuna-sizes``.
 
 The benchmark creates and drops its own databases (``tuneyard_bench_overhead``,
 ``optuna_bench_overhead``) and uses its own Redis db number and key prefix.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -290,6 +291,27 @@ def test_server_migrates_then_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert calls[0][1].endswith("x.db")
     app, kw = calls[2][1]
     assert app == "APP" and kw["port"] == 9999 and kw["host"] == "127.0.0.1"
+
+
+def test_server_workers_build_their_apps_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    import tuneyard.store.migrate
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setenv("TUNEYARD_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.delenv("TUNEYARD_AUTH", raising=False)
+    monkeypatch.setattr(tuneyard.store.migrate, "upgrade", lambda url: None)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    r = run("server", "--workers", "2", "--insecure-no-auth")
+    assert r.exit_code == 0, r.output
+    ((app, kw),) = calls
+    assert app == "tuneyard.api.app:create_app"
+    assert kw["factory"] is True and kw["workers"] == 2 and kw["port"] == 8765
+    # Each process reads its settings from the environment: the option must reach it there.
+    assert os.environ["TUNEYARD_AUTH"] == "false"
 
 
 def test_up_runs_the_stack_or_a_study(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
