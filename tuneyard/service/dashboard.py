@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
 from tuneyard.service.context import Toolkit
-from tuneyard.service.studies import StudyService, TrialDetail, decode_cursor, encode_cursor
+from tuneyard.service.studies import StudyService, TrialDetail, study_page
 from tuneyard.service.transitions import FINAL_STATES, TRIAL_STATES
 from tuneyard.service.workers import LOST_AFTER_LEASES
 from tuneyard.spec import CategoricalParam, StudySpec
@@ -370,13 +370,8 @@ class DashboardService:
     # -- studies -----------------------------------------------------------------------------
     def studies(self, limit: int, cursor: str | None) -> tuple[list[Card], str | None]:
         with self.kit.transaction() as s:
-            q = select(Study).order_by(Study.id.desc()).limit(limit + 1)
-            if cursor:
-                (last_id,) = decode_cursor(cursor, 1)
-                q = q.where(Study.id < int(last_id))
-            rows = list(s.scalars(q))
-            nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-            return self._cards(s, rows[:limit]), nxt
+            rows, nxt = study_page(s, limit, cursor)
+            return self._cards(s, rows), nxt
 
     def study(self, study_id: int) -> tuple[Card, list[float]]:
         """A study's card and the resource of each rung."""

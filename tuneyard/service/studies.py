@@ -40,6 +40,18 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+def study_page(s: Session, limit: int, cursor: str | None) -> tuple[list[Study], str | None]:
+    """Studies, newest first: at most ``limit`` after ``cursor``, and the cursor of the next
+    page (None on the last)."""
+    q = select(Study).order_by(Study.id.desc()).limit(limit + 1)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        q = q.where(Study.id < int(last_id))
+    rows = list(s.scalars(q))
+    nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+    return rows[:limit], nxt
+
+
 def decode_cursor(cursor: str, n: int) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -118,13 +130,8 @@ class StudyService:
 
     def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
         with self.kit.transaction() as s:
-            q = select(Study).order_by(Study.id.desc()).limit(limit + 1)
-            if cursor:
-                (last_id,) = decode_cursor(cursor, 1)
-                q = q.where(Study.id < int(last_id))
-            rows = list(s.scalars(q))
-            nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
-            return [self._view(s, st) for st in rows[:limit]], nxt
+            rows, nxt = study_page(s, limit, cursor)
+            return [self._view(s, st) for st in rows], nxt
 
     def set_state(self, study_id: int, state: str) -> StudyView:
         from tuneyard.service.trials import TrialService
