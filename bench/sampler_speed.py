@@ -1,12 +1,13 @@
 """How long a suggestion takes as a study grows, for each model-based sampler.
 
     python bench/sampler_speed.py [--sizes 100,500,2000] [--samplers tpe,gp,...] [--calls 20]
-                                  [--database-url URL]
+                                  [--running 4,64] [--suggest-only] [--database-url URL]
 
 Two measurements per (sampler, size):
 
-- ``suggest``: the sampler alone, after it has observed N trials (rung results at 1, 3, 9 as
-  ASHA leaves them), with 4 configurations running;
+- ``suggest``: the sampler alone, in this process, after it has observed N trials (rung
+  results at 1, 3, 9 as ASHA leaves them), with each count of ``--running`` configurations
+  running (64 running trials are normal for a busy study);
 - ``next``: the service's whole next-job path with a study holding N trials and their
   observations, the sampler warm in this process (what a busy API server sees), and
   ``next cold``: the first call after another process moved the state on (the state is
@@ -74,21 +75,24 @@ def ms(xs: list[float]) -> str:
     return f"p50 {statistics.median(xs) * 1e3:7.1f} ms  p95 {p95 * 1e3:7.1f} ms"
 
 
-def bench_suggest(kind: str, n: int, calls: int) -> list[float]:
+def bench_suggest(kind: str, n: int, calls: int, running_counts: list[int]) -> list[list[float]]:
     spec = StudySpec.model_validate({"name": "b", "space": SPACE})
     space = SearchSpace(spec.space)
     s = make_sampler(SamplerSpec(type=kind), space, 1)  # type: ignore[arg-type]
     assert isinstance(s, ModelSampler)
     s.observe(observations(space, n))
-    running = [space.sample(np.random.default_rng([9, i])) for i in range(4)]
-    times = []
     blas = ThreadpoolController()
-    for c in range(calls):
-        t = time.perf_counter()
-        with blas.limit(limits=1):  # as the service calls it
-            s.suggest(n + c, running)
-        times.append(time.perf_counter() - t)
-    return times
+    out = []
+    for count in running_counts:
+        running = [space.sample(np.random.default_rng([9, i])) for i in range(count)]
+        times = []
+        for c in range(calls):
+            t = time.perf_counter()
+            with blas.limit(limits=1):  # as the service calls it
+                s.suggest(n + c, running)
+            times.append(time.perf_counter() - t)
+        out.append(times)
+    return out
 
 
 def bench_next(url: str, kind: str, n: int, calls: int) -> tuple[list[float], list[float]]:
@@ -169,15 +173,24 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,500,2000")
     ap.add_argument("--samplers", default="tpe,gp,cmaes,genetic,bohb")
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument(
+        "--running", default="4", help="running configurations per suggest, comma-separated"
+    )
+    ap.add_argument(
+        "--suggest-only", action="store_true", help="the sampler alone, not the next-job path"
+    )
     ap.add_argument("--database-url", default="")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    counts = [int(x) for x in args.running.split(",")]
     for kind in args.samplers.split(","):
         for n in sizes:
-            print(
-                f"{kind:8s} n={n:6d}  suggest   {ms(bench_suggest(kind, n, args.calls))}",
-                flush=True,
-            )
+            for count, times in zip(
+                counts, bench_suggest(kind, n, args.calls, counts), strict=True
+            ):
+                print(f"{kind:8s} n={n:6d}  suggest   running {count:3d}  {ms(times)}", flush=True)
+            if args.suggest_only:
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 url = args.database_url or f"sqlite:///{tmp}/bench.db"
                 warm, cold = bench_next(url, kind, n, args.calls)

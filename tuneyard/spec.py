@@ -149,7 +149,7 @@ SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
     "random": frozenset(),
     "grid": frozenset(),
     "sobol": frozenset(),
-    "tpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar"}),
+    "tpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar", "max_history"}),
     "gp": frozenset({"n_startup", "n_candidates", "max_history"}),
     "cmaes": frozenset({"n_startup", "sigma0", "popsize", "restarts"}),
     "genetic": frozenset(
@@ -188,7 +188,8 @@ class SamplerSpec(_Strict):
     n_candidates: int | None = Field(default=None, ge=1, le=100_000)
     # tpe: running trials count as bad results, so parallel workers spread out.
     constant_liar: bool | None = None
-    # gp: the most recent observations the Gaussian process is fitted on.
+    # gp: the most recent observations the Gaussian process is fitted on; tpe: the most
+    # recent trials outside the good set that its density of bad results is fitted on.
     max_history: int | None = Field(default=None, ge=10, le=5_000)
     # cmaes: initial step size in the unit cube; population size; restart with a doubled
     # population when the search has converged (IPOP).

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tuneyard.scheduler.samplers import tpe
-from tuneyard.scheduler.samplers.base import Observation, make_sampler
+from tuneyard.scheduler.samplers.base import Observation, Running, make_sampler
 from tuneyard.scheduler.samplers.bohb import BOHBSampler
 from tuneyard.scheduler.samplers.tpe import Parzen, TPESampler, UnitLayout
 from tuneyard.scheduler.space import SearchSpace
@@ -211,6 +211,89 @@ def test_the_model_does_no_python_work_per_trial() -> None:
     # Every per-trial (and per candidate-trial pair) computation is a numpy operation on a
     # whole matrix, so the Python calls made by the model do not grow with the history.
     assert count_tpe_python_events(300) == count_tpe_python_events(1200)
+
+
+# -- the bounded model -------------------------------------------------------------------------
+
+
+def observed(trials: int, seed: int = 0, max_history: int | None = None) -> TPESampler:
+    """TPE over the line and MIXED after ``trials`` trials at rung 1, every third also at 3
+    and every ninth at 9; ``max_history`` replaced when given."""
+    s = sampler("tpe", {"x": LINE["x"], **MIXED}, seed=seed)
+    if max_history is not None:
+        s.max_history = max_history
+    obs = []
+    for n in range(trials):
+        p = s.space.sample(np.random.default_rng([seed, n]))
+        for r in (1.0, 3.0, 9.0)[: 1 + (n % 3 == 0) + (n % 9 == 0)]:
+            obs.append(Observation(n, p, r, line_score(p) + p["u"] / r))
+    s.observe(obs)
+    return s
+
+
+def busy(s: TPESampler, count: int) -> list[dict[str, Any]]:
+    return [s.space.sample(np.random.default_rng([99, i])) for i in range(count)]
+
+
+def test_max_history_defaults_to_a_thousand() -> None:
+    assert sampler("tpe", LINE).max_history == tpe.MAX_HISTORY == 1000
+
+
+def test_below_the_cap_tpe_suggests_what_an_uncapped_model_does() -> None:
+    default = observed(300)
+    at_cap = observed(300, max_history=300 - default.n_good(300))  # the rest just fits
+    uncapped = observed(300, max_history=10**9)
+    running = busy(default, 8)
+    for n in range(300, 310):
+        expected = uncapped.suggest(n, running)
+        assert default.suggest(n, running) == expected
+        assert at_cap.suggest(n, running) == expected
+    rest = 300 - default.n_good(300)
+    assert len(at_cap.model(Running(at_cap.space, running))[1].centres) == rest + 8 + 1
+    one_past = observed(300, max_history=rest - 1)
+    assert len(one_past.model(Running(one_past.space, running))[1].centres) == rest - 1 + 8 + 1
+
+
+def test_above_the_cap_the_bad_set_is_the_most_recent_max_history_trials_and_the_running() -> None:
+    s = observed(400, max_history=50)
+    k = s.n_good(400)
+    running = Running(s.space, busy(s, 7))
+    good, bad = s.model(running)
+    # Each density also holds its uniform prior component, the last.
+    best = s.history.ranked_numbers(0, k)
+    assert np.array_equal(good.centres[:-1], s.history.points(best))
+    recent = [n for n in range(399, -1, -1) if n not in best][:50][::-1]
+    assert len(bad.centres) == 50 + 7 + 1
+    assert np.array_equal(bad.centres[:50], s.history.points(recent))
+    assert np.array_equal(bad.centres[50:-1], running.points)
+    s.constant_liar = False
+    assert len(s.model(running)[1].centres) == 50 + 1
+
+
+def count_python_calls(trials: int) -> int:
+    """Python-level calls, in any module, made by one suggestion after ``trials`` trials with
+    a bad set capped at 50 and 8 trials running."""
+    s = observed(trials, max_history=50)
+    running = busy(s, 8)
+    count = 0
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        s.suggest(trials, running)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_past_the_cap_a_suggestion_does_no_more_python_work_as_the_study_grows() -> None:
+    # The ranking and the points are kept as observations come in, so choosing the good and
+    # the bad set does not pass over the history.
+    assert count_python_calls(400) == count_python_calls(1600)
 
 
 def test_a_negative_trial_number_is_refused() -> None:

@@ -168,6 +168,7 @@ def check_report_rate(limiter: RateLimiter, trial_id: int) -> None:
         )
 
 
-def limit_reports(trial_id: Id, request: Request) -> None:
-    """The report route's dependency: this trial's report rate (429 beyond it)."""
+async def limit_reports(trial_id: Id, request: Request) -> None:
+    """The report route's dependency: this trial's report rate (429 beyond it). A coroutine:
+    the buckets are in memory, so a thread hand-off would cost more than the check."""
     check_report_rate(request.app.state.report_limiter, trial_id)

@@ -42,7 +42,7 @@ import math
 import numbers
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, localcontext
 from functools import cached_property
 from typing import Any
@@ -453,13 +453,27 @@ class SearchSpace:
         return out
 
     # -- the unit cube ---------------------------------------------------------------------
-    def to_unit(self, params: Mapping[str, Any]) -> np.ndarray:
-        """A (valid) configuration as a point of [0, 1]^d, d = len(names); inactive dims 0.5."""
-        config = self.validate(params)
+    def to_unit(self, params: Mapping[str, Any], check: bool = True) -> np.ndarray:
+        """A (valid) configuration as a point of [0, 1]^d, d = len(names); inactive dims 0.5.
+
+        ``check=False`` skips the validation, for configurations known to be valid: those this
+        space produced, or stored ones, validated when they were stored. Validating is most of
+        the cost, and a valid configuration encodes the same either way."""
+        config = self.validate(params) if check else params
         x = np.full(len(self.names), 0.5)
         for i, name in enumerate(self.names):
             if name in config:
                 x[i] = self._dims[name].encode(config[name])
+        return x
+
+    def unit_points(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Valid configurations (not validated again) as the rows of an (n, d) matrix."""
+        x = np.full((len(configs), len(self.names)), 0.5)
+        for i, name in enumerate(self.names):
+            encode = self._dims[name].encode
+            for row, config in enumerate(configs):
+                if name in config:
+                    x[row, i] = encode(config[name])
         return x
 
     def from_unit(self, x: np.ndarray) -> dict[str, Any]:

@@ -88,15 +88,22 @@ class Toolkit:
         with self.factory() as session, session.begin():
             yield session
 
-    def context(self, study: Study) -> StudyContext:
-        """The study's algorithm objects; a spec never changes, so they are cached by id."""
+    def cached_context(self, study_id: int, created_at: datetime) -> StudyContext | None:
+        """The study's algorithm objects when this process has built them already."""
         # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
-        key = (study.id, study.created_at.timestamp())
+        key = (study_id, created_at.timestamp())
         with self._lock:
             ctx = self._cache.get(key)
             if ctx is not None:
                 self._cache.move_to_end(key)
-                return ctx
+            return ctx
+
+    def context(self, study: Study) -> StudyContext:
+        """The study's algorithm objects; a spec never changes, so they are cached by id."""
+        ctx = self.cached_context(study.id, study.created_at)
+        if ctx is not None:
+            return ctx
+        key = (study.id, study.created_at.timestamp())
         ctx = StudyContext.build(StudySpec.model_validate(study.spec), study.seed)
         with self._lock:
             self._cache[key] = ctx

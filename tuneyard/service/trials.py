@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Float, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +37,7 @@ from tuneyard.store.models import (
     SamplerState,
     Study,
     Trial,
+    utcnow,
 )
 from tuneyard.store.sql import insert_new
 
@@ -58,6 +59,15 @@ _OBSERVED = "tuneyard.trials.observed"
 def _save_after(sampler: ModelSampler) -> int:
     """How many new observations a model-based sampler's stored state may lag behind."""
     return max(SAVE_EVERY, len(sampler.history) // SAVE_FRACTION)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A new trial's configuration made before the study's lock was taken (``_presuggest``)."""
+
+    number: int
+    params: dict[str, Any]
+    sampler: ModelSampler  # the copy that made it (a study's context may be rebuilt)
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,11 @@ class TrialService:
 
     # -- next ------------------------------------------------------------------------------
     def next_job(self, study_id: int, worker: str | None = None) -> AssignmentResult | None:
+        """A promoted trial to resume, a queued one to run again, or a new trial. The study's
+        row lock is held throughout, and that lock orders every new trial and every rung
+        decision of the study; a model-based suggestion, the one costly step, is therefore
+        made before it is taken (see ``_presuggest``)."""
+        early = self._presuggest(study_id)
         with self.kit.transaction() as s:
             study = self._lock_study(s, study_id)
             if study.state in ("stopped", "completed"):
@@ -307,7 +322,7 @@ class TrialService:
                 if done:
                     board.mark_done(done)
             if study.trials_started < ctx.capacity:
-                return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now))
+                return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
             if self._maybe_finish(s, ctx, study, board):
                 raise StudyFinished(f"study {study_id} is completed")
             return None
@@ -320,11 +335,12 @@ class TrialService:
         board: SqlBoard,
         worker: str | None,
         now: datetime,
+        early: Suggestion | None = None,
     ) -> tuple[Trial, str, str]:
         # What changed so far (expired leases handed back) is written already: the queued-
         # trial query flushed it. The counters changed here go out with the new trial's row.
         with s.no_autoflush:
-            trial = self._insert_trial(s, ctx, study, board, worker, now)
+            trial = self._insert_trial(s, ctx, study, board, worker, now, early)
         s.add(self._attempt(trial, worker, now))
         self._log(s, trial, "start", trial.reason or "", None, trial.resource_to)
         return trial, "new", trial.reason or ""
@@ -337,6 +353,7 @@ class TrialService:
         board: SqlBoard,
         worker: str | None,
         now: datetime,
+        early: Suggestion | None = None,
     ) -> Trial:
         number = study.trials_started
         placement, new_bracket = ctx.scheduler.place(number, board, study.brackets_opened)
@@ -352,7 +369,13 @@ class TrialService:
         study.trials_started += 1
         if study.trials_started >= ctx.capacity:
             board.close_all()
-        params = meter.timed_suggest(self.kit, ctx, lambda: self._suggest(s, ctx, study, number))
+        if early is not None and early.number == number and early.sampler is ctx.sampler:
+            params = early.params
+            self._save_sampler(s, ctx, study)
+        else:
+            params = meter.timed_suggest(
+                self.kit, ctx, lambda: self._suggest(s, ctx, study, number)
+            )
         trial = Trial(
             study_id=study.id,
             number=number,
@@ -378,28 +401,52 @@ class TrialService:
         s.flush()
         return trial
 
-    def _suggest(self, s: Session, ctx: StudyContext, study: Study, number: int) -> dict[str, Any]:
-        """The new trial's configuration. A model-based sampler is brought up to date with
-        the observations recorded since its watermark (not the whole study) and told which
-        configurations are running (study lock held).
+    def _presuggest(self, study_id: int) -> Suggestion | None:
+        """The next new trial's configuration, made without the study's lock, or None when
+        the next call may not make a new trial, or its sampler is not model-based.
 
-        Its state is saved when suggesting changed it, and otherwise once SAVE_EVERY
-        observations (or 1/SAVE_FRACTION of the history, when that is more) have come in since
-        the last save: a process that loads an older state reads the observations after its
-        watermark, so a lagging save loses nothing, and the common next call neither reads
-        nor rewrites the whole history."""
+        Only a model-based suggestion costs much (TPE with 64 running trials, a GP), and made
+        under the lock it would hold every other ``next`` and every rung decision of the study
+        for as long. It is made here from what is committed: the observations, the running
+        trials and the trial number it would get. Under the lock ``_insert_trial`` takes it
+        when that number is still the next one (always so for a lone worker, and for the
+        workers of one API process, whose ``next`` calls wait their turn); otherwise, when
+        another process made a trial meanwhile, it suggests again there. The stored state is
+        only ever written under the lock."""
+        with self.kit.transaction() as s:
+            study = s.get(Study, study_id)
+            if study is None or study.state != "running":
+                return None
+            ctx = self.kit.context(study)
+            sampler = ctx.sampler
+            if (
+                not isinstance(sampler, ModelSampler)
+                or sampler.changes_on_suggest
+                or study.active >= ctx.spec.limits.max_concurrent
+                or study.trials_started >= ctx.capacity
+            ):
+                return None
+            if ctx.scheduler.pauses and ctx.scheduler.next_promotion(ctx.board(s, study_id)):
+                return None  # the next call resumes a paused trial
+            number = study.trials_started
+            if not self._refresh_sampler(s, study, sampler):
+                return None  # nothing stored yet: the first suggestion is made under the lock
+            params = meter.timed_suggest(
+                self.kit, ctx, lambda: self._model_suggest(s, study, sampler, number)
+            )
+            return Suggestion(number, params, sampler)
+
+    def _suggest(self, s: Session, ctx: StudyContext, study: Study, number: int) -> dict[str, Any]:
+        """The new trial's configuration, under the study's lock. A model-based sampler is
+        brought up to date with the observations recorded since its watermark (not the whole
+        study) and told which configurations are running; its state is saved when due (see
+        ``_save_sampler``)."""
         sampler = ctx.sampler
         if not isinstance(sampler, ModelSampler):
             return sampler.suggest(number)
-        # The stored state is read only when this process's copy is not the latest: it holds
-        # the whole history, and reading it on every call would grow with the study.
-        row = s.scalar(
-            select(SamplerState)
-            .where(SamplerState.study_id == study.id)
-            .options(defer(SamplerState.state))
-        )
-        if row is None:
-            row = SamplerState(
+        created = None
+        if not self._refresh_sampler(s, study, sampler):
+            created = SamplerState(
                 study_id=study.id,
                 kind=sampler.kind,
                 version=sampler.version,
@@ -407,14 +454,40 @@ class TrialService:
                 revision=0,
                 state={},
             )
-            s.add(row)
+            s.add(created)
             # From scratch, whatever this process's copy took in during a rolled-back call.
             sampler.set_state(type(sampler)(sampler.space, sampler.seed, sampler.spec).get_state())
             sampler.revision, sampler.watermark, sampler.unsaved = -1, 0, 0
-        elif sampler.revision != row.revision:
-            # Another API process moved it on (or this one's last save was rolled back).
-            sampler.set_state(row.state)
-            sampler.revision, sampler.watermark, sampler.unsaved = row.revision, row.watermark, 0
+            self._refresh_sampler(s, study, sampler, load=False)
+        params = self._model_suggest(s, study, sampler, number)
+        self._save_sampler(s, ctx, study, created)
+        return params
+
+    def _refresh_sampler(
+        self, s: Session, study: Study, sampler: ModelSampler, load: bool = True
+    ) -> bool:
+        """Bring this process's copy of the sampler up to date: the stored state when another
+        process moved it on, then the observations after its watermark. False when the study
+        has no stored state yet.
+
+        The stored state is read only when this process's copy is not the latest: it holds
+        the whole history, and reading it on every call would grow with the study."""
+        if load:
+            row = s.execute(
+                select(SamplerState.revision).where(SamplerState.study_id == study.id)
+            ).first()
+            if row is None:
+                return False
+            if sampler.revision != row.revision:
+                # Another API process moved it on (or this one's last save was rolled back).
+                stored = s.execute(
+                    select(SamplerState.state, SamplerState.revision, SamplerState.watermark).where(
+                        SamplerState.study_id == study.id
+                    )
+                ).one()
+                sampler.set_state(stored.state)
+                sampler.revision, sampler.watermark = stored.revision, stored.watermark
+                sampler.unsaved = 0
         new = s.execute(
             select(
                 Observation.id,
@@ -433,6 +506,12 @@ class TrialService:
             )
             sampler.watermark = new[-1][0]
             sampler.unsaved += len(new)
+        return True
+
+    @staticmethod
+    def _model_suggest(
+        s: Session, study: Study, sampler: ModelSampler, number: int
+    ) -> dict[str, Any]:
         running = list(
             s.scalars(
                 select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
@@ -441,19 +520,40 @@ class TrialService:
         # One BLAS thread: the models' matrices are small, and handing them to a second thread
         # costs more than it saves (a GP fit at 500 observations: 11 ms instead of 50 ms).
         with _blas().limit(limits=1):
-            params = sampler.suggest(number, running)
-        if (
+            return sampler.suggest(number, running)
+
+    def _save_sampler(
+        self, s: Session, ctx: StudyContext, study: Study, row: SamplerState | None = None
+    ) -> None:
+        """Save the sampler's state (study lock held) when suggesting changed it, and
+        otherwise once SAVE_EVERY observations (or 1/SAVE_FRACTION of the history, when that
+        is more) have come in since the last save: a process that loads an older state reads
+        the observations after its watermark, so a lagging save loses nothing, and the common
+        next call neither reads nor rewrites the whole history. A copy that another process
+        moved past meanwhile is not saved: the stored state is as good, and this process
+        loads it next time."""
+        sampler = ctx.sampler
+        assert isinstance(sampler, ModelSampler)
+        if not (
             sampler.changes_on_suggest
             or sampler.unsaved >= _save_after(sampler)
-            or (sampler.revision < 0)
+            or sampler.revision < 0
         ):
-            row.state = sampler.get_state()
-            row.watermark = sampler.watermark
-            row.revision += 1
-            row.updated_at = self.kit.clock()
-            sampler.revision = row.revision
-            sampler.unsaved = 0
-        return params
+            return
+        if row is None:  # not the row this call created
+            row = s.scalar(
+                select(SamplerState)
+                .where(SamplerState.study_id == study.id)
+                .options(defer(SamplerState.state))
+            )
+        if row is None or (sampler.revision >= 0 and row.revision != sampler.revision):
+            return
+        row.state = sampler.get_state()
+        row.watermark = sampler.watermark
+        row.revision += 1
+        row.updated_at = self.kit.clock()
+        sampler.revision = row.revision
+        sampler.unsaved = 0
 
     def _observe(
         self, s: Session, ctx: StudyContext, trial: Trial, resource: float, score: float
@@ -535,8 +635,10 @@ class TrialService:
     ) -> Report | None:
         """The common report, most of a trial's: a good value from a running trial of a study
         not stopped, that reaches no rung, and that the scheduler answers with a plain
-        ``continue``. It locks only the trial's row and is written with four statements on
-        plain rows, none through the ORM's unit of work.
+        ``continue``. It locks only the trial's row, and on PostgreSQL takes two statements:
+        one reads and locks the trial with its study and any stored report of this step, one
+        updates the trial and stores the report (a data-modifying CTE). They are built once
+        and run on plain rows, none through the ORM's unit of work.
 
         None, with nothing written, when the report is anything else (or is refused): the
         general path (``_report``) then takes it, and answers or refuses it itself."""
@@ -546,13 +648,18 @@ class TrialService:
             found = conn.execute(_PEEK, {"trial_id": trial_id, "step": step}).first()
             if found is None:
                 return None
-            rung, base, study_id, study_state, spec, seed, created_at = found[:7]
-            if found[7] is not None:
-                return _report_row(found[7:])
-            study = Study(
-                id=study_id, state=study_state, spec=spec, seed=seed, created_at=created_at
+            n = len(_PLAIN_TRIAL_COLUMNS)
+            study_id, study_state, seed, created_at = cast(
+                tuple[int, str, int, datetime], tuple(found[n : n + 4])
             )
-            ctx = self.kit.context(study)
+            if found[n + 4] is not None:
+                return _report_row(found[n + 4 :])
+            ctx = self.kit.cached_context(study_id, created_at)
+            if ctx is None:
+                spec = conn.execute(select(Study.spec).where(Study.id == study_id)).scalar_one()
+                ctx = self.kit.context(
+                    Study(id=study_id, spec=spec, seed=seed, created_at=created_at)
+                )
             sched = ctx.scheduler
             if value is None:
                 value = metrics.get(ctx.spec.metric)
@@ -561,11 +668,10 @@ class TrialService:
                 or study_state == "stopped"
             ):
                 return None
-            if sched.ladder.crossed(max(rung, base - 1), step):
-                return None
-            t = conn.execute(_LOCK_TRIAL, {"trial_id": trial_id}).one()
             # The row as locked: the same checks as the general path's, on the same values.
-            trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, t, strict=True)})
+            trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
+            if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
+                return None
             try:
                 self._check_report(ctx, trial, step)
             except TuneyardError:
@@ -582,18 +688,6 @@ class TrialService:
             if decision.kind != "continue" or decision.promoted_from is not None:
                 return None
             now = self.kit.clock()
-            conn.execute(
-                _UPDATE_TRIAL,
-                {
-                    "trial_id": trial_id,
-                    "new_value": value,
-                    "new_resource": step,
-                    "new_best_score": trial.best_score,
-                    "new_score_sum": trial.score_sum,
-                    "new_score_count": trial.score_count,
-                    "new_lease_expires_at": self._lease(now),
-                },
-            )
             report = Report(
                 trial_id=trial_id,
                 step=step,
@@ -604,8 +698,25 @@ class TrialService:
                 resource_to=trial.resource_to,
                 created_at=now,
             )
-            values = {c.key: getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"}
-            report.id = conn.execute(_INSERT_REPORT, values).scalar_one()
+            # Every name distinct from the trial's columns, which would join the update's SET.
+            values = {
+                f"report_{c.key}": getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"
+            }
+            values |= {
+                "trial_id": trial_id,
+                "new_value": value,
+                "new_resource": step,
+                "new_best_score": trial.best_score,
+                "new_score_sum": trial.score_sum,
+                "new_score_count": trial.score_count,
+                "new_lease_expires_at": self._lease(now),
+                "new_updated_at": utcnow(),
+            }
+            if conn.dialect.name == "postgresql":
+                report.id = conn.execute(_UPDATE_AND_INSERT, values).scalar_one()
+            else:
+                conn.execute(_UPDATE_TRIAL, values)
+                report.id = conn.execute(_INSERT_REPORT, values).scalar_one()
             meter.reported(self.kit, s, decision.kind)
             return report
 
@@ -937,11 +1048,9 @@ _PLAIN_TRIAL_COLUMNS = (
 # costs more than running it.
 _PEEK = (
     select(
-        Trial.rung,
-        Trial.base_rung,
+        *_PLAIN_TRIAL_COLUMNS,
         Study.id,
         Study.state,
-        Study.spec,
         Study.seed,
         Study.created_at,
         *_REPORT_COLUMNS,
@@ -951,9 +1060,7 @@ _PEEK = (
         Report, (Report.trial_id == Trial.id) & (Report.step == bindparam("step", type_=Float))
     )
     .where(Trial.id == bindparam("trial_id"))
-)
-_LOCK_TRIAL = (
-    select(*_PLAIN_TRIAL_COLUMNS).where(Trial.id == bindparam("trial_id")).with_for_update()
+    .with_for_update(of=Trial)
 )
 _UPDATE_TRIAL = (
     update(Trial)
@@ -968,11 +1075,18 @@ _UPDATE_TRIAL = (
                 "score_sum",
                 "score_count",
                 "lease_expires_at",
+                "updated_at",
             )
         }
     )
 )
-_INSERT_REPORT = insert(Report).returning(Report.id)
+_INSERT_REPORT = (
+    insert(Report)
+    .values({c.key: bindparam(f"report_{c.key}") for c in _REPORT_COLUMNS if c.key != "id"})
+    .returning(Report.id)
+)
+# PostgreSQL: the trial's update rides along with the report's insert, one round trip.
+_UPDATE_AND_INSERT = _INSERT_REPORT.add_cte(_UPDATE_TRIAL.cte("trial_update"))
 
 
 def _report_row(values: Sequence[Any]) -> Report:

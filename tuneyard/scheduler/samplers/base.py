@@ -17,11 +17,14 @@ the rung where they stopped.
 Determinism: a model-based sampler draws its randomness for trial n from
 ``numpy.random.default_rng([seed, n])``, so the same seed and the same observations give the
 same suggestions. ``running`` are the configurations of trials running now, which a sampler
-uses to spread parallel workers out (e.g. TPE's constant liar).
+uses to spread parallel workers out (e.g. TPE's constant liar); it converts them to the unit
+cube once per suggestion (:class:`Running`).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,11 +65,25 @@ class StateError(ValueError):
     """Stored sampler state that this version cannot read."""
 
 
+def _rank_key(number: int, scores: Mapping[float, float]) -> tuple[float, float, int]:
+    """A trial's place in :meth:`History.ranked`: further-trained first, then the score at its
+    highest resource (NaN as the worst), then the trial number."""
+    r = max(scores)
+    s = scores[r]
+    return (-r, s if s == s else math.inf, number)
+
+
 class History:
     """The observations a model-based sampler has seen, compactly: per trial, its params (as
     a point of the unit cube) and its score at each resource it was observed at.
 
-    JSON round-trips through :meth:`to_json` / :meth:`from_json`."""
+    Besides the trials, kept up to date as observations come in, so that a suggestion does
+    not pass over the whole history: the trials in :meth:`ranked` order (a sorted list: a
+    trial moves when it is observed at a higher resource), their numbers in order, their
+    points as the rows of a numpy array that grows by doubling, and per resource the trials
+    observed there. The best k then cost O(k + log n), and selecting points one numpy index.
+
+    JSON round-trips through :meth:`to_json` / :meth:`load_json`."""
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
@@ -75,15 +92,69 @@ class History:
         # The points tried, rounded (see point_key): kept up to date, so checking a proposal
         # for a repeat costs one lookup rather than a pass over the history.
         self.keys: set[tuple[float, ...]] = set()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._order: list[tuple[float, float, int]] = []  # _rank_key of every trial, sorted
+        self._numbers: list[int] = []  # sorted
+        self._points = np.empty((16, len(self.space.names)))
+        self._row: dict[int, int] = {}  # number -> its row of _points
+        # resource -> {number: score} and {number: row}, in the order trials reached it
+        self._scores_at: dict[float, dict[int, float]] = {}
+        self._rows_at: dict[float, dict[int, int]] = {}
+
+    def _append_point(self, number: int, x: np.ndarray) -> None:
+        row = len(self._row)
+        if row == len(self._points):
+            grown = np.empty((2 * row, self._points.shape[1]))
+            grown[:row] = self._points
+            self._points = grown
+        self._points[row] = x
+        self._row[number] = row
+
+    def _observed_at(self, number: int, resource: float, score: float) -> None:
+        self._scores_at.setdefault(resource, {})[number] = score
+        self._rows_at.setdefault(resource, {})[number] = self._row[number]
 
     def add(self, obs: Observation) -> None:
-        entry = self.trials.get(obs.number)
+        self._add(obs, ordered=True)
+
+    def extend(self, batch: Sequence[Observation]) -> None:
+        """:meth:`add` each observation. A batch large against the history (a sampler
+        catching up) is ordered with one sort at the end rather than an insertion each."""
+        ordered = len(batch) < max(64, len(self) // 8)
+        try:
+            for obs in batch:
+                self._add(obs, ordered)
+        finally:
+            if not ordered:
+                self._numbers.sort()
+                self._order = sorted(_rank_key(n, sc) for n, (_, sc) in self.trials.items())
+
+    def _add(self, obs: Observation, ordered: bool) -> None:
+        number, resource, score = obs.number, float(obs.resource), float(obs.score)
+        entry = self.trials.get(number)
+        old = None
         if entry is None:
-            x = self.space.to_unit(obs.params).tolist()
-            entry = (x, {})
-            self.trials[obs.number] = entry
-            self.keys.add(point_key(x))
-        entry[1][float(obs.resource)] = float(obs.score)
+            x = self.space.to_unit(obs.params)
+            entry = (x.tolist(), {})
+            self.trials[number] = entry
+            self.keys.add(point_key(entry[0]))
+            self._append_point(number, x)
+            if ordered:
+                bisect.insort(self._numbers, number)
+            else:
+                self._numbers.append(number)
+        elif ordered:
+            old = _rank_key(number, entry[1])
+        entry[1][resource] = score
+        self._observed_at(number, resource, score)
+        if ordered:
+            key = _rank_key(number, entry[1])
+            if key != old:
+                if old is not None:
+                    del self._order[bisect.bisect_left(self._order, old)]
+                bisect.insort(self._order, key)
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -98,26 +169,63 @@ class History:
 
     def ranked(self) -> list[tuple[int, np.ndarray, float]]:
         """Trials best first: further-trained trials first (an early-stopped trial ranks below
-        one that went on), then by score at their highest resource. (number, point, score)"""
-        rows = self.latest()
-        rows.sort(key=lambda t: (-t[2], t[3], t[0]))
-        return [(n, x, s) for n, x, _, s in rows]
+        one that went on), then by score at their highest resource (NaN last), then by trial
+        number. (number, point, score)"""
+        out = []
+        for neg_r, _, n in self._order:
+            x, scores = self.trials[n]
+            out.append((n, np.asarray(x), scores[-neg_r]))
+        return out
+
+    def ranked_numbers(self, start: int = 0, stop: int | None = None) -> list[int]:
+        """The numbers of the trials from ``start`` to ``stop`` in :meth:`ranked` order."""
+        return [n for _, _, n in self._order[start:stop]]
+
+    def best_and_rest(self, k: int, limit: int) -> tuple[list[int], list[int]]:
+        """The numbers of the best k trials, in :meth:`ranked` order, and of the others: all
+        of them in that order while there are at most ``limit``, otherwise the ``limit``
+        highest-numbered (the most recent) in increasing order. Costs O(k + limit + log n)."""
+        best = [n for _, _, n in self._order[:k]]
+        if len(self._order) - len(best) <= limit:
+            return best, [n for _, _, n in self._order[k:]]
+        # At most k of the last k + limit numbers are among the best.
+        exclude = set(best)
+        recent = [n for n in self._numbers[len(self._numbers) - k - limit :] if n not in exclude]
+        return best, recent[len(recent) - limit :]
+
+    def numbers(self) -> list[int]:
+        """Every trial's number, in increasing order."""
+        return list(self._numbers)
+
+    def points(self, numbers: Sequence[int]) -> np.ndarray:
+        """The points of these trials as the rows of an (n, d) matrix."""
+        row = self._row
+        return self._points[np.array([row[n] for n in numbers], dtype=np.intp)]
 
     def at_resource(self, resource: float) -> list[tuple[int, np.ndarray, float]]:
         """Trials observed at exactly this resource: (number, point, score)."""
+        rows = self._rows_at.get(resource, {})
+        scores = self._scores_at.get(resource, {})
         return [
-            (n, np.asarray(x), scores[resource])
-            for n, (x, scores) in self.trials.items()
-            if resource in scores
+            (n, np.asarray(self.trials[n][0]), scores[n])
+            for n in sorted(rows, key=rows.__getitem__)  # in the order of self.trials
         ]
+
+    def resource_table(self, resource: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The trials observed at exactly this resource as arrays: (numbers, points, scores),
+        in no particular order, and with no Python loop over them."""
+        scores = self._scores_at.get(resource, {})
+        rows = self._rows_at.get(resource, {})
+        m = len(scores)
+        return (
+            np.fromiter(scores.keys(), dtype=np.int64, count=m),
+            self._points[np.fromiter(rows.values(), dtype=np.intp, count=m)],
+            np.fromiter(scores.values(), dtype=float, count=m),
+        )
 
     def resources(self) -> dict[float, int]:
         """How many trials were observed at each resource."""
-        counts: dict[float, int] = {}
-        for _, scores in self.trials.values():
-            for r in scores:
-                counts[r] = counts.get(r, 0) + 1
-        return counts
+        return {r: len(scores) for r, scores in self._scores_at.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +240,35 @@ class History:
         for n, x, scores in data.get("trials", []):
             self.trials[int(n)] = (list(map(float, x)), {float(r): float(s) for r, s in scores})
         self.keys = {point_key(x) for x, _ in self.trials.values()}
+        self._clear()
+        d = len(self.space.names)
+        points = np.array([x for x, _ in self.trials.values()], dtype=float).reshape(len(self), d)
+        self._points = np.empty((max(16, 2 * len(points)), d))
+        self._points[: len(points)] = points
+        self._row = {n: row for row, n in enumerate(self.trials)}
+        self._numbers = sorted(self.trials)
+        self._order = sorted(_rank_key(n, scores) for n, (_, scores) in self.trials.items())
+        for n, (_, scores) in self.trials.items():
+            for r, s in scores.items():
+                self._observed_at(n, r, s)
+
+
+class Running:
+    """The configurations of the trials running now, converted to the unit cube once per
+    suggestion: the model, the pick among its candidates and :meth:`ModelSampler.ensure_new`
+    share these points and keys.
+
+    The configurations come from the database, validated when they were stored, so they are
+    encoded without validating them again: with 64 running trials, validating them three
+    times over was most of the cost of a TPE suggestion."""
+
+    def __init__(self, space: SearchSpace, configs: Sequence[Mapping[str, Any]]) -> None:
+        self.configs = configs
+        self.points = space.unit_points(configs)
+        self.keys = {point_key(x) for x in self.points}
+
+    def __len__(self) -> int:
+        return len(self.configs)
 
 
 class ModelSampler(ABC):
@@ -161,8 +298,7 @@ class ModelSampler(ABC):
 
     def observe(self, batch: Sequence[Observation]) -> None:
         """Learn from new observations (only those not seen before)."""
-        for obs in batch:
-            self.history.add(obs)
+        self.history.extend(batch)
 
     @abstractmethod
     def suggest(self, number: int, running: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
@@ -175,10 +311,14 @@ class ModelSampler(ABC):
     def _key(self, point: np.ndarray | Sequence[float]) -> tuple[float, ...]:
         return point_key(point)
 
+    def running(self, running: Running | Sequence[Mapping[str, Any]]) -> Running:
+        """The running configurations as points and keys (converted once per suggestion)."""
+        return running if isinstance(running, Running) else Running(self.space, running)
+
     def ensure_new(
         self,
         params: dict[str, Any],
-        running: Sequence[Mapping[str, Any]],
+        running: Running | Sequence[Mapping[str, Any]],
         rng: np.random.Generator,
         tries: int = 64,
     ) -> dict[str, Any]:
@@ -186,13 +326,13 @@ class ModelSampler(ABC):
         (random draws, then the grid in order when the space is discrete and small), or
         ``params`` when every configuration has been tried. Continuous spaces almost never
         repeat, so this costs one set lookup there."""
-        busy = {point_key(self.space.to_unit(p)) for p in running}
+        busy = self.running(running).keys
 
-        def taken(p: Mapping[str, Any]) -> bool:
-            key = point_key(self.space.to_unit(p))
+        def taken(p: Mapping[str, Any], check: bool = False) -> bool:
+            key = point_key(self.space.to_unit(p, check=check))
             return key in self.history.keys or key in busy
 
-        if not taken(params):
+        if not taken(params, check=True):
             return params
         for _ in range(tries):
             p = self.space.sample(rng)

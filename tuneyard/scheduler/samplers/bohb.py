@@ -37,13 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneyard.scheduler.samplers.tpe import (
-    Parzen,
-    ParzenSampler,
-    best_candidates,
-    points,
-    running_points,
-)
+from tuneyard.scheduler.samplers.tpe import Parzen, ParzenSampler, best_candidates
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import SamplerSpec
 
@@ -74,20 +68,20 @@ class BOHBSampler(ParzenSampler):
             raise ValueError(f"trial number must be >= 0, got {number}")
         rng = self.rng(number)
         explore = rng.random() < self.random_fraction
+        busy = self.running(running)
         resource = self.model_resource()
         if explore or resource is None:
-            return self.ensure_new(self.space.sample(rng), running, rng)
-        rows = self.history.at_resource(resource)
-        order = np.lexsort(([n for n, _, _ in rows], [score for _, _, score in rows]))
-        ranked = points(rows, self.layout.dims)[order]  # best first, ties by trial number
+            return self.ensure_new(self.space.sample(rng), busy, rng)
+        numbers, x, scores = self.history.resource_table(resource)
+        ranked = x[np.lexsort((numbers, scores))]  # best first, ties by trial number
         n = len(ranked)
         # The paper's N_l = max(N_min, q N) best and N_g = max(N_min, N - N_l) worst, which
         # overlap while N < 2 N_min: few points cannot fit a KDE in d dimensions.
         n_min = max(1, self.n_startup - 1)
         k = min(n, max(n_min, math.ceil(self.gamma * n)))
         bad = ranked[n - min(n, max(n_min, n - k)) :]
-        if running:
-            bad = np.vstack([bad, running_points(self.space, running)])
+        if len(busy):
+            bad = np.vstack([bad, busy.points])
         good_kde = Parzen.fit(self.layout, ranked[:k], self.min_bandwidth)
         bad_kde = Parzen.fit(self.layout, bad, self.min_bandwidth)
         cands = best_candidates(
@@ -98,4 +92,4 @@ class BOHBSampler(ParzenSampler):
             self.n_candidates,
             proposal=good_kde.widened(self.bandwidth_factor),
         )
-        return self.ensure_new(self.pick(cands, running), running, rng)
+        return self.ensure_new(self.pick(cands, busy), busy, rng)

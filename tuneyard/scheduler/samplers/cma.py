@@ -177,23 +177,23 @@ class CMASampler(ModelSampler):
         if number < 0:
             raise ValueError(f"trial number must be >= 0, got {number}")
         rng = self.rng(number)
+        busy = self.running(running)
         if number < self.n_startup:
-            return self.ensure_new(self.space.sample(rng), running, rng)
+            return self.ensure_new(self.space.sample(rng), busy, rng)
         if not self._num:  # categoricals only: nothing for CMA-ES to adapt
             probs = self._choice_probs(self.popsize)
-            return self.ensure_new(self._decode(np.empty(0), probs, rng), running, rng)
+            return self.ensure_new(self._decode(np.empty(0), probs, rng), busy, rng)
 
         cma = self._catch_up(self._live_or_start())
         probs = self._choice_probs(cma.population_size)
         seen = self._observed_keys()
-        busy = {self._key(self.space.to_unit(p)) for p in running}
         params: dict[str, Any] | None = None
         for attempt in range(2 * cma.population_size):
             cma.reseed_rng(self._seed32(_STREAM, number, attempt))
             x = cma.ask()
             params = self._decode(x, probs, rng)
-            key = self._key(self.space.to_unit(params))
-            if key in busy:
+            key = self._key(self.space.to_unit(params, check=False))
+            if key in busy.keys:
                 continue
             source = seen.get(key)
             if source is None:
@@ -205,7 +205,7 @@ class CMASampler(ModelSampler):
             params = None
         if params is None:
             params = self.space.sample(rng)
-        return self.ensure_new(params, running, rng)
+        return self.ensure_new(params, busy, rng)
 
     def _decode(
         self, x: np.ndarray, probs: list[np.ndarray], rng: np.random.Generator

@@ -68,7 +68,7 @@ from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import erfcx, ndtr
 
-from tuneyard.scheduler.samplers.base import ModelSampler
+from tuneyard.scheduler.samplers.base import ModelSampler, Running
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import CategoricalParam, FloatParam, IntParam, SamplerSpec
 
@@ -514,24 +514,17 @@ class GPSampler(ModelSampler):
         rest, the most recent (highest trial numbers) of the others. Rows are in trial-number
         order, whatever order the observations came in (a sampler restored from its state
         holds its trials in that order, and must fit exactly what the original fits)."""
-        rows = self.history.latest()
-        if len(rows) > self.max_history:
-
-            def rank(t: tuple[int, np.ndarray, float, float]) -> tuple[float, float, int]:
-                s = t[3] if not math.isnan(t[3]) else math.inf
-                return (-t[2], s, t[0])
-
-            rows.sort(key=rank)
+        history = self.history
+        if len(history) > self.max_history:
             half = self.max_history // 2
-            best, others = rows[:half], rows[half:]
-            others.sort(key=lambda t: -t[0])
-            rows = best + others[: self.max_history - half]
-        rows.sort(key=lambda t: t[0])
-        numbers = [t[0] for t in rows]
-        x = np.array([t[1] for t in rows], dtype=float).reshape(len(rows), self.encoder.d)
-        r = np.array([t[2] for t in rows], dtype=float)
-        s = np.array([t[3] for t in rows], dtype=float)
-        return numbers, x, r, s
+            best, rest = history.best_and_rest(half, self.max_history - half)
+            numbers = sorted(best + rest)
+        else:
+            numbers = history.numbers()
+        top = [max(history.trials[n][1]) for n in numbers]
+        r = np.array(top, dtype=float)
+        s = np.array([history.trials[n][1][t] for n, t in zip(numbers, top, strict=True)], float)
+        return numbers, history.points(numbers), r, s
 
     @staticmethod
     def targets(scores: np.ndarray) -> tuple[np.ndarray, float, float] | None:
@@ -596,7 +589,7 @@ class GPSampler(ModelSampler):
         self._theta = [float(v) for v in theta]
         return _Hyper(theta, n_groups)
 
-    def fit(self, running: Sequence[Mapping[str, Any]] = ()) -> GPModel | None:
+    def fit(self, running: Running | Sequence[Mapping[str, Any]] = ()) -> GPModel | None:
         """The GP fitted on the fit set, with ``running`` as kriging-believer
         pseudo-observations; None when no score is finite. Updates the warm start."""
         _, x, resources, scores = self.fit_set()
@@ -620,8 +613,9 @@ class GPSampler(ModelSampler):
         mean_train = post.mean(model.at_top(f[:, : enc.n_cols]))
         model.incumbent = float(mean_train.min())
         model.best_points = x[np.argsort(mean_train, kind="stable")[: min(8, len(y))]]
-        if running:
-            model.add_running(np.array([self.space.to_unit(p) for p in running], dtype=float))
+        busy = self.running(running)
+        if len(busy):
+            model.add_running(busy.points)
         return model
 
     def _warm_start(self, n_groups: int, ls_mean: float) -> np.ndarray | None:
@@ -645,16 +639,17 @@ class GPSampler(ModelSampler):
         if number < 0:
             raise ValueError(f"trial number must be >= 0, got {number}")
         rng = self.rng(number)
+        busy = self.running(running)
         model = None
         if len(self.history) >= self.n_startup:
             try:
-                model = self.fit(running)
+                model = self.fit(busy)
             except np.linalg.LinAlgError:  # not even heavy jitter made the kernel usable
                 model = None
         if model is None:
-            return self.ensure_new(self.space.sample(rng), running, rng)
+            return self.ensure_new(self.space.sample(rng), busy, rng)
         best = self._maximise(model, rng)
-        return self.ensure_new(self.space.from_unit(best), running, rng)
+        return self.ensure_new(self.space.from_unit(best), busy, rng)
 
     def _perturb(
         self, centres: np.ndarray, scale: np.ndarray, rng: np.random.Generator

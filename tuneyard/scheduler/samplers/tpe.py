@@ -44,11 +44,24 @@ Activity is recomputed from the points themselves (the parents' bins), in numpy.
 Parallel workers (constant liar, Optuna's ``constant_liar``): the configurations of running
 trials join the bad set as if they had failed, so the next worker is steered away from them.
 
-Cost per suggestion, for n trials, C candidates and d dimensions: the kernels are (C, n)
-numpy matrices, one dimension at a time, so O(C · n · d) time and O(C · n) memory, plus the
-history's O(n log n) ranking. Nothing loops over trials in Python here, so no cap on the bad
-set is needed: with 2,000 trials the model takes a few milliseconds, less than the base
-class's bookkeeping (ranking, and ``ensure_new``'s set of tried points).
+A bounded model (``max_history``, default 1,000). The good set is always the best ``gamma``
+of every trial, at most 25 by default. The bad set is every other trial while there are at
+most ``max_history`` of them, and otherwise the ``max_history`` most recent (highest-numbered)
+of them; the running trials come on top. Past the cap the oldest bad trials thus stop shaping
+g(x). Candidates are drawn from l(x), fitted on the best of the whole history, so they seldom
+land where only old bad trials lie, and a search that has moved on is modelled by where it
+is now. Optuna's TPE also discounts old trials,
+by weight rather than by a cut-off: in a set of m > 25 trials its default weights fall
+linearly from 1 for the 25 most recent to 1/m for the oldest. Below the cap the model is the
+uncapped one, suggestion for suggestion.
+
+Cost per suggestion, for n trials, C candidates, d dimensions, k good trials and
+b = min(n, k + max_history) modelled points: the kernels are (C, b) numpy matrices, one
+dimension at a time, so O(C · b · d) time and O(C · b) memory, and no step grows with n past
+the cap. The history keeps its trials ranked and their points in a numpy array as
+observations come in (:class:`~tuneyard.scheduler.samplers.base.History`), so choosing the
+good and the bad set costs O(b + log n); the running configurations are converted to the
+unit cube once per suggestion, without validating them again.
 """
 
 from __future__ import annotations
@@ -61,11 +74,12 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from tuneyard.scheduler.samplers.base import ModelSampler
+from tuneyard.scheduler.samplers.base import ModelSampler, Running
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import CategoricalParam, FloatParam, IntParam, SamplerSpec
 
 CONTINUOUS, ORDINAL, CATEGORICAL = 0, 1, 2
+MAX_HISTORY = 1000
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _TINY = 1e-300
 
@@ -280,10 +294,6 @@ def points(rows: Sequence[tuple[int, np.ndarray, float]], dims: int) -> np.ndarr
     return np.array([row[1] for row in rows], dtype=float)
 
 
-def running_points(space: SearchSpace, running: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    return np.array([space.to_unit(p) for p in running]).reshape(len(running), len(space.names))
-
-
 def best_candidates(
     layout: UnitLayout,
     good: Parzen,
@@ -313,20 +323,21 @@ class ParzenSampler(ModelSampler):
         )
 
     def pick(
-        self, ranked_candidates: np.ndarray, running: Sequence[Mapping[str, Any]]
+        self, ranked_candidates: np.ndarray, running: Running | Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
         """The best candidate that is not running now, nor, in a discrete space, tried before.
 
         Taking the runner-up beats :meth:`ensure_new`'s random draw, which stays the guard
         for when every candidate is taken. A space with a continuous float all but never
         repeats a past trial, so there only the running trials are looked up."""
-        taken = {self._key(self.space.to_unit(p)) for p in running}
-        if self.discrete:
-            taken.update(self._key(x) for x, _ in self.history.trials.values())
-        for x in ranked_candidates:
-            p = self.space.from_unit(x)
-            if not taken or self._key(self.space.to_unit(p)) not in taken:
-                return p
+        busy = self.running(running).keys
+        tried = self.history.keys if self.discrete else set()
+        if busy or tried:
+            for x in ranked_candidates:
+                p = self.space.from_unit(x)
+                key = self._key(self.space.to_unit(p, check=False))
+                if key not in busy and key not in tried:
+                    return p
         return self.space.from_unit(ranked_candidates[0])
 
 
@@ -342,6 +353,7 @@ class TPESampler(ParzenSampler):
         self.gamma: float | None = spec.option("gamma", None)
         self.n_candidates = int(spec.option("n_candidates", 24))
         self.constant_liar = bool(spec.option("constant_liar", True))
+        self.max_history = int(spec.option("max_history", MAX_HISTORY))
 
     def n_good(self, n: int) -> int:
         """How many of n trials model l(x): ceil(gamma * n), or Optuna's default
@@ -353,14 +365,21 @@ class TPESampler(ParzenSampler):
         if number < 0:
             raise ValueError(f"trial number must be >= 0, got {number}")
         rng = self.rng(number)
+        busy = self.running(running)
         if len(self.history) < self.n_startup:
-            return self.ensure_new(self.space.sample(rng), running, rng)
-        ranked = points(self.history.ranked(), self.layout.dims)
-        k = self.n_good(len(ranked))
-        bad = ranked[k:]
-        if self.constant_liar and running:
-            bad = np.vstack([bad, running_points(self.space, running)])
-        good_kde = Parzen.fit(self.layout, ranked[:k])
-        bad_kde = Parzen.fit(self.layout, bad)
+            return self.ensure_new(self.space.sample(rng), busy, rng)
+        good_kde, bad_kde = self.model(busy)
         cands = best_candidates(self.layout, good_kde, bad_kde, rng, self.n_candidates)
-        return self.ensure_new(self.pick(cands, running), running, rng)
+        return self.ensure_new(self.pick(cands, busy), busy, rng)
+
+    def model(self, running: Running) -> tuple[Parzen, Parzen]:
+        """l(x) and g(x): the best ``n_good`` trials, and a bounded rest (see the module
+        docstring) with, under the constant liar, the running configurations."""
+        good, bad = self.history.best_and_rest(self.n_good(len(self.history)), self.max_history)
+        bad_points = self.history.points(bad)
+        if self.constant_liar and len(running):
+            bad_points = np.vstack([bad_points, running.points])
+        return (
+            Parzen.fit(self.layout, self.history.points(good)),
+            Parzen.fit(self.layout, bad_points),
+        )
