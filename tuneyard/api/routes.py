@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -231,17 +232,30 @@ def get_trial(trial_id: Id, studies: StudiesDep) -> TrialOut:
 
 
 # -- ask / tell ----------------------------------------------------------------------------
-def _study_gate(app: FastAPI, study_id: int) -> asyncio.Lock:
-    """This process's gate for the ``next`` calls of one study (kept on the app)."""
-    gates: dict[int, asyncio.Lock] | None = getattr(app.state, "next_gates", None)
+@dataclass
+class _Gates:
+    """This process's turns for the ``next`` calls of one study: one at a time suggests,
+    one at a time takes the study's lock, so one call's suggestion overlaps the previous
+    call's transaction."""
+
+    suggest: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def idle(self) -> bool:
+        return not (self.suggest.locked() or self.lock.locked())
+
+
+def _study_gates(app: FastAPI, study_id: int) -> _Gates:
+    """This process's gates for the ``next`` calls of one study (kept on the app)."""
+    gates: dict[int, _Gates] | None = getattr(app.state, "next_gates", None)
     if gates is None:
         gates = app.state.next_gates = {}
     gate = gates.get(study_id)
     if gate is None:
         if len(gates) >= 4096:  # forget the gates nobody holds or waits for
-            for key in [k for k, g in gates.items() if not g.locked()]:
+            for key in [k for k, g in gates.items() if g.idle()]:
                 del gates[key]
-        gate = gates[study_id] = asyncio.Lock()
+        gate = gates[study_id] = _Gates()
     return gate
 
 
@@ -267,8 +281,18 @@ async def next_job(
     # Each call holds the study's row lock, so the database serves them one at a time
     # anyway: the calls of this process wait here, in turn, holding neither a thread nor a
     # database connection that the study's reports need meanwhile.
-    async with _study_gate(request.app, study_id):
-        res = await run_in_threadpool(trials.next_job, study_id, body.worker if body else None)
+    gates = _study_gates(request.app, study_id)
+    async with gates.suggest:
+        early = await run_in_threadpool(trials.presuggest, study_id)
+    try:
+        async with gates.lock:
+            res = await run_in_threadpool(
+                trials.next_job, study_id, body.worker if body else None, early, True
+            )
+    except BaseException:
+        if early is not None:  # cancelled while waiting: next_job never saw it
+            trials.kit.forget_suggestion(study_id, early)
+        raise
     if res is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     t = res.trial

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -82,6 +82,23 @@ class Toolkit:
         self._cache: OrderedDict[tuple[int, float], StudyContext] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        # Per study, the suggestions this process made before taking the study's lock that
+        # are not trials yet (see TrialService.presuggest).
+        self._suggestions: dict[int, list[Any]] = {}
+
+    def suggestions(self, study_id: int) -> list[Any]:
+        """This process's suggestions for the study that are not trials yet (callers hold
+        the study's sampler guard, or add and remove whole items)."""
+        with self._lock:
+            return self._suggestions.setdefault(study_id, [])
+
+    def forget_suggestion(self, study_id: int, suggestion: Any) -> None:
+        with self._lock:
+            pending = self._suggestions.get(study_id, [])
+            if suggestion in pending:
+                pending.remove(suggestion)
+            if not pending:
+                self._suggestions.pop(study_id, None)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -61,11 +61,12 @@ def _save_after(sampler: ModelSampler) -> int:
     return max(SAVE_EVERY, len(sampler.history) // SAVE_FRACTION)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Suggestion:
     """A new trial's configuration made before the study's lock was taken (``_presuggest``)."""
 
-    number: int
+    number: int  # the trial number it was suggested for
+    base: int  # the study's trials_started when it was suggested
     params: dict[str, Any]
     sampler: ModelSampler  # the copy that made it (a study's context may be rebuilt)
 
@@ -261,12 +262,30 @@ class TrialService:
         )
 
     # -- next ------------------------------------------------------------------------------
-    def next_job(self, study_id: int, worker: str | None = None) -> AssignmentResult | None:
+    def next_job(
+        self,
+        study_id: int,
+        worker: str | None = None,
+        early: Suggestion | None = None,
+        presuggested: bool = False,
+    ) -> AssignmentResult | None:
         """A promoted trial to resume, a queued one to run again, or a new trial. The study's
         row lock is held throughout, and that lock orders every new trial and every rung
         decision of the study; a model-based suggestion, the one costly step, is therefore
-        made before it is taken (see ``_presuggest``)."""
-        early = self._presuggest(study_id)
+        made before it is taken: by ``presuggest``, here or, so that one call's suggestion
+        overlaps the previous call's transaction, by the caller (``early``, or None with
+        ``presuggested`` when it made none)."""
+        if not presuggested:
+            early = self.presuggest(study_id)
+        try:
+            return self._next_job(study_id, worker, early)
+        finally:
+            if early is not None:
+                self.kit.forget_suggestion(study_id, early)
+
+    def _next_job(
+        self, study_id: int, worker: str | None, early: Suggestion | None
+    ) -> AssignmentResult | None:
         with self.kit.transaction() as s:
             study = self._lock_study(s, study_id)
             if study.state in ("stopped", "completed"):
@@ -369,9 +388,11 @@ class TrialService:
         study.trials_started += 1
         if study.trials_started >= ctx.capacity:
             board.close_all()
-        if early is not None and early.number == number and early.sampler is ctx.sampler:
+        if early is not None and self._still_new(s, study, early, number, ctx):
             params = early.params
-            self._save_sampler(s, ctx, study)
+            assert isinstance(ctx.sampler, ModelSampler)  # as presuggest made sure
+            with ctx.sampler.guard:
+                self._save_sampler(s, ctx, study)
         else:
             params = meter.timed_suggest(
                 self.kit, ctx, lambda: self._suggest(s, ctx, study, number)
@@ -401,18 +422,21 @@ class TrialService:
         s.flush()
         return trial
 
-    def _presuggest(self, study_id: int) -> Suggestion | None:
+    def presuggest(self, study_id: int) -> Suggestion | None:
         """The next new trial's configuration, made without the study's lock, or None when
-        the next call may not make a new trial, or its sampler is not model-based.
+        the next call may not make a new trial, or its sampler is not model-based. The
+        caller hands it to ``next_job``, which always forgets it.
 
         Only a model-based suggestion costs much (TPE with 64 running trials, a GP), and made
         under the lock it would hold every other ``next`` and every rung decision of the study
-        for as long. It is made here from what is committed: the observations, the running
-        trials and the trial number it would get. Under the lock ``_insert_trial`` takes it
-        when that number is still the next one (always so for a lone worker, and for the
-        workers of one API process, whose ``next`` calls wait their turn); otherwise, when
-        another process made a trial meanwhile, it suggests again there. The stored state is
-        only ever written under the lock."""
+        for as long. It is made here from what is committed (the observations, the running
+        trials, the trial number it would get) and from the suggestions this process made
+        that are not yet trials, which count as running and take the numbers after it.
+        Under the lock ``_insert_trial`` takes it when nothing was made meanwhile (so for a
+        lone worker, suggestions are those of the locked path), or when the trials made since
+        hold other configurations (``_still_new``): two API processes may suggest from the
+        same state and random stream, and the second to take the lock suggests again. The
+        stored state is only ever written under the lock."""
         with self.kit.transaction() as s:
             study = s.get(Study, study_id)
             if study is None or study.state != "running":
@@ -428,13 +452,39 @@ class TrialService:
                 return None
             if ctx.scheduler.pauses and ctx.scheduler.next_promotion(ctx.board(s, study_id)):
                 return None  # the next call resumes a paused trial
-            number = study.trials_started
-            if not self._refresh_sampler(s, study, sampler):
-                return None  # nothing stored yet: the first suggestion is made under the lock
-            params = meter.timed_suggest(
-                self.kit, ctx, lambda: self._model_suggest(s, study, sampler, number)
-            )
-            return Suggestion(number, params, sampler)
+            with sampler.guard:
+                if not self._refresh_sampler(s, study, sampler):
+                    return None  # nothing stored yet: the first one is made under the lock
+                pending = self.kit.suggestions(study_id)
+                made = list(pending)
+                number = study.trials_started + len(made)
+                params = meter.timed_suggest(
+                    self.kit,
+                    ctx,
+                    lambda: self._model_suggest(
+                        s, study, sampler, number, [m.params for m in made]
+                    ),
+                )
+                early = Suggestion(number, study.trials_started, params, sampler)
+                pending.append(early)
+            return early
+
+    @staticmethod
+    def _still_new(
+        s: Session, study: Study, early: Suggestion, number: int, ctx: StudyContext
+    ) -> bool:
+        """Whether a suggestion made before the lock may be the new trial ``number``: no trial
+        was made since it was suggested, or those made since hold other configurations. (Its
+        random stream may then be that of another number: the order in which parallel
+        workers arrive decides which trial gets which configuration anyway.)"""
+        if early.sampler is not ctx.sampler:
+            return False
+        if early.base == number == early.number:
+            return True
+        since = s.scalars(
+            select(Trial.params).where(Trial.study_id == study.id, Trial.number >= early.base)
+        )
+        return all(params != early.params for params in since)
 
     def _suggest(self, s: Session, ctx: StudyContext, study: Study, number: int) -> dict[str, Any]:
         """The new trial's configuration, under the study's lock. A model-based sampler is
@@ -444,6 +494,12 @@ class TrialService:
         sampler = ctx.sampler
         if not isinstance(sampler, ModelSampler):
             return sampler.suggest(number)
+        with sampler.guard:
+            return self._suggest_model(s, ctx, study, sampler, number)
+
+    def _suggest_model(
+        self, s: Session, ctx: StudyContext, study: Study, sampler: ModelSampler, number: int
+    ) -> dict[str, Any]:
         created = None
         if not self._refresh_sampler(s, study, sampler):
             created = SamplerState(
@@ -510,13 +566,18 @@ class TrialService:
 
     @staticmethod
     def _model_suggest(
-        s: Session, study: Study, sampler: ModelSampler, number: int
+        s: Session,
+        study: Study,
+        sampler: ModelSampler,
+        number: int,
+        pending: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any]:
-        running = list(
-            s.scalars(
+        running = [
+            *s.scalars(
                 select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
-            )
-        )
+            ),
+            *pending,
+        ]
         # One BLAS thread: the models' matrices are small, and handing them to a second thread
         # costs more than it saves (a GP fit at 500 observations: 11 ms instead of 50 ms).
         with _blas().limit(limits=1):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -288,6 +289,9 @@ class ModelSampler(ABC):
         self.seed = seed
         self.spec = spec
         self.history = History(space)
+        # Held by the service while it brings this copy up to date, suggests or saves it: the
+        # calls of one API process may overlap.
+        self.guard = threading.Lock()
         # Where this in-memory copy stands against the stored state (kept by the service).
         self.revision = -1
         self.watermark = 0
