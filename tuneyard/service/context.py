@@ -19,6 +19,7 @@ from tuneyard.scheduler.space import SearchSpace
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.store.board import SqlBoard
+from tuneyard.store.db import READ_ONLY
 from tuneyard.store.models import Study
 
 if TYPE_CHECKING:
@@ -103,6 +104,14 @@ class Toolkit:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with self.factory() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it does not take the write lock, so the
+        writers go on meanwhile (on PostgreSQL it is a plain transaction)."""
+        with self.factory() as session, session.begin():
+            session.connection(execution_options={READ_ONLY: True})
             yield session
 
     def cached_context(self, study_id: int, created_at: datetime) -> StudyContext | None:

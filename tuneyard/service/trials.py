@@ -437,7 +437,7 @@ class TrialService:
         hold other configurations (``_still_new``): two API processes may suggest from the
         same state and random stream, and the second to take the lock suggests again. The
         stored state is only ever written under the lock."""
-        with self.kit.transaction() as s:
+        with self.kit.reading() as s:
             study = s.get(Study, study_id)
             if study is None or study.state != "running":
                 return None

@@ -36,6 +36,8 @@ def make_engine(
     return engine
 
 
+# Execution option of a transaction that only reads (see _sqlite_engine).
+READ_ONLY = "tuneyard_read_only"
 # A connection checked in less than this long ago is handed out without a ping.
 PING_AFTER_IDLE = 1.0
 
@@ -85,9 +87,12 @@ def _sqlite_engine(url: str) -> Engine:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    # A transaction marked READ_ONLY begins DEFERRED: it reads a snapshot (WAL) and leaves the
+    # write lock to the writers meanwhile.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
