@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.helpers import curve, study_spec
+from tests.helpers import API, curve, run_job, study_spec
+from tuneyard.api.app import create_app
 from tuneyard.service.context import Toolkit
 from tuneyard.service.studies import StudyService
 from tuneyard.service.trials import TrialService
@@ -81,7 +83,29 @@ def test_a_lone_worker_gets_what_the_locked_path_suggests(
         assert job is not None
         _finish(trials, job.trial)
     assert _params(kit, ahead) == _params(kit, locked)
+    # Made and not handed on: nothing is held for it (a caller that overlaps holds its own).
+    assert trials.presuggest(ahead) is not None
     assert kit.suggestions(ahead) == []
+
+
+def test_the_api_holds_no_suggestion_once_its_next_calls_are_answered(
+    settings: Settings,
+) -> None:
+    with TestClient(create_app(settings)) as http:
+        spec = study_spec(
+            sampler={"type": "tpe", "seed": 11, "n_startup": 3},
+            limits={"max_trials": 12, "max_concurrent": 4},
+        )
+        sid = http.post(f"{API}/studies", json=spec).json()["id"]
+        for _ in range(200):
+            r = http.post(f"{API}/studies/{sid}/next", json={"worker": "w"})
+            if r.status_code == 409:
+                break
+            assert r.status_code == 200, r.text
+            run_job(http, r.json(), curve)
+        kit: Toolkit = http.app.state.kit  # type: ignore[attr-defined]
+        assert kit.suggestions(sid) == []
+        assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
 
 
 def test_overlapping_calls_of_one_process_take_the_next_numbers(
@@ -92,8 +116,11 @@ def test_overlapping_calls_of_one_process_take_the_next_numbers(
     sid = StudyService(kit).create(_spec()).study.id
     _warm(trials, sid, 5)
     first = trials.presuggest(sid)
-    second = trials.presuggest(sid)  # while the first is not a trial yet
-    assert first is not None and second is not None
+    assert first is not None
+    kit.hold_suggestion(sid, first)  # as the API does while the first is not a trial yet
+    second = trials.presuggest(sid)
+    assert second is not None
+    kit.hold_suggestion(sid, second)
     assert (first.number, second.number) == (5, 6)
     assert first.params != second.params
     a = trials.next_job(sid, "w1", first, presuggested=True)
@@ -124,8 +151,10 @@ def test_a_suggestion_overtaken_by_another_process_is_kept_only_if_new(
     # process's trial 7 is the second of two suggestions it made ahead.
     mine = TrialService(one).presuggest(sid)
     held = TrialService(two).presuggest(sid)
+    assert held is not None
+    two.hold_suggestion(sid, held)
     ahead = TrialService(two).presuggest(sid)
-    assert mine is not None and held is not None and ahead is not None
+    assert mine is not None and ahead is not None
     assert (mine.number, held.number, ahead.number) == (7, 7, 8)
     other = TrialService(two).next_job(sid, "w2", ahead, presuggested=True)
     assert other is not None and other.trial.number == 7

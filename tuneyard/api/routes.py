@@ -284,13 +284,15 @@ async def next_job(
     gates = _study_gates(request.app, study_id)
     async with gates.suggest:
         early = await run_in_threadpool(trials.presuggest, study_id)
+        if early is not None:  # the next call suggests after this one
+            trials.kit.hold_suggestion(study_id, early)
     try:
         async with gates.lock:
             res = await run_in_threadpool(
                 trials.next_job, study_id, body.worker if body else None, early, True
             )
     except BaseException:
-        if early is not None:  # cancelled while waiting: next_job never saw it
+        if early is not None:  # cancelled on the way: next_job may never have seen it
             trials.kit.forget_suggestion(study_id, early)
         raise
     if res is None:

@@ -83,15 +83,19 @@ class Toolkit:
         self._cache: OrderedDict[tuple[int, float], StudyContext] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        # Per study, the suggestions this process made before taking the study's lock that
-        # are not trials yet (see TrialService.presuggest).
+        # Per study, the suggestions this process made before taking the study's lock and
+        # holds until they are trials (see TrialService.presuggest).
         self._suggestions: dict[int, list[Any]] = {}
 
     def suggestions(self, study_id: int) -> list[Any]:
-        """This process's suggestions for the study that are not trials yet (callers hold
-        the study's sampler guard, or add and remove whole items)."""
+        """This process's suggestions for the study that are held until they become trials
+        (a copy)."""
         with self._lock:
-            return self._suggestions.setdefault(study_id, [])
+            return list(self._suggestions.get(study_id, ()))
+
+    def hold_suggestion(self, study_id: int, suggestion: Any) -> None:
+        with self._lock:
+            self._suggestions.setdefault(study_id, []).append(suggestion)
 
     def forget_suggestion(self, study_id: int, suggestion: Any) -> None:
         with self._lock:

@@ -424,14 +424,15 @@ class TrialService:
 
     def presuggest(self, study_id: int) -> Suggestion | None:
         """The next new trial's configuration, made without the study's lock, or None when
-        the next call may not make a new trial, or its sampler is not model-based. The
-        caller hands it to ``next_job``, which always forgets it.
+        the next call may not make a new trial, or its sampler is not model-based. A caller
+        whose calls overlap holds it (``Toolkit.hold_suggestion``) until it hands it to
+        ``next_job``, which always lets go of it; a held suggestion counts as running for
+        the ones made after it, which take the numbers after it.
 
         Only a model-based suggestion costs much (TPE with 64 running trials, a GP), and made
         under the lock it would hold every other ``next`` and every rung decision of the study
         for as long. It is made here from what is committed (the observations, the running
-        trials, the trial number it would get) and from the suggestions this process made
-        that are not yet trials, which count as running and take the numbers after it.
+        trials, the trial number it would get) and from the suggestions this process holds.
         Under the lock ``_insert_trial`` takes it when nothing was made meanwhile (so for a
         lone worker, suggestions are those of the locked path), or when the trials made since
         hold other configurations (``_still_new``): two API processes may suggest from the
@@ -455,8 +456,7 @@ class TrialService:
             with sampler.guard:
                 if not self._refresh_sampler(s, study, sampler):
                     return None  # nothing stored yet: the first one is made under the lock
-                pending = self.kit.suggestions(study_id)
-                made = list(pending)
+                made = self.kit.suggestions(study_id)
                 number = study.trials_started + len(made)
                 params = meter.timed_suggest(
                     self.kit,
@@ -465,9 +465,7 @@ class TrialService:
                         s, study, sampler, number, [m.params for m in made]
                     ),
                 )
-                early = Suggestion(number, study.trials_started, params, sampler)
-                pending.append(early)
-            return early
+            return Suggestion(number, study.trials_started, params, sampler)
 
     @staticmethod
     def _still_new(
