@@ -63,7 +63,7 @@ def _save_after(sampler: ModelSampler) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Suggestion:
-    """A new trial's configuration made before the study's lock was taken (``_presuggest``)."""
+    """A new trial's configuration made before the study's lock was taken (``presuggest``)."""
 
     number: int  # the trial number it was suggested for
     base: int  # the study's trials_started when it was suggested
