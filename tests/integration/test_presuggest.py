@@ -5,6 +5,7 @@ process's trial is kept only when it differs from that trial's configuration."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from sqlalchemy import select
 
 from tests.helpers import API, curve, run_job, study_spec
 from tuneyard.api.app import create_app
+from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.service.context import Toolkit
 from tuneyard.service.studies import StudyService
 from tuneyard.service.trials import TrialService
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.store.db import make_engine, make_sessionmaker
-from tuneyard.store.models import Trial
+from tuneyard.store.models import SamplerState, Study, Trial
 
 
 def _kit(url: str, tmp_path: Path) -> Toolkit:
@@ -164,6 +166,39 @@ def test_a_suggestion_overtaken_by_another_process_is_kept_only_if_new(
     assert kept.trial.params == mine.params
     two.forget_suggestion(sid, held)
     assert one.suggestions(sid) == two.suggestions(sid) == []
+
+
+def test_a_copy_another_process_moved_past_meanwhile_is_not_saved_over_its_state(
+    database_url: str, tmp_path: Path
+) -> None:
+    one, two = _kit(database_url, tmp_path), _kit(database_url, tmp_path)
+    sid = StudyService(one).create(_spec(80)).study.id
+    _warm(TrialService(one), sid, 5)
+    made = TrialService(one).presuggest(sid)
+    assert made is not None
+    # The other process, suggesting from the same state, would make this very configuration
+    # (and this one would be made again under the lock); one no trial holds is kept.
+    early = replace(made, params={"x": 0.123456, "y": 0.0123456, "kind": "a"})
+    # Meanwhile the other process runs enough trials to save the state, more than once.
+    _warm(TrialService(two), sid, 40)
+    with two.transaction() as s:
+        stored = s.get(SamplerState, sid)
+        assert stored is not None
+        revision, watermark = stored.revision, stored.watermark
+    with one.transaction() as s:
+        copy = one.context(s.get(Study, sid)).sampler  # type: ignore[arg-type]
+    assert isinstance(copy, ModelSampler) and copy.revision < revision
+    copy.unsaved = 10_000  # a save would be due, were this copy the latest
+    job = TrialService(one).next_job(sid, "w1", early, presuggested=True)
+    assert job is not None and job.trial.number == 45
+    assert job.trial.params == early.params  # taken, not suggested again under the lock
+    with one.transaction() as s:
+        stored = s.get(SamplerState, sid)
+        assert stored is not None
+        assert (stored.revision, stored.watermark) == (revision, watermark)
+    # The next call of the lagging process loads the stored state and goes on from there.
+    later = TrialService(one).presuggest(sid)
+    assert later is not None and copy.revision == revision and copy.watermark >= watermark
 
 
 @pytest.mark.parametrize("kind", ["random", "cmaes"])
