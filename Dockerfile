@@ -4,7 +4,6 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY tuneyard ./tuneyard
-COPY migrations ./migrations
 COPY examples ./examples
 RUN pip install --no-cache-dir -e '.[examples]'
 ENV TUNEYARD_HOST=0.0.0.0

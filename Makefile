@@ -23,8 +23,8 @@ demo: $(STAMP)
 
 ## Lint, type-check and every test (unit, API on SQLite and PostgreSQL, real processes).
 test: $(STAMP)
-	$(BIN)/ruff check tuneyard tests migrations examples
-	$(BIN)/ruff format --check tuneyard tests migrations examples
+	$(BIN)/ruff check tuneyard tests examples
+	$(BIN)/ruff format --check tuneyard tests examples
 	$(BIN)/mypy tuneyard
 	$(BIN)/python -m pytest -rs -q
 

@@ -1,22 +1,28 @@
-"""Run the Alembic history (top-level ``migrations/``) against a database URL."""
+"""Run the Alembic history (``tuneyard/migrations/``, shipped inside the package) against a
+database URL."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+def migrations_dir() -> Path:
+    """The Alembic script directory inside the installed package (a wheel or the checkout)."""
+    location = Path(str(files("tuneyard").joinpath("migrations")))
+    if not (location / "env.py").is_file() or not (location / "versions").is_dir():
+        raise RuntimeError(
+            f"tuneyard's migrations are missing from {location}; reinstall the package"
+        )
+    return location
 
 
 def alembic_config(database_url: str) -> Config:
-    if not MIGRATIONS.is_dir():
-        raise RuntimeError(
-            f"migrations not found at {MIGRATIONS}; install tuneyard from its source tree"
-        )
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 
