@@ -3,6 +3,8 @@ the models."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,33 @@ def test_upgrade_downgrade_upgrade_matches_models(empty_url: str) -> None:
         assert set(inspect(conn).get_table_names()) >= {"studies", "trials", "reports"}
     eng.dispose()
     assert diff == [], f"models and migrations disagree: {diff}"
+
+
+def test_alembic_from_the_checkout_takes_the_url_given_with_x(tmp_path: Path) -> None:
+    """alembic.ini's own example (``alembic -x url=... upgrade head``) migrates that database,
+    from any working directory, with the history inside the package."""
+    root = Path(__file__).resolve().parents[2]
+    target = tmp_path / "x.db"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(root / "alembic.ini"),
+            "-x",
+            f"url=sqlite:///{target}",
+            "upgrade",
+            "head",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    eng = create_engine(f"sqlite:///{target}")
+    assert set(inspect(eng).get_table_names()) >= {"alembic_version", "studies", "trials"}
+    eng.dispose()
+    # Not the ini's fallback database.
+    assert not (tmp_path / "tuneyard.db").exists()

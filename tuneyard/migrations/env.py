@@ -11,9 +11,16 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def database_url() -> str:
+    """``alembic -x url=...`` when given (alembic.ini's comment), else sqlalchemy.url (what
+    ``tuneyard db upgrade`` sets)."""
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    return url or config.get_main_option("sqlalchemy.url") or ""
+
+
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=database_url(),
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
@@ -23,8 +30,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    url = config.get_main_option("sqlalchemy.url") or ""
-    engine = make_engine(url)
+    engine = make_engine(database_url())
     with engine.connect() as connection:
         context.configure(
             connection=connection,
