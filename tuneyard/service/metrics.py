@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneyard.redact import redact_url
 from tuneyard.service.workers import LOST_AFTER_LEASES
 from tuneyard.store.models import Study, Trial, Worker
 
@@ -260,7 +261,8 @@ class StateCollector(Collector):
                 pipe.llen(key)
             lengths: list[Any] = pipe.execute() if keys else []
         except (redis.RedisError, OSError) as exc:
-            log.warning("metrics: Redis at %s unreadable: %s", url, type(exc).__name__)
+            # The URL may carry Redis' password: never log it as it is.
+            log.warning("metrics: Redis at %s unreadable: %s", redact_url(url), type(exc).__name__)
             return None
         finally:
             client.close()
