@@ -25,6 +25,10 @@ from tuneyard.store.models import Trial, TrialLog
 LOG_LIMIT = 16 * 1024 * 1024
 # Characters of output shown on the trial itself.
 TAIL_CHARS = 4000
+# What a NUL character of an objective's output is stored as: PostgreSQL's text can't hold
+# NUL, and U+FFFD (the replacement character) is one character for one, so the offsets a
+# worker counts in characters of the output as it sent it stay those of the stored text.
+NUL_STORED_AS = "\ufffd"
 CHECKPOINT_PREFIX = "api:"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -36,7 +40,9 @@ class LogService:
     def append(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
         """Store one chunk of an attempt's output; returns the bytes the trial's log holds.
 
-        Idempotent: a chunk already stored at (attempt, offset) is not stored again."""
+        Idempotent: a chunk already stored at (attempt, offset) is not stored again. A NUL
+        character is stored as U+FFFD (``NUL_STORED_AS``), on every database alike."""
+        text = text.replace("\x00", NUL_STORED_AS)
         with self.kit.transaction() as s:
             trial = s.get(Trial, trial_id, with_for_update=True, populate_existing=True)
             if trial is None:
