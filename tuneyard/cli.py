@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -491,16 +492,51 @@ def worker(
             "the PATH ('python3') or an absolute path pattern ('/opt/train/*') (repeatable).",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="TUNEYARD_TOKEN",
+            show_default=False,
+            help="The worker token it calls the API with (`tuneyard token create --scope "
+            "worker`). Prefer TUNEYARD_TOKEN: a command line is visible to every user.",
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Run without a token, for an API on this machine started with "
+            "--insecure-no-auth. Refused unless the API URL is a loopback address.",
+        ),
+    ] = False,
 ) -> None:
     """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
     pause at their next report and are handed back with a checkpoint. A job whose objective
-    no --allow or --allow-command pattern covers fails its trial with that reason."""
+    no --allow or --allow-command pattern covers fails its trial with that reason. It needs
+    a worker token (TUNEYARD_TOKEN or --token) and refuses to start without one."""
     from tuneyard.worker.allow import Allowlist
     from tuneyard.worker.pool import plan_slots, run_pool
 
     settings = Settings()
+    url = api_url(api)
+    if token:
+        # The slot processes (and the objectives' handles) read it from the environment.
+        os.environ["TUNEYARD_TOKEN"] = token
+    elif not insecure_no_auth:
+        err.print(
+            "[red]tuneyard worker: no API token[/red]: set TUNEYARD_TOKEN (or --token) to a "
+            "worker token, made with `tuneyard token create --scope worker`"
+        )
+        raise typer.Exit(2)
+    elif not is_loopback(urlsplit(url).hostname or ""):
+        err.print(
+            f"[red]tuneyard worker: --insecure-no-auth is for an API on this machine[/red], "
+            f"not {escape(url)}: set TUNEYARD_TOKEN (or --token) to a worker token"
+        )
+        raise typer.Exit(2)
     try:
         plan = plan_slots(gpus, slots)
     except ValueError as exc:
@@ -522,7 +558,7 @@ def worker(
     else:
         err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
     code = run_pool(
-        api_url(api),
+        url,
         redis_url or settings.redis_url,
         queue,
         plan,
