@@ -10,6 +10,7 @@ alone and local worker processes that ask it for work directly (``run_local_work
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,7 +23,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import yaml
 from rich.console import Console
@@ -38,6 +40,63 @@ console = Console()
 DemoMode = Literal["auto", "rq", "local"]
 # What the embedded workers run unless told otherwise: the examples shipped with tuneyard.
 EXAMPLES = Allowlist.of(["examples.*"])
+# The password of the run's Redis, in its data dir (0600). Whoever can reach that Redis queues
+# jobs that the workers run as this user, so any other account of the machine must not.
+REDIS_PASSWORD_FILE = "redis.password"
+# What the stack keeps in its data dir: made private to this user when a run (re)uses it.
+STACK_FILES = (
+    "tuneyard.db",
+    "tuneyard.db-wal",
+    "tuneyard.db-shm",
+    "tuneyard.db-journal",
+    REDIS_PASSWORD_FILE,
+    "redis.log",
+    "server.log",
+    "scheduler.log",
+    "worker.log",
+)
+# Files the stack's processes create are theirs alone (0600, directories 0700).
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> Path:
+    """``path``, created if need be, readable by this user only (0700), with what an earlier
+    run of the stack left in it (database, logs, password, checkpoints) private too.
+
+    A directory of another user is refused: its owner could read or replace what the stack
+    keeps there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise RuntimeError(f"{path} belongs to another user; give the stack a data dir of yours")
+    path.chmod(0o700)
+    for name in STACK_FILES:
+        f = path / name
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o600)
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir() and not checkpoints.is_symlink():
+        checkpoints.chmod(0o700)
+    return path
+
+
+def open_private(path: Path, append: bool = False) -> int:
+    """A file descriptor on ``path`` for writing, the file readable by this user only (0600)
+    whether it is new or left by an earlier run; a symbolic link there is refused."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files this process (and what it starts) creates meanwhile are private to this user."""
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def _free_port() -> int:
@@ -78,6 +137,8 @@ class Stack:
     processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = field(default_factory=dict)
     # The admin token made for this run (None with auth off); the workers hold their own.
     token: str | None = None
+    # A read token made for this run: what the dashboard is given, never the admin token.
+    read_token: str | None = None
 
     def problem(self) -> str | None:
         """Which process of the stack exited, if one did."""
@@ -99,10 +160,24 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 @contextmanager
-def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+def _process(
+    cmd: list[str], env: dict[str, str], log: Path, stdin: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` running, its output appended to ``log`` (0600), the files it creates private to
+    this user; ``stdin`` is written to its standard input, which is then closed."""
+    with os.fdopen(open_private(log, append=True), "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            umask=PRIVATE_UMASK,
+        )
     try:
+        if stdin is not None and proc.stdin is not None:
+            with proc.stdin:
+                proc.stdin.write(stdin.encode())
         yield proc
     finally:
         _stop(proc)
@@ -137,35 +212,69 @@ def redis_available() -> bool:
     return True
 
 
-@contextmanager
-def embedded_redis(data_dir: Path) -> Iterator[str]:
-    """A private Redis for this run, on a free loopback port, keeping nothing on disk."""
-    port = _free_port()
-    cmd = [
-        redis_executable(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data_dir),
-    ]
-    with _process(cmd, dict(os.environ), data_dir / "redis.log"):
-        import redis
+def _redis_quote(text: str) -> str:
+    """``text`` as one argument of a redis.conf line."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+
+@contextmanager
+def embedded_redis(data_dir: Path, timeout: float = 10) -> Iterator[str]:
+    """A private Redis for this run, on a free loopback port, keeping nothing on disk; yields
+    its URL, password included.
+
+    Whoever can talk to this Redis queues jobs that the workers run as this user, and a
+    loopback port is open to every account of the machine: so it requires a password, fresh
+    for each run, kept in ``redis.password`` in the data dir (0600, the dir 0700). The
+    password reaches redis-server on its standard input, never on its command line, which
+    ``ps`` shows to everyone."""
+    import redis
+
+    private_dir(data_dir)
+    password = secrets.token_urlsafe(32)
+    with os.fdopen(open_private(data_dir / REDIS_PASSWORD_FILE), "w") as f:
+        f.write(password + "\n")
+    port = _free_port()
+    config = "".join(
+        f"{line}\n"
+        for line in (
+            f"port {port}",
+            "bind 127.0.0.1",
+            'save ""',
+            "appendonly no",
+            f"dir {_redis_quote(str(data_dir))}",
+            f"requirepass {password}",
+        )
+    )
+    log = data_dir / "redis.log"
+    # "-": the configuration is read from standard input.
+    with _process([redis_executable(), "-"], dict(os.environ), log, stdin=config) as proc:
+        client = redis.Redis(port=port, password=password)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"redis-server exited ({proc.returncode}); see {log}"
+                        ) from None
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"redis-server did not answer in {timeout:.0f} s; see {log}"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        yield f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def redis_address(url: str) -> str:
+    """Where ``url`` points, for messages: host and port, never its password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 def _server_env(
@@ -183,9 +292,17 @@ def _server_env(
     }
 
 
-def make_tokens(database_url: str) -> tuple[str, str]:
-    """A fresh admin token for the person running the stack, and a worker token for its
-    workers, written straight into the database (the API server has migrated it)."""
+class RunTokens(NamedTuple):
+    """The tokens a run of the stack makes: one per use, each of the scope that use needs."""
+
+    admin: str  # the person running the stack: the CLI, the Python client
+    worker: str  # its workers
+    read: str  # the dashboard: a browser keeps it, so it can read and nothing more
+
+
+def make_tokens(database_url: str) -> RunTokens:
+    """Fresh tokens for this run (admin, worker, read), written straight into the database
+    (the API server has migrated it)."""
     from tuneyard.service.context import Toolkit
     from tuneyard.service.tokens import Scope, TokenService
     from tuneyard.store.db import make_engine, make_sessionmaker
@@ -194,15 +311,18 @@ def make_tokens(database_url: str) -> tuple[str, str]:
     try:
         kit = Toolkit(make_sessionmaker(engine), Settings(database_url=database_url))
         tokens = TokenService(kit)
-        admin = tokens.create("embedded: admin", Scope.ADMIN).secret
-        worker = tokens.create("embedded: local workers", Scope.WORKER).secret
+        return RunTokens(
+            admin=tokens.create("embedded: admin", Scope.ADMIN).secret,
+            worker=tokens.create("embedded: local workers", Scope.WORKER).secret,
+            read=tokens.create("embedded: dashboard", Scope.READ).secret,
+        )
     finally:
         engine.dispose()
-    return admin, worker
 
 
-def show_token(token: str | None) -> None:
-    """Print the run's admin token, once: it is stored nowhere else."""
+def show_token(token: str | None, read_token: str | None = None, api_url: str = "") -> None:
+    """Print the run's admin token, for the CLI, and its read token, for the dashboard, once:
+    they are stored nowhere else."""
     if token is None:
         console.print(
             "[yellow]authentication is off[/yellow] (--insecure-no-auth): anyone on this "
@@ -210,9 +330,15 @@ def show_token(token: str | None) -> None:
         )
         return
     console.print(
-        f"admin token (shown once; the dashboard asks for it): [bold]{token}[/bold]\n"
-        f"export TUNEYARD_TOKEN={token}"
+        f"admin token (shown once; for the CLI and the API, not the dashboard): "
+        f"[bold]{token}[/bold]\nexport TUNEYARD_TOKEN={token}"
     )
+    if read_token is not None:
+        where = f" at {api_url}/" if api_url else ""
+        console.print(
+            f"dashboard token (read-only; paste this one when the dashboard{where} asks): "
+            f"[bold]{read_token}[/bold]"
+        )
 
 
 def _start_server(
@@ -242,10 +368,13 @@ def stack(
 
     The database is ``database_url``, else TUNEYARD_DATABASE_URL, else SQLite in data_dir.
     The workers run what ``allow`` names (default: the examples' entrypoints). With ``auth``
-    (the default) the run makes an admin token (``Stack.token``) and a worker token its
-    workers hold; without it the API, on the loopback interface, takes requests from anyone
-    on this machine."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    (the default) the run makes an admin token (``Stack.token``), a read token for the
+    dashboard (``Stack.read_token``) and a worker token its workers hold; without it the API,
+    on the loopback interface, takes requests from anyone on this machine.
+
+    data_dir and what the stack writes there are private to this user (0700 and 0600), and
+    its own Redis requires a password (``embedded_redis``)."""
+    private_dir(data_dir)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     with ExitStack() as es:
@@ -258,9 +387,9 @@ def stack(
         }
         py = [sys.executable, "-m", "tuneyard.cli"]
         server = _start_server(es, data_dir, port, env)
-        admin = None
-        if auth:
-            admin, env["TUNEYARD_TOKEN"] = make_tokens(env["TUNEYARD_DATABASE_URL"])
+        tokens = make_tokens(env["TUNEYARD_DATABASE_URL"]) if auth else None
+        if tokens is not None:
+            env["TUNEYARD_TOKEN"] = tokens.worker
         scheduler_log = data_dir / "scheduler.log"
         scheduler = es.enter_context(_process([*py, "scheduler"], env, scheduler_log))
         extra = [a for p in (paths or []) for a in ("--path", p)]
@@ -268,6 +397,9 @@ def stack(
         extra += [a for p in allowed.entrypoints for a in ("--allow", p)]
         extra += [a for p in allowed.commands for a in ("--allow-command", p)]
         pool = ["--gpus", gpus] if gpus else ["--slots", str(workers)]
+        if tokens is None:
+            pool.append("--insecure-no-auth")  # the API, on loopback, asks for no token
+        checkpoints = private_dir(data_dir / "checkpoints")
         worker_log = data_dir / "worker.log"
         worker = es.enter_context(
             _process(
@@ -281,7 +413,7 @@ def stack(
                     str(data_dir),
                     # One machine: the checkpoints stay on its disk.
                     "--checkpoints",
-                    str(data_dir / "checkpoints"),
+                    str(checkpoints),
                     *extra,
                 ],
                 env,
@@ -293,12 +425,30 @@ def stack(
             "dispatcher": (scheduler, scheduler_log),
             "worker pool": (worker, worker_log),
         }
-        yield Stack(url, redis_url, data_dir, procs, admin)
+        yield Stack(
+            url,
+            redis_url,
+            data_dir,
+            procs,
+            tokens.admin if tokens else None,
+            tokens.read if tokens else None,
+        )
 
 
 def _data_dir(data_dir: Path | None, prefix: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return Path(data_dir or Settings().data_dir / f"{prefix}-{stamp}").resolve()
+    if data_dir is not None:
+        return data_dir.resolve()
+    # tuneyard's own directory, which lists the runs: private as well.
+    base = private_dir(Settings().data_dir.resolve())
+    return base / f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _redis_shown(st: Stack) -> str:
+    """The stack's Redis for messages: where it listens and where its password is."""
+    where = redis_address(st.redis_url)
+    if os.environ.get("TUNEYARD_REDIS_URL"):
+        return where
+    return f"{where} (password in {st.data_dir / REDIS_PASSWORD_FILE})"
 
 
 def run_up(
@@ -312,17 +462,20 @@ def run_up(
     """The stack alone, until interrupted (or until one of its processes exits: then 1).
 
     Its workers run the examples' entrypoints and what ``allow`` adds. Prints the admin token
-    it made (once), unless ``auth`` is off."""
+    it made, for the CLI, and a read token, for the dashboard (once), unless ``auth`` is off."""
     data_dir = _data_dir(data_dir, "up")
     allowed = EXAMPLES.merge(allow or Allowlist())
-    with stack(
-        data_dir, workers, port, paths=[os.getcwd()], gpus=gpus, allow=allowed, auth=auth
-    ) as st:
+    with (
+        private_umask(),
+        stack(
+            data_dir, workers, port, paths=[os.getcwd()], gpus=gpus, allow=allowed, auth=auth
+        ) as st,
+    ):
         console.print(
             f"[bold]tuneyard[/bold] up: API {st.api_url} (docs {st.api_url}/docs), "
-            f"Redis {st.redis_url}, {workers} workers, data in {data_dir}"
+            f"Redis {_redis_shown(st)}, {workers} workers, data in {data_dir}"
         )
-        show_token(st.token)
+        show_token(st.token, st.read_token, st.api_url)
         console.print(
             "workers run entrypoints "
             + ", ".join(allowed.entrypoints)
@@ -403,30 +556,33 @@ def run_demo(
     )
     started = time.monotonic()
     try:
-        if mode == "local":
-            entry = spec.execution.entrypoint or ""
-            return _run_local(
-                data_dir, port, database_url, spec, entry, workers, paths, started, auth
-            )
-        with (
-            stack(
-                data_dir,
-                workers,
-                port,
-                paths,
-                spec.execution.queue,
-                gpus,
-                database_url,
-                allow=EXAMPLES.merge(own_objective(spec)).merge(allow or Allowlist()),
-                auth=auth,
-            ) as st,
-            Client(st.api_url, token=st.token or "") as client,
-        ):
-            console.print(f"API at {st.api_url} (docs: {st.api_url}/docs), Redis {st.redis_url}")
-            show_token(st.token)
-            study_id = _create(client, spec)
-            problem = _progress(client, study_id, st.problem)
-            return _finish(client, study_id, spec, started, problem)
+        with private_umask():
+            if mode == "local":
+                entry = spec.execution.entrypoint or ""
+                return _run_local(
+                    data_dir, port, database_url, spec, entry, workers, paths, started, auth
+                )
+            with (
+                stack(
+                    data_dir,
+                    workers,
+                    port,
+                    paths,
+                    spec.execution.queue,
+                    gpus,
+                    database_url,
+                    allow=EXAMPLES.merge(own_objective(spec)).merge(allow or Allowlist()),
+                    auth=auth,
+                ) as st,
+                Client(st.api_url, token=st.token or "") as client,
+            ):
+                console.print(
+                    f"API at {st.api_url} (docs: {st.api_url}/docs), Redis {_redis_shown(st)}"
+                )
+                show_token(st.token, st.read_token, st.api_url)
+                study_id = _create(client, spec)
+                problem = _progress(client, study_id, st.problem)
+                return _finish(client, study_id, spec, started, problem)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]; the demo's data stay in {data_dir}")
         return 130
@@ -444,7 +600,7 @@ def _run_local(
     auth: bool = True,
 ) -> int:
     """The API server alone, with local worker processes asking it for work directly."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
     pool: _LocalPool | None = None
@@ -452,11 +608,15 @@ def _run_local(
         with ExitStack() as es:
             env = _server_env(data_dir, url, database_url, auth)
             server = _start_server(es, data_dir, port, env)
-            admin, worker = make_tokens(database_url) if auth else (None, None)
-            client = es.enter_context(Client(url, token=admin or ""))
+            tokens = make_tokens(database_url) if auth else None
+            client = es.enter_context(Client(url, token=tokens.admin if tokens else ""))
             console.print(f"API at {url} (docs: {url}/docs)")
-            show_token(admin)
+            if tokens is None:
+                show_token(None)
+            else:
+                show_token(tokens.admin, tokens.read, url)
             study_id = _create(client, spec)
+            worker = tokens.worker if tokens else None
             pool = _LocalPool(url, study_id, entrypoint, workers, data_dir, paths, worker)
             local = pool
 
