@@ -485,6 +485,14 @@ function layout(t, extra) {
   return out;
 }
 
+// Plotly reads every string it draws (trace and legend names, axis titles, tick labels, hover
+// text, annotations) as HTML-like markup: <a href> becomes a link, <b> bold, <br> a break.
+// Each string taken from a study's data (choices, names, reasons) goes through plotText, so
+// it is drawn as written and nothing in it is markup.
+function plotText(s) {
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 const PLOT_CONFIG = {
   displaylogo: false,
   responsive: true,
@@ -1283,7 +1291,7 @@ async function studyPage(main, studyId) {
         x: mine.map((p) => p.number),
         y: mine.map((p) => p.value),
         marker: { color: t.state[s], size: 6, opacity: s === "completed" ? 0.9 : 0.55 },
-        hovertemplate: `trial #%{x}<br>${d.metric} %{y:.5g}<extra>${s}</extra>`,
+        hovertemplate: `trial #%{x}<br>${plotText(d.metric)} %{y:.5g}<extra>${s}</extra>`,
       });
     }
     const best = data.best || [];
@@ -1311,7 +1319,7 @@ async function studyPage(main, studyId) {
       layout(t, {
         xaxis: { title: { text: "trial number" }, rangemode: "tozero" },
         yaxis: {
-          title: { text: `${d.metric} ${d.direction === "maximize" ? "↑" : "↓"}` },
+          title: { text: `${plotText(d.metric)} ${d.direction === "maximize" ? "↑" : "↓"}` },
           type: logScaleFits(pts.map((p) => p.value)) ? "log" : "linear",
         },
       }),
@@ -1355,7 +1363,7 @@ async function studyPage(main, studyId) {
         line: { color: t.state[tr.state] || t.muted, width: faded ? 1 : 1.8 },
         marker: { color: t.state[tr.state] || t.muted, size: 5 },
         customdata: tr.steps.map(() => tr.id),
-        hovertemplate: `trial #${tr.number}<br>step %{x}<br>${d.metric} %{y:.5g}<extra>${tr.state}</extra>`,
+        hovertemplate: `trial #${tr.number}<br>step %{x}<br>${plotText(d.metric)} %{y:.5g}<extra>${tr.state}</extra>`,
       };
     });
     const byKind = new Map();
@@ -1369,7 +1377,7 @@ async function studyPage(main, studyId) {
         const g = byKind.get(m.kind);
         g.x.push(m.step);
         g.y.push(y);
-        g.text.push(`trial #${tr.number}: ${m.reason || m.kind}`);
+        g.text.push(plotText(`trial #${tr.number}: ${m.reason || m.kind}`));
         g.ids.push(tr.id);
       }
     }
@@ -1403,7 +1411,7 @@ async function studyPage(main, studyId) {
       layout(t, {
         xaxis: stepAxis(logX, rungs),
         yaxis: {
-          title: { text: d.metric },
+          title: { text: plotText(d.metric) },
           type: logScaleFits(trials.flatMap((tr) => tr.values)) ? "log" : "linear",
         },
         legend: {
@@ -1443,7 +1451,7 @@ async function studyPage(main, studyId) {
   }
 
   function dimension(spec, values) {
-    const label = spec.name;
+    const label = plotText(spec.name);
     if (spec.type === "categorical" || spec.choices) {
       const choices = (spec.choices || []).map((c) => String(c));
       const index = new Map(choices.map((c, i) => [c, i]));
@@ -1451,6 +1459,7 @@ async function studyPage(main, studyId) {
         label,
         values: values.map((v) => (index.has(String(v)) ? index.get(String(v)) : NaN)),
         tickvals: choices.map((_, i) => i),
+        // Parcoords draws its tick labels as plain text (its axis titles as markup).
         ticktext: choices,
         range: [0, Math.max(choices.length - 1, 1)],
       };
@@ -1492,7 +1501,7 @@ async function studyPage(main, studyId) {
         trials.map((tr) => (tr.params || {})[spec.name]),
       ),
     );
-    dims.push({ label: d.metric, values });
+    dims.push({ label: plotText(d.metric), values });
     const minimize = d.direction !== "maximize";
     draw(
       parcoords,
@@ -1510,7 +1519,7 @@ async function studyPage(main, studyId) {
               len: 0.9,
               outlinewidth: 0,
               tickfont: { size: 10.5 },
-              title: { text: d.metric, side: "right", font: { size: 11 } },
+              title: { text: plotText(d.metric), side: "right", font: { size: 11 } },
             },
           },
           labelfont: { size: 12, color: t.text },
@@ -1573,7 +1582,7 @@ async function studyPage(main, studyId) {
       const trace = categorical
         ? {
             type: "box",
-            x: xs.map(String),
+            x: xs.map(plotText),
             y: ys,
             boxpoints: "all",
             jitter: 0.45,
@@ -1591,7 +1600,7 @@ async function studyPage(main, studyId) {
           };
       trace.customdata = mine.map((tr) => tr.id);
       trace.text = mine.map((tr) => `#${tr.number}`);
-      trace.hovertemplate = `trial %{text}<br>${spec.name} %{x}<br>${d.metric} %{y:.5g}<extra></extra>`;
+      trace.hovertemplate = `trial %{text}<br>${plotText(spec.name)} %{x}<br>${plotText(d.metric)} %{y:.5g}<extra></extra>`;
       draw(
         el,
         [trace],
@@ -1602,12 +1611,12 @@ async function studyPage(main, studyId) {
             ? {
                 type: "category",
                 categoryorder: "array",
-                categoryarray: (spec.choices || []).map(String),
+                categoryarray: (spec.choices || []).map(plotText),
               }
             : spec.log
               ? logAxis([spec.low, spec.high])
               : { type: "linear" },
-          yaxis: { title: { text: d.metric }, type: logY ? "log" : "linear" },
+          yaxis: { title: { text: plotText(d.metric) }, type: logY ? "log" : "linear" },
         }),
       );
       linkPoints(el);
@@ -1637,7 +1646,7 @@ async function studyPage(main, studyId) {
           type: "bar",
           orientation: "h",
           x: params.map((p) => p.importance),
-          y: params.map((p) => p.name),
+          y: params.map((p) => plotText(p.name)),
           text: params.map((p) => `${Math.round((100 * Math.max(0, p.importance)) / total)}%`),
           textposition: "outside",
           cliponaxis: false,
@@ -2018,12 +2027,12 @@ async function trialPage(main, trialId) {
       {
         type: "scatter",
         mode: "lines+markers",
-        name: metric,
+        name: plotText(metric),
         x: steps,
         y: values,
         line: { color, width: 2 },
         marker: { color, size: 5 },
-        hovertemplate: `step %{x}<br>${metric} %{y:.5g}<extra></extra>`,
+        hovertemplate: `step %{x}<br>${plotText(metric)} %{y:.5g}<extra></extra>`,
       },
     ];
     const rungs = (st && st.rungs) || [];
@@ -2046,7 +2055,7 @@ async function trialPage(main, trialId) {
       const g = byKind.get(dc.kind);
       g.x.push(step);
       g.y.push(y);
-      g.text.push(dc.reason);
+      g.text.push(plotText(dc.reason || dc.kind));
     }
     for (const [kind, g] of byKind) {
       const spec = MARKS[kind];
@@ -2081,7 +2090,7 @@ async function trialPage(main, trialId) {
           groupclick: "toggleitem",
         },
         xaxis: stepAxis(logX, rungs),
-        yaxis: { title: { text: metric } },
+        yaxis: { title: { text: plotText(metric) } },
         shapes: rungs.map((r) => ({
           type: "line",
           xref: "x",
