@@ -117,6 +117,7 @@ def test_a_data_dir_left_open_by_an_earlier_run_is_made_private(tmp_path: Path) 
 def test_a_symlink_where_the_password_goes_is_refused(tmp_path: Path) -> None:
     """The password is never written through a link someone planted in the data dir."""
     data_dir = tmp_path / "run"
+    data_dir.mkdir()
     elsewhere = tmp_path / "elsewhere"
     (data_dir / embedded.REDIS_PASSWORD_FILE).symlink_to(elsewhere)
     with pytest.raises(OSError), embedded.embedded_redis(data_dir):
