@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8765
@@ -29,6 +30,12 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     # Largest checkpoint archive a worker may upload to the API.
     max_checkpoint_bytes: int = 8 * 1024**3
+    # Shared directories (NFS, a bucket mount) where workers save checkpoints themselves
+    # (`tuneyard worker --checkpoints DIR`): a checkpoint location handed to /pause or
+    # /release must be an api: location of this server or a directory under one of these, or
+    # under <data_dir>/checkpoints (the local workers' own). Absolute paths; in the
+    # environment a JSON list or paths separated by os.pathsep (':'), as in PATH.
+    checkpoint_roots: list[str] | str = Field(default_factory=list)
     db_pool_size: int = 10
     db_max_overflow: int = 20
     # Seconds a request waits for a free database connection before it is answered 503.
@@ -46,6 +53,22 @@ class Settings(BaseSettings):
     metrics_public: bool = False
     # The token this process presents as a client of the API (CLI, workers, notebooks).
     token: str = Field(default="", repr=False)
+
+    @field_validator("checkpoint_roots")
+    @classmethod
+    def _checkpoint_roots(cls, value: list[str] | str) -> list[str]:
+        roots = value.split(os.pathsep) if isinstance(value, str) else value
+        roots = [r.strip() for r in roots if r.strip()]
+        for root in roots:
+            if not os.path.isabs(root) or ".." in Path(root).parts:
+                raise ValueError(f"{root!r} is not an absolute path without '..'")
+        return roots
+
+    def checkpoint_root_paths(self) -> list[Path]:
+        """Where checkpoints handed in as paths may lie: the configured roots, then the local
+        workers' own directory (``tuneyard up`` and ``run_local_workers`` save there)."""
+        roots = [Path(r) for r in self.checkpoint_roots]
+        return [*roots, self.data_dir.absolute() / "checkpoints"]
 
     def resolved_database_url(self) -> str:
         if self.database_url:

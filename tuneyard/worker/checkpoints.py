@@ -1,14 +1,27 @@
-"""Where paused trials' checkpoints live, so a promoted trial can resume on another machine."""
+"""Where paused trials' checkpoints live, so a promoted trial can resume on another machine.
+
+A worker restores only from a location it has reason to trust: ``api:<trial>/<sha256>`` (an
+archive the API server stored, unpacked by :mod:`tuneyard.checkpoint_archive`, which checks
+every member first) or a directory under one of its checkpoint roots (its own
+``--checkpoints`` directory, and those ``TUNEYARD_CHECKPOINT_ROOTS`` names). The API server
+checks the same when a worker hands a location in (service/checkpoint_locations.py); this is
+the second line, for a server that was misconfigured or is not ours.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
+
+from tuneyard.checkpoint_archive import extract_archive
+from tuneyard.settings import Settings
 
 
 class CheckpointStore(Protocol):
@@ -30,8 +43,10 @@ class FilesystemCheckpointStore:
     are absolute paths (symlinks not resolved, so a mount point stays as the workers name it).
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, also: Iterable[Path | str] = ()) -> None:
         self.root = Path(root).absolute()
+        # Other roots this store restores from (shared directories other workers save to).
+        self.roots = [self.root, *(Path(r).absolute() for r in also)]
 
     def location(self, study_id: int, trial_id: int) -> Path:
         return self.root / f"study-{study_id}" / f"trial-{trial_id}"
@@ -59,7 +74,7 @@ class FilesystemCheckpointStore:
         return str(final)
 
     def restore(self, location: str, dest_dir: Path) -> None:
-        src = Path(location)
+        src = path_under_roots(location, self.roots)
         if not src.is_dir():
             raise FileNotFoundError(
                 f"checkpoint {location} does not exist on this machine "
@@ -95,8 +110,7 @@ class HttpCheckpointStore:
         tmp = self.cache / f".pack-{trial_id}-{uuid.uuid4().hex[:8]}.tar.gz"
         try:
             with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
-                for entry in sorted(Path(src_dir).iterdir()):
-                    tar.add(entry, arcname=entry.name)
+                _pack(tar, Path(src_dir), "")
             location = self.client.upload_checkpoint(trial_id, tmp)
             os.replace(tmp, self._cached(parse_api_location(location)[1]))
         finally:
@@ -119,12 +133,11 @@ class HttpCheckpointStore:
             finally:
                 tmp.unlink(missing_ok=True)
         cached.touch()
-        dest = Path(dest_dir)
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        with tarfile.open(cached, "r:gz") as tar:
-            tar.extractall(dest, filter="data")
+        try:
+            extract_archive(cached, dest_dir)
+        except ValueError:
+            cached.unlink(missing_ok=True)  # refused: not worth keeping
+            raise
         self._prune()
 
     def _cached(self, digest: str) -> Path:
@@ -138,11 +151,17 @@ class HttpCheckpointStore:
 
 class RoutingCheckpointStore:
     """Saves to one store; restores from whichever kind a location names (``api:`` for the
-    API server, a path for a filesystem), so workers configured differently interoperate."""
+    API server, a directory under one of ``roots`` for a filesystem), so workers configured
+    differently interoperate."""
 
-    def __init__(self, save_to: CheckpointStore, http: HttpCheckpointStore) -> None:
+    def __init__(
+        self, save_to: CheckpointStore, http: HttpCheckpointStore, roots: Sequence[Path] = ()
+    ) -> None:
         self.save_to = save_to
         self.http = http
+        self.roots = [Path(r).absolute() for r in roots]
+        if isinstance(save_to, FilesystemCheckpointStore):
+            self.roots = [*save_to.roots, *self.roots]
 
     def save(self, study_id: int, trial_id: int, src_dir: Path) -> str:
         return self.save_to.save(study_id, trial_id, src_dir)
@@ -150,30 +169,95 @@ class RoutingCheckpointStore:
     def restore(self, location: str, dest_dir: Path) -> None:
         if location.startswith(API_PREFIX):
             self.http.restore(location, dest_dir)
+        elif not self.roots:
+            raise LocationRefused(
+                f"checkpoint {location!r}: this worker restores only from the API server "
+                "(api: locations); set TUNEYARD_CHECKPOINT_ROOTS to the shared directories "
+                "it may restore from"
+            )
         else:
-            FilesystemCheckpointStore(Path(location).parent.parent).restore(location, dest_dir)
+            src = path_under_roots(location, self.roots)
+            FilesystemCheckpointStore(src.parent.parent, self.roots).restore(str(src), dest_dir)
 
 
 API_PREFIX = "api:"
+_API_LOCATION = re.compile(r"api:([1-9][0-9]{0,18})/([0-9a-f]{64})")
+_TRIAL_DIR = re.compile(r"/study-[0-9]+/trial-[0-9]+$")
+
+
+class LocationRefused(ValueError):
+    """A checkpoint location this worker will not restore from."""
 
 
 def parse_api_location(location: str) -> tuple[int, str]:
-    """``api:<trial id>/<sha256>`` → (trial id, digest)."""
-    body = location.removeprefix(API_PREFIX)
-    trial, _, digest = body.partition("/")
-    if not location.startswith(API_PREFIX) or not trial.isdigit() or len(digest) != 64:
-        raise ValueError(f"not an API checkpoint location: {location!r}")
-    return int(trial), digest
+    """``api:<trial id>/<sha256>`` → (trial id, digest); the digest is lowercase hex, so it
+    names a file of the cache and nothing else."""
+    match = _API_LOCATION.fullmatch(location)
+    if match is None:
+        raise LocationRefused(f"not an API checkpoint location: {location!r}")
+    return int(match[1]), match[2]
+
+
+def path_under_roots(location: str, roots: Iterable[Path]) -> Path:
+    """The directory a filesystem location names, once it is checked to be an absolute path
+    without ``..`` that lies, symbolic links resolved, under one of ``roots``."""
+    roots = list(roots)
+    if "\x00" in location or not location.startswith("/"):
+        raise LocationRefused(f"checkpoint {location!r}: not an absolute path")
+    if ".." in location.split("/"):
+        raise LocationRefused(f"checkpoint {location!r}: a '..' component")
+    if not _TRIAL_DIR.search(os.path.normpath(location)):
+        raise LocationRefused(
+            f"checkpoint {location!r}: not a trial's checkpoint directory (…/study-N/trial-N)"
+        )
+    real = Path(os.path.realpath(location))
+    if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+        where = ", ".join(str(r) for r in roots) or "none"
+        raise LocationRefused(
+            f"checkpoint {location!r} lies under none of this worker's checkpoint roots "
+            f"({where}; --checkpoints and TUNEYARD_CHECKPOINT_ROOTS name them)"
+        )
+    return real
+
+
+def _pack(tar: tarfile.TarFile, folder: Path, prefix: str) -> None:
+    """Add a checkpoint directory's files and directories, in name order. A symbolic link to
+    a file is stored as that file (what ``trial.load`` reads through it); anything else that
+    is neither a file nor a directory is refused, as the restoring side would refuse it."""
+    for entry in sorted(folder.iterdir()):
+        arcname = f"{prefix}{entry.name}"
+        if entry.is_symlink() and entry.is_file():
+            info = tar.gettarinfo(str(entry.resolve()), arcname=arcname)
+        elif entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            raise ValueError(
+                f"{entry}: a checkpoint holds only files and directories "
+                "(and symbolic links to files)"
+            )
+        else:
+            info = tar.gettarinfo(str(entry), arcname=arcname)
+        info.mode &= 0o755
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        if info.isdir():
+            tar.addfile(info)
+            _pack(tar, entry, f"{arcname}/")
+        else:
+            with open(entry, "rb") as f:
+                tar.addfile(info, f)
 
 
 def store_from_env(client: CheckpointApi, data_dir: Path) -> RoutingCheckpointStore:
     """The store ``TUNEYARD_CHECKPOINT_STORE`` names: ``api`` (the default: upload to the
-    API server) or a directory shared by the workers (local disk, NFS, a bucket mount)."""
+    API server) or a directory shared by the workers (local disk, NFS, a bucket mount).
+
+    It restores from the API server, from that directory, and from the directories
+    ``TUNEYARD_CHECKPOINT_ROOTS`` lists (as the API server's setting of that name)."""
     http = HttpCheckpointStore(client, Path(data_dir) / "checkpoint-cache")
+    roots = [Path(r) for r in Settings().checkpoint_roots]
     where = os.environ.get("TUNEYARD_CHECKPOINT_STORE", "api").strip() or "api"
     if where == "api":
-        return RoutingCheckpointStore(http, http)
-    return RoutingCheckpointStore(FilesystemCheckpointStore(where), http)
+        return RoutingCheckpointStore(http, http, roots)
+    return RoutingCheckpointStore(FilesystemCheckpointStore(where), http, roots)
 
 
 def _sha256(path: Path) -> str:
