@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.conftest import IN_CI
-from tuneyard.embedded import _free_port, redis_executable
+from tests.e2e.servers import free_port
+from tuneyard.embedded import redis_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 # Sentinels for the secrets .env holds: found where they must be, and nowhere else.
@@ -169,7 +170,7 @@ def first_reply(port: int, *command: str) -> bytes:
 def test_the_redis_command_requires_the_password_and_keeps_it_off_argv(tmp_path: Path) -> None:
     """The compose file's redis command, run by a shell as in the container: it refuses a
     client without the password, and neither redis-server's arguments nor the shell's hold it."""
-    port = _free_port()
+    port = free_port()
     password = SECRETS["REDIS_PASSWORD"]
     env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": password}
     proc = subprocess.Popen(
