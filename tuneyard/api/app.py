@@ -6,13 +6,15 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
+from starlette.types import ASGIApp
 
 from tuneyard import __version__, dashboard
 from tuneyard.api import dashboard_routes, errors, openapi
-from tuneyard.api.auth import TokenCache, require
+from tuneyard.api.auth import AuthGate, TokenCache
+from tuneyard.api.guards import LoopbackOnly, NoSniff
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
 from tuneyard.api.metrics import LatencyMiddleware
 from tuneyard.api.metrics import router as metrics_router
@@ -22,9 +24,19 @@ from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
 from tuneyard.service.metrics import Metrics, StateCollector
-from tuneyard.service.tokens import Scope
 from tuneyard.settings import Settings
 from tuneyard.store.db import make_engine, make_sessionmaker
+
+
+class TuneyardAPI(FastAPI):
+    """FastAPI with the guards of ``tuneyard.api.guards`` around everything else, the
+    framework's own error middleware included (its 500 answers get nosniff too)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if not self.state.kit.settings.auth:
+            app = LoopbackOnly(app)
+        return NoSniff(app)
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> FastAPI:
@@ -49,7 +61,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
         yield
         engine.dispose()
 
-    app = FastAPI(
+    app = TuneyardAPI(
         title="tuneyard",
         version=__version__,
         summary="Distributed hyperparameter tuning: studies, trials and ASHA decisions.",
@@ -65,6 +77,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.state.token_cache = TokenCache()
     errors.install(app)
     openapi.install(app)
+    # Innermost: the token is checked before a route reads the body, after the size limit.
+    app.add_middleware(AuthGate, api=app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.include_router(router)
@@ -72,8 +86,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(metrics_router)
     app.include_router(token_router)
     # The dashboard's JSON is read scope; its page and static files (dashboard.mount) are
-    # public: the page asks for a token and sends it.
-    app.include_router(dashboard_routes.router, dependencies=[Depends(require(Scope.READ))])
+    # public: the page asks for a token and sends it (its event stream, a ticket).
+    app.include_router(dashboard_routes.router)
+    app.include_router(dashboard_routes.stream_router)
     dashboard.mount(app)
 
     @app.get("/healthz", tags=["health"])

@@ -18,14 +18,19 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneyard.api.deps import KitDep
+from tuneyard.api.auth import READ, STREAM, CallerDep
+from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
 from tuneyard.api.schemas import GpuInfo, StudyState, TrialOut, TrialState
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
+from tuneyard.service.tokens import StreamTickets
 from tuneyard.spec import StudySpec
 
-router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"])
+# Read scope, by the Authorization header.
+router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"], dependencies=[READ])
+# The event stream, which a browser opens without headers: read scope by a stream ticket too.
+stream_router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"])
 
 # The event stream checks the study's version this often, and sends a comment at least this
 # often so that proxies keep an idle stream open.
@@ -228,6 +233,15 @@ class VersionOut(BaseModel):
     state: StudyState
 
 
+class StreamTicketOut(BaseModel):
+    ticket: str = Field(description="pass it as the events URL's ticket parameter")
+    study_id: int
+    expires_at: datetime = Field(
+        description="open the stream before this (a minute); the stream then stays open"
+    )
+    events_url: str = Field(description="the study's event stream, ticket included")
+
+
 def _json(body: bytes) -> Response:
     """A body the service rendered (and cached) as JSON; its shape is the route's
     response_model, which the tests check it against."""
@@ -268,7 +282,7 @@ def studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudySummary, responses=E404)
-def study(study_id: int, dash: DashboardDep) -> StudySummary:
+def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
     card, rungs = dash.study(study_id)
     space = space_items(StudySpec.model_validate(card.study.spec))
@@ -277,7 +291,7 @@ def study(study_id: int, dash: DashboardDep) -> StudySummary:
 
 @router.get("/studies/{study_id}/history", response_model=History, responses={**E404, **E422})
 def history(
-    study_id: int,
+    study_id: Id,
     dash: DashboardDep,
     points: Annotated[
         int, Query(ge=10, le=20_000, description="most points to return (downsampled beyond)")
@@ -290,7 +304,7 @@ def history(
 
 @router.get("/studies/{study_id}/curves", response_model=Curves, responses={**E404, **E422})
 def curves(
-    study_id: int,
+    study_id: Id,
     dash: DashboardDep,
     trials: Annotated[int, Query(ge=1, le=1000, description="most trials to return")] = 200,
 ) -> Response:
@@ -301,7 +315,7 @@ def curves(
 
 @router.get("/studies/{study_id}/params", response_model=ParamsSample, responses={**E404, **E422})
 def params(
-    study_id: int,
+    study_id: Id,
     dash: DashboardDep,
     trials: Annotated[int, Query(ge=1, le=10_000, description="most trials to return")] = 2000,
 ) -> Response:
@@ -310,20 +324,38 @@ def params(
 
 
 @router.get("/studies/{study_id}/importance", response_model=Importance, responses=E404)
-def importance(study_id: int, dash: DashboardDep) -> Importance:
+def importance(study_id: Id, dash: DashboardDep) -> Importance:
     """Importance of each parameter for the value, computed on at most 2,000 trials at one
     resource level and cached until the study has grown enough to change it."""
     return Importance.model_validate(dash.importance(study_id))
 
 
 @router.get("/studies/{study_id}/version", response_model=VersionOut, responses=E404)
-def version(study_id: int, dash: DashboardDep) -> VersionOut:
+def version(study_id: Id, dash: DashboardDep) -> VersionOut:
     """The study's version: it changes whenever the study or one of its trials does."""
     v = dash.version(study_id)
     return VersionOut(version=v.token, state=v.state)  # type: ignore[arg-type]
 
 
-@router.get(
+@router.post(
+    "/studies/{study_id}/stream-ticket",
+    status_code=201,
+    response_model=StreamTicketOut,
+    responses=E404,
+)
+def stream_ticket(study_id: Id, dash: DashboardDep, kit: KitDep, who: CallerDep) -> StreamTicketOut:
+    """A ticket that opens this study's event stream for a minute, for a client that can't
+    send the Authorization header (a browser's EventSource): the URL carries the ticket,
+    never the token. Get a new one for each connection."""
+    dash.version(study_id)  # a 404 for a study that does not exist
+    new = StreamTickets(kit).issue(who, study_id)
+    url = f"{router.prefix}/studies/{study_id}/events?ticket={new.secret}"
+    return StreamTicketOut(
+        ticket=new.secret, study_id=study_id, expires_at=new.expires_at, events_url=url
+    )
+
+
+@stream_router.get(
     "/studies/{study_id}/events",
     response_class=StreamingResponse,
     responses={
@@ -334,11 +366,13 @@ def version(study_id: int, dash: DashboardDep) -> VersionOut:
         },
         **E404,
     },
+    dependencies=[STREAM],
 )
-async def events(study_id: int, request: Request, dash: DashboardDep) -> StreamingResponse:
+async def events(study_id: Id, request: Request, dash: DashboardDep) -> StreamingResponse:
     """Server-sent events: ``change`` when the study changes. The first event comes at once
     (unless ``Last-Event-ID`` names the current version); the stream ends when the client
-    goes or the study is deleted."""
+    goes or the study is deleted. Read scope: a token in the Authorization header, or a
+    ``ticket`` for this study from ``POST .../stream-ticket``."""
     first = await run_in_threadpool(dash.counts, study_id)  # a 404 before the stream starts
     return StreamingResponse(
         _event_stream(dash, study_id, request, first, request.headers.get("last-event-id")),
@@ -384,7 +418,7 @@ async def _event_stream(
 
 
 @router.get("/trials/{trial_id}", response_model=DashboardTrial, responses=E404)
-def trial(trial_id: int, dash: DashboardDep) -> DashboardTrial:
+def trial(trial_id: Id, dash: DashboardDep) -> DashboardTrial:
     """A trial as ``GET /api/v1/trials/{id}`` gives it, but with each attempt (its worker's
     host and GPUs, its duration) in place of their count, and the resources the trial used."""
     detail, attempts, resources = dash.trial(trial_id)

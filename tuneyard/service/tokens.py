@@ -12,6 +12,14 @@ Scopes, each a superset of the ones below it where drawn:
     worker  next, reports, heartbeats, checkpoints, logs and the worker registry, on its
             queues when the token names some    (and read)
     read    studies, trials, logs, workers, the dashboard, /metrics
+
+A stream ticket (``tyt_`` and 256 random bits) opens one study's event stream for a minute: a
+browser's EventSource sends no header, so what it presents is in the URL, where proxies and
+browser histories keep it; a ticket found there is worth little (one stream, read only, for
+``TICKET_SECONDS``). Tickets live in the database, SHA-256 only, like tokens: every API process
+and server on that database honours them, a copy of the database authenticates nobody (a
+signed ticket would need a key those processes share, which a copy would hold), and revoking
+the token a ticket was issued to ends the ticket too.
 """
 
 from __future__ import annotations
@@ -22,14 +30,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tuneyard.errors import InvalidRequest, NotFound
 from tuneyard.service.context import Toolkit
-from tuneyard.store.models import ApiToken
+from tuneyard.store.models import ApiToken, StreamTicket
 
 PREFIX = "ty_"
 HINT_LENGTH = 10
+TICKET_PREFIX = "tyt_"
+TICKET_SECONDS = 60.0
+# Expired tickets deleted by each new one, at most: enough to keep up with any rate of issue.
+TICKET_PURGE_BATCH = 100
 
 
 class Scope(StrEnum):
@@ -150,3 +162,69 @@ class TokenService:
             return None
         queues = tuple(row.queues) if row.queues is not None else None
         return Principal(row.id, row.name, Scope(row.scope), queues)
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    secret: str
+    study_id: int
+    expires_at: datetime
+
+
+class StreamTickets:
+    """Tickets for one study's event stream (see the module docstring)."""
+
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+
+    def issue(self, principal: Principal, study_id: int) -> NewTicket:
+        """A ticket for ``study_id``'s stream, for whoever ``principal`` is; expired tickets
+        are deleted on the way, a batch at a time (rows another process is deleting are
+        skipped, not waited for)."""
+        secret = TICKET_PREFIX + secrets.token_urlsafe(32)
+        now = self.kit.clock()
+        expires_at = now + timedelta(seconds=TICKET_SECONDS)
+        expired = (
+            select(StreamTicket.id)
+            .where(StreamTicket.expires_at < now)
+            .order_by(StreamTicket.id)
+            .limit(TICKET_PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with self.kit.transaction() as s:
+            s.execute(delete(StreamTicket).where(StreamTicket.id.in_(expired)))
+            s.add(
+                StreamTicket(
+                    secret_sha256=digest(secret),
+                    token_id=principal.token_id,
+                    study_id=study_id,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return NewTicket(secret, study_id, expires_at)
+
+    def redeem(self, secret: str, study_id: int) -> Principal | None:
+        """The principal a ticket stands for on ``study_id``'s stream (read scope only); None
+        for a ticket that is unknown, expired, for another study, or whose token is no longer
+        valid."""
+        if not secret.startswith(TICKET_PREFIX) or len(secret) > 200:
+            return None
+        now = self.kit.clock()
+        with self.kit.reading() as s:
+            row = s.execute(
+                select(StreamTicket.study_id, StreamTicket.expires_at, ApiToken)
+                .join(ApiToken, ApiToken.id == StreamTicket.token_id)
+                .where(StreamTicket.secret_sha256 == digest(secret))
+            ).first()
+        if row is None:
+            return None
+        ticket_study, expires_at, token = row
+        if ticket_study != study_id or expires_at <= now:
+            return None
+        if token.revoked_at is not None or (
+            token.expires_at is not None and token.expires_at <= now
+        ):
+            return None
+        return Principal(token.id, f"{token.name} (stream ticket)", Scope.READ)

@@ -352,3 +352,21 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StreamTicket(Base):
+    """A short-lived ticket to open one study's event stream (``?ticket=`` in its URL: a
+    browser's EventSource can send no header). Only its SHA-256 is stored. It is valid until
+    ``expires_at`` and only while the token it was issued to is valid (``token_id`` null: issued
+    by a server running without authentication, worth nothing to one that has it)."""
+
+    __tablename__ = "stream_tickets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True
+    )
+    study_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
