@@ -163,13 +163,13 @@ class HttpError extends Error {
   }
 }
 
-async function request(path, as = "json") {
+async function request(path, as = "json", method = "GET") {
   const headers = { Accept: as === "json" ? "application/json" : "*/*" };
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   let r;
   try {
-    r = await fetch(path, { headers, cache: "no-store" });
+    r = await fetch(path, { method, headers, cache: "no-store" });
   } catch {
     throw new HttpError(0, "the server can't be reached");
   }
@@ -203,10 +203,11 @@ function query(params) {
   return s ? `?${s}` : "";
 }
 
-function withToken(url) {
-  const t = token();
-  if (!t) return url;
-  return `${url}${url.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(t)}`;
+// An EventSource sends no headers, and a token in its URL would end up in logs: it opens
+// the stream with a ticket (one study, a minute) that the token buys, a new one each time.
+async function streamUrl(base) {
+  const t = await request(`${base}/stream-ticket`, "json", "POST");
+  return `${base}/events?ticket=${encodeURIComponent(t.ticket)}`;
 }
 
 // A plain link can't carry the token header: fetch the file and hand the browser a blob.
@@ -377,12 +378,27 @@ function watchStudy(studyId, changed) {
     });
   };
 
-  const connect = () => {
+  const retryLater = () => {
+    failedOnce = true;
+    poll();
+    clearTimeout(retry);
+    retry = setTimeout(connect, SSE_RETRY_MS);
+  };
+
+  const connect = async () => {
     if (!("EventSource" in window)) {
       poll();
       return;
     }
-    source = new EventSource(withToken(`${base}/events`));
+    let url;
+    try {
+      url = await streamUrl(base);
+    } catch (e) {
+      if (e.status === 404) changed(null);
+      else retryLater();
+      return;
+    }
+    source = new EventSource(url);
     source.addEventListener("open", () => {
       setLive("live", "Live", "Updates arrive as the study changes");
       if (poller) {
@@ -408,10 +424,7 @@ function watchStudy(studyId, changed) {
     source.addEventListener("error", () => {
       source.close();
       source = null;
-      failedOnce = true;
-      poll();
-      clearTimeout(retry);
-      retry = setTimeout(connect, SSE_RETRY_MS);
+      retryLater();
     });
   };
   connect();
