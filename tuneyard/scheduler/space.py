@@ -37,12 +37,11 @@ distribution of ``sample``. Inactive dimensions encode as 0.5.
 
 from __future__ import annotations
 
-import bisect
 import math
 import numbers
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, localcontext
 from functools import cached_property
 from typing import Any
@@ -50,13 +49,12 @@ from typing import Any
 import numpy as np
 
 from tuneyard.spec import (
-    MAX_PARENT_ASSIGNMENTS,
     CategoricalParam,
     FloatParam,
+    GridIndex,
     IntParam,
     Param,
     Scalar,
-    grid_size,
     topological_order,
 )
 
@@ -65,9 +63,14 @@ from tuneyard.spec import (
 _DECIMAL_DIGITS = 40
 
 
-def _same(a: Any, b: Any) -> bool:
-    # True == 1 in Python; a categorical value must match in type as well as value.
-    return type(a) is type(b) and a == b
+def _key(v: Any) -> tuple[type, Any] | None:
+    """How a categorical value is looked up: by type and value (``True == 1`` in Python), or
+    None when it cannot be hashed (so it is no choice)."""
+    try:
+        hash(v)
+    except TypeError:
+        return None
+    return (type(v), v)
 
 
 def _number(v: Any) -> int | float | None:
@@ -146,6 +149,13 @@ class _Categorical(_Dim):
     def __init__(self, p: CategoricalParam) -> None:
         self.choices: list[Scalar] = list(p.choices)
         self.count = len(self.choices)
+        # Lookups by key, not scans: a choice list may be long and is read per configuration.
+        self._at = p.choice_index()
+        self._numbers: dict[int | float, list[int]] = {}
+        for k, c in enumerate(self.choices):
+            x = _number(c)
+            if x is not None:
+                self._numbers.setdefault(x, []).append(k)
 
     def value(self, k: int) -> Any:
         return self.choices[k]
@@ -154,14 +164,14 @@ class _Categorical(_Dim):
         return self.choices[_randbelow(rng, len(self.choices))]
 
     def index(self, v: Any) -> int:
-        for k, c in enumerate(self.choices):
-            if _same(c, v):
-                return k
+        key = _key(v)
+        if key is not None and key in self._at:
+            return self._at[key]
         # JSON clients may send 1 for the choice 1.0, Python ones a numpy scalar: equal numbers
         # match across int and float (preferring the same kind), never across bool.
         x = _number(v)
         if x is not None:
-            equal = [k for k, c in enumerate(self.choices) if _number(c) == x]
+            equal = self._numbers.get(x)
             if equal:
                 same_kind = [k for k in equal if type(self.choices[k]) is type(x)]
                 return (same_kind or equal)[0]
@@ -313,14 +323,13 @@ class SearchSpace:
                         "which is not a categorical parameter of this space"
                     )
         self.names: list[str] = topological_order(self.params)
-        self._when = {n: p.when_values() for n, p in self.params.items()}
-        self._dims = {n: _dim(n, p) for n, p in self.params.items()}
-        named = {parent for when in self._when.values() for parent in when}
-        self._parents = [n for n in self.names if n in named]
-        # Checked above: every condition parent is categorical.
-        self._parent_choices = {
-            n: p.choices for n, p in self.params.items() if isinstance(p, CategoricalParam)
+        # Each condition as the set of values it admits: membership is a lookup, not a scan.
+        self._when = {
+            n: {parent: {(type(v), v) for v in values} for parent, values in w.items()}
+            for n, p in self.params.items()
+            for w in (p.when_values(),)
         }
+        self._dims = {n: _dim(n, p) for n, p in self.params.items()}
 
     # -- conditions ------------------------------------------------------------------------
     def is_active(self, name: str, params: Mapping[str, Any]) -> bool:
@@ -330,8 +339,7 @@ class SearchSpace:
         except KeyError:
             raise ValueError(f"unknown parameter {name!r}") from None
         return all(
-            parent in params and any(_same(params[parent], v) for v in values)
-            for parent, values in when.items()
+            parent in params and _key(params[parent]) in values for parent, values in when.items()
         )
 
     # -- random sampling -------------------------------------------------------------------
@@ -345,83 +353,37 @@ class SearchSpace:
 
     # -- the grid --------------------------------------------------------------------------
     def grid_size(self) -> int:
-        """Number of grid points, as :func:`tuneyard.spec.grid_size` counts them."""
+        """Number of grid points, as :func:`tuneyard.spec.grid_size` counts them. Raises
+        ValueError for a continuous float parameter, and :class:`tuneyard.spec.GridTooComplex`
+        (a ValueError) when the conditions cross too often to count."""
         for name in self.names:
             if self._dims[name].count is None:
                 raise ValueError(
                     f"{name}: a grid needs a step or grid_points for a continuous float parameter"
                 )
-        return self._grid_size
+        return self._grid.size
 
     @cached_property
-    def _grid_size(self) -> int:
-        return grid_size(self.params)
+    def _grid(self) -> GridIndex:
+        return GridIndex(self.params)
 
     def grid_point(self, index: int) -> dict[str, Any]:
         """The ``index``-th configuration of the grid, decoded without enumerating the grid.
 
         Indices count through the branches (assignments of the condition parents) in order,
         and inside a branch through the parameters active there as a mixed-radix number whose
-        last parameter varies fastest.
+        last parameter varies fastest (see :class:`tuneyard.spec.GridIndex`).
         """
         index = operator.index(index)
         size = self.grid_size()
         if not 0 <= index < size:
             raise ValueError(f"grid index {index} is outside [0, {size})")
-        starts, assignments = self._branch_table
-        b = bisect.bisect_right(starts, index) - 1
-        rest, assign = index - starts[b], assignments[b]
-        digits: dict[str, int] = {}
-        for name in reversed(self._free(assign)):
-            rest, digits[name] = divmod(rest, self._count(name))
-        return {
-            n: assign[n] if n in assign else self._dims[n].value(digits[n])
-            for n in self.names
-            if n in assign or n in digits
-        }
-
-    def _count(self, name: str) -> int:
-        count = self._dims[name].count
-        if count is None:  # grid_size() has refused such spaces already
-            raise ValueError(f"{name}: a continuous float parameter has no grid")
-        return count
-
-    def _free(self, assign: Mapping[str, Any]) -> list[str]:
-        """The parameters other than condition parents that are active in a branch."""
-        return [n for n in self.names if n not in self._parents and self.is_active(n, assign)]
-
-    @cached_property
-    def _branch_table(self) -> tuple[list[int], list[dict[str, Any]]]:
-        """Each branch's first grid index and its parent assignment.
-
-        Built on the first ``grid_point`` call, so each later call is a binary search rather
-        than a walk over the branches.
-        """
-        starts: list[int] = []
-        assignments: list[dict[str, Any]] = []
-        total = 0
-        for assign in self._branches(0, {}):
-            if len(starts) == MAX_PARENT_ASSIGNMENTS:
-                raise ValueError(
-                    f"the conditions have more than {MAX_PARENT_ASSIGNMENTS:,} branches; "
-                    "such a grid cannot be indexed"
-                )
-            starts.append(total)
-            assignments.append(assign)
-            total += math.prod(self._count(n) for n in self._free(assign))
-        return starts, assignments
-
-    def _branches(self, i: int, assign: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Every assignment of the condition parents, skipping those a branch leaves inactive."""
-        if i == len(self._parents):
-            yield assign
-            return
-        name = self._parents[i]
-        if not self.is_active(name, assign):
-            yield from self._branches(i + 1, assign)
-            return
-        for choice in self._parent_choices[name]:
-            yield from self._branches(i + 1, {**assign, name: choice})
+        chosen, digits = self._grid.point(index)
+        # Positions are in topological order, as ``names`` is: sorted, they list the
+        # configuration in ``names`` order.
+        at = {**chosen, **dict(digits)}
+        names = self._grid.names
+        return {names[i]: self._dims[names[i]].value(at[i]) for i in sorted(at)}
 
     # -- validation ------------------------------------------------------------------------
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
