@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
@@ -348,11 +349,25 @@ class StudySpec(_Strict):
                 )
         return v
 
-    @model_validator(mode="after")
-    def _check_space(self, info: ValidationInfo) -> StudySpec:
-        if info.context is _STORED:
-            # Checked when the study was created; a stored definition is read, not judged again.
-            return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_once(
+        cls, data: Any, handler: ModelWrapValidatorHandler[StudySpec], info: ValidationInfo
+    ) -> StudySpec:
+        # A definition is checked once, when it is first built. Pydantic would run an "after"
+        # validator again on every instance placed in another model (a response) or read
+        # back; so the cross-field checks are skipped for an instance (frozen: it cannot have
+        # changed) and for a stored definition (checked when its study was created).
+        if isinstance(data, StudySpec):
+            return data
+        spec = handler(data)
+        if info.context is not _STORED:
+            spec._check_space()
+        return spec
+
+    def _check_space(self) -> None:
+        """The rules across fields: conditions name categorical parents and their choices,
+        form no cycle, and a grid is finite and small enough."""
         choices = {
             n: p.choice_index() for n, p in self.space.items() if isinstance(p, CategoricalParam)
         }
@@ -392,7 +407,6 @@ class StudySpec(_Strict):
                     f"sampler: the grid has {float(size):.3g} points, more than the "
                     f"{MAX_GRID_POINTS:,} that can be enumerated; add steps or narrow the space"
                 )
-        return self
 
     @classmethod
     def from_stored(cls, data: Any) -> StudySpec:

@@ -134,7 +134,8 @@ class Toolkit:
         if ctx is not None:
             return ctx
         key = (study.id, study.created_at.timestamp())
-        ctx = StudyContext.build(StudySpec.model_validate(study.spec), study.seed)
+        # Checked when the study was created: parsed, not judged again.
+        ctx = StudyContext.build(StudySpec.from_stored(study.spec), study.seed)
         with self._lock:
             self._cache[key] = ctx
             while len(self._cache) > self._cache_size:

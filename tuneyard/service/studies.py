@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ class StudyView:
     counts: dict[str, int]
     best: Trial | None
 
+    @property
+    def spec(self) -> StudySpec:
+        """The study's definition as stored: checked when the study was created, not again."""
+        return StudySpec.from_stored(self.study.spec)
+
 
 @dataclass(frozen=True)
 class TrialDetail:
@@ -45,22 +51,42 @@ def study_page(s: Session, limit: int, cursor: str | None) -> tuple[list[Study],
     page (None on the last)."""
     q = select(Study).order_by(Study.id.desc()).limit(limit + 1)
     if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        q = q.where(Study.id < int(last_id))
+        (last_id,) = decode_cursor(cursor, KEY)
+        q = q.where(Study.id < last_id)
     rows = list(s.scalars(q))
     nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
     return rows[:limit], nxt
 
 
-def decode_cursor(cursor: str, n: int) -> list[Any]:
+# What a cursor holds, position by position: an id or a trial number, or a trial's value.
+KEY, VALUE = "key", "value"
+_MAX_KEY = 2**63 - 1
+
+
+def decode_cursor(cursor: str, *shape: str) -> list[int | float]:
+    """The positions held by a cursor this API returned, in ``shape``: a key (an id or a
+    number: an integer in [0, 2**63)) or a value (a finite number). Anything else (not
+    base64, not JSON, another length, another type, out of range) is a 422 naming ``cursor``:
+    it reaches no query."""
+    bad = InvalidRequest("cursor: not a cursor this API returned", field="cursor")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise InvalidRequest("cursor: not a cursor this API returned", field="cursor") from exc
-    if not isinstance(values, list) or len(values) != n:
-        raise InvalidRequest("cursor: not a cursor this API returned", field="cursor")
-    return values
+    except (ValueError, RecursionError) as exc:  # binascii, JSON and UTF-8 errors are these
+        raise bad from exc
+    if not isinstance(values, list) or len(values) != len(shape):
+        raise bad
+    out: list[int | float] = []
+    for kind, v in zip(shape, values, strict=True):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise bad
+        if kind == KEY:
+            if not isinstance(v, int) or not 0 <= v <= _MAX_KEY:
+                raise bad
+        elif not math.isfinite(v):
+            raise bad
+        out.append(v)
+    return out
 
 
 class StudyService:
@@ -187,15 +213,14 @@ class StudyService:
             desc = order.startswith("-")
             if order.endswith("number"):
                 if cursor:
-                    (n,) = decode_cursor(cursor, 1)
-                    q = q.where(Trial.number < int(n) if desc else Trial.number > int(n))
+                    (n,) = decode_cursor(cursor, KEY)
+                    q = q.where(Trial.number < n if desc else Trial.number > n)
                 q = q.order_by(Trial.number.desc() if desc else Trial.number.asc())
             else:
                 # Ordered by value, trials without a value yet are left out.
                 q = q.where(Trial.value.is_not(None))
                 if cursor:
-                    v, i = decode_cursor(cursor, 2)
-                    v, i = float(v), int(i)
+                    v, i = decode_cursor(cursor, VALUE, KEY)
                     if desc:
                         q = q.where(or_(Trial.value < v, and_(Trial.value == v, Trial.id < i)))
                     else:
