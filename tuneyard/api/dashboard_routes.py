@@ -285,7 +285,7 @@ def studies(
 def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
     card, rungs = dash.study(study_id)
-    space = space_items(StudySpec.model_validate(card.study.spec))
+    space = space_items(StudySpec.from_stored(card.study.spec))
     return StudySummary.model_validate({**_card(card), "space": space, "rungs": rungs})
 
 

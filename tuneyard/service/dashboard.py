@@ -677,7 +677,7 @@ class DashboardService:
     def _params(self, s: Session, study: Study, limit: int) -> dict[str, Any]:
         """Configurations of at most ``limit`` trials, for parallel coordinates and slices;
         under "rows", (id, number, state, value, params as JSON text)."""
-        spec = StudySpec.model_validate(study.spec)
+        spec = StudySpec.from_stored(study.spec)
         rows = self._pick(
             s,
             study,
@@ -748,7 +748,7 @@ class DashboardService:
         return ("completed", int(completed or 0))
 
     def _fit_importance(self, s: Session, study: Study, basis: tuple[Any, ...]) -> dict[str, Any]:
-        spec = StudySpec.model_validate(study.spec)
+        spec = StudySpec.from_stored(study.spec)
         if basis[0] == "rung":
             _, k, resource, n = basis
             ranked = (

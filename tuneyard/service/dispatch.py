@@ -70,7 +70,7 @@ class Dispatcher:
             ).all()
         fills = []
         for study_id, raw, active in rows:
-            spec = StudySpec.model_validate(raw)
+            spec = StudySpec.from_stored(raw)
             if spec.execution is None or not (spec.execution.entrypoint or spec.execution.command):
                 continue  # an ask/tell study: its clients bring their own workers
             pending = self._pending(study_id, spec.execution.queue)

@@ -146,11 +146,8 @@ class _Encoder:
                 choices = space.params[parent]
                 if not isinstance(choices, CategoricalParam):  # SearchSpace refuses these
                     raise ValueError(f"{name}: condition parent {parent!r} is not categorical")
-                allowed = [
-                    j
-                    for j, c in enumerate(choices.choices)
-                    if any(type(c) is type(v) and c == v for v in values)
-                ]
+                keys = {(type(v), v) for v in values}  # True is not 1; a lookup, not a scan
+                allowed = [j for j, c in enumerate(choices.choices) if (type(c), c) in keys]
                 conds.append((index[parent], np.asarray(allowed, dtype=np.int64)))
             self.conditions.append(conds)
         self.n_cols = cols

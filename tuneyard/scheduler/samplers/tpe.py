@@ -84,11 +84,6 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _TINY = 1e-300
 
 
-def _same(a: Any, b: Any) -> bool:
-    # As the space matches conditions: True is not 1.
-    return type(a) is type(b) and a == b
-
-
 @dataclass(frozen=True)
 class UnitLayout:
     """What each dimension of a space's unit cube holds, and which conditions gate it."""
@@ -126,7 +121,10 @@ class UnitLayout:
                     pp = space.params[parent]
                     if not isinstance(pp, CategoricalParam):  # SearchSpace refuses these
                         raise ValueError(f"{name}: condition parent {parent!r} not categorical")
-                    allowed = np.array([any(_same(c, v) for v in values) for c in pp.choices])
+                    # As the space matches conditions (True is not 1), by lookup: a parent's
+                    # thousand choices against a thousand listed values is no million steps.
+                    keys = {(type(v), v) for v in values}
+                    allowed = np.array([(type(c), c) in keys for c in pp.choices])
                     gates.append((index[parent], allowed))
                 conditions.append((j, tuple(gates)))
         return cls(tuple(kinds), tuple(bins), tuple(conditions))
