@@ -172,16 +172,16 @@ def measure(url: str, n: int, calls: int) -> dict[str, Any]:
         tid = job.trial.id
         c0, a = counter.n, time.perf_counter()
         # Half way through the job's range: a report that reaches no rung.
-        trials.report(tid, job.trial.resource_from + 0.5, 0.7, {})
+        trials.report(tid, job.trial.resource_from + 0.5, 0.7, {}, attempt=job.trial.attempts)
         t_plain.append(time.perf_counter() - a)
         q_plain.append(counter.n - c0)
         c0, a = counter.n, time.perf_counter()
         value = float(np.random.default_rng(tid).uniform())
-        d = trials.report(tid, job.trial.resource_to, value, {})
+        d = trials.report(tid, job.trial.resource_to, value, {}, attempt=job.trial.attempts)
         t_rung.append(time.perf_counter() - a)
         q_rung.append(counter.n - c0)
         if d.decision == "pause":
-            trials.pause(tid, None)
+            trials.pause(tid, None, attempt=job.trial.attempts)
     engine.dispose()
 
     def ms(xs: list[float], q: float) -> float:

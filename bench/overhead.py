@@ -165,7 +165,7 @@ def _ty_worker(
             job = r.json()
             tid, params, decision = job["trial_id"], job["params"], "continue"
             for step in range(int(job["resource_from"]) + 1, int(job["resource_to"]) + 1):
-                body = {"step": step, "value": curve(params, step), "metrics": {}}
+                body = {"attempt": job["attempt"], "step": step, "value": curve(params, step)}
                 a = now()
                 r = client.post(f"/api/v1/trials/{tid}/reports", json=body)
                 b = now()
@@ -176,7 +176,8 @@ def _ty_worker(
                 if decision != "continue":
                     break
             if decision == "continue":
-                client.post(f"/api/v1/trials/{tid}/complete", json={}).raise_for_status()
+                done = {"attempt": job["attempt"]}
+                client.post(f"/api/v1/trials/{tid}/complete", json=done).raise_for_status()
             if win.measure <= now() <= win.end:
                 rec.trials += 1
         except Exception as exc:

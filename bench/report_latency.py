@@ -102,12 +102,13 @@ def main() -> None:
         sid = created.json()["id"]
         timed(lambda i: http.get("/healthz").raise_for_status(), 200)  # warm-up
         health = timed(lambda i: http.get("/healthz").raise_for_status(), 1000)
-        tid = http.post(f"/api/v1/studies/{sid}/next", json={"worker": "w"}).json()["trial_id"]
+        job = http.post(f"/api/v1/studies/{sid}/next", json={"worker": "w"}).json()
+        tid, attempt = job["trial_id"], job["attempt"]
 
         def report(i: int) -> None:
             r = http.post(
                 f"/api/v1/trials/{tid}/reports",
-                json={"step": i + 1, "value": 1.0 / (i + 2), "metrics": {}},
+                json={"attempt": attempt, "step": i + 1, "value": 1.0 / (i + 2)},
             )
             r.raise_for_status()
             if r.json()["decision"] != "continue":

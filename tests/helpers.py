@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import math
+import tarfile
 from collections.abc import Callable
 from typing import Any
 
 API = "/api/v1"
+
+
+def checkpoint(http: Any, tid: int, attempt: int, tag: str = "") -> str:
+    """Upload a small checkpoint archive of a running trial's attempt (its content set by
+    ``tag``, so different tags are different archives); returns the location to pass to
+    /pause or /release, as a worker does."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = f"trial {tid} {tag}".encode()
+        info = tarfile.TarInfo("state.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    r = http.put(
+        f"{API}/trials/{tid}/checkpoint", params={"attempt": attempt}, content=buf.getvalue()
+    )
+    assert r.status_code == 201, r.text
+    location: str = r.json()["location"]
+    return location
 
 
 def study_spec(**overrides: Any) -> dict[str, Any]:
@@ -56,20 +76,26 @@ def run_job(
         step += 1
         r = http.post(
             f"{API}/trials/{tid}/reports",
-            json={"step": step, "value": objective(job["params"], step)},
+            json={"attempt": job["attempt"], "step": step, "value": objective(job["params"], step)},
         )
         assert r.status_code == 200, r.text
         ans = r.json()
         if on_report:
             on_report(job, step, ans)
         if ans["decision"] == "pause":
-            p = http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": f"ckpt/{tid}/{step}"})
+            p = http.post(
+                f"{API}/trials/{tid}/pause",
+                json={
+                    "attempt": job["attempt"],
+                    "checkpoint": checkpoint(http, tid, job["attempt"], f"step {step}"),
+                },
+            )
             assert p.status_code == 200, p.text
             return "pause"
         if ans["decision"] in ("stop", "complete"):
             return ans["decision"]
         to = ans["resource_to"] or to
-    r = http.post(f"{API}/trials/{tid}/complete", json={})
+    r = http.post(f"{API}/trials/{tid}/complete", json={"attempt": job["attempt"]})
     assert r.status_code == 200, r.text
     return "complete"
 

@@ -40,6 +40,7 @@ from tuneyard.api.schemas import (
     TrialSummary,
     WorkerOut,
 )
+from tuneyard.redact import redact_url
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 
@@ -74,6 +75,14 @@ class StudyFinished(Conflict):
     """409 from ``next``: the study is finished or stopped, there is no more work."""
 
 
+class StaleAttempt(Conflict):
+    """409: the call's attempt is no longer the trial's live one (its lease ran out and the
+    trial was queued again or runs elsewhere). Nothing was changed: stop the job."""
+
+
+STALE_ATTEMPT = "urn:tuneyard:problem:stale-attempt"
+
+
 class InvalidRequest(ApiError):
     """400 or 422: invalid input; ``errors`` names the fields."""
 
@@ -100,7 +109,7 @@ def _error(resp: httpx.Response) -> ApiError:
     if resp.status_code == 404:
         cls = NotFound
     elif resp.status_code == 409:
-        cls = Conflict
+        cls = StaleAttempt if body.get("type") == STALE_ATTEMPT else Conflict
     elif resp.status_code in (400, 422):
         cls = InvalidRequest
     return cls(resp.status_code, title, detail, errors if isinstance(errors, list) else None)
@@ -147,6 +156,8 @@ class Client:
             # The token: given, else TUNEYARD_TOKEN (a server with auth off needs none).
             token = settings.token if token is None else token
         self.base_url = base_url.rstrip("/")
+        # For messages and logs: the address without any password it may carry.
+        self.shown_url = redact_url(self.base_url)
         self.retries = max(0, retries)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -172,7 +183,7 @@ class Client:
         self.http.close()
 
     def __repr__(self) -> str:
-        return f"Client({self.base_url!r})"
+        return f"Client({self.shown_url!r})"
 
     # -- transport -------------------------------------------------------------------------
     def request(
@@ -209,10 +220,10 @@ class Client:
                         method, path, content=content, params=params, headers=headers
                     )
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
-                raise Unreachable(0, "Bad request", f"{self.base_url}: {exc}") from exc
+                raise Unreachable(0, "Bad request", f"{self.shown_url}: {exc}") from exc
             except httpx.TransportError as exc:
                 if last:
-                    raise Unreachable(0, "Unreachable", f"{self.base_url}: {exc}") from exc
+                    raise Unreachable(0, "Unreachable", f"{self.shown_url}: {exc}") from exc
                 self._wait(attempt, None)
                 continue
             if resp.status_code in RETRY_STATUS and not last:
@@ -342,23 +353,31 @@ class Client:
             return None
         return _parse(resp, Assignment, f"POST {API}/studies/{study_id}/next")
 
+    # Every call about a running trial names the attempt ``next`` handed out (``attempt``);
+    # one of an attempt that is no longer the trial's live one raises :class:`StaleAttempt`.
     def report(
-        self, trial_id: int, step: float, value: float | None = None, **metrics: float | None
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None = None,
+        *,
+        attempt: int,
+        **metrics: float | None,
     ) -> ReportOut:
         """An intermediate result; the answer's ``decision`` says what to do next.
 
         NaN and infinite values are sent as such (the server fails the trial, with the
         reason). Repeating a step returns the decision stored the first time."""
-        body = {"step": step, "value": value, "metrics": metrics}
+        body = {"attempt": attempt, "step": step, "value": value, "metrics": metrics}
         return self._call("POST", f"{API}/trials/{trial_id}/reports", ReportOut, json_body=body)
 
-    def pause(self, trial_id: int, checkpoint: str | None = None) -> TrialSummary:
+    def pause(self, trial_id: int, checkpoint: str | None = None, *, attempt: int) -> TrialSummary:
         """Acknowledge a ``pause`` decision once the checkpoint is saved."""
         return self._call(
             "POST",
             f"{API}/trials/{trial_id}/pause",
             TrialSummary,
-            json_body={"checkpoint": checkpoint},
+            json_body={"attempt": attempt, "checkpoint": checkpoint},
         )
 
     def complete(
@@ -367,20 +386,31 @@ class Client:
         value: float | None = None,
         metrics: Mapping[str, float | None] | None = None,
         checkpoint: str | None = None,
+        *,
+        attempt: int,
     ) -> TrialSummary:
         """The objective finished; ``value`` (or the latest report's) is the result."""
-        body = {"value": value, "metrics": dict(metrics or {}), "checkpoint": checkpoint}
+        body = {
+            "attempt": attempt,
+            "value": value,
+            "metrics": dict(metrics or {}),
+            "checkpoint": checkpoint,
+        }
         return self._call("POST", f"{API}/trials/{trial_id}/complete", TrialSummary, json_body=body)
 
-    def fail(self, trial_id: int, error: str) -> TrialSummary:
-        """The objective crashed; ``error`` (e.g. a traceback) is stored on the trial."""
-        return self._call(
-            "POST", f"{API}/trials/{trial_id}/fail", TrialSummary, json_body={"error": error}
-        )
+    def fail(
+        self, trial_id: int, error: str, output: str | None = None, *, attempt: int
+    ) -> TrialSummary:
+        """The objective crashed: ``error`` says what went wrong (a message or a traceback;
+        its summary becomes the trial's reason), ``output`` is the end of what it printed."""
+        body = {"attempt": attempt, "error": error, "output": output or None}
+        return self._call("POST", f"{API}/trials/{trial_id}/fail", TrialSummary, json_body=body)
 
-    def heartbeat(self, trial_id: int) -> datetime | None:
+    def heartbeat(self, trial_id: int, *, attempt: int) -> datetime | None:
         """Extend a running trial's lease; returns the new expiry."""
-        data = self.request("POST", f"{API}/trials/{trial_id}/heartbeat").json()
+        data = self.request(
+            "POST", f"{API}/trials/{trial_id}/heartbeat", json_body={"attempt": attempt}
+        ).json()
         when = data.get("lease_expires_at") if isinstance(data, dict) else None
         return datetime.fromisoformat(when) if isinstance(when, str) else None
 
@@ -390,10 +420,12 @@ class Client:
         reason: str,
         checkpoint: str | None = None,
         step: float | None = None,
+        *,
+        attempt: int,
     ) -> TrialSummary:
         """Hand a running trial back unfinished (this worker is stopping); it runs again
         elsewhere, from ``checkpoint`` saved at ``step`` when given."""
-        body = {"reason": reason, "checkpoint": checkpoint, "step": step}
+        body = {"attempt": attempt, "reason": reason, "checkpoint": checkpoint, "step": step}
         return self._call("POST", f"{API}/trials/{trial_id}/release", TrialSummary, json_body=body)
 
     def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
@@ -408,9 +440,15 @@ class Client:
         params = {"attempt": attempt} if attempt is not None else None
         return self.request("GET", f"{API}/trials/{trial_id}/log", params=params).text
 
-    def upload_checkpoint(self, trial_id: int, archive: Path) -> str:
-        """Upload a checkpoint archive of a running trial; returns its location."""
-        resp = self.request("PUT", f"{API}/trials/{trial_id}/checkpoint", upload=archive)
+    def upload_checkpoint(self, trial_id: int, archive: Path, *, attempt: int) -> str:
+        """Upload a checkpoint archive of a running trial's live attempt; returns its
+        location."""
+        resp = self.request(
+            "PUT",
+            f"{API}/trials/{trial_id}/checkpoint",
+            params={"attempt": attempt},
+            upload=archive,
+        )
         return _parse(resp, CheckpointOut, "PUT checkpoint").location
 
     def download_checkpoint(self, trial_id: int, digest: str, dest: Path) -> None:
@@ -439,7 +477,7 @@ class Client:
                     return
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise Unreachable(0, "Unreachable", f"{self.base_url}: {exc}") from exc
+                    raise Unreachable(0, "Unreachable", f"{self.shown_url}: {exc}") from exc
                 self._wait(attempt, None)
 
     # -- workers ---------------------------------------------------------------------------

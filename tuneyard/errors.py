@@ -29,6 +29,22 @@ class StudyFinished(Conflict):
     title = "Study finished"
 
 
+class StaleAttempt(Conflict):
+    """409: the call comes from an attempt of the trial that is no longer the live one (its
+    lease ran out and the trial ran again, or it was handed back): nothing was changed, and
+    the worker that sent it should stop that job."""
+
+    title = "Stale attempt"
+    type = "urn:tuneyard:problem:stale-attempt"
+
+    def __init__(self, trial_id: int, attempt: int, current: int, why: str = "") -> None:
+        super().__init__(
+            f"attempt {attempt} of trial {trial_id} is no longer the trial's live attempt "
+            f"({why or f'attempt {current} is'}): nothing was changed; stop this job",
+            attempt=current,
+        )
+
+
 class InvalidTransition(Conflict):
     title = "Invalid state transition"
 

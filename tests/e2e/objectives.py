@@ -57,3 +57,29 @@ def hangs(trial: Any) -> None:
 def reports_nan(trial: Any) -> None:
     trial.report(1, loss=0.5)
     trial.report(2, loss=float("nan"))
+
+
+def recorded_curve(trial: Any) -> None:
+    """Slow epochs whose every report, with its answer, goes to the JSON-lines file named by
+    TUNEYARD_TEST_RECORD: what each attempt sent and what it was told. Each attempt's values
+    differ (the attempt is in them), so the stored curve says whose it is."""
+    import json
+    import os
+
+    record = os.environ["TUNEYARD_TEST_RECORD"]
+    for epoch in trial.epochs():
+        time.sleep(0.4)
+        loss = round(1.0 / epoch + 0.001 * trial.attempt, 6)
+        decision = trial.report(epoch, loss=loss)
+        line = {
+            "attempt": trial.attempt,
+            "step": epoch,
+            "loss": loss,
+            "decision": decision,
+            "stale": trial.stale is not None,
+            "at": time.time(),
+        }
+        with open(record, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if trial.should_stop:
+            return

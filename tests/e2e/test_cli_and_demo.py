@@ -83,7 +83,7 @@ def test_cli_manages_studies_on_a_real_server(server: str, tmp_path: Path) -> No
     job = httpx.post(f"{server}/api/v1/studies/{sid}/next", headers=auth).json()
     httpx.post(
         f"{server}/api/v1/trials/{job['trial_id']}/reports",
-        json={"step": 1, "value": 0.3},
+        json={"attempt": 1, "step": 1, "value": 0.3},
         headers=auth,
     )
     r = cli.invoke(app, ["trials", "ls", str(sid), "--api", server])

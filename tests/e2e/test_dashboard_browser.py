@@ -396,7 +396,7 @@ def test_study_page_updates_live_when_a_report_arrives(tab: Tab, site: Site) -> 
     first = http.post(f"{API}/studies/{sid}/next", json={"worker": "w0"}).json()
     r = http.post(
         f"{API}/trials/{first['trial_id']}/reports",
-        json={"step": 1, "value": curve(first["params"], 1)},
+        json={"attempt": 1, "step": 1, "value": curve(first["params"], 1)},
     )
     assert r.status_code == 200, r.text
     job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w0"}).json()
@@ -418,7 +418,7 @@ def test_study_page_updates_live_when_a_report_arrives(tab: Tab, site: Site) -> 
     )
     assert page.evaluate(curve_points, tid) == 0
     value = curve(job["params"], 1)
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": value})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": value})
     assert r.status_code == 200, r.text
     shown = str(float(f"{value:.4e}"))  # the page's five significant digits
     page.wait_for_function(
@@ -429,10 +429,10 @@ def test_study_page_updates_live_when_a_report_arrives(tab: Tab, site: Site) -> 
 
     # A second change: the trial is paused (its decision) and the table says so.
     if r.json()["decision"] == "pause":
-        http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": "c/1"})
+        http.post(f"{API}/trials/{tid}/pause", json={"attempt": 1, "checkpoint": None})
         expected_state = "paused"
     else:
-        http.post(f"{API}/trials/{tid}/complete", json={})
+        http.post(f"{API}/trials/{tid}/complete", json={"attempt": 1})
         expected_state = "completed"
     page.wait_for_selector(
         f"[data-testid=trial-row][data-trial-id='{tid}'][data-state={expected_state}]"
@@ -548,8 +548,11 @@ def test_token_goes_with_every_request_and_a_401_asks_for_one(browser: Any, site
         page.wait_for_selector("#live[data-mode=live]")
         fetched = [(u, a) for u, a in sent if "/events" not in u]
         assert fetched and all(a == f"Bearer {site.read_token}" for _, a in fetched), fetched
+        # The event stream is opened with a ticket the token bought; no URL holds the token.
+        assert any(u.endswith("/stream-ticket") for u, _ in fetched), fetched
         streams = [u for u, _ in sent if "/events" in u]
-        assert streams and all(f"access_token={site.read_token}" in u for u in streams)
+        assert streams and all("/events?ticket=tyt_" in u for u in streams), streams
+        assert not any(site.read_token in u or "access_token" in u for u, _ in sent), sent
         # The browser logs each 401 answer as a failed resource; those are the point here.
         tab.errors[:] = [e for e in tab.errors if "401" not in e]
         tab.check()

@@ -76,7 +76,7 @@ class Reporter(threading.Thread):
         self.study = self.client.create_study(spec).id
         job = self.client.next(self.study)
         assert job is not None
-        self.trial = job.trial_id
+        self.trial, self.attempt = job.trial_id, job.attempt
         self.acked: dict[float, float] = {}
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -87,7 +87,7 @@ class Reporter(threading.Thread):
             while not self.stop.is_set():
                 step += 1
                 value = 1.0 / step
-                ans = self.client.report(self.trial, step, value)
+                ans = self.client.report(self.trial, step, value, attempt=self.attempt)
                 assert ans.decision == "continue", ans
                 self.acked[float(step)] = value
                 time.sleep(0.03)

@@ -66,6 +66,7 @@ def test_three_workers_finish_an_asha_study_resuming_across_workers(
                     str(ROOT),
                     "--allow",
                     "tests.e2e.objectives:*",
+                    "--insecure-no-auth",
                 ],
                 env=env,
                 stdout=logs["worker"],

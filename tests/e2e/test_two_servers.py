@@ -48,7 +48,11 @@ def client_loop(
             tid, step, to = job["trial_id"], int(job["resource_from"]), job["resource_to"]
             while step < to:
                 step += 1
-                body = {"step": step, "value": curve(job["params"], step)}
+                body = {
+                    "attempt": job["attempt"],
+                    "step": step,
+                    "value": curve(job["params"], step),
+                }
                 ans = pick().post(f"{API}/trials/{tid}/reports", json=body)
                 if ans.status_code != 200:
                     errors.append(f"report {ans.status_code} {ans.text}")
@@ -60,7 +64,10 @@ def client_loop(
                         errors.append(f"retry of {tid}/{step} answered differently")
                 d = ans.json()
                 if d["decision"] == "pause":
-                    p = pick().post(f"{API}/trials/{tid}/pause", json={"checkpoint": f"c/{tid}"})
+                    p = pick().post(
+                        f"{API}/trials/{tid}/pause",
+                        json={"attempt": job["attempt"], "checkpoint": None},
+                    )
                     if p.status_code != 200:
                         errors.append(f"pause {p.status_code} {p.text}")
                     break

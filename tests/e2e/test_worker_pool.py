@@ -59,6 +59,7 @@ def test_a_killed_slot_is_restarted_and_sigterm_stops_the_pool(
                 "2",
                 "--data-dir",
                 str(tmp_path),
+                "--insecure-no-auth",
             ],
             env=env,
             stdout=log,

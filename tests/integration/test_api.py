@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, curve, drive, study_spec
+from tests.helpers import API, checkpoint, curve, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 
@@ -102,17 +102,24 @@ def test_malformed_and_invalid_calls_are_4xx(http: TestClient) -> None:
     assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
     assert http.get(f"{API}/studies/999").status_code == 404
     assert http.get(f"{API}/trials/999").status_code == 404
-    assert http.post(f"{API}/trials/999/reports", json={"step": 1, "value": 1}).status_code == 404
+    assert (
+        http.post(
+            f"{API}/trials/999/reports", json={"attempt": 1, "step": 1, "value": 1}
+        ).status_code
+        == 404
+    )
     assert http.post(f"{API}/studies/999/next").status_code == 404
     job = http.post(f"{API}/studies/{st['id']}/next").json()
     tid = job["trial_id"]
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": -1, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": -1, "value": 0.5})
     assert r.status_code == 422 and "step" in r.json()["detail"]
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": 0.5, "extra": 1})
+    r = http.post(
+        f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 0.5, "extra": 1}
+    )
     assert r.status_code == 422
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 50, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 50, "value": 0.5})
     assert r.status_code == 422 and "max_resource" in r.json()["detail"]
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 2, "value": 0.5})
     assert r.status_code == 409 and "resource_to" in r.json()["detail"]
     r = http.get(f"{API}/studies/{st['id']}/trials", params={"order": "sideways"})
     assert r.status_code == 422 and "order" in r.json()["detail"]
@@ -125,8 +132,8 @@ def test_report_is_idempotent_and_decisions_are_recorded(http: TestClient) -> No
     job = http.post(f"{API}/studies/{st['id']}/next", json={"worker": "w1"}).json()
     assert job["kind"] == "new" and job["resource_from"] == 0 and job["resource_to"] == 1
     tid = job["trial_id"]
-    first = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": 0.7})
-    again = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": 0.1})
+    first = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 0.7})
+    again = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 0.1})
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
     # The first trial is alone at rung 0: top floor(1/3) = 0, so it pauses.
@@ -138,15 +145,17 @@ def test_report_is_idempotent_and_decisions_are_recorded(http: TestClient) -> No
     assert detail["attempt_log"][0]["worker"] == "w1"
     # Before the pause is acknowledged, the slot is still taken (max_concurrent 1).
     assert http.post(f"{API}/studies/{st['id']}/next").status_code == 204
-    assert http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": "/c/1"}).status_code == 200
-    assert http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": "/c/1"}).status_code == 200
+    saved = checkpoint(http, tid, 1)
+    body = {"attempt": 1, "checkpoint": saved}
+    assert http.post(f"{API}/trials/{tid}/pause", json=body).status_code == 200
+    assert http.post(f"{API}/trials/{tid}/pause", json=body).status_code == 200
     assert http.get(f"{API}/trials/{tid}").json()["state"] == "paused"
     # A finished or paused trial takes no new report; the stored one is still returned.
     assert (
-        http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": 9}).json()
+        http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 9}).json()
         == first.json()
     )
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 2, "value": 0.5})
     assert r.status_code == 409 and "paused" in r.json()["detail"]
 
 
@@ -157,9 +166,9 @@ def test_nan_infinite_or_missing_metric_fails_the_trial(
     st = create(http, limits={"max_trials": 2, "max_concurrent": 2})
     job = http.post(f"{API}/studies/{st['id']}/next").json()
     # JSON has no NaN: send the value as a metric the way a worker would, or leave it out.
-    body: dict[str, Any] = {"step": 1, "metrics": {"accuracy": 0.5}}
+    body: dict[str, Any] = {"attempt": 1, "step": 1, "metrics": {"accuracy": 0.5}}
     if bad is not None:
-        body = {"step": 1, "metrics": {"loss": bad}}
+        body = {"attempt": 1, "step": 1, "metrics": {"loss": bad}}
     content = __import__("json").dumps(body)  # allow_nan: Python emits NaN / Infinity
     r = http.post(
         f"{API}/trials/{job['trial_id']}/reports",
@@ -233,7 +242,7 @@ def test_pause_resume_stop_and_delete_a_study(http: TestClient) -> None:
     assert r.status_code == 200 and r.json()["state"] == "stopped"
     # A running trial learns at its next report that the study was stopped.
     ans = http.post(
-        f"{API}/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.3}
+        f"{API}/trials/{job['trial_id']}/reports", json={"attempt": 1, "step": 1, "value": 0.3}
     ).json()
     assert ans["decision"] == "stop" and "stopped" in ans["reason"]
     assert http.post(f"{API}/studies/{sid}/next").status_code == 409
@@ -249,22 +258,28 @@ def test_complete_and_fail_are_idempotent(http: TestClient) -> None:
     st = create(http, scheduler={"type": "fifo", "min_resource": 1, "max_resource": 5})
     a = http.post(f"{API}/studies/{st['id']}/next").json()
     b = http.post(f"{API}/studies/{st['id']}/next").json()
-    r1 = http.post(f"{API}/trials/{a['trial_id']}/complete", json={"value": 0.25})
-    r2 = http.post(f"{API}/trials/{a['trial_id']}/complete", json={"value": 0.99})
+    r1 = http.post(f"{API}/trials/{a['trial_id']}/complete", json={"attempt": 1, "value": 0.25})
+    r2 = http.post(f"{API}/trials/{a['trial_id']}/complete", json={"attempt": 1, "value": 0.99})
     assert r1.status_code == r2.status_code == 200
     assert r2.json()["value"] == 0.25 and r2.json()["state"] == "completed"
     f1 = http.post(
-        f"{API}/trials/{b['trial_id']}/fail", json={"error": "Traceback...\nValueError: boom"}
+        f"{API}/trials/{b['trial_id']}/fail",
+        json={"attempt": 1, "error": "Traceback...\nValueError: boom"},
     )
     assert (
         f1.status_code == 200 and f1.json()["state"] == "failed" and "boom" in f1.json()["reason"]
     )
     assert (
-        http.post(f"{API}/trials/{b['trial_id']}/fail", json={"error": "again"}).status_code == 200
+        http.post(
+            f"{API}/trials/{b['trial_id']}/fail", json={"attempt": 1, "error": "again"}
+        ).status_code
+        == 200
     )
-    r = http.post(f"{API}/trials/{b['trial_id']}/complete", json={"value": 1})
+    r = http.post(f"{API}/trials/{b['trial_id']}/complete", json={"attempt": 1, "value": 1})
     assert r.status_code == 409
-    assert http.post(f"{API}/trials/{a['trial_id']}/heartbeat").status_code == 409
+    assert (
+        http.post(f"{API}/trials/{a['trial_id']}/heartbeat", json={"attempt": 1}).status_code == 409
+    )
 
 
 def test_health_and_ready(http: TestClient) -> None:

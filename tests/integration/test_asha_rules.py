@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, curve, study_spec
+from tests.helpers import API, checkpoint, curve, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 
@@ -64,6 +64,7 @@ def test_asha_promotes_only_the_top_and_prefers_promotions(http: TestClient) -> 
     spec = study_spec(limits={"max_trials": 60, "max_concurrent": 1}, sampler={"seed": 11})
     sid = http.post(f"{API}/studies", json=spec).json()["id"]
     ref = Referee()
+    saved: dict[tuple[int, int], str] = {}  # checkpoint locations by (trial, rung)
     new_trials = 0
     while True:
         r = http.post(f"{API}/studies/{sid}/next")
@@ -79,7 +80,7 @@ def test_asha_promotes_only_the_top_and_prefers_promotions(http: TestClient) -> 
         else:
             k = RUNGS.index(job["resource_from"])
             assert job["resource_to"] == RUNGS[k + 1]
-            assert job["checkpoint"] == f"ckpt/{tid}/{int(RUNGS[k])}"
+            assert job["checkpoint"] == saved[(tid, k)]
             ref.check_promotion(tid, k, on_the_spot=False)
         step = int(job["resource_from"])
         to = job["resource_to"]
@@ -90,7 +91,8 @@ def test_asha_promotes_only_the_top_and_prefers_promotions(http: TestClient) -> 
             if float(step) in RUNGS:
                 ref.rungs[RUNGS.index(step)][tid] = value
             ans = http.post(
-                f"{API}/trials/{tid}/reports", json={"step": step, "value": value}
+                f"{API}/trials/{tid}/reports",
+                json={"attempt": job["attempt"], "step": step, "value": value},
             ).json()
             if ans["decision"] == "continue" and ans["resource_to"] > to:
                 ref.check_promotion(tid, RUNGS.index(step), on_the_spot=True)
@@ -100,7 +102,11 @@ def test_asha_promotes_only_the_top_and_prefers_promotions(http: TestClient) -> 
                 k = RUNGS.index(step)
                 assert tid not in ref.top(k) or ref.promotable(), ans["reason"]
                 ref.waiting.add((tid, k))
-                http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": f"ckpt/{tid}/{step}"})
+                saved[(tid, k)] = checkpoint(http, tid, job["attempt"], f"step {step}")
+                http.post(
+                    f"{API}/trials/{tid}/pause",
+                    json={"attempt": job["attempt"], "checkpoint": saved[(tid, k)]},
+                )
                 break
             elif ans["decision"] == "complete":
                 assert step == RUNGS[-1]

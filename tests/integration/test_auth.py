@@ -186,7 +186,7 @@ def test_a_worker_token_serves_only_its_queues(
     assert r.status_code == 403 and "'q2'" in r.json()["detail"]
     theirs = app_client.post(f"{API}/studies/{other}/next", json={}, headers=admin).json()
     tid = job.json()["trial_id"]
-    report = {"step": 1, "value": 0.5}
+    report = {"attempt": 1, "step": 1, "value": 0.5}
     assert app_client.post(f"{API}/trials/{tid}/reports", json=report, headers=q1).is_success
     r = app_client.post(f"{API}/trials/{theirs['trial_id']}/reports", json=report, headers=q1)
     assert r.status_code == 403

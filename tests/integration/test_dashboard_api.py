@@ -208,7 +208,9 @@ def test_curves_show_the_best_and_the_running_trials_with_their_reports_and_deci
         job = r.json()
         if job["kind"] == "new" and job["number"] >= 30:
             tid = job["trial_id"]
-            r = http.post(f"{API}/trials/{tid}/reports", json={"step": 0.5, "value": 9.0})
+            r = http.post(
+                f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 0.5, "value": 9.0}
+            )
             assert r.status_code == 200, r.text
             running.append(tid)
         else:
@@ -312,7 +314,7 @@ def test_trial_detail_has_attempts_with_worker_host_gpus_and_durations(
     tid = job["trial_id"]
     r = http.post(
         f"{API}/trials/{tid}/reports",
-        json={"step": 1, "value": 0.5, "metrics": {"peak_memory_mib": 1234.0}},
+        json={"attempt": 1, "step": 1, "value": 0.5, "metrics": {"peak_memory_mib": 1234.0}},
     )
     assert r.status_code == 200, r.text
 
@@ -330,7 +332,7 @@ def test_trial_detail_has_attempts_with_worker_host_gpus_and_durations(
     assert d["resources"]["resource_trained"] == 1.0
 
     if r.json()["decision"] == "pause":
-        assert http.post(f"{API}/trials/{tid}/pause", json={}).status_code == 200
+        assert http.post(f"{API}/trials/{tid}/pause", json={"attempt": 1}).status_code == 200
     else:
         run_job(http, {**job, "resource_from": 1})
     d = get(http, f"/trials/{tid}")
@@ -361,7 +363,7 @@ def test_busy_fraction_is_the_share_of_the_last_hour_spent_on_trials(settings: S
         clock.at(10, t0)
         job = http.post(f"{API}/studies/{sid}/next", json={"worker": "a"}).json()
         clock.at(40, t0)
-        r = http.post(f"{API}/trials/{job['trial_id']}/complete", json={"value": 0.5})
+        r = http.post(f"{API}/trials/{job['trial_id']}/complete", json={"attempt": 1, "value": 0.5})
         assert r.status_code == 200, r.text
         # b: registered at 30, running a trial since 45 (shorter life: 15 of its 30 minutes).
         clock.at(30, t0)
@@ -509,7 +511,8 @@ def test_events_stream_a_change_after_a_report(live: str) -> None:
             assert kind == "change" and first["state"] == "running"
             assert first["counts"]["running"] == 1
             r = client.post(
-                f"{API}/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.25}
+                f"{API}/trials/{job['trial_id']}/reports",
+                json={"attempt": 1, "step": 1, "value": 0.25},
             )
             assert r.status_code == 200, r.text
             # Read with a deadline: the server checks about once a second.

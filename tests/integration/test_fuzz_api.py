@@ -123,7 +123,10 @@ class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         for spec in SEED:
             sid = http.post(f"{API}/studies", json=spec).json()["id"]
             job = http.post(f"{API}/studies/{sid}/next", json={"worker": "seed"}).json()
-            http.post(f"{API}/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.5})
+            http.post(
+                f"{API}/trials/{job['trial_id']}/reports",
+                json={"attempt": 1, "step": 1, "value": 0.5},
+            )
 
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
         return {"headers": auth()}

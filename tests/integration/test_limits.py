@@ -3,6 +3,9 @@ nothing is stored."""
 
 from __future__ import annotations
 
+import io
+import os
+import tarfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,7 +72,18 @@ def test_a_chunked_body_is_cut_off_at_the_limit(http: TestClient) -> None:
 def test_checkpoint_uploads_have_their_own_limit(http: TestClient) -> None:
     sid = http.post(f"{API}/studies", json=study_spec()).json()["id"]
     job = http.post(f"{API}/studies/{sid}/next", json={}).json()
-    r = http.put(f"{API}/trials/{job['trial_id']}/checkpoint", content=b"c" * (3 * BODY_LIMIT))
+    # Random bytes stay about their size once compressed: an archive over the body limit.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("weights.bin")
+        info.size = 3 * BODY_LIMIT
+        tar.addfile(info, io.BytesIO(os.urandom(info.size)))
+    assert len(buf.getvalue()) > BODY_LIMIT
+    r = http.put(
+        f"{API}/trials/{job['trial_id']}/checkpoint",
+        params={"attempt": job["attempt"]},
+        content=buf.getvalue(),
+    )
     assert r.status_code == 201, r.text
 
 
@@ -149,7 +163,10 @@ def test_metrics_per_report_are_bounded(
     http: TestClient, metrics: dict[str, float], field: str, words: str
 ) -> None:
     tid = running_trial(http)
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": 1, "metrics": metrics})
+    r = http.post(
+        f"{API}/trials/{tid}/reports",
+        json={"attempt": 1, "step": 1, "value": 1, "metrics": metrics},
+    )
     body = refused(r, 422, words)
     assert body["errors"][0]["field"].startswith("metrics")
     assert http.get(f"{API}/trials/{tid}").json()["reports"] == []
@@ -159,15 +176,17 @@ def test_a_trial_reporting_too_fast_gets_429_with_retry_after(http: TestClient) 
     tid, other = running_trial(http), running_trial(http)
     for step in (1, 2, 3):  # the burst
         assert http.post(
-            f"{API}/trials/{tid}/reports", json={"step": step, "value": 0.5}
+            f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": step, "value": 0.5}
         ).is_success
-    r = http.post(f"{API}/trials/{tid}/reports", json={"step": 4, "value": 0.5})
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 4, "value": 0.5})
     body = refused(r, 429, f"trial {tid}", "10 per second", "report_rate")
     assert body["limit"] == "report_rate"
     assert int(r.headers["retry-after"]) >= 1
     assert [x["step"] for x in http.get(f"{API}/trials/{tid}").json()["reports"]] == [1, 2, 3]
     # Another trial has its own budget.
-    assert http.post(f"{API}/trials/{other}/reports", json={"step": 1, "value": 0.5}).is_success
+    assert http.post(
+        f"{API}/trials/{other}/reports", json={"attempt": 1, "step": 1, "value": 0.5}
+    ).is_success
 
 
 def test_the_report_rate_refills_with_time() -> None:

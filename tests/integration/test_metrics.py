@@ -150,9 +150,10 @@ def test_a_repeated_report_is_counted_once(http: TestClient) -> None:
     job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w0"}).json()
     url = f"{API}/trials/{job['trial_id']}/reports"
     before = scrape(http)
-    decision = http.post(url, json={"step": 1, "value": 0.5}).json()["decision"]
+    body = {"attempt": job["attempt"], "step": 1, "value": 0.5}
+    decision = http.post(url, json=body).json()["decision"]
     once = scrape(http)
-    assert http.post(url, json={"step": 1, "value": 0.5}).json()["decision"] == decision
+    assert http.post(url, json=body).json()["decision"] == decision
     assert moved(before, once, "tuneyard_reports_total", "decision") == {decision: 1}
     assert moved(once, scrape(http), "tuneyard_reports_total", "decision") == {}
 

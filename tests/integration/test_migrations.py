@@ -72,3 +72,45 @@ def test_alembic_from_the_checkout_takes_the_url_given_with_x(tmp_path: Path) ->
     eng.dispose()
     # Not the ini's fallback database.
     assert not (tmp_path / "tuneyard.db").exists()
+
+
+def test_reports_stored_before_attempts_count_as_their_trials_current_attempt(
+    empty_url: str,
+) -> None:
+    """0006 gives every stored report its trial's current attempt: a worker of that attempt
+    that repeats one gets the stored answer, not a second decision."""
+    upgrade(empty_url, "0005")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO studies (id, name, state, spec, direction, metric, seed, "
+                "trials_started, active, brackets_opened, created_at, updated_at) VALUES "
+                "(1, 's', 'running', '{}', 'minimize', 'loss', 1, 2, 1, 0, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        for tid, attempts in ((1, 3), (2, 0)):
+            c.execute(
+                text(
+                    "INSERT INTO trials (id, study_id, number, state, params, bracket, base_rung, "
+                    "rung, resource_from, resource_to, score_sum, score_count, attempts, "
+                    "log_bytes, created_at, updated_at) VALUES (:id, 1, :id, 'running', '{}', "
+                    "0, 0, -1, 0, 9, 0, 0, :attempts, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": tid, "attempts": attempts},
+            )
+            c.execute(
+                text(
+                    "INSERT INTO reports (trial_id, step, value, metrics, decision, reason, "
+                    "created_at) VALUES (:id, 1, 0.5, '{}', 'continue', 'r', CURRENT_TIMESTAMP)"
+                ),
+                {"id": tid},
+            )
+    eng.dispose()
+    upgrade(empty_url)
+    eng = create_engine(empty_url)
+    with eng.connect() as c:
+        rows = dict(c.execute(text("SELECT trial_id, attempt FROM reports")).all())
+    eng.dispose()
+    assert rows == {1: 3, 2: 1}

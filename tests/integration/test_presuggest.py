@@ -45,10 +45,10 @@ def _spec(trials: int = 40) -> StudySpec:
 def _finish(trials: TrialService, trial: Trial) -> None:
     """Report the trial's curve until the scheduler stops or completes it."""
     for step in range(int(trial.resource_from) + 1, int(trial.resource_to) + 1):
-        r = trials.report(trial.id, step, curve(trial.params, step), {})
+        r = trials.report(trial.id, step, curve(trial.params, step), {}, attempt=trial.attempts)
         if r.decision != "continue":
             return
-    trials.complete(trial.id, None)
+    trials.complete(trial.id, None, {}, None, attempt=trial.attempts)
 
 
 def _warm(trials: TrialService, sid: int, n: int) -> None:

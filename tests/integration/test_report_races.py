@@ -54,7 +54,8 @@ def test_copies_of_a_report_get_the_answer_stored_once(
             value = curve(job.trial.params, step)
             gate = threading.Barrier(COPIES)
             with ThreadPoolExecutor(COPIES) as pool:
-                answers = set(pool.map(send, [(gate, trials, tid, step, value)] * COPIES))
+                copy = (gate, trials, tid, job.trial.attempts, step, value)
+                answers = set(pool.map(send, [copy] * COPIES))
             assert len(answers) == 1, answers
             with kit.transaction() as s:
                 stored = s.scalar(
@@ -66,15 +67,17 @@ def test_copies_of_a_report_get_the_answer_stored_once(
             ((decision, _),) = answers
             if decision != "continue":
                 if decision == "pause":
-                    trials.pause(tid, None)
+                    trials.pause(tid, None, attempt=job.trial.attempts)
                 break
     assert jobs >= 8
     engine.dispose()
 
 
-def send(args: tuple[threading.Barrier, TrialService, int, float, float]) -> tuple[str, str]:
+def send(
+    args: tuple[threading.Barrier, TrialService, int, int, float, float],
+) -> tuple[str, str]:
     """One copy of a report, sent when every copy is ready."""
-    gate, trials, tid, step, value = args
+    gate, trials, tid, attempt, step, value = args
     gate.wait()
-    r = trials.report(tid, step, value, {})
+    r = trials.report(tid, step, value, {}, attempt=attempt)
     return r.decision, r.reason

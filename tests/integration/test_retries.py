@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, study_spec
+from tests.helpers import API, checkpoint, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 
@@ -68,33 +68,50 @@ def test_reported_crash_is_retried_from_the_checkpoint_it_started_from(http: Tes
         job = http.post(f"{API}/studies/{sid}/next").json()
         tid = job["trial_id"]
         ans = http.post(
-            f"{API}/trials/{tid}/reports", json={"step": 1, "value": 1.0 - 0.1 * job["number"]}
+            f"{API}/trials/{tid}/reports",
+            json={"attempt": 1, "step": 1, "value": 1.0 - 0.1 * job["number"]},
         ).json()
         if ans["decision"] == "pause":
-            http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": f"/ck/{tid}"})
+            http.post(
+                f"{API}/trials/{tid}/pause",
+                json={"attempt": 1, "checkpoint": checkpoint(http, tid, 1)},
+            )
         else:
             assert ans["decision"] == "continue" and ans["resource_to"] == 3
             resumed = job | {"resource_from": 1.0, "resource_to": 3.0}
     tid = resumed["trial_id"]
-    http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.5})
-    r = http.post(f"{API}/trials/{tid}/fail", json={"error": "Traceback\nRuntimeError: CUDA OOM"})
+    http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 2, "value": 0.5})
+    r = http.post(
+        f"{API}/trials/{tid}/fail",
+        json={"attempt": 1, "error": "Traceback\nRuntimeError: CUDA OOM"},
+    )
     assert r.status_code == 200 and r.json()["state"] == "queued"
     assert (
         http.post(
-            f"{API}/trials/{tid}/fail", json={"error": "Traceback\nRuntimeError: CUDA OOM"}
+            f"{API}/trials/{tid}/fail",
+            json={"attempt": 1, "error": "Traceback\nRuntimeError: CUDA OOM"},
         ).status_code
         == 200
     )
     retry = http.post(f"{API}/studies/{sid}/next").json()
     assert retry["trial_id"] == tid and retry["kind"] == "new"
     assert (retry["resource_from"], retry["resource_to"]) == (0.0, 3.0)
-    # The stored report of step 2 answers the retry's identical report; step 3 is new.
-    assert (
-        http.post(f"{API}/trials/{tid}/reports", json={"step": 2, "value": 0.9}).json()["value"]
-        == 0.5
-    )
-    done = http.post(f"{API}/trials/{tid}/reports", json={"step": 3, "value": 0.4}).json()
+    assert retry["attempt"] == 2
+    # The retry's report of step 2 replaces the failed attempt's (its answer means "stored");
+    # a repeat of it is answered from what is stored; step 3 is new.
+    body = {"attempt": 2, "step": 2, "value": 0.9}
+    assert http.post(f"{API}/trials/{tid}/reports", json=body).json()["value"] == 0.9
+    body = {"attempt": 2, "step": 2, "value": 0.7}
+    assert http.post(f"{API}/trials/{tid}/reports", json=body).json()["value"] == 0.9
+    done = http.post(
+        f"{API}/trials/{tid}/reports", json={"attempt": 2, "step": 3, "value": 0.4}
+    ).json()
     assert done["decision"] in ("pause", "continue")
+    reports = http.get(f"{API}/trials/{tid}").json()["reports"]
+    assert [(r["step"], r["value"], r["attempt"]) for r in reports if r["step"] >= 2] == [
+        (2, 0.9, 2),
+        (3, 0.4, 2),
+    ]
 
 
 def test_reaping_without_anyone_asking_for_work(settings: Settings, clock: FakeClock) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, study_spec
+from tests.helpers import API, checkpoint, study_spec
 from tests.integration.test_retries import FakeClock
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
@@ -106,7 +106,7 @@ def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
     _, job = start(http)
     tid = job["trial_id"]
     first = _archive(b"epoch 1")
-    r = http.put(f"{API}/trials/{tid}/checkpoint", content=first)
+    r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=first)
     assert r.status_code == 201, r.text
     location = r.json()["location"]
     digest = hashlib.sha256(first).hexdigest()
@@ -115,19 +115,22 @@ def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
     assert got.status_code == 200 and got.content == first
 
     second = _archive(b"epoch 2")
-    loc2 = http.put(f"{API}/trials/{tid}/checkpoint", content=second).json()["location"]
+    loc2 = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=second).json()[
+        "location"
+    ]
     files = sorted(p.name for p in Path(settings.data_dir).rglob("*.tar.gz"))
     assert files == [loc2.rsplit("/", 1)[1] + ".tar.gz"], "the unreferenced older one is gone"
     assert http.get(f"{API}/trials/{tid}/checkpoint/{digest}").status_code == 404
     assert http.get(f"{API}/trials/{tid}/checkpoint/not-a-digest").status_code == 422
-    assert http.put(f"{API}/trials/{tid}/checkpoint", content=b"").status_code == 422
+    empty = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=b"")
+    assert empty.status_code == 422
 
 
 def test_only_a_running_trial_uploads_a_checkpoint(http: TestClient) -> None:
     _, job = start(http)
     tid = job["trial_id"]
-    http.post(f"{API}/trials/{tid}/fail", json={"error": "boom"})
-    r = http.put(f"{API}/trials/{tid}/checkpoint", content=_archive(b"x"))
+    http.post(f"{API}/trials/{tid}/fail", json={"attempt": 1, "error": "boom"})
+    r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=_archive(b"x"))
     assert r.status_code == 409
 
 
@@ -145,23 +148,27 @@ def test_a_handed_back_trial_resumes_from_its_checkpoint_without_using_a_retry(
     tid = job["trial_id"]
     assert (job["resource_from"], job["resource_to"], job["attempt"]) == (0, 5, 1)
     for step in (1, 2):
-        http.post(f"{API}/trials/{tid}/reports", json={"step": step, "value": 1.0 / step})
+        http.post(
+            f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": step, "value": 1.0 / step}
+        )
     outside = http.post(
-        f"{API}/trials/{tid}/release", json={"reason": "r", "checkpoint": "c", "step": 9}
+        f"{API}/trials/{tid}/release",
+        json={"attempt": 1, "reason": "r", "checkpoint": "c", "step": 9},
     )
     assert outside.status_code == 422 and outside.json()["errors"][0]["field"] == "step"
+    saved = checkpoint(http, tid, 1, "at step 2")
     r = http.post(
         f"{API}/trials/{tid}/release",
-        json={"reason": "the worker is stopping", "checkpoint": "api:1/ab", "step": 2},
+        json={"attempt": 1, "reason": "the worker is stopping", "checkpoint": saved, "step": 2},
     )
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "queued" and r.json()["reason"].startswith("handed back")
     again = http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()
     assert again["trial_id"] == tid and again["kind"] == "resume"
-    assert (again["resource_from"], again["checkpoint"], again["attempt"]) == (2, "api:1/ab", 2)
+    assert (again["resource_from"], again["checkpoint"], again["attempt"]) == (2, saved, 2)
     # max_retries is 0, yet the trial carries on: a hand-back is not a failure.
     for step in (3, 4, 5):
-        http.post(f"{API}/trials/{tid}/reports", json={"step": step, "value": 0.1})
+        http.post(f"{API}/trials/{tid}/reports", json={"attempt": 2, "step": step, "value": 0.1})
     t = http.get(f"{API}/trials/{tid}").json()
     assert t["state"] == "completed"
     assert [a["state"] for a in t["attempt_log"]] == ["released", "completed"]
@@ -181,7 +188,9 @@ def test_a_queued_trial_goes_to_the_worker_that_ran_it_if_free_else_to_any(
     a = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
     b = http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()
     for job in (a, b):
-        r = http.post(f"{API}/trials/{job['trial_id']}/release", json={"reason": "stopping"})
+        r = http.post(
+            f"{API}/trials/{job['trial_id']}/release", json={"attempt": 1, "reason": "stopping"}
+        )
         assert r.status_code == 200, r.text
     # w2 gets its own trial back, though a's number comes first ...
     assert (
@@ -201,12 +210,16 @@ def test_an_on_the_spot_promotion_extends_the_attempt_s_recorded_range(http: Tes
     for value in (0.9, 0.8):  # two trials pause at the first rung
         job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
         tid = job["trial_id"]
-        ans = http.post(f"{API}/trials/{tid}/reports", json={"step": 1, "value": value}).json()
+        ans = http.post(
+            f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": value}
+        ).json()
         assert ans["decision"] == "pause"
-        http.post(f"{API}/trials/{tid}/pause", json={"checkpoint": "c"})
+        http.post(f"{API}/trials/{tid}/pause", json={"attempt": 1, "checkpoint": None})
     job = http.post(f"{API}/studies/{sid}/next", json={"worker": "w1"}).json()
     assert job["kind"] == "new" and job["resource_to"] == 1
-    ans = http.post(f"{API}/trials/{job['trial_id']}/reports", json={"step": 1, "value": 0.1})
+    ans = http.post(
+        f"{API}/trials/{job['trial_id']}/reports", json={"attempt": 1, "step": 1, "value": 0.1}
+    )
     assert ans.json()["decision"] == "continue" and ans.json()["resource_to"] == 3
     (attempt,) = http.get(f"{API}/trials/{job['trial_id']}").json()["attempt_log"]
     assert (attempt["resource_from"], attempt["resource_to"]) == (0, 3)

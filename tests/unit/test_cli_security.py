@@ -27,6 +27,7 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(tuneyard.worker.pool, "run_pool", lambda *a, **kw: seen.append(kw) or 0)
+    monkeypatch.setenv("TUNEYARD_TOKEN", "ty_test")
     monkeypatch.delenv("TUNEYARD_ALLOW", raising=False)
     monkeypatch.delenv("TUNEYARD_ALLOW_COMMAND", raising=False)
     return seen

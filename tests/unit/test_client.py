@@ -17,6 +17,7 @@ from tuneyard.client import (
     Conflict,
     InvalidRequest,
     NotFound,
+    StaleAttempt,
     StudyFinished,
     Unreachable,
     retry_after_seconds,
@@ -133,11 +134,11 @@ def test_retries_503_then_succeeds_with_the_same_body_and_growing_waits(sleeps: 
         httpx.Response(502, text="bad gateway"),
         httpx.Response(200, json=report_json()),
     )
-    ans = client(handler, backoff=1.0).report(7, 1, 0.5)
+    ans = client(handler, backoff=1.0).report(7, 1, 0.5, attempt=1)
     assert ans.decision == "continue"
     assert len(seen) == 3 and len({r.content for r in seen}) == 1
     assert seen[0].url.path == "/api/v1/trials/7/reports"
-    assert json.loads(seen[0].content) == {"step": 1, "value": 0.5, "metrics": {}}
+    assert json.loads(seen[0].content) == {"attempt": 1, "step": 1, "value": 0.5, "metrics": {}}
     # Exponential with jitter in [0.5, 1] of the nominal wait.
     assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
 
@@ -210,7 +211,7 @@ def test_problem_json_becomes_typed_errors() -> None:
     errors = [{"field": "step", "message": "must be >= 0", "type": "greater_than_equal"}]
     handler, _ = answers(problem(422, "step: must be >= 0", errors=errors))
     with pytest.raises(InvalidRequest) as exc:
-        client(handler).report(7, -1, 0.5)
+        client(handler).report(7, -1, 0.5, attempt=1)
     e = exc.value
     assert (e.status, e.title, e.detail, e.errors) == (422, "Oops", "step: must be >= 0", errors)
     assert "422" in str(e)
@@ -260,7 +261,7 @@ def test_next_maps_204_to_none_and_409_to_study_finished() -> None:
 
 def test_nan_and_infinite_metrics_go_out_for_the_server_to_record() -> None:
     handler, seen = answers(httpx.Response(200, json=report_json(decision="stop")))
-    ans = client(handler).report(7, 2, float("nan"), loss=float("inf"))
+    ans = client(handler).report(7, 2, float("nan"), attempt=1, loss=float("inf"))
     assert ans.decision == "stop"
     body = json.loads(seen[0].content)  # Python's json reads NaN/Infinity, as the server does
     assert math.isnan(body["value"]) and body["metrics"] == {"loss": math.inf}
@@ -274,19 +275,42 @@ def test_trial_transitions_and_heartbeat() -> None:
         httpx.Response(200, json={"lease_expires_at": "2026-01-01T00:01:00Z"}),
     )
     c = client(handler)
-    assert c.pause(100, checkpoint="/ck/100").state == "paused"
-    assert c.complete(100, 0.2, {"acc": 0.9}).state == "completed"
-    assert c.fail(100, "Traceback ...").state == "failed"
-    assert c.heartbeat(100) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    assert c.pause(100, checkpoint="/ck/100", attempt=2).state == "paused"
+    assert c.complete(100, 0.2, {"acc": 0.9}, attempt=2).state == "completed"
+    assert c.fail(100, "Traceback ...", attempt=2).state == "failed"
+    assert c.heartbeat(100, attempt=2) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
     paths = [r.url.path.rsplit("/", 1)[-1] for r in seen]
     assert paths == ["pause", "complete", "fail", "heartbeat"]
-    assert json.loads(seen[0].content) == {"checkpoint": "/ck/100"}
+    assert json.loads(seen[0].content) == {"attempt": 2, "checkpoint": "/ck/100"}
     assert json.loads(seen[1].content) == {
+        "attempt": 2,
         "value": 0.2,
         "metrics": {"acc": 0.9},
         "checkpoint": None,
     }
-    assert json.loads(seen[2].content) == {"error": "Traceback ..."}
+    assert json.loads(seen[2].content) == {"attempt": 2, "error": "Traceback ...", "output": None}
+    assert json.loads(seen[3].content) == {"attempt": 2}
+
+
+def test_a_stale_attempt_answer_is_its_own_error() -> None:
+    """A 409 of type stale-attempt tells the worker to stop its job; another 409 does not."""
+    stale = httpx.Response(
+        409,
+        json={
+            "type": "urn:tuneyard:problem:stale-attempt",
+            "title": "Stale attempt",
+            "status": 409,
+            "detail": "attempt 1 of trial 7 is no longer the trial's live attempt",
+        },
+    )
+    handler, _ = answers(stale, problem(409, "trial 7 is paused"))
+    c = client(handler)
+    with pytest.raises(StaleAttempt) as exc:
+        c.report(7, 1, 0.5, attempt=1)
+    assert "no longer" in exc.value.detail
+    with pytest.raises(Conflict) as other:
+        c.report(7, 1, 0.5, attempt=1)
+    assert not isinstance(other.value, StaleAttempt)
 
 
 # -- studies and trials --------------------------------------------------------------------------

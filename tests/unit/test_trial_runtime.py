@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tuneyard.api.schemas import Assignment, ReportOut
-from tuneyard.client import Conflict, StudyFinished
+from tuneyard.client import Conflict, StaleAttempt, StudyFinished
 from tuneyard.worker import Trial, TrialStopped, trial_from_env
 from tuneyard.worker.checkpoints import FilesystemCheckpointStore
 from tuneyard.worker.runner import (
@@ -30,20 +30,29 @@ class FakeService:
     """Answers reports from a script: {step: (decision, resource_to)}; records every call.
 
     ``jobs`` are handed out by ``next`` (a None entry: nothing to run right now), then the
-    study is finished. ``refuse`` names calls that answer 409, as for a reaped trial."""
+    study is finished. ``refuse`` names calls that answer 409, as for a reaped trial;
+    ``stale`` those that answer 409 "Stale attempt", as for a trial that runs elsewhere."""
 
     def __init__(
         self,
         script: dict[float, tuple[str, float | None]] | None = None,
         jobs: list[Assignment | None] | None = None,
         refuse: frozenset[str] = frozenset(),
+        stale: frozenset[str] = frozenset(),
     ) -> None:
         self.script = script or {}
         self.jobs = list(jobs or [])
         self.refuse = refuse
+        self.stale = stale
         self.calls: list[tuple[str, Any]] = []
+        self.attempts: list[tuple[str, int]] = []  # (call, attempt it named)
+        self.outputs: list[str | None] = []  # the output tail each fail sent
 
-    def _refuse(self, what: str) -> None:
+    def _refuse(self, what: str, attempt: int | None = None) -> None:
+        if attempt is not None:
+            self.attempts.append((what, attempt))
+        if what in self.stale:
+            raise StaleAttempt(409, "Stale attempt", f"attempt {attempt} is stale")
         if what in self.refuse:
             raise Conflict(409, "Conflict", f"trial is failed; no {what}")
 
@@ -54,12 +63,19 @@ class FakeService:
         return self.jobs.pop(0)
 
     def report(
-        self, trial_id: int, step: float, value: float | None = None, **metrics: Any
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None = None,
+        *,
+        attempt: int,
+        **metrics: Any,
     ) -> ReportOut:
         self.calls.append(("report", (trial_id, step, value, metrics)))
-        self._refuse("report")
+        self._refuse("report", attempt)
         decision, to = self.script.get(step, ("continue", None))
         return ReportOut(
+            attempt=attempt,
             step=step,
             value=value if value is not None else metrics.get("val_error"),
             metrics=metrics,
@@ -69,20 +85,24 @@ class FakeService:
             created_at=datetime.now(UTC),
         )
 
-    def pause(self, trial_id: int, checkpoint: str | None = None) -> None:
+    def pause(self, trial_id: int, checkpoint: str | None = None, *, attempt: int) -> None:
         self.calls.append(("pause", (trial_id, checkpoint)))
-        self._refuse("pause")
+        self._refuse("pause", attempt)
 
-    def complete(self, trial_id: int, value: float | None = None, **kw: Any) -> None:
+    def complete(
+        self, trial_id: int, value: float | None = None, *, attempt: int, **kw: Any
+    ) -> None:
         self.calls.append(("complete", (trial_id, value)))
-        self._refuse("complete")
+        self._refuse("complete", attempt)
 
-    def fail(self, trial_id: int, error: str) -> None:
+    def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> None:
         self.calls.append(("fail", (trial_id, error)))
-        self._refuse("fail")
+        self.outputs.append(output)
+        self._refuse("fail", attempt)
 
-    def heartbeat(self, trial_id: int) -> None:
+    def heartbeat(self, trial_id: int, *, attempt: int) -> None:
         self.calls.append(("heartbeat", trial_id))
+        self._refuse("heartbeat", attempt)
 
     def release(
         self,
@@ -90,9 +110,11 @@ class FakeService:
         reason: str,
         checkpoint: str | None = None,
         step: float | None = None,
+        *,
+        attempt: int,
     ) -> None:
         self.calls.append(("release", (trial_id, reason, checkpoint, step)))
-        self._refuse("release")
+        self._refuse("release", attempt)
 
     def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
         self.calls.append(("log", (attempt, offset, text)))
@@ -293,6 +315,60 @@ def test_a_lost_checkpoint_fails_the_resume(tmp_path: Path) -> None:
     ((_tid, error),) = svc.args("fail")
     assert "cannot restore" in error and "gone" in error
     assert "report" not in svc.kinds()
+
+
+def test_every_call_of_a_job_names_the_attempt_it_was_given(tmp_path: Path) -> None:
+    svc = FakeService({2: ("pause", 2)})
+    a = job(to=2).model_copy(update={"attempt": 3})
+    assert run(svc, a, counting, tmp_path, "w") == "pause"
+    assert svc.attempts == [("report", 3), ("report", 3), ("pause", 3)]
+    svc = FakeService()
+    assert run(svc, a, lambda t: 0.25, tmp_path, "w") == "complete"
+    assert svc.attempts == [("complete", 3)]
+
+
+def test_a_stale_attempt_stops_the_job_and_tells_the_service_nothing(tmp_path: Path) -> None:
+    """The service says the trial runs elsewhere now: the objective is told to stop at that
+    report, and the job ends as lost without a fail, pause or complete of its own."""
+    seen = []
+
+    def objective(trial: Trial) -> None:
+        for epoch in trial.epochs():
+            seen.append(trial.report(epoch, 0.5))
+            if trial.should_stop:
+                return
+
+    svc = FakeService(stale=frozenset({"report"}))
+    assert run(svc, job(to=5), objective, tmp_path, "w") == "lost"
+    assert seen == ["stop"]
+    assert svc.kinds() == ["report"]  # one refused report; nothing after it
+
+    # An objective that crashes or times out once its attempt is stale sends no /fail.
+    def crashes(trial: Trial) -> None:
+        trial.report(1, 0.5)
+        raise RuntimeError("late")
+
+    svc = FakeService(stale=frozenset({"report"}))
+    assert run(svc, job(to=5), crashes, tmp_path, "w") == "lost"
+    assert svc.args("fail") == []
+
+
+def test_a_stale_answer_to_the_final_call_is_lost_at_once(tmp_path: Path) -> None:
+    svc = FakeService(stale=frozenset({"complete"}))
+    assert run(svc, job(), lambda t: 0.5, tmp_path, "w") == "lost"
+    assert svc.kinds() == ["complete"]  # not retried: the attempt is over for good
+
+
+def test_a_failure_sends_the_error_and_the_output_apart(tmp_path: Path) -> None:
+    def objective(trial: Trial) -> None:
+        print("epoch 1 done")
+        raise ValueError("loss exploded")
+
+    svc = FakeService()
+    assert run(svc, job(), objective, tmp_path, "w") == "fail"
+    ((_tid, error),) = svc.args("fail")
+    assert error.rstrip().endswith("ValueError: loss exploded") and "epoch 1 done" not in error
+    assert svc.outputs == ["epoch 1 done"]
 
 
 def test_a_trial_the_service_already_ended_is_lost_not_a_crash(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ def install(app: FastAPI) -> None:
             headers=exc.extra.get("headers"),
             field=field,
             limit=exc.extra.get("limit"),
+            type=getattr(exc, "type", None),
+            current_attempt=exc.extra.get("attempt"),
             errors=errors,
         )
 

@@ -16,13 +16,14 @@ from fastapi.responses import StreamingResponse
 
 from tuneyard.api.auth import READ, WORKER, WRITE
 from tuneyard.api.deps import Id, SettingsDep, StudiesDep, TrialsDep
-from tuneyard.api.limits import limit_reports
+from tuneyard.api.limits import StudyBody, limit_reports, parse_study
 from tuneyard.api.schemas import (
     Assignment,
     AttemptOut,
     CompleteIn,
     DecisionOut,
     FailIn,
+    HeartbeatIn,
     NextIn,
     PauseIn,
     Problem,
@@ -36,7 +37,6 @@ from tuneyard.api.schemas import (
     TrialSummary,
 )
 from tuneyard.service.studies import StudyView, TrialDetail
-from tuneyard.spec import StudySpec
 from tuneyard.store.models import Trial
 
 router = APIRouter(prefix="/api/v1")
@@ -68,7 +68,7 @@ def _study_out(v: StudyView) -> StudyOut:
         id=st.id,
         name=st.name,
         state=st.state,  # type: ignore[arg-type]
-        spec=StudySpec.model_validate(st.spec),
+        spec=v.spec,  # as stored: checked when the study was created, not on each read
         created_at=st.created_at,
         updated_at=st.updated_at,
         trials_started=st.trials_started,
@@ -99,9 +99,10 @@ def _trial_out(d: TrialDetail) -> TrialOut:
 @router.post(
     "/studies", status_code=201, response_model=StudyOut, responses=E422, dependencies=[WRITE]
 )
-def create_study(spec: StudySpec, studies: StudiesDep) -> StudyOut:
+def create_study(body: StudyBody, studies: StudiesDep) -> StudyOut:
     """Create a study from its definition; nothing is stored when the definition is invalid."""
-    return _study_out(studies.create(spec))
+    # Checked here, in the route's worker thread, not by FastAPI on the event loop.
+    return _study_out(studies.create(parse_study(body)))
 
 
 @router.get("/studies", response_model=StudyPage, responses=E422, dependencies=[READ])
@@ -182,11 +183,19 @@ CSV_COLUMNS = (
 
 
 def _cell(v: Any) -> Any:
-    """A CSV cell: empty for a missing value, ISO 8601 for a time, the value otherwise."""
+    """A CSV cell: empty for a missing value, ISO 8601 for a time, the value otherwise.
+
+    A text a spreadsheet would run as a formula (one that begins with ``= + - @``, a tab, a
+    CR or LF, or their full-width forms) gets a leading ``'``, as OWASP advises against CSV
+    injection: a string choice, a reason, an error text is user data. Numbers are not text
+    and stay as they are, so -0.5 is still a number."""
     if v is None:
         return ""
     if isinstance(v, datetime):
         return v.isoformat()
+    formula = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+    if isinstance(v, str) and v[:1] in formula:
+        return "'" + v
     return v
 
 
@@ -217,7 +226,7 @@ def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
     """Every trial of the study as CSV, by number: its fields, then a ``param_<name>`` column
     per parameter of the space (empty where the parameter is inactive). Streamed a page at a
     time, so the size of the study does not matter."""
-    space = list(StudySpec.model_validate(studies.get(study_id).study.spec).space)
+    space = list(studies.get(study_id).spec.space)
     return StreamingResponse(
         _csv_chunks(studies.iter_trials(study_id), space),
         media_type="text/csv",
@@ -321,9 +330,12 @@ async def next_job(
 def report(trial_id: Id, body: ReportIn, trials: TrialsDep) -> Response:
     """An intermediate result; the answer says whether to continue, pause or stop.
 
-    Idempotent on (trial, step): repeating a report returns the decision stored the first
-    time. A NaN, infinite or missing metric fails the trial (the answer is ``stop``)."""
-    r = trials.report(trial_id, body.step, body.value, dict(body.metrics))
+    Idempotent on (trial, step) within an attempt: repeating a report returns the decision
+    stored the first time; a later attempt's report of the step replaces it. A call of an
+    attempt that is no longer the trial's live one is a 409 ("Stale attempt"): nothing is
+    stored, and the worker should stop that job. A NaN, infinite or missing metric fails the
+    trial (the answer is ``stop``)."""
+    r = trials.report(trial_id, body.step, body.value, dict(body.metrics), attempt=body.attempt)
     # Serialised here, once: the model built from the stored row is valid by construction,
     # so the response model's second validation on the way out would only cost time.
     out = ReportOut.model_validate(r, from_attributes=True)
@@ -336,9 +348,9 @@ def report(trial_id: Id, body: ReportIn, trials: TrialsDep) -> Response:
     responses={**E404, **E409},
     dependencies=[WORKER],
 )
-def pause(trial_id: Id, trials: TrialsDep, body: PauseIn | None = None) -> TrialSummary:
+def pause(trial_id: Id, body: PauseIn, trials: TrialsDep) -> TrialSummary:
     """Acknowledge a ``pause`` decision once the checkpoint is saved."""
-    return _summary(trials.pause(trial_id, body.checkpoint if body else None))
+    return _summary(trials.pause(trial_id, body.checkpoint, attempt=body.attempt))
 
 
 @router.post(
@@ -347,10 +359,11 @@ def pause(trial_id: Id, trials: TrialsDep, body: PauseIn | None = None) -> Trial
     responses={**E404, **E409},
     dependencies=[WORKER],
 )
-def complete(trial_id: Id, trials: TrialsDep, body: CompleteIn | None = None) -> TrialSummary:
+def complete(trial_id: Id, body: CompleteIn, trials: TrialsDep) -> TrialSummary:
     """The objective finished; ``value`` (or the latest report's) is the trial's result."""
-    body = body or CompleteIn()
-    t = trials.complete(trial_id, body.value, dict(body.metrics), body.checkpoint)
+    t = trials.complete(
+        trial_id, body.value, dict(body.metrics), body.checkpoint, attempt=body.attempt
+    )
     return _summary(t)
 
 
@@ -361,12 +374,12 @@ def complete(trial_id: Id, trials: TrialsDep, body: CompleteIn | None = None) ->
     dependencies=[WORKER],
 )
 def fail(trial_id: Id, body: FailIn, trials: TrialsDep) -> TrialSummary:
-    """The objective crashed; the error is stored on the trial."""
-    return _summary(trials.fail(trial_id, body.error))
+    """The objective crashed; the error is stored on the trial, its summary is the reason."""
+    return _summary(trials.fail(trial_id, body.error, body.output, attempt=body.attempt))
 
 
 @router.post("/trials/{trial_id}/heartbeat", responses={**E404, **E409}, dependencies=[WORKER])
-def heartbeat(trial_id: Id, trials: TrialsDep) -> dict[str, datetime | None]:
-    """Extend a running trial's lease."""
-    t = trials.heartbeat(trial_id)
+def heartbeat(trial_id: Id, body: HeartbeatIn, trials: TrialsDep) -> dict[str, datetime | None]:
+    """Extend the lease of the trial's live attempt."""
+    t = trials.heartbeat(trial_id, attempt=body.attempt)
     return {"lease_expires_at": t.lease_expires_at}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneyard.spec import StudySpec
 
@@ -25,6 +25,18 @@ MetricName = Annotated[str, Field(max_length=200)]
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Every call of a worker about its trial names the attempt that ``next`` handed it: a call of
+# an attempt that is no longer the trial's live one is refused (409, "Stale attempt").
+AttemptNo = Annotated[
+    int,
+    Field(ge=1, le=MAX_INT32, description="the attempt this call belongs to, as `next` gave it"),
+]
+
+
+class _AttemptIn(_In):
+    attempt: AttemptNo
 
 
 class TrialSummary(BaseModel):
@@ -64,7 +76,7 @@ class StudyPatch(_In):
     state: Literal["running", "paused", "stopped"]
 
 
-class ReportIn(_In):
+class ReportIn(_AttemptIn):
     step: float = Field(ge=0, description="resource consumed so far, e.g. epochs trained")
     value: float | None = Field(
         default=None, description="value of the study's metric; may be given in metrics instead"
@@ -75,6 +87,7 @@ class ReportIn(_In):
 
 
 class ReportOut(BaseModel):
+    attempt: int = Field(default=1, description="the attempt whose report this is")
     step: float
     value: float | None
     metrics: dict[str, Any]
@@ -152,26 +165,49 @@ class Assignment(BaseModel):
     )
 
 
-class CompleteIn(_In):
+class CompleteIn(_AttemptIn):
     value: float | None = None
     metrics: dict[MetricName, float | None] = Field(default_factory=dict, max_length=MAX_METRICS)
     checkpoint: str | None = Field(default=None, max_length=2000)
 
 
-class FailIn(_In):
-    error: str = Field(min_length=1, max_length=20_000)
+class FailIn(_AttemptIn):
+    error: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="what went wrong: a message or a traceback (its summary is the reason)",
+    )
+    output: str | None = Field(
+        default=None, max_length=20_000, description="the end of the objective's output"
+    )
+
+    @field_validator("error", "output")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        # PostgreSQL's text can't hold NUL: stored as U+FFFD, as in a trial's log.
+        return None if v is None else v.replace("\x00", "\ufffd")
 
 
-class PauseIn(_In):
+class HeartbeatIn(_AttemptIn):
+    pass
+
+
+class PauseIn(_AttemptIn):
     checkpoint: str | None = Field(default=None, max_length=2000)
 
 
-class ReleaseIn(_In):
+class ReleaseIn(_AttemptIn):
     reason: str = Field(min_length=1, max_length=2000)
     checkpoint: str | None = Field(default=None, max_length=2000)
     step: float | None = Field(
         default=None, ge=0, description="the step the checkpoint was saved at (with checkpoint)"
     )
+
+    @field_validator("reason")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        # PostgreSQL's text can't hold NUL: stored as U+FFFD, as in a trial's log.
+        return v.replace("\x00", "\ufffd")
 
 
 class LogChunkIn(_In):

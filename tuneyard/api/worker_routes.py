@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
-from tuneyard.api.auth import READ, WORKER
+from tuneyard.api.auth import READ, WORKER, CallerDep, check_worker_registration
 from tuneyard.api.deps import Id, KitDep, TrialsDep
 from tuneyard.api.routes import E404, E409, E422, _summary
 from tuneyard.api.schemas import (
+    MAX_INT32,
     CheckpointOut,
     LogChunkIn,
     LogChunkOut,
@@ -21,6 +23,7 @@ from tuneyard.api.schemas import (
     WorkerOut,
 )
 from tuneyard.service.artifacts import CheckpointFiles, LogService
+from tuneyard.service.trials import TrialService
 from tuneyard.service.workers import WorkerInfo, WorkerService
 from tuneyard.store.models import Worker
 
@@ -35,8 +38,10 @@ def _worker_out(w: Worker) -> WorkerOut:
 @router.post(
     "/workers", status_code=201, response_model=WorkerOut, responses=E422, dependencies=[WORKER]
 )
-def register_worker(body: WorkerIn, kit: KitDep) -> WorkerOut:
-    """A worker process announces itself (again after a restart: ``name`` is the key)."""
+def register_worker(body: WorkerIn, kit: KitDep, who: CallerDep) -> WorkerOut:
+    """A worker process announces itself (again after a restart: ``name`` is the key). A
+    worker token limited to queues registers workers on its queues only."""
+    check_worker_registration(kit, who, body.name, body.queue)
     info = WorkerInfo(
         name=body.name,
         host=body.host,
@@ -87,7 +92,9 @@ def list_workers(
 def release(trial_id: Id, body: ReleaseIn, trials: TrialsDep) -> TrialSummary:
     """Hand a running trial back unfinished (its worker is stopping): it runs again on another
     worker, from ``checkpoint`` (saved at ``step``) when given. Uses none of its retries."""
-    return _summary(trials.release(trial_id, body.reason, body.checkpoint, body.step))
+    return _summary(
+        trials.release(trial_id, body.reason, body.checkpoint, body.step, attempt=body.attempt)
+    )
 
 
 # -- logs --------------------------------------------------------------------------------------
@@ -124,9 +131,13 @@ def read_log(
     responses={**E404, **E409, **E422},
     dependencies=[WORKER],
 )
-async def upload_checkpoint(trial_id: Id, request: Request, kit: KitDep) -> CheckpointOut:
-    """Store a checkpoint archive (``tar.gz`` body) of a running trial; the answer's location
-    goes with /pause. A promoted trial's next worker downloads it from here."""
+async def upload_checkpoint(
+    trial_id: Id, attempt: Annotated[int, Query(ge=1, le=MAX_INT32)], request: Request, kit: KitDep
+) -> CheckpointOut:
+    """Store a checkpoint archive (``tar.gz`` body) of the live ``attempt`` of a running
+    trial; the answer's location goes with /pause. A promoted trial's next worker downloads
+    it from here. Another attempt's upload is refused (409) before its body is read."""
+    await run_in_threadpool(TrialService(kit).check_live, trial_id, attempt)
     files = CheckpointFiles(kit)
     location = await files.put(trial_id, request.stream(), kit.settings.max_checkpoint_bytes)
     return CheckpointOut(location=location)

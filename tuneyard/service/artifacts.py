@@ -15,9 +15,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 from sqlalchemy import select
 
-from tuneyard.errors import Conflict, InvalidRequest, NotFound
+from tuneyard.checkpoint_archive import BadArchive, check_archive
+from tuneyard.errors import Conflict, InvalidRequest, NotFound, StaleAttempt
+from tuneyard.service.checkpoint_locations import uploaded_folder
 from tuneyard.service.context import Toolkit
 from tuneyard.store.models import Trial, TrialLog
 
@@ -47,6 +50,9 @@ class LogService:
             trial = s.get(Trial, trial_id, with_for_update=True, populate_existing=True)
             if trial is None:
                 raise NotFound(f"trial {trial_id} does not exist")
+            if 1 <= attempt < trial.attempts:
+                # Output of a superseded attempt (a worker woken after the trial ran again).
+                raise StaleAttempt(trial_id, attempt, trial.attempts)
             if not 1 <= attempt <= trial.attempts:
                 raise InvalidRequest(
                     f"attempt: trial {trial_id} has attempts 1..{trial.attempts}, not {attempt}",
@@ -109,7 +115,10 @@ class CheckpointFiles:
 
     A location is ``api:<trial id>/<sha256>``: the content names the file, so an upload
     repeated after a lost answer lands on the same file. Older archives of a trial are
-    removed once a newer one is stored, except the one the trial currently refers to."""
+    removed once a newer one is stored, except the one the trial currently refers to.
+    An upload is checked as the restoring worker will check it (tuneyard/checkpoint_archive.py:
+    only files and directories, relative names without '..', bounded sizes), so a bad
+    archive is a 422 here rather than a failed resume later."""
 
     def __init__(self, kit: Toolkit) -> None:
         self.kit = kit
@@ -124,7 +133,7 @@ class CheckpointFiles:
             return trial
 
     def _dir(self, trial: Trial) -> Path:
-        return self.root / f"study-{trial.study_id}" / f"trial-{trial.id}"
+        return uploaded_folder(self.kit.settings, trial.study_id, trial.id)
 
     async def put(self, trial_id: int, body: AsyncIterator[bytes], limit: int) -> str:
         trial = self._trial(trial_id)
@@ -150,6 +159,12 @@ class CheckpointFiles:
                 os.fsync(f.fileno())
             if size == 0:
                 raise InvalidRequest("body: the checkpoint archive is empty", field="body")
+            try:
+                await anyio.to_thread.run_sync(check_archive, tmp)
+            except BadArchive as exc:
+                raise InvalidRequest(
+                    f"body: the checkpoint archive is refused: {exc}", field="body"
+                ) from None
             name = digest.hexdigest()
             os.replace(tmp, folder / f"{name}.tar.gz")
         finally:

@@ -20,12 +20,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 from threadpoolctl import ThreadpoolController
 
-from tuneyard.errors import Conflict, InvalidRequest, NotFound, StudyFinished, TuneyardError
+from tuneyard.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StaleAttempt,
+    StudyFinished,
+    TuneyardError,
+)
 from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.scheduler.samplers.base import Observation as SamplerObservation
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
+from tuneyard.service.checkpoint_locations import check_location
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
@@ -103,6 +111,31 @@ class TrialService:
         if trial is None:
             raise NotFound(f"trial {trial_id} does not exist")
         return trial
+
+    @staticmethod
+    def _fence(trial: Trial, attempt: int) -> None:
+        """Refuse a call of any attempt but the trial's live one, before it changes anything.
+
+        A worker frozen past its lease (or cut off from the API) and then woken still holds
+        its old attempt: meanwhile the trial was queued again, or already runs elsewhere as a
+        new attempt. Believing it would store its late reports over the live ones, extend
+        the live attempt's lease and let it fail or end a healthy job."""
+        if attempt != trial.attempts:
+            raise StaleAttempt(trial.id, attempt, trial.attempts)
+        if trial.state == "queued":
+            raise StaleAttempt(
+                trial.id,
+                attempt,
+                trial.attempts,
+                f"it has ended and the trial is queued to run again: {trial.reason}",
+            )
+
+    def check_live(self, trial_id: int, attempt: int) -> None:
+        """Refuse (:class:`StaleAttempt`) a call of an attempt that is not the trial's live
+        one, for the calls that write nothing to the trial itself (a checkpoint upload)."""
+        with self.kit.transaction() as s:
+            trial = self._trial(s, trial_id)
+            self._fence(trial, attempt)
 
     def _log(
         self,
@@ -192,6 +225,9 @@ class TrialService:
         trial.ended_at = now
         if error is not None:
             trial.error = error
+        elif state in ("completed", "stopped"):
+            # Ended well: an earlier attempt's error stays in that attempt's row only.
+            trial.error = None
         study.active = max(0, study.active - 1)
         self._end_attempt(s, trial, state, error)
         self._log(s, trial, {"completed": "complete", "stopped": "stop"}.get(state, "fail"), reason)
@@ -677,20 +713,36 @@ class TrialService:
 
     # -- report ----------------------------------------------------------------------------
     def report(
-        self, trial_id: int, step: float, value: float | None, metrics: dict[str, Any]
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        *,
+        attempt: int,
     ) -> Report:
+        """A report of the trial's live ``attempt`` (:class:`StaleAttempt` for any other).
+
+        Idempotent on (trial, step) within an attempt: a repeat returns the stored answer.
+        A step that an earlier attempt reported (a retry that runs the job again) is decided
+        again and replaces that attempt's report, so an answer always means "stored"."""
         try:
-            plain = self._plain_report(trial_id, step, value, metrics)
+            plain = self._plain_report(trial_id, step, value, metrics, attempt)
             if plain is not None:
                 return plain
-            return self._report(trial_id, step, value, metrics, recheck=False)
+            return self._report(trial_id, step, value, metrics, attempt, recheck=False)
         except IntegrityError:
             # The unique (trial, step) key refused this report: a copy of it was stored while
             # this one was being decided. Answer as that one was answered.
-            return self._report(trial_id, step, value, metrics, recheck=True)
+            return self._report(trial_id, step, value, metrics, attempt, recheck=True)
 
     def _plain_report(
-        self, trial_id: int, step: float, value: float | None, metrics: dict[str, Any]
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
     ) -> Report | None:
         """The common report, most of a trial's: a good value from a running trial of a study
         not stopped, that reaches no rung, and that the scheduler answers with a plain
@@ -711,8 +763,12 @@ class TrialService:
             study_id, study_state, seed, created_at = cast(
                 tuple[int, str, int, datetime], tuple(found[n : n + 4])
             )
+            if found[_PLAIN_ATTEMPTS] != attempt:
+                return None  # refused by the general path, which says why
             if found[n + 4] is not None:
-                return _report_row(found[n + 4 :])
+                stored = _report_row(found[n + 4 :])
+                # A step an earlier attempt reported is decided again, by the general path.
+                return stored if stored.attempt == attempt else None
             ctx = self.kit.cached_context(study_id, created_at)
             if ctx is None:
                 spec = conn.execute(select(Study.spec).where(Study.id == study_id)).scalar_one()
@@ -749,6 +805,7 @@ class TrialService:
             now = self.kit.clock()
             report = Report(
                 trial_id=trial_id,
+                attempt=attempt,
                 step=step,
                 value=value,
                 metrics=_jsonable(metrics),
@@ -785,12 +842,14 @@ class TrialService:
         step: float,
         value: float | None,
         metrics: dict[str, Any],
+        attempt: int,
         recheck: bool,
     ) -> Report:
         """Any report, in one transaction: one that reaches a rung (the study's lock first),
-        a bad value, a report to a stopped study, and the refusals. A copy of the report
-        stored after the first read (a retry racing the original) is looked up again only
-        where this one is refused, or when the final insert hit the unique key (``recheck``)."""
+        a bad value, a report to a stopped study, a step an earlier attempt reported, and
+        the refusals. A copy of the report stored after the first read (a retry racing the
+        original) is looked up again only where this one is refused, where it replaces an
+        earlier attempt's, or when the final insert hit the unique key (``recheck``)."""
         with self.kit.transaction() as s:
             # The trial, its study and this step's stored report, in one statement.
             found = s.execute(
@@ -801,8 +860,10 @@ class TrialService:
             ).first()
             if found is None:
                 raise NotFound(f"trial {trial_id} does not exist")
-            peek, study, stored = found
-            if stored is not None:
+            peek, study, first = found
+            stored: Report | None = first
+            self._fence(peek, attempt)
+            if stored is not None and stored.attempt == attempt:
                 return stored
             ctx = self.kit.context(study)
             metric = ctx.spec.metric
@@ -815,17 +876,20 @@ class TrialService:
             if heavy:
                 study = self._lock_study(s, study.id)
             trial = self._trial(s, trial_id, lock=True)
-            if recheck:
+            self._fence(trial, attempt)
+            if recheck or stored is not None:
+                # Read again under the trial's lock: a copy of this report (of this attempt)
+                # may have been stored, or replaced the earlier attempt's, meanwhile.
                 stored = self._stored_report(s, trial_id, step)
-                if stored is not None:
+                if stored is not None and stored.attempt == attempt:
                     return stored
             try:
                 self._check_report(ctx, trial, step)
             except TuneyardError:
                 # Refused, unless a copy of this report was stored meanwhile: its answer stands.
-                stored = self._stored_report(s, trial_id, step)
-                if stored is not None:
-                    return stored
+                again = self._stored_report(s, trial_id, step)
+                if again is not None and again.attempt == attempt:
+                    return again
                 raise
             now = self.kit.clock()
             board = ctx.board(s, study.id)
@@ -844,22 +908,32 @@ class TrialService:
                 else:
                     assert value is not None  # guaranteed by _bad_value
                     decision = self._decide(s, ctx, study, board, trial, step, value, now)
-            report = Report(
-                trial_id=trial.id,
-                step=step,
-                value=value if bad is None else None,
-                metrics=_jsonable(metrics),
-                decision=decision.kind,
-                reason=decision.reason,
-                resource_to=trial.resource_to,
-                created_at=now,
-            )
-            s.add(report)
+            fields = {
+                "attempt": attempt,
+                "value": value if bad is None else None,
+                "metrics": _jsonable(metrics),
+                "decision": decision.kind,
+                "reason": decision.reason,
+                "resource_to": trial.resource_to,
+                "created_at": now,
+            }
+            if stored is None:
+                report = Report(trial_id=trial.id, step=step, **fields)
+                s.add(report)
+            else:
+                # The earlier attempt's report of this step gives way to this one's.
+                report = stored
+                for key, v in fields.items():
+                    setattr(report, key, v)
             meter.reported(self.kit, s, decision.kind)
             return report
 
     def _stored_report(self, s: Session, trial_id: int, step: float) -> Report | None:
-        return s.scalar(select(Report).where(Report.trial_id == trial_id, Report.step == step))
+        return s.scalar(
+            select(Report)
+            .where(Report.trial_id == trial_id, Report.step == step)
+            .execution_options(populate_existing=True)
+        )
 
     @staticmethod
     def _bad_value(metric: str, value: float | None, step: float) -> str | None:
@@ -951,16 +1025,19 @@ class TrialService:
         return decision
 
     # -- end of a job ------------------------------------------------------------------------
-    def pause(self, trial_id: int, checkpoint: str | None) -> Trial:
+    def pause(self, trial_id: int, checkpoint: str | None, *, attempt: int) -> Trial:
         """The worker saved the checkpoint of a trial told to pause: it may now be promoted."""
         with self.kit.transaction() as s:
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
             if trial.state == "paused":
                 return trial
             if trial.state != "running" or trial.pending != "pause":
                 raise Conflict(f"trial {trial_id} is {trial.state} and was not told to pause")
+            if checkpoint is not None:
+                checkpoint = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
             trial.state = "paused"
@@ -979,11 +1056,14 @@ class TrialService:
         value: float | None,
         metrics: dict[str, Any],
         checkpoint: str | None,
+        *,
+        attempt: int,
     ) -> Trial:
         with self.kit.transaction() as s:
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
             if trial.state == "completed":
                 return trial
             ctx = self.kit.context(study)
@@ -992,8 +1072,10 @@ class TrialService:
                 value = metrics.get(ctx.spec.metric)
             if value is None:
                 value = trial.value
-            if checkpoint is not None:
-                trial.checkpoint = checkpoint
+            if checkpoint is not None and trial.state == "running":
+                trial.checkpoint = check_location(
+                    self.kit.settings, trial.study_id, trial.id, checkpoint
+                )
             step = trial.resource if trial.resource is not None else trial.resource_to
             bad = self._bad_value(ctx.spec.metric, value, step)
             if trial.state != "running":
@@ -1010,24 +1092,35 @@ class TrialService:
             self._maybe_finish(s, ctx, study, board)
             return trial
 
-    def fail(self, trial_id: int, error: str) -> Trial:
+    def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> Trial:
+        """The objective of the live attempt crashed: ``error`` is what went wrong (a message
+        or a traceback), ``output`` the end of what it printed. The trial's reason is the
+        error's summary; the error, with the output after it, is stored."""
+        text = error if not output else f"{error}\n\nits output ends with:\n{output}"
         with self.kit.transaction() as s:
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            if trial.state == "failed" or (trial.state == "queued" and trial.error == error):
+            repeated = trial.state == "failed" or (trial.state == "queued" and trial.error == text)
+            if attempt == trial.attempts and repeated:
                 return trial  # a repeated request: the attempt already failed
+            self._fence(trial, attempt)
             if trial.state != "running":
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
-            first_line = error.strip().splitlines()[-1] if error.strip() else "error"
-            self._retry_or_fail(s, ctx, study, board, trial, first_line[:500], error)
+            self._retry_or_fail(s, ctx, study, board, trial, error_summary(error), text)
             self._maybe_finish(s, ctx, study, board)
             return trial
 
     def release(
-        self, trial_id: int, reason: str, checkpoint: str | None, step: float | None
+        self,
+        trial_id: int,
+        reason: str,
+        checkpoint: str | None,
+        step: float | None,
+        *,
+        attempt: int,
     ) -> Trial:
         """Hand a running trial back unfinished (its worker is shutting down): it is queued to
         run again, from ``checkpoint`` saved at ``step`` when given, else from where its job
@@ -1036,8 +1129,10 @@ class TrialService:
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            if trial.state == "queued" and trial.reason and trial.reason.startswith("handed back"):
+            handed_back = trial.state == "queued" and trial.reason == f"handed back: {reason}"
+            if attempt == trial.attempts and handed_back:
                 return trial  # a repeated request
+            self._fence(trial, attempt)
             if trial.state != "running":
                 raise Conflict(
                     f"trial {trial_id} is {trial.state}; only a running trial is handed back"
@@ -1055,7 +1150,9 @@ class TrialService:
                         f"{fmt(trial.resource_from)}..{fmt(trial.resource_to)}",
                         field="step",
                     )
-                trial.checkpoint = checkpoint
+                trial.checkpoint = check_location(
+                    self.kit.settings, trial.study_id, trial.id, checkpoint
+                )
                 trial.resource_from = step
             trial.state = "queued"
             trial.reason = f"handed back: {reason}"
@@ -1065,9 +1162,11 @@ class TrialService:
             self._log(s, trial, "release", trial.reason, trial.rung, trial.resource_from)
             return trial
 
-    def heartbeat(self, trial_id: int) -> Trial:
+    def heartbeat(self, trial_id: int, *, attempt: int) -> Trial:
+        """Extend the lease of the trial's live attempt; another attempt's beat is refused."""
         with self.kit.transaction() as s:
             trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
             if trial.state != "running":
                 raise Conflict(
                     f"trial {trial_id} is {trial.state}; heartbeats are for running trials"
@@ -1080,6 +1179,7 @@ class TrialService:
 _REPORT_COLUMNS = (
     Report.id,
     Report.trial_id,
+    Report.attempt,
     Report.step,
     Report.value,
     Report.metrics,
@@ -1101,7 +1201,9 @@ _PLAIN_TRIAL_COLUMNS = (
     Trial.best_score,
     Trial.score_sum,
     Trial.score_count,
+    Trial.attempts,
 )
+_PLAIN_ATTEMPTS = len(_PLAIN_TRIAL_COLUMNS) - 1
 
 # The plain report's statements, built once: building and hashing a statement on every call
 # costs more than running it.
@@ -1146,6 +1248,19 @@ _INSERT_REPORT = (
 )
 # PostgreSQL: the trial's update rides along with the report's insert, one round trip.
 _UPDATE_AND_INSERT = _INSERT_REPORT.add_cte(_UPDATE_TRIAL.cte("trial_update"))
+
+
+def error_summary(error: str) -> str:
+    """One line that says what went wrong: a traceback's last line (the exception), else
+    the first line of the text."""
+    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "error"
+    line = lines[0]
+    if line.startswith("Traceback"):
+        # The exception's line is the last one not indented (notes and chained causes aside).
+        line = next((ln for ln in reversed(lines) if not ln.startswith((" ", "\t"))), line)
+    return line.strip()[:500]
 
 
 def _report_row(values: Sequence[Any]) -> Report:

@@ -139,6 +139,8 @@ class Report(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    # The attempt that stored it: a later attempt's report of the same step replaces it.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     step: Mapped[float] = mapped_column(Float)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -25,7 +25,7 @@ from tuneyard.settings import Settings
 
 
 class CheckpointStore(Protocol):
-    def save(self, study_id: int, trial_id: int, src_dir: Path) -> str:
+    def save(self, study_id: int, trial_id: int, src_dir: Path, attempt: int = 1) -> str:
         """Copy a trial's checkpoint directory into the store; returns its location."""
         ...
 
@@ -51,7 +51,7 @@ class FilesystemCheckpointStore:
     def location(self, study_id: int, trial_id: int) -> Path:
         return self.root / f"study-{study_id}" / f"trial-{trial_id}"
 
-    def save(self, study_id: int, trial_id: int, src_dir: Path) -> str:
+    def save(self, study_id: int, trial_id: int, src_dir: Path, attempt: int = 1) -> str:
         final = self.location(study_id, trial_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
@@ -88,7 +88,7 @@ class FilesystemCheckpointStore:
 
 
 class CheckpointApi(Protocol):
-    def upload_checkpoint(self, trial_id: int, archive: Path) -> str: ...
+    def upload_checkpoint(self, trial_id: int, archive: Path, *, attempt: int) -> str: ...
 
     def download_checkpoint(self, trial_id: int, digest: str, dest: Path) -> None: ...
 
@@ -105,13 +105,13 @@ class HttpCheckpointStore:
         self.cache = Path(cache_dir).absolute()
         self.keep = keep
 
-    def save(self, study_id: int, trial_id: int, src_dir: Path) -> str:
+    def save(self, study_id: int, trial_id: int, src_dir: Path, attempt: int = 1) -> str:
         self.cache.mkdir(parents=True, exist_ok=True)
         tmp = self.cache / f".pack-{trial_id}-{uuid.uuid4().hex[:8]}.tar.gz"
         try:
             with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
                 _pack(tar, Path(src_dir), "")
-            location = self.client.upload_checkpoint(trial_id, tmp)
+            location = self.client.upload_checkpoint(trial_id, tmp, attempt=attempt)
             os.replace(tmp, self._cached(parse_api_location(location)[1]))
         finally:
             tmp.unlink(missing_ok=True)
@@ -163,8 +163,8 @@ class RoutingCheckpointStore:
         if isinstance(save_to, FilesystemCheckpointStore):
             self.roots = [*save_to.roots, *self.roots]
 
-    def save(self, study_id: int, trial_id: int, src_dir: Path) -> str:
-        return self.save_to.save(study_id, trial_id, src_dir)
+    def save(self, study_id: int, trial_id: int, src_dir: Path, attempt: int = 1) -> str:
+        return self.save_to.save(study_id, trial_id, src_dir, attempt)
 
     def restore(self, location: str, dest_dir: Path) -> None:
         if location.startswith(API_PREFIX):

@@ -71,7 +71,9 @@ def run_slot(study_id: int, api_url: str) -> str:
             Allowlist.from_env().check(spec.execution)
             objective = make_objective(spec.execution, url, token)
         except (ImportError, AttributeError, ValueError) as exc:
-            client.fail(assignment.trial_id, f"{type(exc).__name__}: {exc}")
+            client.fail(
+                assignment.trial_id, f"{type(exc).__name__}: {exc}", attempt=assignment.attempt
+            )
             return "fail"
         opts = JobOptions(
             timeout=spec.execution.timeout if spec.execution else None,

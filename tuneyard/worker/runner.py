@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tuneyard.api.schemas import Assignment, ReportOut, TrialOut
-from tuneyard.client import Client, Conflict, NotFound, StudyFinished
+from tuneyard.client import Client, Conflict, NotFound, StaleAttempt, StudyFinished
 from tuneyard.spec import ExecutionSpec
 from tuneyard.worker.checkpoints import CheckpointStore, FilesystemCheckpointStore
 from tuneyard.worker.command import CommandObjective, CommandTimeout
@@ -45,24 +45,38 @@ class WorkerClient(Protocol):
     def next(self, study_id: int, worker: str | None = None) -> Assignment | None: ...
 
     def report(
-        self, trial_id: int, step: float, value: float | None = None, **metrics: float | None
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None = None,
+        *,
+        attempt: int,
+        **metrics: float | None,
     ) -> ReportOut: ...
 
-    def pause(self, trial_id: int, checkpoint: str | None = None) -> Any: ...
+    def pause(self, trial_id: int, checkpoint: str | None = None, *, attempt: int) -> Any: ...
 
     def release(
-        self, trial_id: int, reason: str, checkpoint: str | None = None, step: float | None = None
+        self,
+        trial_id: int,
+        reason: str,
+        checkpoint: str | None = None,
+        step: float | None = None,
+        *,
+        attempt: int,
     ) -> Any: ...
 
     def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int: ...
 
     def get_trial(self, trial_id: int) -> TrialOut: ...
 
-    def complete(self, trial_id: int, value: float | None = None) -> Any: ...
+    def complete(self, trial_id: int, value: float | None = None, *, attempt: int) -> Any: ...
 
-    def fail(self, trial_id: int, error: str) -> Any: ...
+    def fail(
+        self, trial_id: int, error: str, output: str | None = None, *, attempt: int
+    ) -> Any: ...
 
-    def heartbeat(self, trial_id: int) -> Any: ...
+    def heartbeat(self, trial_id: int, *, attempt: int) -> Any: ...
 
 
 def load_objective(entrypoint: str) -> Objective:
@@ -122,15 +136,21 @@ def _final_value(result: Any) -> float | None:
 class _Heartbeat:
     """Extends the trial's lease while a long epoch runs without reports."""
 
-    def __init__(self, client: WorkerClient, trial_id: int, every: float) -> None:
-        self.client, self.trial_id, self.every = client, trial_id, every
+    def __init__(self, client: WorkerClient, trial: Trial, every: float) -> None:
+        self.client, self.trial, self.every = client, trial, every
+        self.trial_id = trial.trial_id
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"beat-{trial_id}")
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"beat-{trial.trial_id}")
 
     def _run(self) -> None:
         while not self.done.wait(self.every):
             try:
-                self.client.heartbeat(self.trial_id)
+                self.client.heartbeat(self.trial_id, attempt=self.trial.attempt)
+            except StaleAttempt as exc:
+                # The trial runs again elsewhere: this job stops at its next report.
+                log.warning("trial %s: %s", self.trial_id, exc.detail)
+                self.trial.revoke(exc.detail)
+                return
             except (Conflict, NotFound):
                 return  # the trial is no longer running: nothing left to keep alive
             except Exception as exc:  # a missed beat is retried at the next one
@@ -149,12 +169,12 @@ def _settle(what: str, trial_id: int, call: Callable[[], Any]) -> bool:
 
     A 409 may be transient (two requests raced on a row), so it is retried once; the calls
     are idempotent. A second 409 or a 404 means the trial moved on without this worker,
-    e.g. its lease expired and it was reaped."""
+    e.g. its lease expired and it was reaped; a stale attempt says so at once."""
     for attempt in range(2):
         try:
             call()
             return True
-        except NotFound as exc:
+        except (NotFound, StaleAttempt) as exc:
             log.warning("trial %s: %s refused: %s", trial_id, what, exc)
             return False
         except Conflict as exc:
@@ -256,7 +276,7 @@ class _Watchdog:
                     return
                 why = self._timeout_text() + " and could not be interrupted"
                 with contextlib.suppress(Exception):
-                    self.client.fail(self.trial.trial_id, why)
+                    self.client.fail(self.trial.trial_id, why, attempt=self.trial.attempt)
                 self._exit(why)
                 return
             if self.opts.control.stopping.is_set():
@@ -267,7 +287,7 @@ class _Watchdog:
                         f"within {self.opts.grace:g} s"
                     )
                     with contextlib.suppress(Exception):
-                        self.client.release(self.trial.trial_id, why)
+                        self.client.release(self.trial.trial_id, why, attempt=self.trial.attempt)
                     self._exit(why)
                     return
 
@@ -323,6 +343,7 @@ def run_assignment(
         job.resource_from,
         job.resource_to,
         ckpt_dir,
+        attempt=job.attempt,
     )
     started = time.monotonic()
     outcome = "fail"
@@ -332,7 +353,7 @@ def run_assignment(
         if job.lease_seconds:
             beat = min(beat, job.lease_seconds / 3)  # two beats may be lost before a reap
         with (
-            _Heartbeat(client, job.trial_id, beat),
+            _Heartbeat(client, trial, beat),
             LogShipper(client, job.trial_id, job.attempt, opts.log_every) as shipper,
         ):
             outcome = _run(client, study_id, job, objective, store, trial, shipper, opts)
@@ -351,11 +372,6 @@ def run_assignment(
         )
 
 
-def _with_tail(message: str, shipper: LogShipper) -> str:
-    tail = shipper.tail()
-    return f"{message}; its output ends with:\n{tail}" if tail else message
-
-
 def _after_command(
     client: WorkerClient, trial: Trial, code: int, shipper: LogShipper, opts: JobOptions
 ) -> str | None:
@@ -365,6 +381,8 @@ def _after_command(
     handle's decision for the common path: pause, hand back, fail, or complete."""
     shipper.flush()
     state = client.get_trial(trial.trial_id)
+    if state.attempts != trial.attempt or trial.stale is not None:
+        return "lost"  # the trial ran again elsewhere: this attempt's outcome counts no more
     if state.state in ("completed", "stopped", "failed"):
         return {"completed": "complete", "stopped": "stop", "failed": "fail"}[state.state]
     if state.state != "running":
@@ -381,7 +399,7 @@ def _after_command(
             trial.last_step = None  # its checkpoint may be half written: resume from before
     elif code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        trial.decision, trial.reason = "fail", _with_tail(f"the command {how}", shipper)
+        trial.decision, trial.reason = "fail", f"the command {how}"
     return None
 
 
@@ -396,15 +414,22 @@ def _run(
     opts: JobOptions,
 ) -> str:
     def fail(error: str) -> str:
+        if trial.stale is not None:
+            return "lost"  # the trial runs again elsewhere; this attempt's error is moot
         shipper.flush()
-        ok = _settle("fail", job.trial_id, lambda: client.fail(job.trial_id, error))
+        tail = shipper.tail() or None
+        ok = _settle(
+            "fail",
+            job.trial_id,
+            lambda: client.fail(job.trial_id, error, tail, attempt=job.attempt),
+        )
         return "fail" if ok else "lost"
 
     def release(reason: str, with_checkpoint: bool) -> str:
         location = step = None
         if with_checkpoint and trial.last_step is not None and any(trial.checkpoint_dir.iterdir()):
             try:
-                location = store.save(study_id, job.trial_id, trial.checkpoint_dir)
+                location = store.save(study_id, job.trial_id, trial.checkpoint_dir, job.attempt)
                 step = trial.last_step
             except Exception as exc:
                 log.warning("trial %s: cannot save its checkpoint: %s", job.trial_id, exc)
@@ -412,7 +437,9 @@ def _run(
         ok = _settle(
             "release",
             job.trial_id,
-            lambda: client.release(job.trial_id, reason, checkpoint=location, step=step),
+            lambda: client.release(
+                job.trial_id, reason, checkpoint=location, step=step, attempt=job.attempt
+            ),
         )
         return "release" if ok else "lost"
 
@@ -435,11 +462,12 @@ def _run(
                 result = objective(trial)
     except TrialStopped:
         result = None  # reported after a terminal decision: end as that decision says
-    except AttemptTimeout as exc:
-        return fail(_with_tail(str(exc), shipper))
-    except CommandTimeout as exc:
-        return fail(_with_tail(str(exc), shipper))
+    except (AttemptTimeout, CommandTimeout) as exc:
+        return fail(str(exc))
     except Exception as exc:
+        if trial.stale is not None:
+            log.warning("trial %s raised after its attempt went stale: %r", job.trial_id, exc)
+            return "lost"
         if trial.decision in ("stop", "complete"):
             # The service already ended the trial; the crash came afterwards.
             log.warning("trial %s raised after %s: %r", job.trial_id, trial.decision, exc)
@@ -450,16 +478,23 @@ def _run(
         with contextlib.suppress(Exception):
             release(f"the worker was interrupted ({type(exc).__name__})", with_checkpoint=False)
         raise
+    if trial.stale is not None:
+        log.warning("trial %s: attempt %s ended: %s", job.trial_id, job.attempt, trial.stale)
+        return "lost"
     if trial.decision == "fail":
         return fail(trial.reason or "the command failed")
     if trial.handed_back:
         return release(trial.reason or opts.control.reason, with_checkpoint=True)
     if trial.decision == "pause":
         try:
-            location = store.save(study_id, job.trial_id, trial.checkpoint_dir)
+            location = store.save(study_id, job.trial_id, trial.checkpoint_dir, job.attempt)
         except Exception as exc:
             return fail(f"cannot save the checkpoint of a paused trial:\n{error_text(exc)}")
-        ok = _settle("pause", job.trial_id, lambda: client.pause(job.trial_id, checkpoint=location))
+        ok = _settle(
+            "pause",
+            job.trial_id,
+            lambda: client.pause(job.trial_id, checkpoint=location, attempt=job.attempt),
+        )
         return "pause" if ok else "lost"
     if trial.decision in ("stop", "complete"):
         return trial.decision
@@ -468,7 +503,11 @@ def _run(
     if value is not None and not math.isfinite(value):
         # JSON has no NaN: say it in words, as the service does for a NaN report.
         return fail(f"the objective returned {value}")
-    ok = _settle("complete", job.trial_id, lambda: client.complete(job.trial_id, value=value))
+    ok = _settle(
+        "complete",
+        job.trial_id,
+        lambda: client.complete(job.trial_id, value=value, attempt=job.attempt),
+    )
     return "complete" if ok else "lost"
 
 

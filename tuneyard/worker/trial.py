@@ -29,7 +29,13 @@ class TrialStopped(RuntimeError):
 
 class Reporter(Protocol):
     def report(
-        self, trial_id: int, step: float, value: float | None = None, **metrics: float | None
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None = None,
+        *,
+        attempt: int,
+        **metrics: float | None,
     ) -> ReportOut: ...
 
 
@@ -37,7 +43,9 @@ class Trial:
     """One job of one trial: its parameters, its resource range and a checkpoint directory.
 
     ``resource_to`` moves up when the service promotes the trial on the spot; ``decision`` is
-    the last answer to a report (None before the first)."""
+    the last answer to a report (None before the first). ``attempt`` is the attempt of the
+    trial this job is, as ``next`` handed it out: every call about the trial names it, and
+    once the service says it is no longer the live one (``stale``) the job stops."""
 
     def __init__(
         self,
@@ -49,8 +57,10 @@ class Trial:
         resource_from: float,
         resource_to: float,
         checkpoint_dir: Path,
+        attempt: int = 1,
     ) -> None:
         self.client = client
+        self.attempt = attempt
         self.study_id = study_id
         self.trial_id = trial_id
         self.number = number
@@ -67,6 +77,14 @@ class Trial:
         # worker hands it back with the checkpoint instead of telling the service to pause.
         self.interrupted: str | None = None
         self.handed_back = False
+        # Set when the service refused a call of this attempt as stale: the trial runs again
+        # elsewhere (or waits to), so this job ends without telling the service anything.
+        self.stale: str | None = None
+
+    def revoke(self, reason: str) -> None:
+        """This attempt is no longer the trial's live one: the next report stops the job
+        without sending anything (safe to call from any thread)."""
+        self.stale = reason
 
     def interrupt(self, reason: str) -> None:
         """Stop at the next report as if told to pause (safe to call from any thread or a
@@ -91,12 +109,23 @@ class Trial:
         whose ``resource_to`` is larger is an on-the-spot promotion: the trial keeps training
         up to the new end, which :meth:`epochs` follows. After pause, stop or complete the
         objective should return; reporting again raises :class:`TrialStopped`."""
+        from tuneyard.client import StaleAttempt
+
         if self.should_stop:
             raise TrialStopped(
                 f"trial {self.trial_id} was told to {self.decision} ({self.reason}); "
                 "end the objective instead of reporting again"
             )
-        ans = self.client.report(self.trial_id, step, value, **metrics)
+        if self.stale is None:
+            try:
+                ans = self.client.report(
+                    self.trial_id, step, value, attempt=self.attempt, **metrics
+                )
+            except StaleAttempt as exc:
+                self.stale = exc.detail
+        if self.stale is not None:
+            self.decision, self.reason = "stop", self.stale
+            return self.decision
         self.decision, self.reason = ans.decision, ans.reason
         self.last_step, self.last_value = step, ans.value
         if ans.decision == "continue" and ans.resource_to is not None:
@@ -172,7 +201,7 @@ def trial_from_env() -> Trial:
 
     Needs TUNEYARD_API_URL, TUNEYARD_STUDY_ID, TUNEYARD_TRIAL_ID and TUNEYARD_RESOURCE_TO;
     reads TUNEYARD_PARAMS (JSON object), TUNEYARD_RESOURCE_FROM, TUNEYARD_CHECKPOINT_DIR,
-    TUNEYARD_TRIAL_NUMBER and TUNEYARD_TOKEN when set.
+    TUNEYARD_TRIAL_NUMBER, TUNEYARD_ATTEMPT and TUNEYARD_TOKEN when set.
 
     Called from the main thread, it also turns the SIGTERM a stopping worker sends into a
     pause at the next report: save the state when ``epochs()`` ends (or the report says
@@ -202,6 +231,7 @@ def trial_from_env() -> Trial:
         resource_from=float(env.get("TUNEYARD_RESOURCE_FROM", "0")),
         resource_to=resource_to,
         checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
+        attempt=int(env.get("TUNEYARD_ATTEMPT", "1")),
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: trial.interrupt("the worker is stopping"))
