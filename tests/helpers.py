@@ -5,28 +5,56 @@ from __future__ import annotations
 import io
 import math
 import tarfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 API = "/api/v1"
+
+
+def archive(content: bytes, name: str = "state.pkl") -> bytes:
+    """A checkpoint archive (tar.gz) holding one file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
 
 
 def checkpoint(http: Any, tid: int, attempt: int, tag: str = "") -> str:
     """Upload a small checkpoint archive of a running trial's attempt (its content set by
     ``tag``, so different tags are different archives); returns the location to pass to
     /pause or /release, as a worker does."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = f"trial {tid} {tag}".encode()
-        info = tarfile.TarInfo("state.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    r = http.put(
-        f"{API}/trials/{tid}/checkpoint", params={"attempt": attempt}, content=buf.getvalue()
-    )
+    data = archive(f"trial {tid} {tag}".encode())
+    r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": attempt}, content=data)
     assert r.status_code == 201, r.text
     location: str = r.json()["location"]
     return location
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """The app served by uvicorn in a thread (one event loop, as in production); yields its
+    URL. For what a TestClient cannot show: an endless stream, requests answered while
+    another one is being worked on."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not (server.started and server.servers and server.servers[0].sockets):
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def study_spec(**overrides: Any) -> dict[str, Any]:

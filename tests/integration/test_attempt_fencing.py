@@ -4,15 +4,13 @@ PostgreSQL). A re-run's report of a step an earlier attempt reported is stored."
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, study_spec
+from tests.helpers import API, archive, study_spec
 from tests.integration.test_retries import FakeClock
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
@@ -29,16 +27,6 @@ def clock() -> FakeClock:
 def http(settings: Settings, clock: FakeClock) -> Iterator[TestClient]:
     with TestClient(create_app(settings, clock=clock)) as c:
         yield c
-
-
-def _archive() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b"weights"
-        info = tarfile.TarInfo("model.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _rerun(http: TestClient, clock: FakeClock) -> tuple[int, dict[str, Any], dict[str, Any]]:
@@ -92,7 +80,9 @@ def test_every_call_of_a_superseded_attempt_is_refused_and_changes_nothing(
         _stale(http.post(f"{API}/trials/{tid}/{call}", json=body))
     # A step the live attempt already reported, sent again by the zombie, is refused too.
     _stale(http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 0.01}))
-    upload = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=_archive())
+    upload = http.put(
+        f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=archive(b"weights")
+    )
     _stale(upload)
 
     after = http.get(f"{API}/trials/{tid}").json()
@@ -103,7 +93,9 @@ def test_every_call_of_a_superseded_attempt_is_refused_and_changes_nothing(
     # The live attempt goes on and ends well.
     r = http.post(f"{API}/trials/{tid}/heartbeat", json={"attempt": 2})
     assert r.status_code == 200, r.text
-    ok = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 2}, content=_archive())
+    ok = http.put(
+        f"{API}/trials/{tid}/checkpoint", params={"attempt": 2}, content=archive(b"weights")
+    )
     assert ok.status_code == 201, ok.text
     done = http.post(f"{API}/trials/{tid}/complete", json={"attempt": 2, "value": 0.3})
     assert done.status_code == 200 and done.json()["state"] == "completed"
@@ -209,6 +201,6 @@ def test_a_worker_call_without_an_attempt_is_refused(http: TestClient) -> None:
         r = http.post(f"{API}/trials/{tid}/{call}", json=body)
         assert r.status_code == 422, r.text
         assert any(e["field"] == "attempt" for e in r.json()["errors"]), r.json()
-    r = http.put(f"{API}/trials/{tid}/checkpoint", content=_archive())
+    r = http.put(f"{API}/trials/{tid}/checkpoint", content=archive(b"weights"))
     assert r.status_code == 422 and "attempt" in r.text
     assert http.get(f"{API}/trials/{tid}").json()["state"] == "running"

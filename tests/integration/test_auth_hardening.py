@@ -5,21 +5,18 @@ without authentication closed to other origins, and nosniff on every response.""
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
-from tests.helpers import API, study_spec
+from tests.helpers import API, serve, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.api.auth import route_scope
 from tuneyard.service.context import Toolkit
@@ -181,21 +178,8 @@ def test_the_ticket_route_needs_a_token_and_a_study(
 @pytest.fixture
 def live_auth(auth_settings: Settings) -> Iterator[str]:
     """The app served by uvicorn in a thread, with authentication: a stream is endless."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(auth_settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (server.started and server.servers and server.servers[0].sockets):
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(create_app(auth_settings)) as url:
+        yield url
 
 
 def test_a_ticket_opens_the_live_stream(live_auth: str, tokens: dict[str, Any]) -> None:

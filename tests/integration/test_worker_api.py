@@ -4,15 +4,13 @@ handing a trial back."""
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, checkpoint, study_spec
+from tests.helpers import API, archive, checkpoint, study_spec
 from tests.integration.test_retries import FakeClock
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
@@ -91,21 +89,12 @@ def test_log_chunks_are_stored_once_and_read_whole(http: TestClient) -> None:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def _archive(content: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("state.pkl")
-        info.size = len(content)
-        tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
-
-
 def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
     http: TestClient, settings: Settings
 ) -> None:
     _, job = start(http)
     tid = job["trial_id"]
-    first = _archive(b"epoch 1")
+    first = archive(b"epoch 1")
     r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=first)
     assert r.status_code == 201, r.text
     location = r.json()["location"]
@@ -114,7 +103,7 @@ def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
     got = http.get(f"{API}/trials/{tid}/checkpoint/{digest}")
     assert got.status_code == 200 and got.content == first
 
-    second = _archive(b"epoch 2")
+    second = archive(b"epoch 2")
     loc2 = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=second).json()[
         "location"
     ]
@@ -130,7 +119,7 @@ def test_only_a_running_trial_uploads_a_checkpoint(http: TestClient) -> None:
     _, job = start(http)
     tid = job["trial_id"]
     http.post(f"{API}/trials/{tid}/fail", json={"attempt": 1, "error": "boom"})
-    r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=_archive(b"x"))
+    r = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=archive(b"x"))
     assert r.status_code == 409
 
 
