@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from tuneyard.api.schemas import (
+from tuneyard.protocol import (
     Assignment,
     CheckpointOut,
     LogChunkOut,

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tuneyard.client import ApiError, Client
 
 if TYPE_CHECKING:
-    from tuneyard.api.schemas import StudyOut
+    from tuneyard.protocol import StudyOut
 
 # Trial states a trial does not leave: the bar counts these as done.
 FINISHED_TRIALS = ("completed", "stopped", "failed")

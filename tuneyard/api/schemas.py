@@ -1,305 +1,89 @@
-"""Request and response bodies of the HTTP API (``/api/v1``).
+"""Request and response bodies of the HTTP API, as the server's code imports them.
 
-These are the wire contract shared by the server, the typed client, the CLI and the workers.
+The bodies themselves are the wire protocol, defined in :mod:`tuneyard.protocol` so that the
+worker and the client share them with the server without importing anything of ``api``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from tuneyard.protocol import (
+    MAX_ID,
+    MAX_INT32,
+    MAX_METRICS,
+    Assignment,
+    AttemptNo,
+    AttemptOut,
+    CheckpointOut,
+    CompleteIn,
+    DecisionKind,
+    DecisionOut,
+    FailIn,
+    GpuInfo,
+    HeartbeatIn,
+    LogChunkIn,
+    LogChunkOut,
+    MetricName,
+    NewTokenOut,
+    NextIn,
+    PauseIn,
+    Problem,
+    QueueName,
+    ReleaseIn,
+    ReportIn,
+    ReportOut,
+    StudyOut,
+    StudyPage,
+    StudyPatch,
+    StudyState,
+    TokenIn,
+    TokenOut,
+    TokenScope,
+    TrialOut,
+    TrialPage,
+    TrialState,
+    TrialSummary,
+    WorkerBeatIn,
+    WorkerIn,
+    WorkerOut,
+)
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from tuneyard.spec import StudySpec
-
-StudyState = Literal["running", "paused", "stopped", "completed"]
-TrialState = Literal["queued", "running", "paused", "completed", "stopped", "failed"]
-DecisionKind = Literal["continue", "pause", "stop", "complete"]
-# Integer columns: ids are 64 bits, counters 32.
-MAX_ID = 2**63 - 1
-MAX_INT32 = 2**31 - 1
-# Metrics per report and the length of a metric's name.
-MAX_METRICS = 256
-MetricName = Annotated[str, Field(max_length=200)]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# Every call of a worker about its trial names the attempt that ``next`` handed it: a call of
-# an attempt that is no longer the trial's live one is refused (409, "Stale attempt").
-AttemptNo = Annotated[
-    int,
-    Field(ge=1, le=MAX_INT32, description="the attempt this call belongs to, as `next` gave it"),
+__all__ = [
+    "MAX_ID",
+    "MAX_INT32",
+    "MAX_METRICS",
+    "Assignment",
+    "AttemptNo",
+    "AttemptOut",
+    "CheckpointOut",
+    "CompleteIn",
+    "DecisionKind",
+    "DecisionOut",
+    "FailIn",
+    "GpuInfo",
+    "HeartbeatIn",
+    "LogChunkIn",
+    "LogChunkOut",
+    "MetricName",
+    "NewTokenOut",
+    "NextIn",
+    "PauseIn",
+    "Problem",
+    "QueueName",
+    "ReleaseIn",
+    "ReportIn",
+    "ReportOut",
+    "StudyOut",
+    "StudyPage",
+    "StudyPatch",
+    "StudyState",
+    "TokenIn",
+    "TokenOut",
+    "TokenScope",
+    "TrialOut",
+    "TrialPage",
+    "TrialState",
+    "TrialSummary",
+    "WorkerBeatIn",
+    "WorkerIn",
+    "WorkerOut",
 ]
-
-
-class _AttemptIn(_In):
-    attempt: AttemptNo
-
-
-class TrialSummary(BaseModel):
-    id: int
-    study_id: int
-    number: int
-    state: TrialState
-    params: dict[str, Any]
-    value: float | None = Field(description="latest value of the study's metric")
-    resource: float | None = Field(description="resource (step) of that value")
-    bracket: int
-    rung: int = Field(description="highest rung reached, -1 before the first")
-    attempts: int
-    reason: str | None = Field(description="why the trial is in its current state")
-    created_at: datetime
-    updated_at: datetime
-
-
-class StudyOut(BaseModel):
-    id: int
-    name: str
-    state: StudyState
-    spec: StudySpec
-    created_at: datetime
-    updated_at: datetime
-    trials_started: int
-    counts: dict[str, int] = Field(description="number of trials per state")
-    best: TrialSummary | None
-
-
-class StudyPage(BaseModel):
-    items: list[StudyOut]
-    next_cursor: str | None
-
-
-class StudyPatch(_In):
-    state: Literal["running", "paused", "stopped"]
-
-
-class ReportIn(_AttemptIn):
-    step: float = Field(ge=0, description="resource consumed so far, e.g. epochs trained")
-    value: float | None = Field(
-        default=None, description="value of the study's metric; may be given in metrics instead"
-    )
-    metrics: dict[MetricName, float | None] = Field(
-        default_factory=dict, max_length=MAX_METRICS, description="other metrics by name"
-    )
-
-
-class ReportOut(BaseModel):
-    attempt: int = Field(default=1, description="the attempt whose report this is")
-    step: float
-    value: float | None
-    metrics: dict[str, Any]
-    decision: DecisionKind
-    reason: str
-    resource_to: float | None = Field(
-        description="end of the trial's current job; moves up when a trial is promoted on the spot"
-    )
-    created_at: datetime
-
-
-class DecisionOut(BaseModel):
-    kind: str
-    reason: str
-    rung: int | None
-    resource: float | None
-    created_at: datetime
-
-
-class AttemptOut(BaseModel):
-    number: int
-    resource_from: float
-    resource_to: float
-    state: str
-    worker: str | None
-    error: str | None
-    started_at: datetime
-    ended_at: datetime | None
-
-
-class TrialOut(TrialSummary):
-    resource_from: float
-    resource_to: float
-    checkpoint: str | None
-    error: str | None
-    worker: str | None = Field(
-        default=None, description="the worker running (or that last ran) the trial"
-    )
-    pending: str | None = Field(
-        default=None, description="``pause`` while a pause decision awaits the worker's checkpoint"
-    )
-    log_tail: str | None = Field(
-        default=None,
-        description="the last few kilobytes of the objective's output; the whole is at /log",
-    )
-    reports: list[ReportOut]
-    decisions: list[DecisionOut]
-    attempt_log: list[AttemptOut]
-
-
-class TrialPage(BaseModel):
-    items: list[TrialSummary]
-    next_cursor: str | None
-
-
-class NextIn(_In):
-    worker: str | None = Field(default=None, max_length=200)
-
-
-class Assignment(BaseModel):
-    """A piece of work: a new trial, or a paused trial promoted to a higher rung."""
-
-    trial_id: int
-    number: int
-    params: dict[str, Any]
-    resource_from: float
-    resource_to: float
-    checkpoint: str | None
-    kind: Literal["new", "resume"]
-    reason: str
-    attempt: int = Field(default=1, description="this run's number among the trial's attempts")
-    lease_seconds: float | None = Field(
-        default=None,
-        description="the trial is reaped when no report or heartbeat comes for this long",
-    )
-
-
-class CompleteIn(_AttemptIn):
-    value: float | None = None
-    metrics: dict[MetricName, float | None] = Field(default_factory=dict, max_length=MAX_METRICS)
-    checkpoint: str | None = Field(default=None, max_length=2000)
-
-
-class FailIn(_AttemptIn):
-    error: str = Field(
-        min_length=1,
-        max_length=20_000,
-        description="what went wrong: a message or a traceback (its summary is the reason)",
-    )
-    output: str | None = Field(
-        default=None, max_length=20_000, description="the end of the objective's output"
-    )
-
-    @field_validator("error", "output")
-    @classmethod
-    def _no_nul(cls, v: str | None) -> str | None:
-        # PostgreSQL's text can't hold NUL: stored as U+FFFD, as in a trial's log.
-        return None if v is None else v.replace("\x00", "\ufffd")
-
-
-class HeartbeatIn(_AttemptIn):
-    pass
-
-
-class PauseIn(_AttemptIn):
-    checkpoint: str | None = Field(default=None, max_length=2000)
-
-
-class ReleaseIn(_AttemptIn):
-    reason: str = Field(min_length=1, max_length=2000)
-    checkpoint: str | None = Field(default=None, max_length=2000)
-    step: float | None = Field(
-        default=None, ge=0, description="the step the checkpoint was saved at (with checkpoint)"
-    )
-
-    @field_validator("reason")
-    @classmethod
-    def _no_nul(cls, v: str) -> str:
-        # PostgreSQL's text can't hold NUL: stored as U+FFFD, as in a trial's log.
-        return v.replace("\x00", "\ufffd")
-
-
-class LogChunkIn(_In):
-    attempt: int = Field(ge=1, le=MAX_INT32, description="the attempt whose output this is")
-    offset: int = Field(
-        ge=0, le=MAX_ID, description="characters of that attempt's output sent before it"
-    )
-    text: str = Field(max_length=1_000_000)
-
-
-class LogChunkOut(BaseModel):
-    log_bytes: int
-
-
-class CheckpointOut(BaseModel):
-    location: str = Field(description="pass it to /pause, /complete or /release")
-
-
-class GpuInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    index: str = Field(max_length=64)
-    name: str | None = Field(default=None, max_length=200)
-    memory_mib: int | None = Field(default=None, ge=0)
-    uuid: str | None = Field(default=None, max_length=100)
-
-
-class WorkerIn(_In):
-    name: str = Field(min_length=1, max_length=200, description="unique, e.g. host/gpu-0")
-    host: str = Field(min_length=1, max_length=200)
-    pid: int | None = Field(default=None, ge=0, le=MAX_INT32)
-    queue: str | None = Field(default=None, max_length=64)
-    slots: int = Field(default=1, ge=1, le=1024)
-    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
-
-
-class WorkerBeatIn(_In):
-    trial_id: int | None = Field(
-        default=None, ge=-MAX_ID, le=MAX_ID, description="the trial it is running, if any"
-    )
-
-
-class WorkerOut(BaseModel):
-    id: int
-    name: str
-    host: str
-    pid: int | None
-    queue: str | None
-    slots: int
-    gpus: list[GpuInfo]
-    state: Literal["active", "lost", "stopped"]
-    trial_id: int | None
-    started_at: datetime
-    last_seen_at: datetime
-    stopped_at: datetime | None
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    errors: list[dict[str, Any]] | None = None
-
-
-TokenScope = Literal["admin", "write", "worker", "read"]
-QueueName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")]
-
-
-class TokenIn(_In):
-    name: str = Field(min_length=1, max_length=200, description="what or who it is for")
-    scope: TokenScope
-    queues: list[QueueName] | None = Field(
-        default=None,
-        max_length=100,
-        description="worker tokens only: the queues it may work on (default: any)",
-    )
-    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
-
-
-class TokenOut(BaseModel):
-    id: int
-    name: str
-    scope: TokenScope
-    queues: list[str] | None
-    hint: str = Field(description="the token's first characters")
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-
-class NewTokenOut(TokenOut):
-    token: str = Field(description="the secret: shown only in this answer")

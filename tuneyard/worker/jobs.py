@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.job import Job
 
-from tuneyard.api.schemas import Assignment
 from tuneyard.client import Client, StudyFinished
+from tuneyard.protocol import Assignment
 from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.checkpoints import store_from_env
 from tuneyard.worker.runner import (

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneyard.api.schemas import Assignment, ReportOut, TrialOut
 from tuneyard.client import Client, Conflict, NotFound, StaleAttempt, StudyFinished
+from tuneyard.protocol import Assignment, ReportOut, TrialOut
 from tuneyard.spec import ExecutionSpec
 from tuneyard.worker.checkpoints import CheckpointStore, FilesystemCheckpointStore
 from tuneyard.worker.command import CommandObjective, CommandTimeout

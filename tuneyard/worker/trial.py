@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneyard.api.schemas import ReportOut
+from tuneyard.protocol import ReportOut
 
 TERMINAL = frozenset({"pause", "stop", "complete"})
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; a pickle starts with 0x80
