@@ -24,6 +24,12 @@ MAX_INT32 = 2**31 - 1
 MAX_METRICS = 256
 MetricName = Annotated[str, Field(max_length=200)]
 
+# The queue's side of the contract, between the dispatcher and the RQ workers: the dispatcher
+# enqueues the slot job by its dotted name, so it imports nothing of the worker, and both keep
+# the ids of a study's jobs still waiting in its queue in a Redis set under PENDING_KEY.
+SLOT_JOB = "tuneyard.worker.jobs.run_slot"
+PENDING_KEY = "tuneyard:pending:{study_id}"
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")

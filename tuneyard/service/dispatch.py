@@ -18,11 +18,11 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 
+from tuneyard.protocol import PENDING_KEY, SLOT_JOB
 from tuneyard.service.context import Toolkit
 from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
 from tuneyard.store.models import Study
-from tuneyard.worker.jobs import PENDING_KEY, run_slot
 
 log = logging.getLogger("tuneyard.dispatcher")
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -82,7 +82,7 @@ class Dispatcher:
             key = PENDING_KEY.format(study_id=study_id)
             for _ in range(free):
                 job = queue.enqueue(
-                    run_slot,
+                    SLOT_JOB,  # by name: the dispatcher imports nothing of the worker
                     study_id,
                     self.api_url,
                     job_timeout=timeout,

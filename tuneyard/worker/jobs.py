@@ -17,7 +17,7 @@ from rq import Queue, get_current_job
 from rq.job import Job
 
 from tuneyard.client import Client, StudyFinished
-from tuneyard.protocol import Assignment
+from tuneyard.protocol import PENDING_KEY, Assignment
 from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.checkpoints import store_from_env
 from tuneyard.worker.runner import (
@@ -27,7 +27,6 @@ from tuneyard.worker.runner import (
     run_assignment,
 )
 
-PENDING_KEY = "tuneyard:pending:{study_id}"
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
 IDLE_PATIENCE = 5.0
