@@ -1,0 +1,195 @@
+"""The next piece of work of a study: a queued trial to run again, a promotion to resume, or
+a new trial placed in a bracket; all under the study's row lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, literal, select
+from sqlalchemy.orm import Session
+
+from tuneyard.errors import (
+    Conflict,
+    StudyFinished,
+)
+from tuneyard.scheduler.samplers.base import ModelSampler
+from tuneyard.service import metrics as meter
+from tuneyard.service.context import StudyContext
+from tuneyard.service.trials.lifecycle import Lifecycle
+from tuneyard.service.trials.suggestions import Suggestion
+from tuneyard.store.board import SqlBoard
+from tuneyard.store.models import (
+    Study,
+    Trial,
+)
+
+
+@dataclass(frozen=True)
+class AssignmentResult:
+    trial: Trial
+    kind: str
+    reason: str
+
+
+class TrialService(Lifecycle):
+    # -- next ------------------------------------------------------------------------------
+    def next_job(
+        self,
+        study_id: int,
+        worker: str | None = None,
+        early: Suggestion | None = None,
+        presuggested: bool = False,
+    ) -> AssignmentResult | None:
+        """A promoted trial to resume, a queued one to run again, or a new trial. The study's
+        row lock is held throughout, and that lock orders every new trial and every rung
+        decision of the study; a model-based suggestion, the one costly step, is therefore
+        made before it is taken: by ``presuggest``, here or, so that one call's suggestion
+        overlaps the previous call's transaction, by the caller (``early``, or None with
+        ``presuggested`` when it made none)."""
+        if not presuggested:
+            early = self.presuggest(study_id)
+        try:
+            return self._next_job(study_id, worker, early)
+        finally:
+            if early is not None:
+                self.kit.forget_suggestion(study_id, early)
+
+    def _next_job(
+        self, study_id: int, worker: str | None, early: Suggestion | None
+    ) -> AssignmentResult | None:
+        with self.kit.transaction() as s:
+            study = self._lock_study(s, study_id)
+            if study.state in ("stopped", "completed"):
+                raise StudyFinished(f"study {study_id} is {study.state}")
+            ctx = self.kit.context(study)
+            board = ctx.board(s, study.id)
+            now = self.kit.clock()
+            self._reap_expired(s, ctx, study, board, now)
+            if study.state == "paused":
+                return None
+            if study.active >= ctx.spec.limits.max_concurrent:
+                return None
+            # A queued trial (a retry, or one handed back) goes preferably to the worker that
+            # ran it last, whose cache may still hold its checkpoint; any other takes it
+            # otherwise, so none waits for that worker. Few trials are queued at a time.
+            mine = case((Trial.worker == worker, 0), else_=1) if worker else literal(1)
+            retry = s.scalar(
+                select(Trial)
+                .where(Trial.study_id == study.id, Trial.state == "queued")
+                .order_by(mine, Trial.number)
+                .limit(1)
+                .with_for_update()
+            )
+            if retry is not None:
+                # A retry runs its job again, from the checkpoint the job started from.
+                retry.state = "running"
+                retry.worker = worker
+                retry.lease_expires_at = self._lease(now)
+                self._start_attempt(s, retry, worker, now)
+                study.active += 1
+                kind = "resume" if retry.checkpoint else "new"
+                return AssignmentResult(retry, kind, retry.reason or "retry")
+            promo = ctx.scheduler.next_promotion(board)
+            if promo is not None:
+                trial = self._trial(s, promo.trial_id, lock=True)
+                if trial.state != "paused":
+                    raise Conflict(
+                        f"trial {trial.id} was chosen for promotion but is {trial.state}"
+                    )
+                board.mark_promoted(promo.bracket, promo.from_rung, trial.id)
+                trial.state = "running"
+                trial.reason = promo.reason
+                trial.resource_from = promo.resource_from
+                trial.resource_to = promo.resource_to
+                trial.worker = worker
+                trial.lease_expires_at = self._lease(now)
+                self._start_attempt(s, trial, worker, now)
+                study.active += 1
+                self._log(s, trial, "promote", promo.reason, promo.from_rung, promo.resource_to)
+                return AssignmentResult(trial, "resume", promo.reason)
+            if ctx.scheduler.pauses:
+                done = ctx.scheduler.finished_brackets(board)
+                if done:
+                    board.mark_done(done)
+            if study.trials_started < ctx.capacity:
+                return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
+            if self._maybe_finish(s, ctx, study, board):
+                raise StudyFinished(f"study {study_id} is completed")
+            return None
+
+    def _new_trial(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        worker: str | None,
+        now: datetime,
+        early: Suggestion | None = None,
+    ) -> tuple[Trial, str, str]:
+        # What changed so far (expired leases handed back) is written already: the queued-
+        # trial query flushed it. The counters changed here go out with the new trial's row.
+        with s.no_autoflush:
+            trial = self._insert_trial(s, ctx, study, board, worker, now, early)
+        s.add(self._attempt(trial, worker, now))
+        self._log(s, trial, "start", trial.reason or "", None, trial.resource_to)
+        return trial, "new", trial.reason or ""
+
+    def _insert_trial(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        worker: str | None,
+        now: datetime,
+        early: Suggestion | None = None,
+    ) -> Trial:
+        number = study.trials_started
+        placement, new_bracket = ctx.scheduler.place(number, board, study.brackets_opened)
+        if new_bracket is not None:
+            board.open_bracket(new_bracket)
+            study.brackets_opened += 1
+        bracket = board.bracket_row(placement.bracket)
+        if bracket is None:
+            raise Conflict(f"bracket {placement.bracket} of study {study.id} is missing")
+        bracket.admitted += 1
+        if bracket.size is not None and bracket.admitted >= bracket.size:
+            bracket.closed = True
+        study.trials_started += 1
+        if study.trials_started >= ctx.capacity:
+            board.close_all()
+        if early is not None and self._still_new(s, study, early, number, ctx):
+            params = early.params
+            assert isinstance(ctx.sampler, ModelSampler)  # as presuggest made sure
+            with ctx.sampler.guard:
+                self._save_sampler(s, ctx, study)
+        else:
+            params = meter.timed_suggest(
+                self.kit, ctx, lambda: self._suggest(s, ctx, study, number)
+            )
+        trial = Trial(
+            study_id=study.id,
+            number=number,
+            state="running",
+            params=params,
+            bracket=placement.bracket,
+            base_rung=bracket.base,
+            rung=-1,
+            resource_from=placement.resource_from,
+            resource_to=placement.resource_to,
+            score_sum=0.0,
+            score_count=0,
+            # Its first attempt starts now (the attempt's row needs the trial's id).
+            attempts=1,
+            worker=worker,
+            reason=placement.reason,
+            lease_expires_at=self._lease(now),
+            created_at=now,
+            updated_at=now,
+        )
+        study.active += 1
+        s.add(trial)
+        s.flush()
+        return trial

@@ -1,0 +1,239 @@
+"""What every use case of a trial shares: the study's and the trial's row locks, the fence
+on a call's attempt, the decision log, attempts and leases, and the end of a job (a final
+state, a retry, the study's completion). Each public method of the services built on it is
+one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tuneyard.errors import (
+    Conflict,
+    NotFound,
+    StaleAttempt,
+)
+from tuneyard.service import metrics as meter
+from tuneyard.service.context import StudyContext, Toolkit
+from tuneyard.store.board import SqlBoard
+from tuneyard.store.models import (
+    Attempt,
+    DecisionLog,
+    RungEntry,
+    Study,
+    Trial,
+)
+
+
+class TrialCore:
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+
+    # -- shared helpers --------------------------------------------------------------------
+    def _lock_study(self, s: Session, study_id: int) -> Study:
+        study = s.scalar(
+            select(Study)
+            .where(Study.id == study_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if study is None:
+            raise NotFound(f"study {study_id} does not exist")
+        return study
+
+    def _trial(self, s: Session, trial_id: int, lock: bool = False) -> Trial:
+        q = select(Trial).where(Trial.id == trial_id)
+        if lock:
+            # Re-read under the lock: the identity map may hold a copy read before it.
+            q = q.with_for_update().execution_options(populate_existing=True)
+        trial = s.scalar(q)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        return trial
+
+    @staticmethod
+    def _fence(trial: Trial, attempt: int) -> None:
+        """Refuse a call of any attempt but the trial's live one, before it changes anything.
+
+        A worker frozen past its lease (or cut off from the API) and then woken still holds
+        its old attempt: meanwhile the trial was queued again, or already runs elsewhere as a
+        new attempt. Believing it would store its late reports over the live ones, extend
+        the live attempt's lease and let it fail or end a healthy job."""
+        if attempt != trial.attempts:
+            raise StaleAttempt(trial.id, attempt, trial.attempts)
+        if trial.state == "queued":
+            raise StaleAttempt(
+                trial.id,
+                attempt,
+                trial.attempts,
+                f"it has ended and the trial is queued to run again: {trial.reason}",
+            )
+
+    def check_live(self, trial_id: int, attempt: int) -> None:
+        """Refuse (:class:`StaleAttempt`) a call of an attempt that is not the trial's live
+        one, for the calls that write nothing to the trial itself (a checkpoint upload)."""
+        with self.kit.transaction() as s:
+            trial = self._trial(s, trial_id)
+            self._fence(trial, attempt)
+
+    def _log(
+        self,
+        s: Session,
+        trial: Trial,
+        kind: str,
+        reason: str,
+        rung: int | None = None,
+        resource: float | None = None,
+    ) -> None:
+        s.add(
+            DecisionLog(
+                study_id=trial.study_id,
+                trial_id=trial.id,
+                kind=kind,
+                reason=reason,
+                rung=rung,
+                resource=resource,
+                created_at=self.kit.clock(),
+            )
+        )
+        meter.decided(self.kit, s, kind)
+
+    def _end_attempt(self, s: Session, trial: Trial, state: str, error: str | None = None) -> None:
+        s.execute(
+            update(Attempt)
+            .where(
+                Attempt.trial_id == trial.id,
+                Attempt.number == trial.attempts,
+                Attempt.ended_at.is_(None),
+            )
+            .values(state=state, error=error, ended_at=self.kit.clock())
+        )
+
+    def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
+        trial.attempts += 1
+        s.add(self._attempt(trial, worker, now))
+
+    @staticmethod
+    def _attempt(trial: Trial, worker: str | None, now: datetime) -> Attempt:
+        """The row of the trial's attempt number ``trial.attempts``, starting now."""
+        return Attempt(
+            trial_id=trial.id,
+            number=trial.attempts,
+            resource_from=trial.resource_from,
+            resource_to=trial.resource_to,
+            state="running",
+            worker=worker,
+            started_at=now,
+        )
+
+    def _lease(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.kit.settings.lease_seconds)
+
+    def _target_rung(self, ctx: StudyContext, trial: Trial) -> int | None:
+        """The rung a running trial's current job is heading to, if its range ends on one."""
+        res = ctx.scheduler.resources
+        for k in range(max(trial.rung, trial.base_rung - 1) + 1, len(res)):
+            if abs(res[k] - trial.resource_to) < 1e-9:
+                return k
+        return None
+
+    def _end_job(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        trial: Trial,
+        state: str,
+        reason: str,
+        error: str | None = None,
+    ) -> None:
+        """Move a running trial to a final state and free its slot (study lock held)."""
+        if trial.state != "running":
+            raise Conflict(f"trial {trial.id} is {trial.state}, not running")
+        if state != "completed" or trial.rung < ctx.scheduler.ladder.top:
+            # A synchronous rung waits for every trial sent to it; this one will not arrive.
+            k = self._target_rung(ctx, trial)
+            if k is not None and ctx.scheduler.pauses:
+                board.mark_dropped(trial.bracket, k)
+        now = self.kit.clock()
+        trial.state = state
+        trial.reason = reason
+        trial.pending = None
+        trial.lease_expires_at = None
+        trial.ended_at = now
+        if error is not None:
+            trial.error = error
+        elif state in ("completed", "stopped"):
+            # Ended well: an earlier attempt's error stays in that attempt's row only.
+            trial.error = None
+        study.active = max(0, study.active - 1)
+        self._end_attempt(s, trial, state, error)
+        self._log(s, trial, {"completed": "complete", "stopped": "stop"}.get(state, "fail"), reason)
+
+    def _retry_or_fail(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        trial: Trial,
+        reason: str,
+        error: str,
+    ) -> None:
+        """A failed attempt: queue the trial to run the same job again while it has retries
+        left (``execution.max_retries``), from the same checkpoint; else fail it."""
+        retries = ctx.spec.execution.max_retries if ctx.spec.execution else 0
+        failed = s.scalar(
+            select(func.count())
+            .select_from(Attempt)
+            .where(Attempt.trial_id == trial.id, Attempt.state == "failed")
+        )
+        if int(failed or 0) >= retries:
+            self._end_job(s, ctx, study, board, trial, "failed", reason, error=error)
+            return
+        trial.state = "queued"
+        trial.reason = f"retry {int(failed or 0) + 1} of {retries}: {reason}"
+        trial.error = error
+        trial.lease_expires_at = None
+        study.active = max(0, study.active - 1)
+        self._end_attempt(s, trial, "failed", error)
+        self._log(s, trial, "retry", trial.reason, trial.rung, trial.resource_from)
+
+    def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
+        """Complete the study when nothing runs, nothing can be promoted and no trial is left."""
+        if study.state != "running" or study.active > 0:
+            return False
+        if study.trials_started < ctx.capacity:
+            return False
+        queued = s.scalar(
+            select(Trial.id).where(Trial.study_id == study.id, Trial.state == "queued").limit(1)
+        )
+        if queued is not None:
+            return False
+        if ctx.scheduler.next_promotion(board) is not None:
+            return False
+        self._finish(s, study, "completed", "all trials finished")
+        return True
+
+    def _finish(self, s: Session, study: Study, state: str, reason: str) -> None:
+        now = self.kit.clock()
+        study.state = state
+        study.reason = reason
+        study.finished_at = now
+        why = f"not promoted: the study {'finished' if state == 'completed' else 'was stopped'}"
+        leftovers = s.scalars(
+            select(Trial).where(Trial.study_id == study.id, Trial.state.in_(("paused", "queued")))
+        ).all()
+        for t in leftovers:
+            t.state = "stopped"
+            t.reason = why
+            t.ended_at = now
+            self._log(s, t, "stop", why, rung=t.rung)
+        s.execute(
+            update(RungEntry)
+            .where(RungEntry.study_id == study.id, RungEntry.waiting.is_(True))
+            .values(waiting=False)
+        )

@@ -1,0 +1,225 @@
+"""The end of a job as its worker tells it (pause, complete, fail, release), its heartbeat,
+and the reaping of leases that ran out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneyard.errors import (
+    Conflict,
+    InvalidRequest,
+)
+from tuneyard.scheduler.decisions import fmt
+from tuneyard.service.checkpoint_locations import check_location
+from tuneyard.service.context import StudyContext
+from tuneyard.service.trials.reports import Reports
+from tuneyard.store.board import SqlBoard
+from tuneyard.store.models import (
+    Study,
+    Trial,
+)
+
+
+class Lifecycle(Reports):
+    # -- end of a job ------------------------------------------------------------------------
+    def pause(self, trial_id: int, checkpoint: str | None, *, attempt: int) -> Trial:
+        """The worker saved the checkpoint of a trial told to pause: it may now be promoted."""
+        with self.kit.transaction() as s:
+            peek = self._trial(s, trial_id)
+            study = self._lock_study(s, peek.study_id)
+            trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
+            if trial.state == "paused":
+                return trial
+            if trial.state != "running" or trial.pending != "pause":
+                raise Conflict(f"trial {trial_id} is {trial.state} and was not told to pause")
+            if checkpoint is not None:
+                checkpoint = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
+            ctx = self.kit.context(study)
+            board = ctx.board(s, study.id)
+            trial.state = "paused"
+            trial.pending = None
+            trial.checkpoint = checkpoint
+            trial.lease_expires_at = None
+            study.active = max(0, study.active - 1)
+            self._end_attempt(s, trial, "paused")
+            board.set_waiting(trial.bracket, trial.rung, trial.id, True)
+            self._maybe_finish(s, ctx, study, board)
+            return trial
+
+    def complete(
+        self,
+        trial_id: int,
+        value: float | None,
+        metrics: dict[str, Any],
+        checkpoint: str | None,
+        *,
+        attempt: int,
+    ) -> Trial:
+        with self.kit.transaction() as s:
+            peek = self._trial(s, trial_id)
+            study = self._lock_study(s, peek.study_id)
+            trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
+            if trial.state == "completed":
+                return trial
+            ctx = self.kit.context(study)
+            board = ctx.board(s, study.id)
+            if value is None:
+                value = metrics.get(ctx.spec.metric)
+            if value is None:
+                value = trial.value
+            if checkpoint is not None and trial.state == "running":
+                trial.checkpoint = check_location(
+                    self.kit.settings, trial.study_id, trial.id, checkpoint
+                )
+            step = trial.resource if trial.resource is not None else trial.resource_to
+            bad = self._bad_value(ctx.spec.metric, value, step)
+            if trial.state != "running":
+                raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial completes")
+            if bad is not None:
+                self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
+            else:
+                trial.value = value
+                if trial.resource is None:
+                    trial.resource = trial.resource_to
+                assert value is not None  # guaranteed by _bad_value
+                self._observe(s, ctx, trial, trial.resource, ctx.sign * value)
+                self._end_job(s, ctx, study, board, trial, "completed", "objective returned")
+            self._maybe_finish(s, ctx, study, board)
+            return trial
+
+    def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> Trial:
+        """The objective of the live attempt crashed: ``error`` is what went wrong (a message
+        or a traceback), ``output`` the end of what it printed. The trial's reason is the
+        error's summary; the error, with the output after it, is stored."""
+        text = error if not output else f"{error}\n\nits output ends with:\n{output}"
+        with self.kit.transaction() as s:
+            peek = self._trial(s, trial_id)
+            study = self._lock_study(s, peek.study_id)
+            trial = self._trial(s, trial_id, lock=True)
+            repeated = trial.state == "failed" or (trial.state == "queued" and trial.error == text)
+            if attempt == trial.attempts and repeated:
+                return trial  # a repeated request: the attempt already failed
+            self._fence(trial, attempt)
+            if trial.state != "running":
+                raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
+            ctx = self.kit.context(study)
+            board = ctx.board(s, study.id)
+            self._retry_or_fail(s, ctx, study, board, trial, error_summary(error), text)
+            self._maybe_finish(s, ctx, study, board)
+            return trial
+
+    def release(
+        self,
+        trial_id: int,
+        reason: str,
+        checkpoint: str | None,
+        step: float | None,
+        *,
+        attempt: int,
+    ) -> Trial:
+        """Hand a running trial back unfinished (its worker is shutting down): it is queued to
+        run again, from ``checkpoint`` saved at ``step`` when given, else from where its job
+        started. Not a failure: it uses none of the trial's retries."""
+        with self.kit.transaction() as s:
+            peek = self._trial(s, trial_id)
+            study = self._lock_study(s, peek.study_id)
+            trial = self._trial(s, trial_id, lock=True)
+            handed_back = trial.state == "queued" and trial.reason == f"handed back: {reason}"
+            if attempt == trial.attempts and handed_back:
+                return trial  # a repeated request
+            self._fence(trial, attempt)
+            if trial.state != "running":
+                raise Conflict(
+                    f"trial {trial_id} is {trial.state}; only a running trial is handed back"
+                )
+            if trial.pending == "pause":
+                raise Conflict(
+                    f"trial {trial_id} was told to pause; save its checkpoint and call /pause"
+                )
+            if checkpoint is not None:
+                if step is None:
+                    raise InvalidRequest("step: required with a checkpoint", field="step")
+                if not trial.resource_from - 1e-9 <= step <= trial.resource_to + 1e-9:
+                    raise InvalidRequest(
+                        f"step: {fmt(step)} is outside the job's range "
+                        f"{fmt(trial.resource_from)}..{fmt(trial.resource_to)}",
+                        field="step",
+                    )
+                trial.checkpoint = check_location(
+                    self.kit.settings, trial.study_id, trial.id, checkpoint
+                )
+                trial.resource_from = step
+            trial.state = "queued"
+            trial.reason = f"handed back: {reason}"
+            trial.lease_expires_at = None
+            study.active = max(0, study.active - 1)
+            self._end_attempt(s, trial, "released", reason)
+            self._log(s, trial, "release", trial.reason, trial.rung, trial.resource_from)
+            return trial
+
+    def heartbeat(self, trial_id: int, *, attempt: int) -> Trial:
+        """Extend the lease of the trial's live attempt; another attempt's beat is refused."""
+        with self.kit.transaction() as s:
+            trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
+            if trial.state != "running":
+                raise Conflict(
+                    f"trial {trial_id} is {trial.state}; heartbeats are for running trials"
+                )
+            trial.lease_expires_at = self._lease(self.kit.clock())
+            return trial
+
+    def reap_expired(self) -> list[int]:
+        """Deal with every running trial whose lease ran out (retry or fail it); returns the
+        studies touched. One range query on (state, lease_expires_at) finds them."""
+        now = self.kit.clock()
+        with self.kit.transaction() as s:
+            study_ids = list(
+                s.scalars(
+                    select(Trial.study_id)
+                    .where(Trial.state == "running", Trial.lease_expires_at < now)
+                    .distinct()
+                )
+            )
+        for study_id in study_ids:
+            with self.kit.transaction() as s:
+                study = self._lock_study(s, study_id)
+                ctx = self.kit.context(study)
+                board = ctx.board(s, study.id)
+                self._reap_expired(s, ctx, study, board, now)
+                self._maybe_finish(s, ctx, study, board)
+        return study_ids
+
+    def _reap_expired(
+        self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard, now: datetime
+    ) -> None:
+        expired = s.scalars(
+            select(Trial).where(
+                Trial.state == "running",
+                Trial.lease_expires_at < now,
+                Trial.study_id == study.id,
+            )
+        ).all()
+        for t in expired:
+            secs = fmt(self.kit.settings.lease_seconds)
+            reason = f"lease expired: no report or heartbeat for {secs} s"
+            self._retry_or_fail(s, ctx, study, board, t, reason, reason)
+
+
+def error_summary(error: str) -> str:
+    """One line that says what went wrong: a traceback's last line (the exception), else
+    the first line of the text."""
+    lines = [ln for ln in error.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "error"
+    line = lines[0]
+    if line.startswith("Traceback"):
+        # The exception's line is the last one not indented (notes and chained causes aside).
+        line = next((ln for ln in reversed(lines) if not ln.startswith((" ", "\t"))), line)
+    return line.strip()[:500]

@@ -1,0 +1,459 @@
+"""Reports: the plain one (a running trial's good value that reaches no rung: its row only,
+two statements on PostgreSQL) and the general one (a rung under the study's lock, a bad value,
+a stopped study, a step an earlier attempt reported, the refusals)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Float, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tuneyard.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    TuneyardError,
+)
+from tuneyard.scheduler.decisions import Decision, fmt
+from tuneyard.scheduler.schedulers import TrialView
+from tuneyard.service import metrics as meter
+from tuneyard.service.context import StudyContext
+from tuneyard.service.trials.suggestions import Suggestions
+from tuneyard.store.board import SqlBoard
+from tuneyard.store.models import (
+    Attempt,
+    Report,
+    Study,
+    Trial,
+    utcnow,
+)
+
+
+class Reports(Suggestions):
+    # -- report ----------------------------------------------------------------------------
+    def report(
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        *,
+        attempt: int,
+    ) -> Report:
+        """A report of the trial's live ``attempt`` (:class:`StaleAttempt` for any other).
+
+        Idempotent on (trial, step) within an attempt: a repeat returns the stored answer.
+        A step that an earlier attempt reported (a retry that runs the job again) is decided
+        again and replaces that attempt's report, so an answer always means "stored"."""
+        try:
+            plain = self._plain_report(trial_id, step, value, metrics, attempt)
+            if plain is not None:
+                return plain
+            return self._report(trial_id, step, value, metrics, attempt, recheck=False)
+        except IntegrityError:
+            # The unique (trial, step) key refused this report: a copy of it was stored while
+            # this one was being decided. Answer as that one was answered.
+            return self._report(trial_id, step, value, metrics, attempt, recheck=True)
+
+    def _plain_report(
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
+    ) -> Report | None:
+        """The common report, most of a trial's: a good value from a running trial of a study
+        not stopped, that reaches no rung, and that the scheduler answers with a plain
+        ``continue``. It locks only the trial's row, and on PostgreSQL takes two statements:
+        one reads and locks the trial with its study and any stored report of this step, one
+        updates the trial and stores the report (a data-modifying CTE). They are built once
+        and run on plain rows, none through the ORM's unit of work.
+
+        None, with nothing written, when the report is anything else (or is refused): the
+        general path (``_report``) then takes it, and answers or refuses it itself."""
+        with self.kit.transaction() as s:
+            # Core statements on the session's connection: rows, not ORM objects.
+            conn = s.connection()
+            found = conn.execute(_PEEK, {"trial_id": trial_id, "step": step}).first()
+            if found is None:
+                return None
+            n = len(_PLAIN_TRIAL_COLUMNS)
+            study_id, study_state, seed, created_at = cast(
+                tuple[int, str, int, datetime], tuple(found[n : n + 4])
+            )
+            if found[_PLAIN_ATTEMPTS] != attempt:
+                return None  # refused by the general path, which says why
+            if found[n + 4] is not None:
+                stored = _report_row(found[n + 4 :])
+                # A step an earlier attempt reported is decided again, by the general path.
+                return stored if stored.attempt == attempt else None
+            ctx = self.kit.cached_context(study_id, created_at)
+            if ctx is None:
+                spec = conn.execute(select(Study.spec).where(Study.id == study_id)).scalar_one()
+                ctx = self.kit.context(
+                    Study(id=study_id, spec=spec, seed=seed, created_at=created_at)
+                )
+            sched = ctx.scheduler
+            if value is None:
+                value = metrics.get(ctx.spec.metric)
+            if (
+                self._bad_value(ctx.spec.metric, value, step) is not None
+                or study_state == "stopped"
+            ):
+                return None
+            # The row as locked: the same checks as the general path's, on the same values.
+            trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
+            if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
+                return None
+            try:
+                self._check_report(ctx, trial, step)
+            except TuneyardError:
+                return None
+            assert value is not None  # guaranteed by _bad_value
+            score = ctx.sign * value
+            trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
+            trial.score_sum += score
+            trial.score_count += 1
+            view = _view(trial, trial.best_score)
+            if sched.milestones(view, step, score):
+                return None
+            decision = sched.decide(view, step, score, [], ctx.board(s, study_id))
+            if decision.kind != "continue" or decision.promoted_from is not None:
+                return None
+            now = self.kit.clock()
+            report = Report(
+                trial_id=trial_id,
+                attempt=attempt,
+                step=step,
+                value=value,
+                metrics=_jsonable(metrics),
+                decision=decision.kind,
+                reason=decision.reason,
+                resource_to=trial.resource_to,
+                created_at=now,
+            )
+            # Every name distinct from the trial's columns, which would join the update's SET.
+            values = {
+                f"report_{c.key}": getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"
+            }
+            values |= {
+                "trial_id": trial_id,
+                "new_value": value,
+                "new_resource": step,
+                "new_best_score": trial.best_score,
+                "new_score_sum": trial.score_sum,
+                "new_score_count": trial.score_count,
+                "new_lease_expires_at": self._lease(now),
+                "new_updated_at": utcnow(),
+            }
+            if conn.dialect.name == "postgresql":
+                report.id = conn.execute(_UPDATE_AND_INSERT, values).scalar_one()
+            else:
+                conn.execute(_UPDATE_TRIAL, values)
+                report.id = conn.execute(_INSERT_REPORT, values).scalar_one()
+            meter.reported(self.kit, s, decision.kind)
+            return report
+
+    def _report(
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
+        recheck: bool,
+    ) -> Report:
+        """Any report, in one transaction: one that reaches a rung (the study's lock first),
+        a bad value, a report to a stopped study, a step an earlier attempt reported, and
+        the refusals. A copy of the report stored after the first read (a retry racing the
+        original) is looked up again only where this one is refused, where it replaces an
+        earlier attempt's, or when the final insert hit the unique key (``recheck``)."""
+        with self.kit.transaction() as s:
+            # The trial, its study and this step's stored report, in one statement.
+            found = s.execute(
+                select(Trial, Study, Report)
+                .join(Study, Study.id == Trial.study_id)
+                .outerjoin(Report, (Report.trial_id == Trial.id) & (Report.step == step))
+                .where(Trial.id == trial_id)
+            ).first()
+            if found is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            peek, study, first = found
+            stored: Report | None = first
+            self._fence(peek, attempt)
+            if stored is not None and stored.attempt == attempt:
+                return stored
+            ctx = self.kit.context(study)
+            metric = ctx.spec.metric
+            if value is None:
+                value = metrics.get(metric)
+            bad = self._bad_value(metric, value, step)
+            sched = ctx.scheduler
+            crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
+            heavy = bad is not None or crosses or study.state == "stopped"
+            if heavy:
+                study = self._lock_study(s, study.id)
+            trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
+            if recheck or stored is not None:
+                # Read again under the trial's lock: a copy of this report (of this attempt)
+                # may have been stored, or replaced the earlier attempt's, meanwhile.
+                stored = self._stored_report(s, trial_id, step)
+                if stored is not None and stored.attempt == attempt:
+                    return stored
+            try:
+                self._check_report(ctx, trial, step)
+            except TuneyardError:
+                # Refused, unless a copy of this report was stored meanwhile: its answer stands.
+                again = self._stored_report(s, trial_id, step)
+                if again is not None and again.attempt == attempt:
+                    return again
+                raise
+            now = self.kit.clock()
+            board = ctx.board(s, study.id)
+            # Nothing below reads back what it changed through the ORM (rung entries and
+            # observations are written by statements of their own), so the changes to the
+            # trial, its rung and the study go out together, once, at commit.
+            with s.no_autoflush:
+                if bad is not None:
+                    decision = Decision("stop", bad)
+                    self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
+                    self._maybe_finish(s, ctx, study, board)
+                elif study.state == "stopped":
+                    decision = Decision("stop", "the study was stopped")
+                    self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
+                    trial.value, trial.resource = value, step
+                else:
+                    assert value is not None  # guaranteed by _bad_value
+                    decision = self._decide(s, ctx, study, board, trial, step, value, now)
+            fields = {
+                "attempt": attempt,
+                "value": value if bad is None else None,
+                "metrics": _jsonable(metrics),
+                "decision": decision.kind,
+                "reason": decision.reason,
+                "resource_to": trial.resource_to,
+                "created_at": now,
+            }
+            if stored is None:
+                report = Report(trial_id=trial.id, step=step, **fields)
+                s.add(report)
+            else:
+                # The earlier attempt's report of this step gives way to this one's.
+                report = stored
+                for key, v in fields.items():
+                    setattr(report, key, v)
+            meter.reported(self.kit, s, decision.kind)
+            return report
+
+    def _stored_report(self, s: Session, trial_id: int, step: float) -> Report | None:
+        return s.scalar(
+            select(Report)
+            .where(Report.trial_id == trial_id, Report.step == step)
+            .execution_options(populate_existing=True)
+        )
+
+    @staticmethod
+    def _bad_value(metric: str, value: float | None, step: float) -> str | None:
+        if value is None:
+            return f"metric {metric!r} missing from the report at step {fmt(step)}"
+        if math.isnan(value):
+            return f"metric {metric!r} is NaN at step {fmt(step)}"
+        if math.isinf(value):
+            return f"metric {metric!r} is infinite ({value}) at step {fmt(step)}"
+        return None
+
+    def _check_report(self, ctx: StudyContext, trial: Trial, step: float) -> None:
+        if trial.state != "running":
+            raise Conflict(
+                f"trial {trial.id} is {trial.state}; it takes no more reports "
+                f"(a repeated report of an earlier step returns its stored decision)"
+            )
+        if trial.pending == "pause":
+            raise Conflict(
+                f"trial {trial.id} was told to pause at {fmt(trial.resource_to)}; "
+                "save its checkpoint and call /pause"
+            )
+        top = ctx.scheduler.ladder.max_resource
+        if step > top + 1e-9:
+            raise InvalidRequest(
+                f"step: {fmt(step)} exceeds the study's max_resource {fmt(top)}",
+                field="step",
+            )
+        if ctx.scheduler.pauses and step > trial.resource_to + 1e-9:
+            raise Conflict(
+                f"step {fmt(step)} is past the end of the trial's current job "
+                f"(resource_to {fmt(trial.resource_to)})"
+            )
+        if step <= trial.resource_from - 1e-9:
+            raise Conflict(
+                f"step {fmt(step)} is not after the job's start (resource_from "
+                f"{fmt(trial.resource_from)})"
+            )
+
+    def _decide(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        study: Study,
+        board: SqlBoard,
+        trial: Trial,
+        step: float,
+        value: float,
+        now: datetime,
+    ) -> Decision:
+        sched = ctx.scheduler
+        score = ctx.sign * value
+        trial.value = value
+        trial.resource = step
+        trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
+        trial.score_sum += score
+        trial.score_count += 1
+        trial.lease_expires_at = self._lease(now)
+        view = _view(trial, trial.best_score)
+        records = sched.milestones(view, step, score)
+        for rec in records:
+            board.record(rec.bracket, rec.rung, trial.id, rec.score)
+            trial.rung = rec.rung
+            self._observe(s, ctx, trial, sched.resources[rec.rung], score)
+        decision = sched.decide(view, step, score, records, board)
+        if decision.kind == "continue" and decision.promoted_from is not None:
+            board.mark_promoted(trial.bracket, decision.promoted_from, trial.id)
+            trial.resource_to = decision.resource_to or trial.resource_to
+            # The attempt runs on: its recorded range says where it now ends.
+            s.execute(
+                update(Attempt)
+                .where(Attempt.trial_id == trial.id, Attempt.number == trial.attempts)
+                .values(resource_to=trial.resource_to)
+            )
+            trial.reason = decision.reason
+            self._log(s, trial, "promote", decision.reason, decision.rung, trial.resource_to)
+        elif decision.kind == "pause":
+            trial.pending = "pause"
+            trial.reason = decision.reason
+            self._log(s, trial, "pause", decision.reason, decision.rung, step)
+        elif decision.kind == "stop":
+            self._observe(s, ctx, trial, step, score)
+            self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
+            self._maybe_finish(s, ctx, study, board)
+        elif decision.kind == "complete":
+            self._observe(s, ctx, trial, step, score)
+            self._end_job(s, ctx, study, board, trial, "completed", decision.reason)
+            self._maybe_finish(s, ctx, study, board)
+        return decision
+
+
+# What a stored report answers with, and what the plain report path reads of its trial.
+_REPORT_COLUMNS = (
+    Report.id,
+    Report.trial_id,
+    Report.attempt,
+    Report.step,
+    Report.value,
+    Report.metrics,
+    Report.decision,
+    Report.reason,
+    Report.resource_to,
+    Report.created_at,
+)
+
+_PLAIN_TRIAL_COLUMNS = (
+    Trial.id,
+    Trial.number,
+    Trial.state,
+    Trial.pending,
+    Trial.bracket,
+    Trial.base_rung,
+    Trial.rung,
+    Trial.resource_from,
+    Trial.resource_to,
+    Trial.best_score,
+    Trial.score_sum,
+    Trial.score_count,
+    Trial.attempts,
+)
+
+_PLAIN_ATTEMPTS = len(_PLAIN_TRIAL_COLUMNS) - 1
+
+# The plain report's statements, built once: building and hashing a statement on every call
+# costs more than running it.
+_PEEK = (
+    select(
+        *_PLAIN_TRIAL_COLUMNS,
+        Study.id,
+        Study.state,
+        Study.seed,
+        Study.created_at,
+        *_REPORT_COLUMNS,
+    )
+    .join(Study, Study.id == Trial.study_id)
+    .outerjoin(
+        Report, (Report.trial_id == Trial.id) & (Report.step == bindparam("step", type_=Float))
+    )
+    .where(Trial.id == bindparam("trial_id"))
+    .with_for_update(of=Trial)
+)
+
+_UPDATE_TRIAL = (
+    update(Trial)
+    .where(Trial.id == bindparam("trial_id"))
+    .values(
+        {
+            col: bindparam(f"new_{col}")
+            for col in (
+                "value",
+                "resource",
+                "best_score",
+                "score_sum",
+                "score_count",
+                "lease_expires_at",
+                "updated_at",
+            )
+        }
+    )
+)
+
+_INSERT_REPORT = (
+    insert(Report)
+    .values({c.key: bindparam(f"report_{c.key}") for c in _REPORT_COLUMNS if c.key != "id"})
+    .returning(Report.id)
+)
+
+# PostgreSQL: the trial's update rides along with the report's insert, one round trip.
+_UPDATE_AND_INSERT = _INSERT_REPORT.add_cte(_UPDATE_TRIAL.cte("trial_update"))
+
+
+def _report_row(values: Sequence[Any]) -> Report:
+    """A stored report, from the values of ``_REPORT_COLUMNS``."""
+    return Report(**{c.key: v for c, v in zip(_REPORT_COLUMNS, values, strict=True)})
+
+
+def _view(trial: Trial, best_score: float) -> TrialView:
+    """What the scheduler sees of a trial (its running statistics already updated)."""
+    return TrialView(
+        trial_id=trial.id,
+        number=trial.number,
+        bracket=trial.bracket,
+        rung=trial.rung,
+        resource_to=trial.resource_to,
+        best_score=best_score,
+        mean_score=trial.score_sum / trial.score_count,
+        base=trial.base_rung,
+    )
+
+
+def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities are not JSON: keep them readable as strings."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = str(v)
+        else:
+            out[k] = v
+    return out
