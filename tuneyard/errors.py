@@ -49,11 +49,6 @@ class InvalidTransition(Conflict):
     title = "Invalid state transition"
 
 
-class InvalidSpec(TuneyardError):
-    status = 422
-    title = "Invalid study definition"
-
-
 class InvalidRequest(TuneyardError):
     status = 422
     title = "Invalid request"

@@ -39,12 +39,6 @@ class RungRecord:
 
 
 @dataclass(frozen=True)
-class ReportOutcome:
-    decision: Decision
-    records: tuple[RungRecord, ...] = ()
-
-
-@dataclass(frozen=True)
 class Placement:
     """Where a new trial starts: its bracket and its first job's range."""
 

@@ -1,4 +1,9 @@
-"""The allowed trial state transitions, in one table, applied as compare-and-set updates."""
+"""The states of trials and studies and the transitions allowed between them.
+
+``STUDY_TRANSITIONS`` guards a change of a study's state (``PATCH /studies/{id}``).
+``TRIAL_TRANSITIONS`` is the trial's state machine as designed; the service's updates of a
+trial's state do not consult it yet.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ from typing import Final
 
 TRIAL_STATES: Final = ("queued", "running", "paused", "completed", "stopped", "failed")
 FINAL_STATES: Final = frozenset({"completed", "stopped", "failed"})
-ACTIVE_STATES: Final = frozenset({"queued", "running"})
 
 TRIAL_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     # queued: handed to a queue, not yet started by a worker (used by the dispatcher).
@@ -26,11 +30,3 @@ STUDY_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     "stopped": frozenset(),
     "completed": frozenset(),
 }
-
-
-def can_transition(current: str, target: str) -> bool:
-    return target in TRIAL_TRANSITIONS.get(current, frozenset())
-
-
-def can_transition_study(current: str, target: str) -> bool:
-    return target in STUDY_TRANSITIONS.get(current, frozenset())
