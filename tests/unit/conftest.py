@@ -7,6 +7,7 @@ import pytest
 
 from tests.unit.test_cli import FakeApi
 from tuneyard import cli
+from tuneyard.cli import common
 from tuneyard.client import Client
 
 
@@ -18,7 +19,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
         fake.urls.append(url)
         return Client(url, transport=httpx.MockTransport(fake.handle), retries=0)
 
-    monkeypatch.setattr(cli, "make_client", make_client)
+    monkeypatch.setattr(common, "make_client", make_client)
     monkeypatch.setattr(cli.console, "width", 200)  # tables unwrapped, whatever the terminal
     monkeypatch.delenv("TUNEYARD_API_URL", raising=False)
     return fake

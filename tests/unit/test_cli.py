@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from tests.unit.test_client import SPEC, problem, study_json, trial_json
 from tuneyard import cli
+from tuneyard.cli import common
 from tuneyard.client import Client
 
 Route = Callable[[httpx.Request], httpx.Response]
@@ -251,7 +252,7 @@ def test_connection_refused_prints_a_hint(monkeypatch: pytest.MonkeyPatch) -> No
         raise httpx.ConnectError("connection refused", request=req)
 
     monkeypatch.setattr(
-        cli,
+        common,
         "make_client",
         lambda url: Client(url, transport=httpx.MockTransport(refused), retries=0),
     )

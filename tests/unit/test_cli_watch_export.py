@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.test_cli import FakeApi, run
 from tests.unit.test_client import problem, study_json, trial_json
-from tuneyard import cli
+from tuneyard.cli import common
 from tuneyard.client import Client
 
 CSV = "number,id,state,param_lr\r\n0,100,completed,0.01\r\n1,101,stopped,0.02\r\n"
@@ -93,7 +93,7 @@ def test_watch_with_the_api_down_exits_1_with_a_hint(monkeypatch: pytest.MonkeyP
         raise httpx.ConnectError("connection refused", request=req)
 
     monkeypatch.setattr(
-        cli,
+        common,
         "make_client",
         lambda url: Client(url, transport=httpx.MockTransport(refused), retries=0),
     )

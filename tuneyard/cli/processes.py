@@ -1,0 +1,347 @@
+"""Commands that run a part of the service: the API server, the database migrations, the
+dispatcher, a worker pool, and the whole stack on one machine (``up``, ``demo``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.markup import escape
+
+from tuneyard.cli.common import ApiOpt, api_url, app, console, db_app, err, is_loopback
+from tuneyard.cli.tokens import _active_tokens
+from tuneyard.settings import Settings
+
+
+@app.command()
+def server(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default: $TUNEYARD_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: $TUNEYARD_PORT or 8765).")
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve without tokens: whoever reaches the server is an admin and can run "
+            "code on the workers. Refused unless the server binds a loopback address.",
+        ),
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="TUNEYARD_SERVER_WORKERS",
+            help="API processes sharing the port (one per core serves many workers best). "
+            "Each has its own database pool, /metrics counters and report-rate counts.",
+        ),
+    ] = 1,
+) -> None:
+    """Run the API server, migrating the database first.
+
+    Every request needs an API token (`tuneyard token create`), unless --insecure-no-auth
+    (or TUNEYARD_AUTH=false) on a loopback-only server."""
+    import uvicorn
+
+    from tuneyard.api.app import create_app
+    from tuneyard.store.migrate import upgrade
+
+    settings = Settings()
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"auth": False})
+    host = host or settings.host
+    port = port if port is not None else settings.port
+    if not settings.auth and not is_loopback(host):
+        err.print(
+            f"[red]refusing to serve without authentication on {escape(host)}[/red]: "
+            "--insecure-no-auth (TUNEYARD_AUTH=false) is for a server bound to a loopback "
+            "address (127.0.0.1, ::1, localhost) only"
+        )
+        raise typer.Exit(2)
+    upgrade(settings.resolved_database_url())
+    err.print(f"tuneyard API on http://{host}:{port} (docs at /docs)")
+    if not settings.auth:
+        err.print(
+            "[yellow]authentication is OFF: anyone who reaches this port is an admin[/yellow]"
+        )
+    elif _active_tokens(settings) == 0:
+        err.print(
+            "no API token exists yet: create the first admin token with "
+            "`tuneyard token create --scope admin --db` (same TUNEYARD_DATABASE_URL)"
+        )
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        return
+    # Each process builds its own app from the environment: hand it what the options changed.
+    if not settings.auth:
+        os.environ["TUNEYARD_AUTH"] = "false"
+    uvicorn.run(
+        "tuneyard.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the migrations to TUNEYARD_DATABASE_URL (the embedded SQLite file by default)."""
+    from tuneyard.store.migrate import upgrade
+
+    url = Settings().resolved_database_url()
+    upgrade(url, revision)
+    console.print(f"database at {escape(url.split('@')[-1])} is at revision {escape(revision)}")
+
+
+@app.command()
+def scheduler(
+    api: ApiOpt = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 0.5,
+) -> None:
+    """The dispatcher: keep each running study's queue filled with slot jobs."""
+    import logging
+
+    from redis import Redis
+
+    from tuneyard.service.context import Toolkit
+    from tuneyard.service.dispatch import Dispatcher
+    from tuneyard.store.db import make_engine, make_sessionmaker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url(), pool_size=2, max_overflow=2)
+    kit = Toolkit(make_sessionmaker(engine), settings)
+    redis = Redis.from_url(redis_url or settings.redis_url)
+    Dispatcher(kit, redis, api_url(api)).run(interval)
+
+
+@app.command()
+def worker(
+    api: ApiOpt = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
+    ] = None,
+    queue: Annotated[str, typer.Option(help="Queue to take jobs from.")] = "default",
+    gpus: Annotated[str | None, typer.Option(help="GPU ids ('0,1,3'), 'auto' or 'none'.")] = None,
+    slots: Annotated[int | None, typer.Option(help="CPU worker processes (no GPU).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Work and checkpoint directory.")] = None,
+    path: Annotated[
+        list[str] | None, typer.Option(help="Extra import path for objectives (repeatable).")
+    ] = None,
+    checkpoints: Annotated[
+        str,
+        typer.Option(
+            envvar="TUNEYARD_CHECKPOINT_STORE",
+            help="Where paused trials' checkpoints go: 'api' (uploaded to the API server) "
+            "or a directory every worker shares.",
+        ),
+    ] = "api",
+    grace: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds a running trial gets to reach a report after SIGTERM."),
+    ] = 60.0,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Worker names are NAME/gpu-N or NAME/slot-N (default: host name)."),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar="TUNEYARD_ALLOW",
+            help="Entrypoints this worker runs, as 'module:function' patterns, e.g. "
+            "'examples.*' or 'myproj.train:*' (repeatable). Nothing else runs.",
+        ),
+    ] = None,
+    allow_command: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-command",
+            envvar="TUNEYARD_ALLOW_COMMAND",
+            help="Executables of command objectives this worker runs: a name looked up on "
+            "the PATH ('python3') or an absolute path pattern ('/opt/train/*') (repeatable).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="TUNEYARD_TOKEN",
+            show_default=False,
+            help="The worker token it calls the API with (`tuneyard token create --scope "
+            "worker`). Prefer TUNEYARD_TOKEN: a command line is visible to every user.",
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Run without a token, for an API on this machine started with "
+            "--insecure-no-auth. Refused unless the API URL is a loopback address.",
+        ),
+    ] = False,
+) -> None:
+    """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
+
+    Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
+    pause at their next report and are handed back with a checkpoint. A job whose objective
+    no --allow or --allow-command pattern covers fails its trial with that reason. It needs
+    a worker token (TUNEYARD_TOKEN or --token) and refuses to start without one."""
+    from tuneyard.worker.allow import Allowlist
+    from tuneyard.worker.pool import plan_slots, run_pool
+
+    settings = Settings()
+    url = api_url(api)
+    if token:
+        # The slot processes (and the objectives' handles) read it from the environment.
+        os.environ["TUNEYARD_TOKEN"] = token
+    elif not insecure_no_auth:
+        err.print(
+            "[red]tuneyard worker: no API token[/red]: set TUNEYARD_TOKEN (or --token) to a "
+            "worker token, made with `tuneyard token create --scope worker`"
+        )
+        raise typer.Exit(2)
+    elif not is_loopback(urlsplit(url).hostname or ""):
+        err.print(
+            f"[red]tuneyard worker: --insecure-no-auth is for an API on this machine[/red], "
+            f"not {escape(url)}: set TUNEYARD_TOKEN (or --token) to a worker token"
+        )
+        raise typer.Exit(2)
+    try:
+        plan = plan_slots(gpus, slots)
+    except ValueError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from exc
+    where = ", ".join(
+        f"GPU {g.index}" + (f" ({g.name})" if g.name else "") if g is not None else "CPU"
+        for g in plan
+    )
+    err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
+    allowed = Allowlist.of(allow or [], allow_command or [])
+    if allowed:
+        err.print(
+            "runs entrypoints "
+            + (", ".join(escape(p) for p in allowed.entrypoints) or "none")
+            + "; executables "
+            + (", ".join(escape(p) for p in allowed.commands) or "none")
+        )
+    else:
+        err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
+    code = run_pool(
+        url,
+        redis_url or settings.redis_url,
+        queue,
+        plan,
+        (data_dir or settings.data_dir).resolve(),
+        path,
+        checkpoints=checkpoints if checkpoints == "api" else str(Path(checkpoints).resolve()),
+        grace=grace,
+        name=name,
+        allow=allowed,
+    )
+    raise typer.Exit(code)
+
+
+NO_AUTH = (
+    "No tokens: the API (on 127.0.0.1 only) takes requests from anyone on this machine, "
+    "who can then run code as you on the workers."
+)
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its files.")] = None,
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Also run this study (YAML) to the end, then exit."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
+    gpus: Annotated[
+        str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow", help="More entrypoint patterns the workers run (besides 'examples.*')."
+        ),
+    ] = None,
+    allow_command: Annotated[
+        list[str] | None,
+        typer.Option("--allow-command", help="Executables of command objectives they run."),
+    ] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
+) -> None:
+    """Everything on this machine: API on SQLite, Redis, dispatcher, local workers.
+
+    Runs until interrupted; with --study, until that study is over. The workers run the
+    examples, the --study's own objective and what --allow / --allow-command name. Prints an
+    admin token for this run, once."""
+    from tuneyard import embedded
+    from tuneyard.worker.allow import Allowlist
+
+    allowed = Allowlist.of(allow or [], allow_command or [])
+    if study is not None:
+        code = embedded.run_demo(
+            data_dir=data_dir,
+            study_file=study,
+            workers=workers,
+            port=port,
+            gpus=gpus,
+            allow=allowed,
+            auth=not insecure_no_auth,
+        )
+    else:
+        code = embedded.run_up(
+            data_dir=data_dir,
+            workers=workers,
+            port=port,
+            gpus=gpus,
+            allow=allowed,
+            auth=not insecure_no_auth,
+        )
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path | None, typer.Option(help="Where the demo keeps its files.")] = None,
+    study: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Study definition (YAML).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port (0: any free port).")] = 0,
+    max_trials: Annotated[int | None, typer.Option(help="Override limits.max_trials.")] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="One worker per GPU: ids, 'auto' (instead of --workers).")
+    ] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
+) -> None:
+    """`tuneyard up` plus the example study (digits MLP, ASHA) run to the end."""
+    from tuneyard.embedded import run_demo
+
+    raise typer.Exit(
+        run_demo(
+            data_dir=data_dir,
+            study_file=study,
+            workers=workers,
+            port=port,
+            max_trials=max_trials,
+            gpus=gpus,
+            auth=not insecure_no_auth,
+        )
+    )
