@@ -177,7 +177,12 @@ def test_a_reason_in_the_hover_text_is_drawn_as_written(page: Any) -> None:
 
 
 def test_plot_text_escapes_markup_and_only_markup(page: Any) -> None:
-    out = page.evaluate("xs => xs.map(plotText)", [SCRIPT, ENTITY, "lr=0.1 -> 1e-3", "plain", 1.5])
+    # plotText lives in the dashboard's plots module (a module's names are not globals).
+    out = page.evaluate(
+        "async xs => { const { plotText } = await import('/static/js/plots.js');"
+        " return xs.map(plotText); }",
+        [SCRIPT, ENTITY, "lr=0.1 -> 1e-3", "plain", 1.5],
+    )
     assert out == [
         '&lt;a href="javascript:alert(1)"&gt;x&lt;/a&gt;',
         "fish &amp;amp; chips",

@@ -135,12 +135,49 @@ def test_swagger_ui_is_served_locally_in_version_5(http: TestClient) -> None:
     assert "swaggerUIRedirectOauth2" in redirect.text
 
 
+def _scripts() -> list[Path]:
+    """The dashboard's own scripts: the entry module app.js and the modules under js/."""
+    return [STATIC / "app.js", *sorted((STATIC / "js").glob("*.js"))]
+
+
 def test_the_scripts_and_styles_load_nothing_from_elsewhere() -> None:
-    for name in ("app.js", "style.css"):
-        text = (STATIC / name).read_text()
-        assert not OFF_SERVER.findall(text.replace("http://www.w3.org/2000/svg", "")), name
+    for path in [*_scripts(), STATIC / "style.css"]:
+        text = path.read_text()
+        assert not OFF_SERVER.findall(text.replace("http://www.w3.org/2000/svg", "")), path.name
     index = (STATIC.parent / "index.html").read_text()
     assert_local_only(index)
+
+
+IMPORT = re.compile(r"""^import \{([^}]*)\} from "(\.{1,2}/[^"]+)";""", re.MULTILINE)
+EXPORT = re.compile(r"^export (?:async )?(?:function|const|class|let) ([\w$]+)", re.MULTILINE)
+
+
+def test_the_page_loads_its_script_as_a_module_whose_imports_resolve(http: TestClient) -> None:
+    """The entry is a module script; each module it reaches is served as JavaScript (the
+    browser refuses a module of another type, nosniff or not) and exports what is imported."""
+    page = http.get("/")
+    assert re.search(r'<script type="module" src="/static/app\.js\?v=[0-9a-f]{12}">', page.text)
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    seen: set[Path] = set()
+    todo = [STATIC / "app.js"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        url = "/static/" + path.relative_to(STATIC).as_posix()
+        r = http.get(url)
+        assert r.status_code == 200, url
+        assert "javascript" in r.headers["content-type"], (url, r.headers["content-type"])
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for names, target in IMPORT.findall(path.read_text()):
+            module = (path.parent / target).resolve()
+            assert module.is_file() and STATIC in module.parents, (path.name, target)
+            exported = set(EXPORT.findall(module.read_text()))
+            for name in (n.strip() for n in names.split(",") if n.strip()):
+                assert name in exported, f"{path.name} imports {name} from {target}"
+            todo.append(module)
+    assert seen == set(_scripts()), "a module under js/ that the page never loads"
 
 
 def test_package_data_covers_every_dashboard_file() -> None:
