@@ -20,7 +20,7 @@ from tests.e2e.servers import free_port
 from tests.helpers import API, drive, run_job, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.api.dashboard_routes import POLL_SECONDS, Curves, History, ParamsSample
-from tuneyard.service import dashboard
+from tuneyard.service.dashboard import views as dashboard_views
 from tuneyard.settings import Settings
 
 DASH = f"{API}/dashboard"
@@ -179,8 +179,8 @@ def test_downsampled_history_of_a_metric_with_few_distinct_values(
     assert_downsampled(http, sid, h, 10)
     # The same answer when the extremes are found by a pass over the buckets instead of a
     # lookup by value (another process: nothing cached).
-    monkeypatch.setattr(dashboard, "HISTORY_LOOKUP_FACTOR", 0)
-    monkeypatch.setattr(dashboard, "HISTORY_LOOKUP_SLACK", 0)
+    monkeypatch.setattr(dashboard_views, "HISTORY_LOOKUP_FACTOR", 0)
+    monkeypatch.setattr(dashboard_views, "HISTORY_LOOKUP_SLACK", 0)
     with TestClient(create_app(settings)) as other:
         assert get(other, f"/studies/{sid}/history", points=10) == h
 
