@@ -3,7 +3,7 @@
     python bench/utilization.py [--slots 16] [--epoch 0.2] [--duration 60] [--quick]
 
 Starts the production stack on this machine, on its PostgreSQL and Redis: the API
-(``tuneyard server``), the dispatcher (``tuneyard scheduler``) and one worker pool of
+(``tuneyard server``), the dispatcher (``tuneyard dispatcher``) and one worker pool of
 ``--slots`` processes (``tuneyard worker --slots N``), then runs a study whose objective
 (``bench/utilization_objective.py``) sleeps ``--epoch`` seconds per epoch and reports after
 each: TPE with ASHA (stopping mode, 4 brackets, rungs 1, 3, 9, 27 epochs), as in
@@ -188,7 +188,7 @@ def main() -> None:
         )
         procs.append(
             subprocess.Popen(
-                [*cli, "scheduler"],
+                [*cli, "dispatcher"],
                 env=env,
                 stdout=logs["scheduler"],
                 stderr=subprocess.STDOUT,

@@ -391,7 +391,7 @@ def stack(
         if tokens is not None:
             env["TUNEYARD_TOKEN"] = tokens.worker
         scheduler_log = data_dir / "scheduler.log"
-        scheduler = es.enter_context(_process([*py, "scheduler"], env, scheduler_log))
+        scheduler = es.enter_context(_process([*py, "dispatcher"], env, scheduler_log))
         extra = [a for p in (paths or []) for a in ("--path", p)]
         allowed = allow if allow is not None else EXAMPLES
         extra += [a for p in allowed.entrypoints for a in ("--allow", p)]

@@ -103,7 +103,7 @@ class Deployment:
         p.wait(timeout=20)
 
     def start_dispatcher(self) -> None:
-        self._start("dispatcher", [*PY, "scheduler", "--interval", "0.3"])
+        self._start("dispatcher", [*PY, "dispatcher", "--interval", "0.3"])
 
     def start_pool(
         self,

@@ -50,7 +50,7 @@ def test_three_workers_finish_an_asha_study_resuming_across_workers(
         logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("scheduler", "worker")}  # noqa: SIM115
         procs = [
             subprocess.Popen(
-                [*py, "scheduler"], env=env, stdout=logs["scheduler"], stderr=subprocess.STDOUT
+                [*py, "dispatcher"], env=env, stdout=logs["scheduler"], stderr=subprocess.STDOUT
             ),
             subprocess.Popen(
                 [

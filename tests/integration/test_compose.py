@@ -98,9 +98,9 @@ def test_a_broken_compose_file_is_caught(tmp_path: Path) -> None:
 
 def test_the_layout_has_every_service_and_workers_reserve_gpus() -> None:
     services = resolved()["services"]
-    assert set(services) >= {"postgres", "redis", "migrate", "api", "scheduler", "worker"}
+    assert set(services) >= {"postgres", "redis", "migrate", "api", "dispatcher", "worker"}
     assert services["migrate"]["command"] == ["tuneyard", "db", "upgrade"]
-    for name in ("api", "scheduler"):
+    for name in ("api", "dispatcher"):
         needs = services[name]["depends_on"]
         assert needs["migrate"]["condition"] == "service_completed_successfully", name
     (device,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
@@ -131,7 +131,7 @@ def test_workers_get_the_api_a_token_and_redis_and_nothing_else() -> None:
     assert sources == {"work"}
     # The database password is given to those that need it, and to no one else.
     holders = {n for n, s in services.items() if SECRETS["POSTGRES_PASSWORD"] in yaml.safe_dump(s)}
-    assert holders == {"postgres", "migrate", "api", "scheduler"}
+    assert holders == {"postgres", "migrate", "api", "dispatcher"}
 
 
 def test_redis_requires_the_password_and_every_client_url_carries_it() -> None:
@@ -146,7 +146,7 @@ def test_redis_requires_the_password_and_every_client_url_carries_it() -> None:
             assert url == f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/0", name
     assert {n for n, s in services.items() if "TUNEYARD_REDIS_URL" in s.get("environment", {})} == {
         "api",
-        "scheduler",
+        "dispatcher",
         "worker",
     }
 

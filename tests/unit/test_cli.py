@@ -315,6 +315,37 @@ def test_server_workers_build_their_apps_from_the_environment(
     assert os.environ["TUNEYARD_AUTH"] == "false"
 
 
+@pytest.mark.parametrize("name", ["dispatcher", "scheduler"])
+def test_both_names_run_the_dispatcher(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import tuneyard.service.dispatch
+
+    runs: list[tuple[str, str, float]] = []
+
+    class Dispatcher:
+        def __init__(self, kit: Any, redis: Any, api_url: str) -> None:
+            self.redis, self.api_url = redis, api_url
+
+        def run(self, interval: float) -> None:
+            kwargs = self.redis.connection_pool.connection_kwargs
+            runs.append((self.api_url, f"{kwargs['host']}:{kwargs['port']}", interval))
+
+    monkeypatch.setenv("TUNEYARD_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setattr(tuneyard.service.dispatch, "Dispatcher", Dispatcher)
+    args = ["--api", "http://api:1", "--redis", "redis://r:2/0", "--interval", "0.25"]
+    r = run(name, *args)
+    assert r.exit_code == 0, r.output
+    assert runs == [("http://api:1", "r:2", 0.25)]
+
+
+def test_help_lists_the_dispatcher_and_not_its_old_name() -> None:
+    listed = run("--help").output
+    assert "dispatcher" in listed and "scheduler" not in listed
+    told = " ".join(run("scheduler", "--help").output.split())
+    assert "old name of `tuneyard dispatcher`" in told
+
+
 def test_up_runs_the_stack_or_a_study(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import tuneyard.embedded
 

@@ -103,14 +103,16 @@ def db_upgrade(
 
 
 @app.command()
-def scheduler(
+def dispatcher(
     api: ApiOpt = None,
     redis_url: Annotated[
         str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
     ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 0.5,
 ) -> None:
-    """The dispatcher: keep each running study's queue filled with slot jobs."""
+    """The dispatcher: keep each running study's queue filled with slot jobs.
+
+    Its old name, `tuneyard scheduler`, still runs it."""
     import logging
 
     from redis import Redis
@@ -125,6 +127,16 @@ def scheduler(
     kit = Toolkit(make_sessionmaker(engine), settings)
     redis = Redis.from_url(redis_url or settings.redis_url)
     Dispatcher(kit, redis, api_url(api)).run(interval)
+
+
+# The command's name until the dispatcher was named for what it does; "scheduler" is the
+# ASHA/Hyperband part of a study definition. Kept, unlisted, so deployments that start
+# `tuneyard scheduler` go on working.
+app.command(
+    "scheduler",
+    hidden=True,
+    help="The old name of `tuneyard dispatcher`, which it runs; use that name instead.",
+)(dispatcher)
 
 
 @app.command()
