@@ -94,8 +94,21 @@ class MemoryBoard:
     def close_bracket(self, index: int) -> None:
         self.update_bracket(index, closed=True)
 
-    def drop_bracket(self, index: int) -> None:
-        self._brackets.pop(index, None)
+    def close_all(self) -> None:
+        for index in self._brackets:
+            self.close_bracket(index)
+
+    def admit(self, index: int) -> BracketInfo:
+        info = self._brackets[index]
+        admitted = info.admitted + 1
+        full = info.size is not None and admitted >= info.size
+        self.update_bracket(index, admitted=admitted, closed=info.closed or full)
+        return self._brackets[index]
+
+    def mark_done(self, indexes: Sequence[int]) -> None:
+        """Brackets that can promote nothing more: no longer listed."""
+        for index in indexes:
+            self._brackets.pop(index, None)
 
     def record(self, bracket: int, rung: int, trial_id: int, score: float) -> None:
         key = (bracket, rung, trial_id)

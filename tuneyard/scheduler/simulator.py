@@ -1,8 +1,9 @@
 """A discrete-event simulator: any scheduler, W parallel workers, a fake clock.
 
-It plays the service's part in memory (the same calls, in the same order: ``place``,
-``milestones`` + ``decide``, ``next_promotion``, pause acknowledgements) over a
-:class:`MemoryBoard`, with training time taken from a function of the configuration. A whole
+It plays the service's part in memory: it drives the same :class:`Engine` as the service
+(admission to a bracket, report → rung records → decision, the next promotion, the end of a
+job) over a :class:`MemoryBoard`, with training time taken from a function of the
+configuration, and keeps no scheduling rule of its own. A whole
 ASHA run is thus a deterministic unit test, and the same loop drives the benchmarks.
 
 Callers that keep per-trial state (a model that a promoted trial resumes) pass
@@ -20,6 +21,7 @@ from typing import Any
 
 from tuneyard.scheduler.board import MemoryBoard
 from tuneyard.scheduler.decisions import Decision, Promotion
+from tuneyard.scheduler.engine import Engine
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 
@@ -123,10 +125,9 @@ class Simulator:
         self.step_time = step_time
         self.step = step
         self.snapshots = snapshots
+        self.engine = Engine(scheduler, max_trials)
         self.board = MemoryBoard(scheduler.cutoff_rank)
-        for b in scheduler.initial_brackets():
-            self.board.open_bracket(b)
-        self.brackets_opened = len(self.board.brackets())
+        self.brackets_opened = self.engine.open(self.board)
         self.trials: list[SimTrial] = []
         self.events: list[Event] = []
         self.now = 0.0
@@ -143,32 +144,21 @@ class Simulator:
         return tuple((e.trial_id, e.score) for e in self.board.top(bracket, rung, n))
 
     def _next_job(self) -> SimTrial | None:
-        promo: Promotion | None = self.sched.next_promotion(self.board)
+        promo: Promotion | None = self.engine.next_promotion(self.board)
         if promo is not None:
             t = self.trials[promo.trial_id]
             snap = self._snapshot(promo.bracket, promo.from_rung)
-            self.board.mark_promoted(promo.bracket, promo.from_rung, t.trial_id)
             t.state = "running"
             t.resource_from, t.resource_to = promo.resource_from, promo.resource_to
             self._log("promote", t, promo.from_rung, promo.reason, snap)
             return t
-        if self.sched.pauses:
-            for index in self.sched.finished_brackets(self.board):
-                self.board.drop_bracket(index)
         if len(self.trials) >= self.max_trials:
             return None
         number = len(self.trials)
-        placement, new = self.sched.place(number, self.board, self.brackets_opened)
-        if new is not None:
-            self.board.open_bracket(new)
+        admission = self.engine.admit(number, self.board, self.brackets_opened)
+        placement = admission.placement
+        if admission.opened is not None:
             self.brackets_opened += 1
-        info = next(b for b in self.board.brackets() if b.index == placement.bracket)
-        admitted = info.admitted + 1
-        closed = info.size is not None and admitted >= info.size
-        self.board.update_bracket(info.index, admitted=admitted, closed=closed or info.closed)
-        if number + 1 >= self.max_trials:
-            for b in self.board.brackets():
-                self.board.close_bracket(b.index)
         if self.sampler is not None:
             running = [x.params for x in self.trials if x.state == "running"]
             params = self.sampler.suggest(number, running)
@@ -179,7 +169,7 @@ class Simulator:
             number=number,
             params=params,
             bracket=placement.bracket,
-            base=info.base,
+            base=admission.base,
             resource_from=placement.resource_from,
             resource_to=placement.resource_to,
         )
@@ -189,6 +179,10 @@ class Simulator:
 
     def _end(self, t: SimTrial, kind: str, rung: int | None, detail: str) -> None:
         """Move ``t`` to its final state (``kind`` is stop or complete) and tell the caller."""
+        if t.state == "running":
+            self.engine.job_ended(
+                t.bracket, t.rung, t.base, t.resource_to, kind == "complete", self.board
+            )
         t.state = "stopped" if kind == "stop" else "completed"
         self._log(kind, t, rung, detail)
         if self.on_end is not None:
@@ -214,17 +208,15 @@ class Simulator:
             mean_score=t.score_sum / t.score_count,
             base=t.base,
         )
-        records = self.sched.milestones(view, step, score)
-        for rec in records:
-            self.board.record(rec.bracket, rec.rung, t.trial_id, rec.score)
+        outcome = self.engine.report(view, step, score, self.board)
+        for rec in outcome.records:
             t.rung = rec.rung
             self._observe(t, self.sched.resources[rec.rung], score)
-        d = self.sched.decide(view, step, score, records, self.board)
+        d = outcome.decision
         if d.kind in ("stop", "complete"):
             self._observe(t, step, score)
         if d.kind == "continue" and d.promoted_from is not None:
             snap = self._snapshot(t.bracket, d.promoted_from)
-            self.board.mark_promoted(t.bracket, d.promoted_from, t.trial_id)
             t.resource_to = d.resource_to or t.resource_to
             self._log("promote", t, d.promoted_from, d.reason, snap)
         elif d.kind == "pause":

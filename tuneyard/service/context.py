@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneyard.scheduler.engine import Engine
 from tuneyard.scheduler.samplers import make_sampler
 from tuneyard.scheduler.samplers.base import Sampler
 from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
@@ -44,6 +45,8 @@ class StudyContext:
     capacity: int
     # +1 when minimising, -1 when maximising: the scheduler always minimises sign * value.
     sign: float
+    # The scheduling rules, as the simulator runs them too.
+    engine: Engine
 
     def board(self, session: Session, study_id: int) -> SqlBoard:
         return SqlBoard(session, study_id, self.scheduler.resources, self.scheduler.cutoff_rank)
@@ -54,13 +57,15 @@ class StudyContext:
         sampler = make_sampler(spec.sampler, space, seed)
         cap = sampler.capacity()
         capacity = spec.limits.max_trials if cap is None else min(cap, spec.limits.max_trials)
+        scheduler = make_scheduler(spec.scheduler, spec.direction)
         return cls(
             spec=spec,
             space=space,
-            scheduler=make_scheduler(spec.scheduler, spec.direction),
+            scheduler=scheduler,
             sampler=sampler,
             capacity=capacity,
             sign=1.0 if spec.direction == "minimize" else -1.0,
+            engine=Engine(scheduler, capacity),
         )
 
 

@@ -117,10 +117,7 @@ class StudyService:
             )
             s.add(study)
             s.flush()
-            board = ctx.board(s, study.id)
-            for b in ctx.scheduler.initial_brackets():
-                board.open_bracket(b)
-                study.brackets_opened += 1
+            study.brackets_opened = ctx.engine.open(ctx.board(s, study.id))
             return StudyView(study, {}, None)
 
     def _get(self, s: Session, study_id: int) -> Study:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
+from tuneyard.errors import Conflict
 from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats
 from tuneyard.store.models import Bracket, Rung, RungEntry
 from tuneyard.store.sql import insert_new
@@ -156,6 +157,15 @@ class SqlBoard:
 
     def bracket_row(self, index: int) -> Bracket | None:
         return self._bracket_rows().get(index) or self.s.get(Bracket, (self.study_id, index))
+
+    def admit(self, index: int) -> BracketInfo:
+        row = self.bracket_row(index)
+        if row is None:
+            raise Conflict(f"bracket {index} of study {self.study_id} is missing")
+        row.admitted += 1
+        if row.size is not None and row.admitted >= row.size:
+            row.closed = True
+        return BracketInfo(row.index, row.base, row.size, row.admitted, row.closed)
 
     def close_all(self) -> None:
         self.s.execute(

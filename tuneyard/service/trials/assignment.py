@@ -90,14 +90,13 @@ class TrialService(Lifecycle):
                 study.active += 1
                 kind = "resume" if retry.checkpoint else "new"
                 return AssignmentResult(retry, kind, retry.reason or "retry")
-            promo = ctx.scheduler.next_promotion(board)
+            promo = ctx.engine.next_promotion(board)
             if promo is not None:
                 trial = self._trial(s, promo.trial_id, lock=True)
                 if trial.state != "paused":
                     raise Conflict(
                         f"trial {trial.id} was chosen for promotion but is {trial.state}"
                     )
-                board.mark_promoted(promo.bracket, promo.from_rung, trial.id)
                 trial.state = "running"
                 trial.reason = promo.reason
                 trial.resource_from = promo.resource_from
@@ -108,10 +107,6 @@ class TrialService(Lifecycle):
                 study.active += 1
                 self._log(s, trial, "promote", promo.reason, promo.from_rung, promo.resource_to)
                 return AssignmentResult(trial, "resume", promo.reason)
-            if ctx.scheduler.pauses:
-                done = ctx.scheduler.finished_brackets(board)
-                if done:
-                    board.mark_done(done)
             if study.trials_started < ctx.capacity:
                 return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
             if self._maybe_finish(s, ctx, study, board):
@@ -147,19 +142,11 @@ class TrialService(Lifecycle):
         early: Suggestion | None = None,
     ) -> Trial:
         number = study.trials_started
-        placement, new_bracket = ctx.scheduler.place(number, board, study.brackets_opened)
-        if new_bracket is not None:
-            board.open_bracket(new_bracket)
+        admission = ctx.engine.admit(number, board, study.brackets_opened)
+        placement = admission.placement
+        if admission.opened is not None:
             study.brackets_opened += 1
-        bracket = board.bracket_row(placement.bracket)
-        if bracket is None:
-            raise Conflict(f"bracket {placement.bracket} of study {study.id} is missing")
-        bracket.admitted += 1
-        if bracket.size is not None and bracket.admitted >= bracket.size:
-            bracket.closed = True
         study.trials_started += 1
-        if study.trials_started >= ctx.capacity:
-            board.close_all()
         if early is not None and self._still_new(s, study, early, number, ctx):
             params = early.params
             assert isinstance(ctx.sampler, ModelSampler)  # as presuggest made sure
@@ -175,7 +162,7 @@ class TrialService(Lifecycle):
             state="running",
             params=params,
             bracket=placement.bracket,
-            base_rung=bracket.base,
+            base_rung=admission.base,
             rung=-1,
             resource_from=placement.resource_from,
             resource_to=placement.resource_to,

@@ -131,14 +131,6 @@ class TrialCore:
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.kit.settings.lease_seconds)
 
-    def _target_rung(self, ctx: StudyContext, trial: Trial) -> int | None:
-        """The rung a running trial's current job is heading to, if its range ends on one."""
-        res = ctx.scheduler.resources
-        for k in range(max(trial.rung, trial.base_rung - 1) + 1, len(res)):
-            if abs(res[k] - trial.resource_to) < 1e-9:
-                return k
-        return None
-
     def _end_job(
         self,
         s: Session,
@@ -153,11 +145,14 @@ class TrialCore:
         """Move a running trial to a final state and free its slot (study lock held)."""
         if trial.state != "running":
             raise Conflict(f"trial {trial.id} is {trial.state}, not running")
-        if state != "completed" or trial.rung < ctx.scheduler.ladder.top:
-            # A synchronous rung waits for every trial sent to it; this one will not arrive.
-            k = self._target_rung(ctx, trial)
-            if k is not None and ctx.scheduler.pauses:
-                board.mark_dropped(trial.bracket, k)
+        ctx.engine.job_ended(
+            trial.bracket,
+            trial.rung,
+            trial.base_rung,
+            trial.resource_to,
+            state == "completed",
+            board,
+        )
         now = self.kit.clock()
         trial.state = state
         trial.reason = reason

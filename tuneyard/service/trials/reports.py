@@ -111,6 +111,7 @@ class Reports(Suggestions):
             trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
             if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
                 return None
+            board = ctx.board(s, study_id)
             try:
                 self._check_report(ctx, trial, step)
             except TuneyardError:
@@ -120,11 +121,8 @@ class Reports(Suggestions):
             trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
             trial.score_sum += score
             trial.score_count += 1
-            view = _view(trial, trial.best_score)
-            if sched.milestones(view, step, score):
-                return None
-            decision = sched.decide(view, step, score, [], ctx.board(s, study_id))
-            if decision.kind != "continue" or decision.promoted_from is not None:
+            decision = ctx.engine.plain(_view(trial, trial.best_score), step, score, board)
+            if decision is None:
                 return None
             now = self.kit.clock()
             report = Report(
@@ -308,7 +306,6 @@ class Reports(Suggestions):
         value: float,
         now: datetime,
     ) -> Decision:
-        sched = ctx.scheduler
         score = ctx.sign * value
         trial.value = value
         trial.resource = step
@@ -317,14 +314,12 @@ class Reports(Suggestions):
         trial.score_count += 1
         trial.lease_expires_at = self._lease(now)
         view = _view(trial, trial.best_score)
-        records = sched.milestones(view, step, score)
-        for rec in records:
-            board.record(rec.bracket, rec.rung, trial.id, rec.score)
+        outcome = ctx.engine.report(view, step, score, board)
+        for rec in outcome.records:
             trial.rung = rec.rung
-            self._observe(s, ctx, trial, sched.resources[rec.rung], score)
-        decision = sched.decide(view, step, score, records, board)
+            self._observe(s, ctx, trial, ctx.scheduler.resources[rec.rung], score)
+        decision = outcome.decision
         if decision.kind == "continue" and decision.promoted_from is not None:
-            board.mark_promoted(trial.bracket, decision.promoted_from, trial.id)
             trial.resource_to = decision.resource_to or trial.resource_to
             # The attempt runs on: its recorded range says where it now ends.
             s.execute(
