@@ -38,7 +38,7 @@ from tuneyard.cli.common import (
 from tuneyard.progress import trials_done, watch_study
 
 if TYPE_CHECKING:
-    from tuneyard.api.schemas import StudyOut, TrialSummary
+    from tuneyard.protocol import StudyOut, TrialSummary
     from tuneyard.spec import StudySpec
 
 

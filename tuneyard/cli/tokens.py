@@ -60,7 +60,7 @@ DbOpt = Annotated[
 
 
 def _token_row(row: Any, secret: str | None = None) -> Any:
-    from tuneyard.api.schemas import NewTokenOut, TokenOut
+    from tuneyard.protocol import NewTokenOut, TokenOut
 
     out = TokenOut.model_validate(row, from_attributes=True)
     return NewTokenOut(**out.model_dump(), token=secret) if secret is not None else out
