@@ -3,7 +3,7 @@ the database (and Redis) at scrape time.
 
 Counters and histograms live in the process that counted them, as is usual with Prometheus:
 each API replica exposes its own, and a dashboard sums their rates across replicas. Decisions
-taken by a process without a metrics registry (a stand-alone ``tuneyard scheduler`` reaping
+taken by a process without a metrics registry (a stand-alone ``tuneyard dispatcher`` reaping
 leases) are not counted anywhere. Counts are applied when the transaction that took the
 decision commits, so a rolled-back call or a repeated report (answered from the stored
 decision) counts nothing.
