@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -47,6 +44,7 @@ from starlette.types import Scope as AsgiScope
 
 from tuneyard.api.deps import Id, parse_id
 from tuneyard.errors import Forbidden, InvalidRequest, Unauthorized
+from tuneyard.lru import LRU
 from tuneyard.service.context import Toolkit
 from tuneyard.service.tokens import Principal, Scope, StreamTickets, TokenService, digest
 from tuneyard.store.models import Study, Trial, Worker
@@ -67,32 +65,23 @@ _bearer = HTTPBearer(
 
 
 class TokenCache:
-    """Principals by token digest, for a few seconds, at most ``size`` of them."""
+    """Principals by token digest, for a few seconds, at most ``size`` of them (the first
+    stored go first: a hit does not keep a token longer)."""
 
     def __init__(self, ttl: float = CACHE_SECONDS, size: int = CACHE_SIZE) -> None:
         self.ttl, self.size = ttl, size
-        self._items: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRU[str, Principal] = LRU(size, ttl=ttl)
 
     def get(self, key: str) -> Principal | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None or item[0] < time.monotonic():
-                self._items.pop(key, None)
-                return None
-            return item[1]
+        return self._items.peek(key)
 
     def put(self, key: str, principal: Principal) -> None:
-        with self._lock:
-            self._items[key] = (time.monotonic() + self.ttl, principal)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        self._items.put(key, principal)
 
     def forget(self, token_id: int) -> None:
-        with self._lock:
-            for key in [k for k, (_, p) in self._items.items() if p.token_id == token_id]:
-                del self._items[key]
+        for key, p in self._items.items():
+            if p.token_id == token_id:
+                self._items.pop(key)
 
 
 def _kit(request: Request) -> Toolkit:

@@ -22,7 +22,6 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneyard.api.deps import Id
 from tuneyard.errors import TooManyRequests
+from tuneyard.lru import LRU
 from tuneyard.spec import StudySpec
 
 # Uploads with their own limit (max_checkpoint_bytes), streamed to disk by their route.
@@ -155,7 +155,8 @@ class RateLimiter:
         self.burst = max(1, burst)
         self.max_keys = max_keys
         self.clock = clock
-        self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()
+        # key -> (tokens, when last counted)
+        self._buckets: LRU[object, tuple[float, float]] = LRU(max_keys)
         self._lock = threading.Lock()
 
     def acquire(self, key: object) -> float | None:
@@ -164,16 +165,14 @@ class RateLimiter:
             return None
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.pop(key, (float(self.burst), now))
+            tokens, last = self._buckets.pop(key) or (float(self.burst), now)
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             wait = None
             if tokens >= 1:
                 tokens -= 1
             else:
                 wait = (1 - tokens) / self.rate
-            self._buckets[key] = (tokens, now)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
+            self._buckets.put(key, (tokens, now))
             return wait
 
 
