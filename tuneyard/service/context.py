@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneyard.lru import LRU
 from tuneyard.scheduler.engine import Engine
 from tuneyard.scheduler.samplers import make_sampler
 from tuneyard.scheduler.samplers.base import Sampler
@@ -85,8 +85,7 @@ class Toolkit:
         self.metrics = metrics
         if metrics is not None:
             metrics.watch(factory)
-        self._cache: OrderedDict[tuple[int, float], StudyContext] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRU[tuple[int, float], StudyContext] = LRU(cache_size)
         self._lock = threading.Lock()
         # Per study, the suggestions this process made before taking the study's lock and
         # holds until they are trials (see TrialService.presuggest).
@@ -127,11 +126,7 @@ class Toolkit:
         """The study's algorithm objects when this process has built them already."""
         # Keyed by creation time too: SQLite may give a deleted study's id to a new one.
         key = (study_id, created_at.timestamp())
-        with self._lock:
-            ctx = self._cache.get(key)
-            if ctx is not None:
-                self._cache.move_to_end(key)
-            return ctx
+        return self._cache.get(key)
 
     def context(self, study: Study) -> StudyContext:
         """The study's algorithm objects; a spec never changes, so they are cached by id."""
@@ -141,8 +136,5 @@ class Toolkit:
         key = (study.id, study.created_at.timestamp())
         # Checked when the study was created: parsed, not judged again.
         ctx = StudyContext.build(StudySpec.from_stored(study.spec), study.seed)
-        with self._lock:
-            self._cache[key] = ctx
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._cache.put(key, ctx)
         return ctx
