@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.fakes import FakeClock
 from tests.helpers import API, archive, study_spec
-from tests.integration.test_retries import FakeClock
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
+from tests.fakes import FakeClock
 from tests.helpers import API, serve, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.api.auth import route_scope
@@ -29,14 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 DASH = f"{API}/dashboard"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -58,7 +51,7 @@ def tokens(auth_settings: Settings) -> dict[str, Any]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture

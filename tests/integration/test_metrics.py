@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes import FakeClock
 from tests.helpers import API, drive, run_job, study_spec
-from tests.integration.test_retries import FakeClock
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 

@@ -4,25 +4,14 @@ execution.max_retries, running the same job again from the checkpoint it started
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.fakes import FakeClock
 from tests.helpers import API, checkpoint, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

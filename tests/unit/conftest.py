@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.unit.test_cli import FakeApi
+from tests.fake_api import FakeApi
 from tuneyard import cli
 from tuneyard.cli import common
 from tuneyard.client import Client

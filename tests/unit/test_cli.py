@@ -6,48 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from tests.unit.test_client import SPEC, problem, study_json, trial_json
-from tuneyard import cli
+from tests.fake_api import SPEC, FakeApi, problem, run, study_json, trial_json
 from tuneyard.cli import common
 from tuneyard.client import Client
-
-Route = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeApi:
-    """Canned answers by (method, path); records the requests and the URL asked for."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Route] = {}
-        self.requests: list[httpx.Request] = []
-        self.urls: list[str] = []
-
-    def on(self, method: str, path: str, answer: Route | httpx.Response) -> None:
-        self.routes[(method, "/api/v1" + path)] = (
-            answer if callable(answer) else (lambda req, a=answer: a)
-        )
-
-    def handle(self, req: httpx.Request) -> httpx.Response:
-        self.requests.append(req)
-        route = self.routes.get((req.method, req.url.path))
-        if route is None:
-            return problem(404, f"no route {req.method} {req.url.path}")
-        return route(req)
-
-
-def run(*args: str) -> Any:
-    result = CliRunner().invoke(cli.app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 # -- study create ------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.test_cli import FakeApi, run
-from tests.unit.test_client import problem, study_json, trial_json
+from tests.fake_api import FakeApi, problem, run, study_json, trial_json
 from tuneyard.cli import common
 from tuneyard.client import Client
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.fake_api import (
+    ASSIGNMENT,
+    NOW,
+    SPEC,
+    Handler,
+    problem,
+    report_json,
+    study_json,
+    trial_json,
+)
 from tuneyard.client import (
     ApiError,
     Client,
@@ -23,81 +33,6 @@ from tuneyard.client import (
     retry_after_seconds,
 )
 from tuneyard.spec import StudySpec
-
-Handler = Callable[[httpx.Request], httpx.Response]
-NOW = "2026-01-01T00:00:00Z"
-SPEC: dict[str, Any] = {
-    "name": "demo",
-    "metric": "loss",
-    "space": {
-        "lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-        "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
-    },
-}
-ASSIGNMENT = {
-    "trial_id": 3,
-    "number": 2,
-    "params": {"x": 0.5},
-    "resource_from": 0,
-    "resource_to": 1,
-    "checkpoint": None,
-    "kind": "new",
-    "reason": "new trial",
-}
-
-
-def trial_json(number: int = 0, **over: Any) -> dict[str, Any]:
-    """A TrialSummary as the server sends it."""
-    return {
-        "id": 100 + number,
-        "study_id": 1,
-        "number": number,
-        "state": "completed",
-        "params": {"lr": 0.01, "opt": "adam"},
-        "value": 0.25,
-        "resource": 27.0,
-        "bracket": 0,
-        "rung": 3,
-        "attempts": 1,
-        "reason": "reached max_resource",
-        "created_at": NOW,
-        "updated_at": NOW,
-        **over,
-    }
-
-
-def study_json(study_id: int = 1, **over: Any) -> dict[str, Any]:
-    """A StudyOut as the server sends it."""
-    return {
-        "id": study_id,
-        "name": "demo",
-        "state": "running",
-        "spec": SPEC,
-        "created_at": NOW,
-        "updated_at": NOW,
-        "trials_started": 5,
-        "counts": {"running": 2, "completed": 3},
-        "best": trial_json(),
-        **over,
-    }
-
-
-def report_json(**over: Any) -> dict[str, Any]:
-    return {
-        "step": 1,
-        "value": 0.5,
-        "metrics": {},
-        "decision": "continue",
-        "reason": "ok",
-        "resource_to": 3,
-        "created_at": NOW,
-        **over,
-    }
-
-
-def problem(status: int, detail: str, **extra: Any) -> httpx.Response:
-    body = {"type": "about:blank", "title": "Oops", "status": status, "detail": detail, **extra}
-    return httpx.Response(status, json=body, headers={"content-type": "application/problem+json"})
 
 
 class Sleeps(list[float]):

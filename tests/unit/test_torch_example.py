@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tests.unit.test_trial_runtime import FakeService, job
+from tests.fakes import FakeService, job
 from tuneyard.worker.checkpoints import FilesystemCheckpointStore
 from tuneyard.worker.runner import load_objective, run_assignment
 

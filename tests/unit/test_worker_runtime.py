@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_trial_runtime import FakeService, job, run
+from tests.fakes import FakeService, job, run
 from tuneyard.worker import Trial
 from tuneyard.worker.checkpoints import (
     FilesystemCheckpointStore,
