@@ -1,0 +1,69 @@
+"""The report and next paths issue a fixed number of SQL statements, whatever the study's size:
+the same at 100 finished trials as at 10,000 (SQLite and PostgreSQL), and no more than their
+budget. bench/hot_paths.py times the same calls; its prefill builds what a real run leaves
+(trials, their reports and rung records, the rungs' cut-offs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.hot_paths import SPEC, QueryCounter, prefill
+from tuneyard.service.context import Toolkit
+from tuneyard.service.studies import StudyService
+from tuneyard.service.trials import TrialService
+from tuneyard.settings import Settings
+from tuneyard.spec import StudySpec
+from tuneyard.store.db import make_engine, make_sessionmaker
+
+CALLS = 12
+# Statements per call at most, by backend, as measured: PostgreSQL's plain report is two (a
+# locking read, then one statement that updates the trial and stores the report); a rung
+# report's count depends on its decision (a pause, a promotion, a stop).
+BUDGET = {
+    "postgresql": {"next": 16, "plain": 2, "rung": 22},
+    "sqlite": {"next": 18, "plain": 4, "rung": 24},
+}
+
+
+def _costs(kit: Toolkit, counter: QueryCounter, n: int) -> dict[str, list[int]]:
+    """Statements of CALLS rounds of next, a plain report and a rung report, in a study of
+    ``n`` finished trials."""
+    sid = StudyService(kit).create(StudySpec.model_validate(SPEC)).study.id
+    prefill(kit, sid, n)
+    trials = TrialService(kit)
+    seen: dict[str, list[int]] = {"next": [], "plain": [], "rung": []}
+
+    def count(kind: str, call: Any) -> Any:
+        before = counter.n
+        out = call()
+        seen[kind].append(counter.n - before)
+        return out
+
+    for _ in range(CALLS):
+        job = count("next", lambda: trials.next_job(sid, "w"))
+        assert job is not None
+        t = job.trial
+        count("plain", lambda: trials.report(t.id, t.resource_from + 0.5, 0.7, {}, attempt=1))
+        value = float(np.random.default_rng(t.id).uniform())
+        d = count("rung", lambda: trials.report(t.id, t.resource_to, value, {}, attempt=1))
+        if d.decision == "pause":
+            trials.pause(t.id, None, attempt=1)
+    return seen
+
+
+def test_statements_per_call_do_not_grow_with_the_study(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        kit = Toolkit(make_sessionmaker(engine), Settings(database_url=database_url))
+        counter = QueryCounter(engine)
+        small = _costs(kit, counter, 100)
+        large = _costs(kit, counter, 10_000)
+        budget = BUDGET[engine.dialect.name]
+    finally:
+        engine.dispose()
+    for kind in ("next", "plain", "rung"):
+        # Counted past the first call, whose caches (the study's context) are cold.
+        assert max(large[kind][1:]) == max(small[kind][1:]), (kind, small[kind], large[kind])
+        assert max(large[kind][1:]) <= budget[kind], (kind, large[kind], budget[kind])
