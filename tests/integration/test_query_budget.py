@@ -5,8 +5,6 @@ budget. bench/hot_paths.py times the same calls; its prefill builds what a real 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from bench.hot_paths import SPEC, QueryCounter, prefill
@@ -35,21 +33,24 @@ def _costs(kit: Toolkit, counter: QueryCounter, n: int) -> dict[str, list[int]]:
     trials = TrialService(kit)
     seen: dict[str, list[int]] = {"next": [], "plain": [], "rung": []}
 
-    def count(kind: str, call: Any) -> Any:
-        before = counter.n
-        out = call()
+    def count(kind: str, before: int) -> None:
         seen[kind].append(counter.n - before)
-        return out
 
     for _ in range(CALLS):
-        job = count("next", lambda: trials.next_job(sid, "w"))
+        before = counter.n
+        job = trials.next_job(sid, "w")
+        count("next", before)
         assert job is not None
-        t = job.trial
-        count("plain", lambda: trials.report(t.id, t.resource_from + 0.5, 0.7, {}, attempt=1))
-        value = float(np.random.default_rng(t.id).uniform())
-        d = count("rung", lambda: trials.report(t.id, t.resource_to, value, {}, attempt=1))
+        tid, start, end = job.trial.id, job.trial.resource_from, job.trial.resource_to
+        before = counter.n
+        trials.report(tid, start + 0.5, 0.7, {}, attempt=1)
+        count("plain", before)
+        value = float(np.random.default_rng(tid).uniform())
+        before = counter.n
+        d = trials.report(tid, end, value, {}, attempt=1)
+        count("rung", before)
         if d.decision == "pause":
-            trials.pause(t.id, None, attempt=1)
+            trials.pause(tid, None, attempt=1)
     return seen
 
 
