@@ -204,3 +204,29 @@ def test_a_worker_call_without_an_attempt_is_refused(http: TestClient) -> None:
     r = http.put(f"{API}/trials/{tid}/checkpoint", content=archive(b"weights"))
     assert r.status_code == 422 and "attempt" in r.text
     assert http.get(f"{API}/trials/{tid}").json()["state"] == "running"
+
+
+def test_a_rerun_pauses_where_the_lost_attempt_was_told_to_pause(
+    http: TestClient, clock: FakeClock
+) -> None:
+    """An attempt told to pause at a rung dies before it saves its checkpoint; its re-run
+    reports the same steps again: each is stored, and the rung's decision stands."""
+    spec = study_spec(
+        limits={"max_trials": 4, "max_concurrent": 1},
+        execution={"entrypoint": "x:y", "max_retries": 2},
+    )
+    sid = http.post(f"{API}/studies", json=spec).json()["id"]
+    job = http.post(f"{API}/studies/{sid}/next", json={"worker": "gone"}).json()
+    tid = job["trial_id"]
+    first = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 1, "step": 1, "value": 0.5})
+    assert first.json()["decision"] == "pause"
+    clock.advance(61)  # the worker vanished before /pause
+    again = http.post(f"{API}/studies/{sid}/next", json={"worker": "w"}).json()
+    assert (again["trial_id"], again["attempt"], again["resource_to"]) == (tid, 2, 1)
+    r = http.post(f"{API}/trials/{tid}/reports", json={"attempt": 2, "step": 1, "value": 0.4})
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "pause" and r.json()["reason"] == first.json()["reason"]
+    p = http.post(f"{API}/trials/{tid}/pause", json={"attempt": 2, "checkpoint": None})
+    assert p.status_code == 200 and p.json()["state"] == "paused"
+    t = http.get(f"{API}/trials/{tid}").json()
+    assert [(r["step"], r["value"], r["attempt"]) for r in t["reports"]] == [(1, 0.4, 2)]

@@ -190,6 +190,8 @@ class TrialCore:
             self._end_job(s, ctx, study, board, trial, "failed", reason, error=error)
             return
         trial.state = "queued"
+        # A pause its attempt was told of goes with it: the retry runs the job again.
+        trial.pending = None
         trial.reason = f"retry {int(failed or 0) + 1} of {retries}: {reason}"
         trial.error = error
         trial.lease_expires_at = None

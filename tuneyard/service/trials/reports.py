@@ -227,6 +227,9 @@ class Reports(Suggestions):
                     decision = Decision("stop", "the study was stopped")
                     self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
                     trial.value, trial.resource = value, step
+                elif stored is not None and stored.decision == "pause":
+                    assert value is not None  # guaranteed by _bad_value
+                    decision = self._pause_again(s, ctx, trial, step, value, stored, now)
                 else:
                     assert value is not None  # guaranteed by _bad_value
                     decision = self._decide(s, ctx, study, board, trial, step, value, now)
@@ -249,6 +252,28 @@ class Reports(Suggestions):
                     setattr(report, key, v)
             meter.reported(self.kit, s, decision.kind)
             return report
+
+    def _pause_again(
+        self,
+        s: Session,
+        ctx: StudyContext,
+        trial: Trial,
+        step: float,
+        value: float,
+        stored: Report,
+        now: datetime,
+    ) -> Decision:
+        """A re-run's report of the step at which an earlier attempt was told to pause (that
+        attempt died before it saved its checkpoint). The rung was recorded, and decided, then:
+        the decision stands, and this attempt pauses there too, with its own value stored."""
+        score = ctx.sign * value
+        trial.value, trial.resource = value, step
+        trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
+        trial.lease_expires_at = self._lease(now)
+        trial.pending = "pause"
+        trial.reason = stored.reason
+        self._log(s, trial, "pause", stored.reason, trial.rung, step)
+        return Decision("pause", stored.reason, rung=trial.rung)
 
     def _stored_report(self, s: Session, trial_id: int, step: float) -> Report | None:
         return s.scalar(
