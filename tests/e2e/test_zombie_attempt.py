@@ -1,5 +1,6 @@
-"""A worker frozen past its lease and then woken (a zombie) is not believed: real API,
-dispatcher and RQ worker processes on PostgreSQL and Redis."""
+"""A worker frozen past its lease and then woken (a zombie) is not believed: real API servers
+(two, on one database: the zombie talks to one, the live worker to the other), the dispatcher
+and RQ worker processes on PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import signal
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.servers import api_servers
 from tests.e2e.stack import Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
@@ -25,6 +28,7 @@ def test_a_zombie_attempt_is_refused_and_the_live_attempt_ends_well(
     d = Deployment(postgres_url, redis_url, tmp_path, lease=LEASE)
     d.env["TUNEYARD_TEST_RECORD"] = str(record)
     frozen: list[int] = []
+    stack = ExitStack()
     try:
         d.start_api()
         d.start_dispatcher()
@@ -70,6 +74,10 @@ def test_a_zombie_attempt_is_refused_and_the_live_attempt_ends_well(
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         stopped_at = time.time()
+        # The trial runs again on a worker of another machine, through another API server.
+        server_env = {k: v for k, v in d.env.items() if k.startswith("TUNEYARD_")}
+        other = stack.enter_context(api_servers(postgres_url, 1, tmp_path, **server_env))[0]
+        d.env["TUNEYARD_API_URL"] = other
         d.start_pool("live", queue, 1)
 
         def live_ahead() -> dict | None:  # type: ignore[type-arg]
@@ -114,3 +122,4 @@ def test_a_zombie_attempt_is_refused_and_the_live_attempt_ends_well(
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         d.close()
+        stack.close()
