@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import tuneyard.spec
+import tuneyard.spec.study
 from tests.helpers import API, serve, study_spec
 from tests.unit.test_spec_cost import gated_ints
 from tuneyard.api.app import create_app
@@ -47,18 +47,18 @@ def grid_study() -> dict[str, Any]:
 
 
 class Counted:
-    """Counts the grid checks of study definitions (``tuneyard.spec.grid_size``, which only
-    the full check of a grid definition calls)."""
+    """Counts the grid checks of study definitions (``grid_size`` as the definition's checks
+    in ``tuneyard.spec.study`` call it: only the full check of a grid definition does)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = tuneyard.spec.grid_size
+        original = tuneyard.spec.study.grid_size
 
         def counted(space: Any) -> int:
             self.calls += 1
             return original(space)
 
-        monkeypatch.setattr(tuneyard.spec, "grid_size", counted)
+        monkeypatch.setattr(tuneyard.spec.study, "grid_size", counted)
 
 
 # -- (b) reads do not check the stored definition again --------------------------------------
@@ -102,14 +102,14 @@ def test_the_api_answers_while_a_definition_is_being_checked(
     /healthz and reads answer meanwhile. Were the check on the event loop, /healthz would
     wait for it, and the test would fail on its timeout."""
     entered, release = threading.Event(), threading.Event()
-    original = tuneyard.spec.grid_size
+    original = tuneyard.spec.study.grid_size
 
     def held(space: Any) -> int:
         entered.set()
         release.wait(60)
         return original(space)
 
-    monkeypatch.setattr(tuneyard.spec, "grid_size", held)
+    monkeypatch.setattr(tuneyard.spec.study, "grid_size", held)
     created: list[httpx.Response] = []
 
     def create() -> None:

@@ -1,0 +1,151 @@
+"""How a study searches and when it stops early: its sampler and its scheduler, with the
+options each one takes. See :mod:`tuneyard.spec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+
+from tuneyard.spec.params import StrictModel
+
+SamplerType = Literal["random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb"]
+
+# Which options each sampler reads; any other option given is an error that says so.
+SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
+    "random": frozenset(),
+    "grid": frozenset(),
+    "sobol": frozenset(),
+    "tpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar", "max_history"}),
+    "gp": frozenset({"n_startup", "n_candidates", "max_history"}),
+    "cmaes": frozenset({"n_startup", "sigma0", "popsize", "restarts"}),
+    "genetic": frozenset(
+        {
+            "population_size",
+            "tournament_size",
+            "crossover_rate",
+            "mutation_rate",
+            "mutation_scale",
+            "elitism",
+        }
+    ),
+    "bohb": frozenset(
+        {
+            "n_startup",
+            "gamma",
+            "n_candidates",
+            "random_fraction",
+            "bandwidth_factor",
+            "min_bandwidth",
+        }
+    ),
+}
+
+
+class SamplerSpec(StrictModel):
+    """How new configurations are chosen. Options left out take the sampler's default."""
+
+    type: SamplerType = "random"
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Model-based samplers: random configurations before the model is used.
+    n_startup: int | None = Field(default=None, ge=1, le=10_000)
+    # tpe, bohb: the fraction of observations modelled as "good".
+    gamma: float | None = Field(default=None, gt=0, le=0.5)
+    # tpe, gp, bohb: candidates scored by the acquisition function per suggestion.
+    n_candidates: int | None = Field(default=None, ge=1, le=100_000)
+    # tpe: running trials count as bad results, so parallel workers spread out.
+    constant_liar: bool | None = None
+    # gp: the most recent observations the Gaussian process is fitted on; tpe: the most
+    # recent trials outside the good set that its density of bad results is fitted on.
+    max_history: int | None = Field(default=None, ge=10, le=5_000)
+    # cmaes: initial step size in the unit cube; population size; restart with a doubled
+    # population when the search has converged (IPOP).
+    sigma0: float | None = Field(default=None, gt=0, le=1)
+    popsize: int | None = Field(default=None, ge=2, le=10_000)
+    restarts: bool | None = None
+    # genetic: see tuneyard.scheduler.samplers.genetic.
+    population_size: int | None = Field(default=None, ge=2, le=10_000)
+    tournament_size: int | None = Field(default=None, ge=1, le=100)
+    crossover_rate: float | None = Field(default=None, ge=0, le=1)
+    mutation_rate: float | None = Field(default=None, ge=0, le=1)
+    mutation_scale: float | None = Field(default=None, gt=0, le=1)
+    elitism: int | None = Field(default=None, ge=0, le=1_000)
+    # bohb: share of suggestions drawn at random; KDE bandwidth multiplier and floor.
+    random_fraction: float | None = Field(default=None, ge=0, le=1)
+    bandwidth_factor: float | None = Field(default=None, gt=0, le=100)
+    min_bandwidth: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_options(self) -> SamplerSpec:
+        allowed = SAMPLER_OPTIONS[self.type]
+        given = [
+            k
+            for k in type(self).model_fields
+            if k not in ("type", "seed") and getattr(self, k) is not None
+        ]
+        extra = [k for k in given if k not in allowed]
+        if extra:
+            takes = ", ".join(sorted(allowed)) or "no options"
+            raise ValueError(
+                f"{', '.join(extra)}: not an option of the {self.type} sampler (it takes {takes})"
+            )
+        if (
+            self.type == "genetic"
+            and self.elitism is not None
+            and self.population_size is not None
+            and self.elitism >= self.population_size
+        ):
+            raise ValueError(
+                f"elitism ({self.elitism}) must be smaller than population_size "
+                f"({self.population_size})"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only the options a study gave: a stored or returned definition reads as written.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k == "seed"}
+
+    def option(self, name: str, default: Any) -> Any:
+        """An option's value, or ``default`` when the study left it out."""
+        value = getattr(self, name)
+        return default if value is None else value
+
+
+class SchedulerSpec(StrictModel):
+    type: Literal["fifo", "median", "sha", "hyperband", "asha"] = "asha"
+    min_resource: float = Field(default=1, gt=0)
+    max_resource: float = Field(default=27, gt=0)
+    reduction_factor: int = Field(default=3, ge=2, le=100)
+    # asha: promotion pauses at each rung and resumes promoted trials from a checkpoint;
+    # stopping lets a trial run on unless it falls out of the top 1/eta of a rung.
+    mode: Literal["promotion", "stopping"] = "promotion"
+    # asha: number of asynchronous Hyperband brackets (1 is plain ASHA).
+    brackets: int = Field(default=1, ge=1, le=32)
+    # sha: configurations started per bracket (default: eta ** (number of rungs - 1)).
+    bracket_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    # median: trials that must have reached a step before the rule stops anyone there.
+    min_trials: int = Field(default=3, ge=1)
+    # median: evaluate every `interval` resource units from min_resource on (default min_resource).
+    interval: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SchedulerSpec:
+        if self.min_resource > self.max_resource:
+            raise ValueError(
+                f"min_resource ({self.min_resource}) must not be greater than "
+                f"max_resource ({self.max_resource})"
+            )
+        if self.max_resource / self.min_resource > 1e6:
+            raise ValueError("max_resource / min_resource must be at most 1e6")
+        if self.mode == "stopping" and self.type not in ("asha",):
+            raise ValueError(f"mode 'stopping' applies to asha only, not to {self.type}")
+        if self.brackets != 1 and self.type != "asha":
+            raise ValueError("brackets applies to asha only (hyperband chooses its own)")
+        if self.interval is not None and self.type != "median":
+            raise ValueError("interval applies to median only")
+        if self.bracket_size is not None and self.type != "sha":
+            raise ValueError("bracket_size applies to sha only")
+        return self

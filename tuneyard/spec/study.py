@@ -1,0 +1,165 @@
+"""The study definition itself: what to tune (its space), how to search, when to stop, its
+limits and what a worker runs. See :mod:`tuneyard.spec`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tuneyard.spec.algorithms import SamplerSpec, SchedulerSpec
+from tuneyard.spec.grid import GridTooComplex, grid_size
+from tuneyard.spec.params import (
+    MAX_GRID_POINTS,
+    MAX_PARAMS,
+    CategoricalParam,
+    Param,
+    Scalar,
+    StrictModel,
+    topological_order,
+)
+
+# A word of an execution.command, and the number of words.
+MAX_ARG_LENGTH = 4_096
+MAX_ARGS = 256
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class LimitsSpec(StrictModel):
+    max_trials: int = Field(default=100, ge=1, le=10_000_000)
+    max_concurrent: int = Field(default=4, ge=1, le=10_000)
+
+
+class ExecutionSpec(StrictModel):
+    entrypoint: str | None = Field(default=None, max_length=300)
+    command: list[Annotated[str, Field(max_length=MAX_ARG_LENGTH)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_ARGS
+    )
+    queue: str = Field(default="default", pattern=_NAME)
+    max_retries: int = Field(default=2, ge=0, le=100)
+    timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _check_entrypoint(cls, v: str | None) -> str | None:
+        if v is not None and not _ENTRYPOINT.match(v):
+            raise ValueError(f"entrypoint must look like 'package.module:function', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ExecutionSpec:
+        if self.entrypoint and self.command:
+            raise ValueError("give either entrypoint or command, not both")
+        return self
+
+
+class StudySpec(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    metric: str = Field(default="value", pattern=_NAME)
+    direction: Literal["minimize", "maximize"] = "minimize"
+    space: dict[str, Param] = Field(min_length=1, max_length=MAX_PARAMS)
+    sampler: SamplerSpec = SamplerSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    limits: LimitsSpec = LimitsSpec()
+    execution: ExecutionSpec | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _check_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not re.match(_NAME, name):
+                raise ValueError(
+                    f"parameter name {name!r} must start with a letter or '_' and use only "
+                    "letters, digits, '_', '.' or '-' (at most 64 characters)"
+                )
+        return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_once(
+        cls, data: Any, handler: ModelWrapValidatorHandler[StudySpec], info: ValidationInfo
+    ) -> StudySpec:
+        # A definition is checked once, when it is first built. Pydantic would run an "after"
+        # validator again on every instance placed in another model (a response) or read
+        # back; so the cross-field checks are skipped for an instance (frozen: it cannot have
+        # changed) and for a stored definition (checked when its study was created).
+        if isinstance(data, StudySpec):
+            return data
+        spec = handler(data)
+        if info.context is not _STORED:
+            spec._check_space()
+        return spec
+
+    def _check_space(self) -> None:
+        """The rules across fields: conditions name categorical parents and their choices,
+        form no cycle, and a grid is finite and small enough."""
+        choices = {
+            n: p.choice_index() for n, p in self.space.items() if isinstance(p, CategoricalParam)
+        }
+        for name, p in self.space.items():
+            for parent, values in p.when_values().items():
+                where = f"space.{name}.when.{parent}"
+                if parent == name:
+                    raise ValueError(f"{where}: a parameter cannot depend on itself")
+                if parent not in self.space:
+                    raise ValueError(f"{where}: names unknown parameter {parent!r}")
+                pp = self.space[parent]
+                if not isinstance(pp, CategoricalParam):
+                    raise ValueError(
+                        f"{where}: {parent!r} is a {pp.type} parameter; "
+                        "conditions may only name categorical parameters"
+                    )
+                for val in values:
+                    if (type(val), val) not in choices[parent]:
+                        raise ValueError(
+                            f"{where}: {val!r} is not one of {parent!r}'s choices "
+                            f"{_shorten(pp.choices)}"
+                        )
+        topological_order(self.space)  # raises on a cycle
+        if self.sampler.type == "grid":
+            for name, p in self.space.items():
+                if p.grid_size() is None:
+                    raise ValueError(
+                        f"space.{name}: grid search needs a step or grid_points "
+                        "for a continuous float parameter"
+                    )
+            try:
+                size = grid_size(self.space)
+            except GridTooComplex as exc:
+                raise ValueError(f"sampler: {exc}") from None
+            if size > MAX_GRID_POINTS:
+                raise ValueError(
+                    f"sampler: the grid has {float(size):.3g} points, more than the "
+                    f"{MAX_GRID_POINTS:,} that can be enumerated; add steps or narrow the space"
+                )
+
+    @classmethod
+    def from_stored(cls, data: Any) -> StudySpec:
+        """A definition this service stored, validated when its study was created.
+
+        Only the shape is parsed (linear in its size, in pydantic's core): the cross-field
+        checks and the count of a grid are not run again, so reading a study costs the same
+        whatever its space.
+        """
+        return cls.model_validate(data, context=_STORED)
+
+
+# The validation context of a stored definition (compared by identity: a client cannot send it).
+_STORED: dict[str, bool] = {"stored": True}
+
+
+def _shorten(values: list[Scalar], n: int = 10) -> str:
+    if len(values) <= n:
+        return repr(values)
+    return f"[{', '.join(repr(v) for v in values[:n])}, ... ({len(values)} in all)]"
