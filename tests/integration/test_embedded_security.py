@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tuneyard import embedded
+from tuneyard.embedded.processes import process
 
 
 def mode(path: Path) -> int:
@@ -143,7 +144,7 @@ def test_files_the_stack_processes_create_are_private(tmp_path: Path) -> None:
     log = data_dir / "child.log"
     made = data_dir / "made-by-child"
     cmd = ["sh", "-c", f"echo hi; echo data > '{made}'; mkdir '{data_dir / 'sub'}'"]
-    with embedded._process(cmd, dict(os.environ), log) as proc:
+    with process(cmd, dict(os.environ), log) as proc:
         proc.wait(timeout=30)
     assert mode(log) == 0o600 and mode(made) == 0o600 and mode(data_dir / "sub") == 0o700
     assert log.read_text() == "hi\n"
