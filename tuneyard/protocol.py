@@ -13,10 +13,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuneyard.spec import StudySpec
+from tuneyard.states import (
+    DecisionKind,
+    JobKind,
+    SettableStudyState,
+    StudyState,
+    TrialState,
+    WorkerState,
+)
 
-StudyState = Literal["running", "paused", "stopped", "completed"]
-TrialState = Literal["queued", "running", "paused", "completed", "stopped", "failed"]
-DecisionKind = Literal["continue", "pause", "stop", "complete"]
 # Integer columns: ids are 64 bits, counters 32.
 MAX_ID = 2**63 - 1
 MAX_INT32 = 2**31 - 1
@@ -81,7 +86,7 @@ class StudyPage(BaseModel):
 
 
 class StudyPatch(_In):
-    state: Literal["running", "paused", "stopped"]
+    state: SettableStudyState
 
 
 class ReportIn(_AttemptIn):
@@ -164,7 +169,7 @@ class Assignment(BaseModel):
     resource_from: float
     resource_to: float
     checkpoint: str | None
-    kind: Literal["new", "resume"]
+    kind: JobKind
     reason: str
     attempt: int = Field(default=1, description="this run's number among the trial's attempts")
     lease_seconds: float | None = Field(
@@ -266,7 +271,7 @@ class WorkerOut(BaseModel):
     queue: str | None
     slots: int
     gpus: list[GpuInfo]
-    state: Literal["active", "lost", "stopped"]
+    state: WorkerState
     trial_id: int | None
     started_at: datetime
     last_seen_at: datetime

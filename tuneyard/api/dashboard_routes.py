@@ -21,11 +21,12 @@ from starlette.concurrency import run_in_threadpool
 from tuneyard.api.auth import READ, STREAM, CallerDep
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
-from tuneyard.api.schemas import GpuInfo, StudyState, TrialOut, TrialState
+from tuneyard.api.schemas import GpuInfo, TrialOut
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
 from tuneyard.service.tokens import StreamTickets
 from tuneyard.spec import StudySpec
+from tuneyard.states import AttemptState, LogKind, StudyState, TrialState, WorkerState
 
 # Read scope, by the Authorization header.
 router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"], dependencies=[READ])
@@ -120,7 +121,7 @@ class History(BaseModel):
 
 class Mark(BaseModel):
     step: float | None
-    kind: str
+    kind: LogKind
     reason: str
 
 
@@ -177,7 +178,7 @@ class AttemptDetail(BaseModel):
     worker: str | None
     host: str | None
     gpus: list[GpuInfo]
-    state: str
+    state: AttemptState
     started_at: datetime
     ended_at: datetime | None
     duration_s: float | None = Field(description="so far, for an attempt still running")
@@ -209,7 +210,7 @@ class WorkerCard(BaseModel):
     pid: int | None
     queue: str | None
     slots: int
-    state: str = Field(description="active, lost (silent for a lease) or stopped")
+    state: WorkerState = Field(description="active, lost (silent for a lease) or stopped")
     online: bool
     gpus: list[GpuInfo]
     trial_id: int | None
@@ -334,7 +335,7 @@ def importance(study_id: Id, dash: DashboardDep) -> Importance:
 def version(study_id: Id, dash: DashboardDep) -> VersionOut:
     """The study's version: it changes whenever the study or one of its trials does."""
     v = dash.version(study_id)
-    return VersionOut(version=v.token, state=v.state)  # type: ignore[arg-type]
+    return VersionOut(version=v.token, state=StudyState(v.state))
 
 
 @router.post(

@@ -37,6 +37,7 @@ from tuneyard.api.schemas import (
     TrialSummary,
 )
 from tuneyard.service.studies import StudyView, TrialDetail
+from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
 
 router = APIRouter(prefix="/api/v1")
@@ -67,7 +68,7 @@ def _study_out(v: StudyView) -> StudyOut:
     return StudyOut(
         id=st.id,
         name=st.name,
-        state=st.state,  # type: ignore[arg-type]
+        state=StudyState(st.state),
         spec=v.spec,  # as stored: checked when the study was created, not on each read
         created_at=st.created_at,
         updated_at=st.updated_at,
@@ -314,7 +315,7 @@ async def next_job(
         resource_from=t.resource_from,
         resource_to=t.resource_to,
         checkpoint=t.checkpoint,
-        kind=res.kind,  # type: ignore[arg-type]
+        kind=res.kind,
         reason=res.reason,
         attempt=t.attempts,
         lease_seconds=settings.lease_seconds,

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from tuneyard.client import ApiError, Client, Unreachable
 from tuneyard.settings import Settings
+from tuneyard.states import TrialState
 
 T = TypeVar("T")
 
@@ -51,8 +52,6 @@ ApiOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 _global: dict[str, str | None] = {"api": None}
-
-TRIAL_STATES = ("queued", "running", "paused", "completed", "stopped", "failed")
 
 
 @app.callback()
@@ -133,8 +132,8 @@ def _params(p: dict[str, Any]) -> str:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    known = [s for s in TRIAL_STATES if counts.get(s)]
-    other = [s for s in counts if s not in TRIAL_STATES and counts[s]]
+    known = [s.value for s in TrialState if counts.get(s)]
+    other = [s for s in counts if s not in TrialState._value2member_map_ and counts[s]]
     return ", ".join(f"{counts[s]} {s}" for s in (*known, *other)) or "none"
 
 

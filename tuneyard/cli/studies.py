@@ -36,19 +36,11 @@ from tuneyard.cli.common import (
     trials_app,
 )
 from tuneyard.progress import trials_done, watch_study
+from tuneyard.states import StudyState, TrialState
 
 if TYPE_CHECKING:
     from tuneyard.protocol import StudyOut, TrialSummary
     from tuneyard.spec import StudySpec
-
-
-class TrialState(StrEnum):
-    queued = "queued"
-    running = "running"
-    paused = "paused"
-    completed = "completed"
-    stopped = "stopped"
-    failed = "failed"
 
 
 class ExportFormat(StrEnum):
@@ -222,7 +214,7 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"    {escape(k)} = {escape(_fmt(v))}")
 
 
-def _set_state(study_id: int, state: str, api: str | None, as_json: bool) -> None:
+def _set_state(study_id: int, state: StudyState, api: str | None, as_json: bool) -> None:
     s = _call(api, lambda c: c.set_study_state(study_id, state))
     if as_json:
         _dump(s)
@@ -233,19 +225,19 @@ def _set_state(study_id: int, state: str, api: str | None, as_json: bool) -> Non
 @study_app.command("pause")
 def study_pause(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Pause: no new work is handed out until resumed."""
-    _set_state(study_id, "paused", api, as_json)
+    _set_state(study_id, StudyState.PAUSED, api, as_json)
 
 
 @study_app.command("resume")
 def study_resume(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Resume a paused study."""
-    _set_state(study_id, "running", api, as_json)
+    _set_state(study_id, StudyState.RUNNING, api, as_json)
 
 
 @study_app.command("stop")
 def study_stop(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
     """Stop for good: paused trials end, running ones stop at their next report."""
-    _set_state(study_id, "stopped", api, as_json)
+    _set_state(study_id, StudyState.STOPPED, api, as_json)
 
 
 @study_app.command("delete")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-DecisionKind = Literal["continue", "pause", "stop", "complete"]
+from tuneyard.states import DecisionKind
+
+__all__ = ["Decision", "DecisionKind", "Placement", "Promotion", "RungRecord", "fmt"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Decision:
 
     @classmethod
     def go_on(cls, reason: str = "continue", resource_to: float | None = None) -> Decision:
-        return cls("continue", reason, resource_to=resource_to)
+        return cls(DecisionKind.CONTINUE, reason, resource_to=resource_to)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tuneyard.scheduler.board import Board, BracketInfo
-from tuneyard.scheduler.decisions import Decision, Placement, Promotion, RungRecord
+from tuneyard.scheduler.decisions import (
+    Decision,
+    DecisionKind,
+    Placement,
+    Promotion,
+    RungRecord,
+)
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 
 
@@ -105,7 +111,7 @@ class Engine:
         for rec in records:
             board.record(rec.bracket, rec.rung, trial.trial_id, rec.score)
         decision = sched.decide(trial, step, score, list(records), board)
-        if decision.kind == "continue" and decision.promoted_from is not None:
+        if decision.kind == DecisionKind.CONTINUE and decision.promoted_from is not None:
             board.mark_promoted(trial.bracket, decision.promoted_from, trial.trial_id)
         return Outcome(records, decision)
 
@@ -116,7 +122,7 @@ class Engine:
         if self.scheduler.milestones(trial, step, score):
             return None
         decision = self.scheduler.decide(trial, step, score, [], board)
-        if decision.kind != "continue" or decision.promoted_from is not None:
+        if decision.kind != DecisionKind.CONTINUE or decision.promoted_from is not None:
             return None
         return decision
 

@@ -24,6 +24,7 @@ from tuneyard.scheduler.decisions import Decision, Promotion
 from tuneyard.scheduler.engine import Engine
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
+from tuneyard.states import DecisionKind, LogKind, TrialState
 
 Params = dict[str, Any]
 
@@ -35,7 +36,7 @@ class SimTrial:
     params: Params
     bracket: int
     base: int
-    state: str = "running"
+    state: TrialState = TrialState.RUNNING
     rung: int = -1
     resource_from: float = 0.0
     resource_to: float = 0.0
@@ -70,7 +71,7 @@ class SimResult:
     exhausted: bool = False
 
     def best(self) -> SimTrial | None:
-        done = [t for t in self.trials if t.state == "completed" and t.history]
+        done = [t for t in self.trials if t.state == TrialState.COMPLETED and t.history]
         return min(done, key=lambda t: t.history[-1][1]) if done else None
 
 
@@ -133,7 +134,9 @@ class Simulator:
         self.now = 0.0
 
     # -- the service's part --------------------------------------------------------------
-    def _log(self, kind: str, t: SimTrial, rung: int | None, detail: str, snap: Any = ()) -> None:
+    def _log(
+        self, kind: LogKind, t: SimTrial, rung: int | None, detail: str, snap: Any = ()
+    ) -> None:
         self.events.append(Event(self.now, kind, t.trial_id, rung, detail, snap))
         t.decisions.append((self.now, kind, detail))
 
@@ -148,9 +151,9 @@ class Simulator:
         if promo is not None:
             t = self.trials[promo.trial_id]
             snap = self._snapshot(promo.bracket, promo.from_rung)
-            t.state = "running"
+            t.state = TrialState.RUNNING
             t.resource_from, t.resource_to = promo.resource_from, promo.resource_to
-            self._log("promote", t, promo.from_rung, promo.reason, snap)
+            self._log(LogKind.PROMOTE, t, promo.from_rung, promo.reason, snap)
             return t
         if len(self.trials) >= self.max_trials:
             return None
@@ -160,7 +163,7 @@ class Simulator:
         if admission.opened is not None:
             self.brackets_opened += 1
         if self.sampler is not None:
-            running = [x.params for x in self.trials if x.state == "running"]
+            running = [x.params for x in self.trials if x.state == TrialState.RUNNING]
             params = self.sampler.suggest(number, running)
         else:
             params = self.suggest(number)
@@ -174,17 +177,17 @@ class Simulator:
             resource_to=placement.resource_to,
         )
         self.trials.append(t)
-        self._log("start", t, None, placement.reason)
+        self._log(LogKind.START, t, None, placement.reason)
         return t
 
-    def _end(self, t: SimTrial, kind: str, rung: int | None, detail: str) -> None:
+    def _end(self, t: SimTrial, kind: DecisionKind, rung: int | None, detail: str) -> None:
         """Move ``t`` to its final state (``kind`` is stop or complete) and tell the caller."""
-        if t.state == "running":
+        if t.state == TrialState.RUNNING:
             self.engine.job_ended(
-                t.bracket, t.rung, t.base, t.resource_to, kind == "complete", self.board
+                t.bracket, t.rung, t.base, t.resource_to, kind == DecisionKind.COMPLETE, self.board
             )
-        t.state = "stopped" if kind == "stop" else "completed"
-        self._log(kind, t, rung, detail)
+        t.state = TrialState.STOPPED if kind == DecisionKind.STOP else TrialState.COMPLETED
+        self._log(LogKind(kind), t, rung, detail)
         if self.on_end is not None:
             self.on_end(t)
 
@@ -213,17 +216,17 @@ class Simulator:
             t.rung = rec.rung
             self._observe(t, self.sched.resources[rec.rung], score)
         d = outcome.decision
-        if d.kind in ("stop", "complete"):
+        if d.kind in (DecisionKind.STOP, DecisionKind.COMPLETE):
             self._observe(t, step, score)
-        if d.kind == "continue" and d.promoted_from is not None:
+        if d.kind == DecisionKind.CONTINUE and d.promoted_from is not None:
             snap = self._snapshot(t.bracket, d.promoted_from)
             t.resource_to = d.resource_to or t.resource_to
-            self._log("promote", t, d.promoted_from, d.reason, snap)
-        elif d.kind == "pause":
-            t.state = "paused"
+            self._log(LogKind.PROMOTE, t, d.promoted_from, d.reason, snap)
+        elif d.kind == DecisionKind.PAUSE:
+            t.state = TrialState.PAUSED
             self.board.set_waiting(t.bracket, t.rung, t.trial_id, True)
-            self._log("pause", t, d.rung, d.reason)
-        elif d.kind in ("stop", "complete"):
+            self._log(LogKind.PAUSE, t, d.rung, d.reason)
+        elif d.kind in (DecisionKind.STOP, DecisionKind.COMPLETE):
             self._end(t, d.kind, d.rung, d.reason)
         return d
 
@@ -258,11 +261,11 @@ class Simulator:
             t.trained += self.step
             spent += self.step
             d = self._report(t, step)
-            more = d.kind == "continue" and step < t.resource_to - 1e-9
-            if d.kind == "continue" and not more:
+            more = d.kind == DecisionKind.CONTINUE and step < t.resource_to - 1e-9
+            if d.kind == DecisionKind.CONTINUE and not more:
                 # The job reached its end without a terminal decision (FIFO without rungs).
                 self._observe(t, step, t.history[-1][1])
-                self._end(t, "complete", None, "job finished")
+                self._end(t, DecisionKind.COMPLETE, None, "job finished")
             if self.budget is not None and spent >= self.budget - 1e-9:
                 # Spent: nothing more starts, and the steps in flight are cut.
                 exhausted = True
@@ -274,9 +277,11 @@ class Simulator:
             fill()
         # What never got promoted is stopped when the study ends, and so is what the budget cut.
         for t in self.trials:
-            if t.state == "paused":
-                self._end(t, "stop", t.rung, "not promoted: the study finished")
-            elif t.state == "running" and exhausted:
-                self._end(t, "stop", t.rung if t.rung >= 0 else None, "the budget is spent")
+            if t.state == TrialState.PAUSED:
+                self._end(t, DecisionKind.STOP, t.rung, "not promoted: the study finished")
+            elif t.state == TrialState.RUNNING and exhausted:
+                self._end(
+                    t, DecisionKind.STOP, t.rung if t.rung >= 0 else None, "the budget is spent"
+                )
         used = sum(t.trained for t in self.trials)
         return SimResult(self.trials, self.events, self.now, used, exhausted)

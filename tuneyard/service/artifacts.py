@@ -22,6 +22,7 @@ from tuneyard.checkpoint_archive import BadArchive, check_archive
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StaleAttempt
 from tuneyard.service.checkpoint_locations import uploaded_folder
 from tuneyard.service.context import Toolkit
+from tuneyard.states import TrialState
 from tuneyard.store.models import Trial, TrialLog
 
 # Output kept per trial, all attempts together; beyond it a marker says what was dropped.
@@ -137,7 +138,7 @@ class CheckpointFiles:
 
     async def put(self, trial_id: int, body: AsyncIterator[bytes], limit: int) -> str:
         trial = self._trial(trial_id)
-        if trial.state != "running":
+        if trial.state != TrialState.RUNNING:
             raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial uploads")
         folder = self._dir(trial)
         folder.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from tuneyard.protocol import PENDING_KEY, SLOT_JOB
 from tuneyard.service.context import Toolkit
 from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
+from tuneyard.states import StudyState
 from tuneyard.store.models import Study
 
 log = logging.getLogger("tuneyard.dispatcher")
@@ -66,7 +67,7 @@ class Dispatcher:
             log.info("reaped expired leases in studies %s", reaped)
         with self.kit.transaction() as s:
             rows = s.execute(
-                select(Study.id, Study.spec, Study.active).where(Study.state == "running")
+                select(Study.id, Study.spec, Study.active).where(Study.state == StudyState.RUNNING)
             ).all()
         fills = []
         for study_id, raw, active in rows:

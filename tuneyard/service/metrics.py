@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneyard.redact import redact_url
 from tuneyard.service.workers import LOST_AFTER_LEASES
+from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState, WorkerState
 from tuneyard.store.models import Study, Trial, Worker
 
 if TYPE_CHECKING:
@@ -43,10 +44,10 @@ log = logging.getLogger("tuneyard.metrics")
 
 R = TypeVar("R")
 
-DECISION_KINDS = ("start", "promote", "pause", "stop", "complete", "fail", "retry", "release")
-REPORT_DECISIONS = ("continue", "pause", "stop", "complete")
+DECISION_KINDS = tuple(LogKind)
+REPORT_DECISIONS = tuple(DecisionKind)
 # Studies whose trials are shown by ``tuneyard_trials``: finished ones would only add series.
-LIVE_STUDY_STATES = ("running", "paused")
+LIVE_STUDY_STATES = (StudyState.RUNNING, StudyState.PAUSED)
 # RQ's own bookkeeping: the set of queue keys, and the prefix of each queue's job list.
 RQ_QUEUES_KEY = "rq:queues"
 RQ_QUEUE_PREFIX = "rq:queue:"
@@ -121,9 +122,9 @@ class Metrics:
             self.reports.labels(decision=label).inc()
             return
         self.decisions.labels(kind=label).inc()
-        if label == "promote":
+        if label == LogKind.PROMOTE:
             self.promotions.inc()
-        elif label == "start":
+        elif label == LogKind.START:
             self.trials_started.inc()
 
 
@@ -133,7 +134,7 @@ def _defer(kit: Toolkit, s: Session, name: str, label: str) -> None:
         s.info.setdefault(_PENDING, []).append((name, label))
 
 
-def decided(kit: Toolkit, s: Session, kind: str) -> None:
+def decided(kit: Toolkit, s: Session, kind: LogKind) -> None:
     """Count a decision logged in ``s`` (and a promotion or a start), once ``s`` commits."""
     _defer(kit, s, "decision", kind)
 
@@ -212,7 +213,7 @@ class StateCollector(Collector):
             stale = s.scalar(
                 select(func.count())
                 .select_from(Trial)
-                .where(Trial.state == "running", Trial.lease_expires_at < now)
+                .where(Trial.state == TrialState.RUNNING, Trial.lease_expires_at < now)
             )
 
         by_state = GaugeMetricFamily(
@@ -223,12 +224,12 @@ class StateCollector(Collector):
         for study_id, state, n in trials:
             by_state.add_metric([str(study_id), state], float(n))
 
-        counts = {"active": 0.0, "lost": 0.0}
+        counts = {WorkerState.ACTIVE.value: 0.0, WorkerState.LOST.value: 0.0}
         for state, n, silent in workers:
-            if state == "active":
+            if state == WorkerState.ACTIVE:
                 # An active worker silent for longer than a lease is shown as lost.
-                counts["lost"] += float(silent or 0)
-                counts["active"] += float(n) - float(silent or 0)
+                counts[WorkerState.LOST] += float(silent or 0)
+                counts[WorkerState.ACTIVE] += float(n) - float(silent or 0)
             else:
                 counts[state] = counts.get(state, 0.0) + float(n)
         online = GaugeMetricFamily(

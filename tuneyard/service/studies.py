@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from tuneyard.errors import InvalidRequest, InvalidTransition, NotFound
+from tuneyard.errors import InvalidRequest, NotFound
 from tuneyard.service.context import StudyContext, Toolkit
-from tuneyard.service.transitions import STUDY_TRANSITIONS, TRIAL_STATES
+from tuneyard.service.transitions import check_study, move_study
 from tuneyard.spec import StudySpec
+from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
 
 TRIAL_ORDERS = ("number", "-number", "value", "-value")
@@ -104,7 +105,7 @@ class StudyService:
         with self.kit.transaction() as s:
             study = Study(
                 name=spec.name,
-                state="running",
+                state=StudyState.RUNNING,
                 spec=spec.model_dump(mode="json"),
                 direction=spec.direction,
                 metric=spec.metric,
@@ -127,7 +128,7 @@ class StudyService:
         return study
 
     def _view(self, s: Session, study: Study) -> StudyView:
-        counts = {state: 0 for state in TRIAL_STATES}
+        counts = {state.value: 0 for state in TrialState}
         for state, n in s.execute(
             select(Trial.state, func.count())
             .where(Trial.study_id == study.id)
@@ -139,7 +140,7 @@ class StudyService:
             select(Trial)
             .where(
                 Trial.study_id == study.id,
-                Trial.state == "completed",
+                Trial.state == TrialState.COMPLETED,
                 Trial.value.is_not(None),
             )
             .order_by(order, Trial.id)
@@ -157,6 +158,8 @@ class StudyService:
             return [self._view(s, st) for st in rows], nxt
 
     def set_state(self, study_id: int, state: str) -> StudyView:
+        """Pause, resume or stop a study, as the table of its transitions allows; stopping
+        stops its trials that wait (paused or queued) too."""
         from tuneyard.service.trials import TrialService
 
         with self.kit.transaction() as s:
@@ -169,15 +172,12 @@ class StudyService:
             if study is None:
                 raise NotFound(f"study {study_id} does not exist")
             if study.state != state:
-                if state not in STUDY_TRANSITIONS.get(study.state, frozenset()):
-                    raise InvalidTransition(
-                        f"state: study {study_id} is {study.state} and cannot become {state}",
-                        field="state",
-                    )
-                if state == "stopped":
-                    TrialService(self.kit)._finish(s, study, "stopped", "stopped by request")
+                check_study(study_id, study.state, state)
+                if state == StudyState.STOPPED:
+                    stopped, why = StudyState.STOPPED, "stopped by request"
+                    TrialService(self.kit)._finish(s, study, stopped, why)
                 else:
-                    study.state = state
+                    move_study(study, StudyState(state))
             return self._view(s, study)
 
     def delete(self, study_id: int) -> None:
@@ -198,9 +198,9 @@ class StudyService:
             raise InvalidRequest(
                 f"order: must be one of {', '.join(TRIAL_ORDERS)}, got {order!r}", field="order"
             )
-        if state is not None and state not in TRIAL_STATES:
+        if state is not None and state not in TrialState._value2member_map_:
             raise InvalidRequest(
-                f"state: must be one of {', '.join(TRIAL_STATES)}, got {state!r}", field="state"
+                f"state: must be one of {', '.join(TrialState)}, got {state!r}", field="state"
             )
         with self.kit.transaction() as s:
             self._get(s, study_id)

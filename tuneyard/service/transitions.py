@@ -1,32 +1,81 @@
-"""The states of trials and studies and the transitions allowed between them.
+"""The moves allowed between the states of a trial and of a study, and the one guard every
+change of a trial's state goes through.
 
-``STUDY_TRANSITIONS`` guards a change of a study's state (``PATCH /studies/{id}``).
-``TRIAL_TRANSITIONS`` is the trial's state machine as designed; the service's updates of a
-trial's state do not consult it yet.
+The tables list exactly the moves the service makes; :func:`move` is how the service changes a
+trial's state, and :func:`check_study` guards a change of a study's. The rows are locked where
+they change (the study's row lock, the trial's ``SELECT … FOR UPDATE``), so the state read is the
+row's current state and the check is the compare half of a compare-and-set: a move the table
+does not allow raises :class:`~tuneyard.errors.InvalidTransition` before anything is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
-TRIAL_STATES: Final = ("queued", "running", "paused", "completed", "stopped", "failed")
-FINAL_STATES: Final = frozenset({"completed", "stopped", "failed"})
+from tuneyard.errors import InvalidTransition
+from tuneyard.states import StudyState, TrialState
+from tuneyard.store.models import Study, Trial
 
-TRIAL_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    # queued: handed to a queue, not yet started by a worker (used by the dispatcher).
-    "queued": frozenset({"running", "stopped", "failed"}),
-    # running -> queued: the attempt died and the trial is retried.
-    "running": frozenset({"queued", "paused", "completed", "stopped", "failed"}),
-    # paused -> running: promoted and resumed; paused -> stopped: never promoted.
-    "paused": frozenset({"running", "stopped", "failed"}),
-    "completed": frozenset(),
-    "stopped": frozenset(),
-    "failed": frozenset(),
+Q, R, P = TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED
+C, S, F = TrialState.COMPLETED, TrialState.STOPPED, TrialState.FAILED
+
+# A new trial starts running (it is created with its first attempt), so no move leads to it.
+TRIAL_TRANSITIONS: Final[Mapping[TrialState, frozenset[TrialState]]] = {
+    # queued (a retry or a trial handed back): a worker takes it, or the study ends first.
+    Q: frozenset({R, S}),
+    # running -> queued: the attempt failed with retries left, or was handed back;
+    # running -> paused: it saved its checkpoint at a rung, waiting for a promotion.
+    R: frozenset({Q, P, C, S, F}),
+    # paused -> running: promoted and resumed; paused -> stopped: the study ended first.
+    P: frozenset({R, S}),
+    C: frozenset(),
+    S: frozenset(),
+    F: frozenset(),
 }
 
-STUDY_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
-    "running": frozenset({"paused", "stopped", "completed"}),
-    "paused": frozenset({"running", "stopped"}),
-    "stopped": frozenset(),
-    "completed": frozenset(),
+STUDY_TRANSITIONS: Final[Mapping[StudyState, frozenset[StudyState]]] = {
+    StudyState.RUNNING: frozenset({StudyState.PAUSED, StudyState.STOPPED, StudyState.COMPLETED}),
+    StudyState.PAUSED: frozenset({StudyState.RUNNING, StudyState.STOPPED}),
+    StudyState.STOPPED: frozenset(),
+    StudyState.COMPLETED: frozenset(),
 }
+
+
+def trial_may(from_: str, to: str) -> bool:
+    """Whether the table allows a trial that is ``from_`` to become ``to``."""
+    known = from_ in TrialState._value2member_map_
+    return known and to in TRIAL_TRANSITIONS[TrialState(from_)]
+
+
+def study_may(from_: str, to: str) -> bool:
+    """Whether the table allows a study that is ``from_`` to become ``to``."""
+    known = from_ in StudyState._value2member_map_
+    return known and to in STUDY_TRANSITIONS[StudyState(from_)]
+
+
+def check_trial(trial_id: int, from_: str, to: str) -> None:
+    """Refuse (:class:`InvalidTransition`) a move of a trial the table does not allow."""
+    if not trial_may(from_, to):
+        raise InvalidTransition(f"trial {trial_id} is {from_} and cannot become {to}")
+
+
+def check_study(study_id: int, from_: str, to: str) -> None:
+    """Refuse (:class:`InvalidTransition`) a move of a study the table does not allow."""
+    if not study_may(from_, to):
+        raise InvalidTransition(
+            f"state: study {study_id} is {from_} and cannot become {to}", field="state"
+        )
+
+
+def move(trial: Trial, to: TrialState) -> None:
+    """Set the state of ``trial``, its row locked by the caller, to ``to`` when the table
+    allows the move from its current state; else :class:`InvalidTransition`, nothing set."""
+    check_trial(trial.id, trial.state, to)
+    trial.state = to
+
+
+def move_study(study: Study, to: StudyState) -> None:
+    """The same for a study, its row locked by the caller."""
+    check_study(study.id, study.state, to)
+    study.state = to

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from tuneyard.errors import NotFound
 from tuneyard.service.context import Toolkit
+from tuneyard.states import WorkerState
 from tuneyard.store.models import Worker
 
 # A worker that sent nothing for this many lease periods is listed as lost.
@@ -47,7 +48,7 @@ class WorkerService:
             w.queue = info.queue
             w.slots = info.slots
             w.gpus = list(info.gpus)
-            w.state = "active"
+            w.state = WorkerState.ACTIVE
             w.trial_id = None
             w.started_at = now
             w.last_seen_at = now
@@ -62,8 +63,9 @@ class WorkerService:
                 raise NotFound(f"worker {worker_id} is not registered")
             w.last_seen_at = self.kit.clock()
             w.trial_id = trial_id
-            if w.state != "active":
-                w.state, w.stopped_at = "active", None  # back after being given up as lost
+            if w.state != WorkerState.ACTIVE:
+                # Back after being given up as lost.
+                w.state, w.stopped_at = WorkerState.ACTIVE, None
             return w
 
     def stop(self, worker_id: int) -> Worker:
@@ -72,7 +74,8 @@ class WorkerService:
             if w is None:
                 raise NotFound(f"worker {worker_id} is not registered")
             now = self.kit.clock()
-            w.state, w.trial_id, w.stopped_at, w.last_seen_at = "stopped", None, now, now
+            w.state, w.trial_id, w.stopped_at = WorkerState.STOPPED, None, now
+            w.last_seen_at = now
             return w
 
     def list(self, include_stopped: bool = False, limit: int = 500) -> list[Worker]:
@@ -80,13 +83,13 @@ class WorkerService:
         with self.kit.transaction() as s:
             q = select(Worker).order_by(Worker.name).limit(limit)
             if not include_stopped:
-                q = q.where(Worker.state != "stopped")
+                q = q.where(Worker.state != WorkerState.STOPPED)
             rows = list(s.scalars(q))
             s.expunge_all()
         cutoff = self.kit.clock() - timedelta(
             seconds=self.kit.settings.lease_seconds * LOST_AFTER_LEASES
         )
         for w in rows:
-            if w.state == "active" and w.last_seen_at < cutoff:
-                w.state = "lost"
+            if w.state == WorkerState.ACTIVE and w.last_seen_at < cutoff:
+                w.state = WorkerState.LOST
         return rows

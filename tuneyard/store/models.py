@@ -23,6 +23,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import text
 from sqlalchemy.types import TypeDecorator
 
+from tuneyard.states import AttemptState, StudyState, WorkerState
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -66,7 +68,9 @@ class Study(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(16), default="running")
+    # The states, decision kinds and log kinds of these tables are the StrEnums of
+    # tuneyard.states, stored as their strings (the columns stay strings).
+    state: Mapped[str] = mapped_column(String(16), default=StudyState.RUNNING)  # StudyState
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     direction: Mapped[str] = mapped_column(String(8))
     metric: Mapped[str] = mapped_column(String(64))
@@ -89,6 +93,7 @@ class Trial(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
+    # A TrialState, changed only by tuneyard.service.transitions.move.
     state: Mapped[str] = mapped_column(String(16))
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     bracket: Mapped[int] = mapped_column(Integer, default=0)
@@ -103,7 +108,8 @@ class Trial(Base):
     best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     score_sum: Mapped[float] = mapped_column(Float, default=0.0)
     score_count: Mapped[int] = mapped_column(Integer, default=0)
-    # A pause decided by a report, not yet acknowledged by the worker (checkpoint not saved).
+    # DecisionKind.PAUSE when a report decided a pause the worker has not acknowledged yet
+    # (its checkpoint not saved), else None.
     pending: Mapped[str | None] = mapped_column(String(16), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -144,7 +150,7 @@ class Report(Base):
     step: Mapped[float] = mapped_column(Float)
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
-    decision: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(16))  # DecisionKind
     reason: Mapped[str] = mapped_column(Text)
     resource_to: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -223,7 +229,7 @@ class DecisionLog(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # LogKind
     reason: Mapped[str] = mapped_column(Text)
     rung: Mapped[int | None] = mapped_column(Integer, nullable=True)
     resource: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -243,7 +249,8 @@ class Attempt(Base):
     number: Mapped[int] = mapped_column(Integer)
     resource_from: Mapped[float] = mapped_column(Float)
     resource_to: Mapped[float] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(16), default="running")
+    # AttemptState: running until the attempt ends (ended_at set) in the state it ended in.
+    state: Mapped[str] = mapped_column(String(16), default=AttemptState.RUNNING)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -290,7 +297,7 @@ class Worker(Base):
     slots: Mapped[int] = mapped_column(Integer, default=1)
     # [{"index": "0", "name": "NVIDIA H100", "memory_mib": 81559}], empty on a CPU slot.
     gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(16), default="active")
+    state: Mapped[str] = mapped_column(String(16), default=WorkerState.ACTIVE)  # WorkerState
     trial_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,7 +12,7 @@ trials are dealt to brackets round-robin, so the assignment depends only on the 
 from __future__ import annotations
 
 from tuneyard.scheduler.board import Board, BracketInfo
-from tuneyard.scheduler.decisions import Decision, Promotion, RungRecord
+from tuneyard.scheduler.decisions import Decision, DecisionKind, Promotion, RungRecord
 from tuneyard.scheduler.schedulers.base import TrialView, ceil_div
 from tuneyard.scheduler.schedulers.halving import HalvingScheduler
 
@@ -48,7 +48,7 @@ class ASHA(HalvingScheduler):
                 return self._complete(step)
             keep, why = self._keep_in_top(rec.bracket, rec.rung, score, board)
             if not keep:
-                return Decision("stop", f"stopped at {why}", rung=rec.rung)
+                return Decision(DecisionKind.STOP, f"stopped at {why}", rung=rec.rung)
         if records:
             return Decision.go_on(f"continues past {why}", resource_to=trial.resource_to)
         return Decision.go_on(resource_to=trial.resource_to)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tuneyard.scheduler.board import Board, BracketInfo
 from tuneyard.scheduler.decisions import (
     Decision,
+    DecisionKind,
     Placement,
     Promotion,
     RungRecord,
@@ -116,7 +117,7 @@ class Scheduler(ABC):
     # -- helpers -------------------------------------------------------------------------
     def _complete(self, step: float) -> Decision:
         return Decision(
-            "complete",
+            DecisionKind.COMPLETE,
             f"reached max_resource {fmt(self.ladder.max_resource)}",
             resource_to=self.ladder.max_resource,
             rung=self.ladder.top,

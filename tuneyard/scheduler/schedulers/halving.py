@@ -13,7 +13,7 @@ Cost: per rung, one ``best_candidate`` lookup and one comparison with the rung's
 from __future__ import annotations
 
 from tuneyard.scheduler.board import Board, BracketInfo, Entry
-from tuneyard.scheduler.decisions import Decision, Promotion, RungRecord, fmt
+from tuneyard.scheduler.decisions import Decision, DecisionKind, Promotion, RungRecord, fmt
 from tuneyard.scheduler.rungs import Ladder, geometric_rungs
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 
@@ -106,7 +106,7 @@ class HalvingScheduler(Scheduler):
         promo = self._find(board, include=trial.trial_id)
         if promo is not None and promo.trial_id == trial.trial_id:
             return Decision(
-                "continue",
+                DecisionKind.CONTINUE,
                 promo.reason + " (on the spot)",
                 resource_to=promo.resource_to,
                 rung=k,
@@ -124,7 +124,7 @@ class HalvingScheduler(Scheduler):
                 f"{self.value(score)} is not in the top {n // self.eta} of {n} "
                 f"(1/{self.eta}{cut_txt})"
             )
-        return Decision("pause", f"paused at {self.rung_name(k)}: {why}", rung=k)
+        return Decision(DecisionKind.PAUSE, f"paused at {self.rung_name(k)}: {why}", rung=k)
 
     def _bracket_rung_complete(self, index: int, k: int, board: Board) -> bool:
         for b in board.brackets():

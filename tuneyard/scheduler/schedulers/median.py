@@ -11,7 +11,7 @@ entry, kept up to date by the store, never a scan of all trials.
 from __future__ import annotations
 
 from tuneyard.scheduler.board import Board
-from tuneyard.scheduler.decisions import Decision, RungRecord
+from tuneyard.scheduler.decisions import Decision, DecisionKind, RungRecord
 from tuneyard.scheduler.rungs import Ladder, linear_rungs
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 
@@ -48,7 +48,7 @@ class MedianStopping(Scheduler):
             median = cut.score
             if trial.best_score > median:
                 return Decision(
-                    "stop",
+                    DecisionKind.STOP,
                     f"stopped at {self.rung_name(rec.rung)}: best {self.value(trial.best_score)} "
                     f"is worse than the median {self.value(median)} of {n} running averages",
                     rung=rec.rung,

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from tuneyard.errors import NotFound
 from tuneyard.lru import LRU
 from tuneyard.service.context import Toolkit
-from tuneyard.service.transitions import FINAL_STATES
+from tuneyard.states import FINAL_TRIAL_STATES
 from tuneyard.store.models import Study, Trial
 
-FINAL = tuple(sorted(FINAL_STATES))
+FINAL = tuple(sorted(FINAL_TRIAL_STATES))
 # Rendered history, curves and params kept per process (about 0.5 MB for a study's params).
 VIEW_CACHE_BYTES = 64 * 1024**2
 

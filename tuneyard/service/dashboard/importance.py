@@ -19,6 +19,7 @@ from tuneyard.scheduler.importance import first_order_importance
 from tuneyard.scheduler.importance import ranked as ranked_importance
 from tuneyard.service.dashboard.base import CachedImportance, DashboardBase, study_key
 from tuneyard.spec import StudySpec
+from tuneyard.states import TrialState
 from tuneyard.store.models import Rung, RungEntry, Study, Trial
 
 # Importance is fitted on at most this many trials, and needs at least MIN_IMPORTANCE_TRIALS.
@@ -77,7 +78,7 @@ class Importance(DashboardBase):
             .select_from(Trial)
             .where(
                 Trial.study_id == study.id,
-                Trial.state == "completed",
+                Trial.state == TrialState.COMPLETED,
                 Trial.value.is_not(None),
             )
         )
@@ -114,7 +115,7 @@ class Importance(DashboardBase):
                 )
                 .where(
                     Trial.study_id == study.id,
-                    Trial.state == "completed",
+                    Trial.state == TrialState.COMPLETED,
                     Trial.value.is_not(None),
                 )
                 .subquery()

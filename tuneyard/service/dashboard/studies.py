@@ -19,7 +19,7 @@ from tuneyard.service.dashboard.base import (
     version_token,
 )
 from tuneyard.service.studies import study_page
-from tuneyard.service.transitions import TRIAL_STATES
+from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
 
@@ -40,7 +40,9 @@ class StudyCards(DashboardBase):
             else:
                 stale[st.id] = token
         if stale:
-            counts: dict[int, dict[str, int]] = {i: dict.fromkeys(TRIAL_STATES, 0) for i in stale}
+            counts: dict[int, dict[str, int]] = {
+                i: {state.value: 0 for state in TrialState} for i in stale
+            }
             used: dict[int, float] = dict.fromkeys(stale, 0.0)
             rows = s.execute(
                 select(
@@ -71,7 +73,7 @@ class StudyCards(DashboardBase):
                 select(Trial.id)
                 .where(
                     Trial.study_id == Study.id,
-                    Trial.state == "completed",
+                    Trial.state == TrialState.COMPLETED,
                     Trial.value.is_not(None),
                 )
                 .order_by(order, Trial.id)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from tuneyard.service.dashboard.base import DashboardBase
 from tuneyard.service.studies import StudyService, TrialDetail
+from tuneyard.states import AttemptState
 from tuneyard.store.models import Worker
 
 # Metrics a worker or an objective may report that the trial detail shows as peak memory.
@@ -39,7 +40,7 @@ class TrialPage(DashboardBase):
         gpus: list[dict[str, Any]] = []
         for a in detail.attempts:
             host, used = workers.get(a.worker or "", (None, []))
-            end = a.ended_at or (now if a.state == "running" else None)
+            end = a.ended_at or (now if a.state == AttemptState.RUNNING else None)
             duration = max(0.0, (end - a.started_at).total_seconds()) if end else None
             wall += duration or 0.0
             gpus += [g for g in used if g not in gpus]

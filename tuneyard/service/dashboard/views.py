@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.service.dashboard.base import FINAL, DashboardBase, one_of, study_key
 from tuneyard.spec import CategoricalParam, StudySpec
+from tuneyard.states import LogKind, TrialState
 from tuneyard.store.models import DecisionLog, Report, Study, Trial
 
 # History looks its buckets' extreme trials up by value while that finds at most this many
@@ -79,7 +80,7 @@ class StudyViews(DashboardBase):
         buckets = max(1, (points - 1) // 2)
         width = max(1, math.ceil(max(1, study.trials_started) / buckets))
         bucket = (Trial.number // width).label("b")
-        completed_value = case((Trial.state == "completed", Trial.value))
+        completed_value = case((Trial.state == TrialState.COMPLETED, Trial.value))
         agg = (
             select(
                 bucket,
@@ -100,7 +101,7 @@ class StudyViews(DashboardBase):
                 .order_by(Trial.number)
             ).all()
             pts = [(int(n), float(v or 0.0), st) for n, v, st in rows]
-            line = _best_line([(n, v) for n, v, st in pts if st == "completed"], minimize)
+            line = _best_line([(n, v) for n, v, st in pts if st == TrialState.COMPLETED], minimize)
             return _history(study, total, 1, pts, line)
         hits = self._extreme_trials(s, finished, agg, width, extremes)
         lo: dict[int, tuple[int, float, str]] = {}
@@ -117,12 +118,12 @@ class StudyViews(DashboardBase):
                 lo.setdefault(b, rec)
             if v == bhi:
                 hi.setdefault(b, rec)
-            if st == "completed" and v == bcb:
+            if st == TrialState.COMPLETED and v == bcb:
                 cb.setdefault(b, (int(n), float(v)))
         chosen = {rec[0]: rec for rec in [*lo.values(), *hi.values()]}
         line = _best_line(sorted(cb.values()), minimize)
         if line and line[-1][0] not in chosen:
-            chosen[line[-1][0]] = (line[-1][0], line[-1][1], "completed")
+            chosen[line[-1][0]] = (line[-1][0], line[-1][1], TrialState.COMPLETED)
         return _history(study, total, width, sorted(chosen.values()), line)
 
     def _extreme_trials(
@@ -158,7 +159,7 @@ class StudyViews(DashboardBase):
                 or_(
                     Trial.value == sub.c.lo,
                     Trial.value == sub.c.hi,
-                    and_(Trial.state == "completed", Trial.value == sub.c.cb),
+                    and_(Trial.state == TrialState.COMPLETED, Trial.value == sub.c.cb),
                 ),
             )
             .order_by(Trial.number)
@@ -193,7 +194,7 @@ class StudyViews(DashboardBase):
         n_best = max(1, int(limit * best_share))
         add(
             s.execute(
-                q.where(Trial.state == "completed", Trial.value.is_not(None))
+                q.where(Trial.state == TrialState.COMPLETED, Trial.value.is_not(None))
                 .order_by(order(Trial.value), Trial.id)
                 .limit(n_best)
             ),
@@ -204,7 +205,9 @@ class StudyViews(DashboardBase):
             before = len(picked)
             add(
                 s.execute(
-                    q.where(Trial.state == "running").order_by(Trial.number.desc()).limit(n_active)
+                    q.where(Trial.state == TrialState.RUNNING)
+                    .order_by(Trial.number.desc())
+                    .limit(n_active)
                 ),
                 n_active,
             )
@@ -213,7 +216,7 @@ class StudyViews(DashboardBase):
                 # Paused trials waiting for a promotion: the best first.
                 add(
                     s.execute(
-                        q.where(Trial.state == "paused", Trial.value.is_not(None))
+                        q.where(Trial.state == TrialState.PAUSED, Trial.value.is_not(None))
                         .order_by(order(Trial.value), Trial.id)
                         .limit(room)
                     ),
@@ -261,7 +264,7 @@ class StudyViews(DashboardBase):
                     DecisionLog.rung,
                     DecisionLog.resource,
                 )
-                .where(one_of(s, DecisionLog.trial_id, chunk), DecisionLog.kind != "start")
+                .where(one_of(s, DecisionLog.trial_id, chunk), DecisionLog.kind != LogKind.START)
                 .order_by(DecisionLog.trial_id, DecisionLog.id)
             ):
                 decisions[d[0]].append(d)
@@ -392,7 +395,7 @@ def _marks(
             step = by_reason[reason]
         elif rung is not None and 0 <= rung < len(resources):
             step = resources[rung]
-        elif resource is not None and kind != "promote":
+        elif resource is not None and kind != LogKind.PROMOTE:
             step = resource
         else:
             step = last

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.service.dashboard.base import DashboardBase
 from tuneyard.service.workers import LOST_AFTER_LEASES
+from tuneyard.states import WorkerState
 from tuneyard.store.models import Attempt, Trial, Worker
 
 BUSY_WINDOW = timedelta(hours=1)
@@ -34,9 +35,9 @@ class Workers(DashboardBase):
         out = []
         for w, number, study_id in rows:
             state = w.state
-            if state == "active" and w.last_seen_at < now - lost_after:
-                state = "lost"
-            online = state == "active"
+            if state == WorkerState.ACTIVE and w.last_seen_at < now - lost_after:
+                state = WorkerState.LOST
+            online = state == WorkerState.ACTIVE
             # The part of the last hour the worker was there: from its registration (if
             # later) to now, or to when it stopped or was last heard of.
             end = now if online else min(now, w.stopped_at or w.last_seen_at)

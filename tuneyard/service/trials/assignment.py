@@ -16,8 +16,10 @@ from tuneyard.errors import (
 from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
+from tuneyard.service.transitions import move
 from tuneyard.service.trials.lifecycle import Lifecycle
 from tuneyard.service.trials.suggestions import Suggestion
+from tuneyard.states import FINAL_STUDY_STATES, JobKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Study,
@@ -28,7 +30,7 @@ from tuneyard.store.models import (
 @dataclass(frozen=True)
 class AssignmentResult:
     trial: Trial
-    kind: str
+    kind: JobKind
     reason: str
 
 
@@ -60,13 +62,13 @@ class TrialService(Lifecycle):
     ) -> AssignmentResult | None:
         with self.kit.transaction() as s:
             study = self._lock_study(s, study_id)
-            if study.state in ("stopped", "completed"):
+            if study.state in FINAL_STUDY_STATES:
                 raise StudyFinished(f"study {study_id} is {study.state}")
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
             now = self.kit.clock()
             self._reap_expired(s, ctx, study, board, now)
-            if study.state == "paused":
+            if study.state == StudyState.PAUSED:
                 return None
             if study.active >= ctx.spec.limits.max_concurrent:
                 return None
@@ -76,28 +78,28 @@ class TrialService(Lifecycle):
             mine = case((Trial.worker == worker, 0), else_=1) if worker else literal(1)
             retry = s.scalar(
                 select(Trial)
-                .where(Trial.study_id == study.id, Trial.state == "queued")
+                .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
                 .order_by(mine, Trial.number)
                 .limit(1)
                 .with_for_update()
             )
             if retry is not None:
                 # A retry runs its job again, from the checkpoint the job started from.
-                retry.state = "running"
+                move(retry, TrialState.RUNNING)
                 retry.worker = worker
                 retry.lease_expires_at = self._lease(now)
                 self._start_attempt(s, retry, worker, now)
                 study.active += 1
-                kind = "resume" if retry.checkpoint else "new"
+                kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
                 return AssignmentResult(retry, kind, retry.reason or "retry")
             promo = ctx.engine.next_promotion(board)
             if promo is not None:
                 trial = self._trial(s, promo.trial_id, lock=True)
-                if trial.state != "paused":
+                if trial.state != TrialState.PAUSED:
                     raise Conflict(
                         f"trial {trial.id} was chosen for promotion but is {trial.state}"
                     )
-                trial.state = "running"
+                move(trial, TrialState.RUNNING)
                 trial.reason = promo.reason
                 trial.resource_from = promo.resource_from
                 trial.resource_to = promo.resource_to
@@ -105,8 +107,10 @@ class TrialService(Lifecycle):
                 trial.lease_expires_at = self._lease(now)
                 self._start_attempt(s, trial, worker, now)
                 study.active += 1
-                self._log(s, trial, "promote", promo.reason, promo.from_rung, promo.resource_to)
-                return AssignmentResult(trial, "resume", promo.reason)
+                self._log(
+                    s, trial, LogKind.PROMOTE, promo.reason, promo.from_rung, promo.resource_to
+                )
+                return AssignmentResult(trial, JobKind.RESUME, promo.reason)
             if study.trials_started < ctx.capacity:
                 return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
             if self._maybe_finish(s, ctx, study, board):
@@ -122,14 +126,14 @@ class TrialService(Lifecycle):
         worker: str | None,
         now: datetime,
         early: Suggestion | None = None,
-    ) -> tuple[Trial, str, str]:
+    ) -> tuple[Trial, JobKind, str]:
         # What changed so far (expired leases handed back) is written already: the queued-
         # trial query flushed it. The counters changed here go out with the new trial's row.
         with s.no_autoflush:
             trial = self._insert_trial(s, ctx, study, board, worker, now, early)
         s.add(self._attempt(trial, worker, now))
-        self._log(s, trial, "start", trial.reason or "", None, trial.resource_to)
-        return trial, "new", trial.reason or ""
+        self._log(s, trial, LogKind.START, trial.reason or "", None, trial.resource_to)
+        return trial, JobKind.NEW, trial.reason or ""
 
     def _insert_trial(
         self,
@@ -159,7 +163,8 @@ class TrialService(Lifecycle):
         trial = Trial(
             study_id=study.id,
             number=number,
-            state="running",
+            # A new trial starts running: its first attempt starts with it.
+            state=TrialState.RUNNING,
             params=params,
             bracket=placement.bracket,
             base_rung=admission.base,

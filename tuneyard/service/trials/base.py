@@ -17,6 +17,8 @@ from tuneyard.errors import (
 )
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext, Toolkit
+from tuneyard.service.transitions import move, move_study
+from tuneyard.states import AttemptState, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Attempt,
@@ -63,7 +65,7 @@ class TrialCore:
         the live attempt's lease and let it fail or end a healthy job."""
         if attempt != trial.attempts:
             raise StaleAttempt(trial.id, attempt, trial.attempts)
-        if trial.state == "queued":
+        if trial.state == TrialState.QUEUED:
             raise StaleAttempt(
                 trial.id,
                 attempt,
@@ -82,7 +84,7 @@ class TrialCore:
         self,
         s: Session,
         trial: Trial,
-        kind: str,
+        kind: LogKind,
         reason: str,
         rung: int | None = None,
         resource: float | None = None,
@@ -100,7 +102,9 @@ class TrialCore:
         )
         meter.decided(self.kit, s, kind)
 
-    def _end_attempt(self, s: Session, trial: Trial, state: str, error: str | None = None) -> None:
+    def _end_attempt(
+        self, s: Session, trial: Trial, state: AttemptState, error: str | None = None
+    ) -> None:
         s.execute(
             update(Attempt)
             .where(
@@ -123,7 +127,7 @@ class TrialCore:
             number=trial.attempts,
             resource_from=trial.resource_from,
             resource_to=trial.resource_to,
-            state="running",
+            state=AttemptState.RUNNING,
             worker=worker,
             started_at=now,
         )
@@ -138,35 +142,35 @@ class TrialCore:
         study: Study,
         board: SqlBoard,
         trial: Trial,
-        state: str,
+        state: TrialState,
         reason: str,
         error: str | None = None,
     ) -> None:
         """Move a running trial to a final state and free its slot (study lock held)."""
-        if trial.state != "running":
+        if trial.state != TrialState.RUNNING:
             raise Conflict(f"trial {trial.id} is {trial.state}, not running")
         ctx.engine.job_ended(
             trial.bracket,
             trial.rung,
             trial.base_rung,
             trial.resource_to,
-            state == "completed",
+            state == TrialState.COMPLETED,
             board,
         )
         now = self.kit.clock()
-        trial.state = state
+        move(trial, state)
         trial.reason = reason
         trial.pending = None
         trial.lease_expires_at = None
         trial.ended_at = now
         if error is not None:
             trial.error = error
-        elif state in ("completed", "stopped"):
+        elif state in (TrialState.COMPLETED, TrialState.STOPPED):
             # Ended well: an earlier attempt's error stays in that attempt's row only.
             trial.error = None
         study.active = max(0, study.active - 1)
-        self._end_attempt(s, trial, state, error)
-        self._log(s, trial, {"completed": "complete", "stopped": "stop"}.get(state, "fail"), reason)
+        self._end_attempt(s, trial, AttemptState(state), error)
+        self._log(s, trial, _END_LOG.get(state, LogKind.FAIL), reason)
 
     def _retry_or_fail(
         self,
@@ -184,53 +188,63 @@ class TrialCore:
         failed = s.scalar(
             select(func.count())
             .select_from(Attempt)
-            .where(Attempt.trial_id == trial.id, Attempt.state == "failed")
+            .where(Attempt.trial_id == trial.id, Attempt.state == AttemptState.FAILED)
         )
         if int(failed or 0) >= retries:
-            self._end_job(s, ctx, study, board, trial, "failed", reason, error=error)
+            self._end_job(s, ctx, study, board, trial, TrialState.FAILED, reason, error=error)
             return
-        trial.state = "queued"
+        move(trial, TrialState.QUEUED)
         # A pause its attempt was told of goes with it: the retry runs the job again.
         trial.pending = None
         trial.reason = f"retry {int(failed or 0) + 1} of {retries}: {reason}"
         trial.error = error
         trial.lease_expires_at = None
         study.active = max(0, study.active - 1)
-        self._end_attempt(s, trial, "failed", error)
-        self._log(s, trial, "retry", trial.reason, trial.rung, trial.resource_from)
+        self._end_attempt(s, trial, AttemptState.FAILED, error)
+        self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
         """Complete the study when nothing runs, nothing can be promoted and no trial is left."""
-        if study.state != "running" or study.active > 0:
+        if study.state != StudyState.RUNNING or study.active > 0:
             return False
         if study.trials_started < ctx.capacity:
             return False
         queued = s.scalar(
-            select(Trial.id).where(Trial.study_id == study.id, Trial.state == "queued").limit(1)
+            select(Trial.id)
+            .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
+            .limit(1)
         )
         if queued is not None:
             return False
         if ctx.scheduler.next_promotion(board) is not None:
             return False
-        self._finish(s, study, "completed", "all trials finished")
+        self._finish(s, study, StudyState.COMPLETED, "all trials finished")
         return True
 
-    def _finish(self, s: Session, study: Study, state: str, reason: str) -> None:
+    def _finish(self, s: Session, study: Study, state: StudyState, reason: str) -> None:
         now = self.kit.clock()
-        study.state = state
+        move_study(study, state)
         study.reason = reason
         study.finished_at = now
-        why = f"not promoted: the study {'finished' if state == 'completed' else 'was stopped'}"
+        ended = "finished" if state == StudyState.COMPLETED else "was stopped"
+        why = f"not promoted: the study {ended}"
         leftovers = s.scalars(
-            select(Trial).where(Trial.study_id == study.id, Trial.state.in_(("paused", "queued")))
+            select(Trial).where(
+                Trial.study_id == study.id,
+                Trial.state.in_((TrialState.PAUSED, TrialState.QUEUED)),
+            )
         ).all()
         for t in leftovers:
-            t.state = "stopped"
+            move(t, TrialState.STOPPED)
             t.reason = why
             t.ended_at = now
-            self._log(s, t, "stop", why, rung=t.rung)
+            self._log(s, t, LogKind.STOP, why, rung=t.rung)
         s.execute(
             update(RungEntry)
             .where(RungEntry.study_id == study.id, RungEntry.waiting.is_(True))
             .values(waiting=False)
         )
+
+
+# The decision log's kind for the end of a job in each final state.
+_END_LOG = {TrialState.COMPLETED: LogKind.COMPLETE, TrialState.STOPPED: LogKind.STOP}

@@ -16,7 +16,9 @@ from tuneyard.errors import (
 from tuneyard.scheduler.decisions import fmt
 from tuneyard.service.checkpoint_locations import check_location
 from tuneyard.service.context import StudyContext
+from tuneyard.service.transitions import move
 from tuneyard.service.trials.reports import Reports
+from tuneyard.states import AttemptState, DecisionKind, LogKind, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Study,
@@ -33,20 +35,20 @@ class Lifecycle(Reports):
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
-            if trial.state == "paused":
+            if trial.state == TrialState.PAUSED:
                 return trial
-            if trial.state != "running" or trial.pending != "pause":
+            if trial.state != TrialState.RUNNING or trial.pending != DecisionKind.PAUSE:
                 raise Conflict(f"trial {trial_id} is {trial.state} and was not told to pause")
             if checkpoint is not None:
                 checkpoint = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
-            trial.state = "paused"
+            move(trial, TrialState.PAUSED)
             trial.pending = None
             trial.checkpoint = checkpoint
             trial.lease_expires_at = None
             study.active = max(0, study.active - 1)
-            self._end_attempt(s, trial, "paused")
+            self._end_attempt(s, trial, AttemptState.PAUSED)
             board.set_waiting(trial.bracket, trial.rung, trial.id, True)
             self._maybe_finish(s, ctx, study, board)
             return trial
@@ -65,7 +67,7 @@ class Lifecycle(Reports):
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
-            if trial.state == "completed":
+            if trial.state == TrialState.COMPLETED:
                 return trial
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
@@ -73,23 +75,25 @@ class Lifecycle(Reports):
                 value = metrics.get(ctx.spec.metric)
             if value is None:
                 value = trial.value
-            if checkpoint is not None and trial.state == "running":
+            if checkpoint is not None and trial.state == TrialState.RUNNING:
                 trial.checkpoint = check_location(
                     self.kit.settings, trial.study_id, trial.id, checkpoint
                 )
             step = trial.resource if trial.resource is not None else trial.resource_to
             bad = self._bad_value(ctx.spec.metric, value, step)
-            if trial.state != "running":
+            if trial.state != TrialState.RUNNING:
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial completes")
             if bad is not None:
-                self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
+                self._end_job(s, ctx, study, board, trial, TrialState.FAILED, bad, error=bad)
             else:
                 trial.value = value
                 if trial.resource is None:
                     trial.resource = trial.resource_to
                 assert value is not None  # guaranteed by _bad_value
                 self._observe(s, ctx, trial, trial.resource, ctx.sign * value)
-                self._end_job(s, ctx, study, board, trial, "completed", "objective returned")
+                self._end_job(
+                    s, ctx, study, board, trial, TrialState.COMPLETED, "objective returned"
+                )
             self._maybe_finish(s, ctx, study, board)
             return trial
 
@@ -102,11 +106,13 @@ class Lifecycle(Reports):
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            repeated = trial.state == "failed" or (trial.state == "queued" and trial.error == text)
+            repeated = trial.state == TrialState.FAILED or (
+                trial.state == TrialState.QUEUED and trial.error == text
+            )
             if attempt == trial.attempts and repeated:
                 return trial  # a repeated request: the attempt already failed
             self._fence(trial, attempt)
-            if trial.state != "running":
+            if trial.state != TrialState.RUNNING:
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
@@ -130,15 +136,17 @@ class Lifecycle(Reports):
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            handed_back = trial.state == "queued" and trial.reason == f"handed back: {reason}"
+            handed_back = (
+                trial.state == TrialState.QUEUED and trial.reason == f"handed back: {reason}"
+            )
             if attempt == trial.attempts and handed_back:
                 return trial  # a repeated request
             self._fence(trial, attempt)
-            if trial.state != "running":
+            if trial.state != TrialState.RUNNING:
                 raise Conflict(
                     f"trial {trial_id} is {trial.state}; only a running trial is handed back"
                 )
-            if trial.pending == "pause":
+            if trial.pending == DecisionKind.PAUSE:
                 raise Conflict(
                     f"trial {trial_id} was told to pause; save its checkpoint and call /pause"
                 )
@@ -155,12 +163,12 @@ class Lifecycle(Reports):
                     self.kit.settings, trial.study_id, trial.id, checkpoint
                 )
                 trial.resource_from = step
-            trial.state = "queued"
+            move(trial, TrialState.QUEUED)
             trial.reason = f"handed back: {reason}"
             trial.lease_expires_at = None
             study.active = max(0, study.active - 1)
-            self._end_attempt(s, trial, "released", reason)
-            self._log(s, trial, "release", trial.reason, trial.rung, trial.resource_from)
+            self._end_attempt(s, trial, AttemptState.RELEASED, reason)
+            self._log(s, trial, LogKind.RELEASE, trial.reason, trial.rung, trial.resource_from)
             return trial
 
     def heartbeat(self, trial_id: int, *, attempt: int) -> Trial:
@@ -168,7 +176,7 @@ class Lifecycle(Reports):
         with self.kit.transaction() as s:
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
-            if trial.state != "running":
+            if trial.state != TrialState.RUNNING:
                 raise Conflict(
                     f"trial {trial_id} is {trial.state}; heartbeats are for running trials"
                 )
@@ -183,7 +191,7 @@ class Lifecycle(Reports):
             study_ids = list(
                 s.scalars(
                     select(Trial.study_id)
-                    .where(Trial.state == "running", Trial.lease_expires_at < now)
+                    .where(Trial.state == TrialState.RUNNING, Trial.lease_expires_at < now)
                     .distinct()
                 )
             )
@@ -201,7 +209,7 @@ class Lifecycle(Reports):
     ) -> None:
         expired = s.scalars(
             select(Trial).where(
-                Trial.state == "running",
+                Trial.state == TrialState.RUNNING,
                 Trial.lease_expires_at < now,
                 Trial.study_id == study.id,
             )

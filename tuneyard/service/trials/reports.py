@@ -24,6 +24,7 @@ from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.trials.suggestions import Suggestions
+from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Attempt,
@@ -104,7 +105,7 @@ class Reports(Suggestions):
                 value = metrics.get(ctx.spec.metric)
             if (
                 self._bad_value(ctx.spec.metric, value, step) is not None
-                or study_state == "stopped"
+                or study_state == StudyState.STOPPED
             ):
                 return None
             # The row as locked: the same checks as the general path's, on the same values.
@@ -194,7 +195,7 @@ class Reports(Suggestions):
             bad = self._bad_value(metric, value, step)
             sched = ctx.scheduler
             crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
-            heavy = bad is not None or crosses or study.state == "stopped"
+            heavy = bad is not None or crosses or study.state == StudyState.STOPPED
             if heavy:
                 study = self._lock_study(s, study.id)
             trial = self._trial(s, trial_id, lock=True)
@@ -220,14 +221,14 @@ class Reports(Suggestions):
             # trial, its rung and the study go out together, once, at commit.
             with s.no_autoflush:
                 if bad is not None:
-                    decision = Decision("stop", bad)
-                    self._end_job(s, ctx, study, board, trial, "failed", bad, error=bad)
+                    decision = Decision(DecisionKind.STOP, bad)
+                    self._end_job(s, ctx, study, board, trial, TrialState.FAILED, bad, error=bad)
                     self._maybe_finish(s, ctx, study, board)
-                elif study.state == "stopped":
-                    decision = Decision("stop", "the study was stopped")
-                    self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
+                elif study.state == StudyState.STOPPED:
+                    decision = Decision(DecisionKind.STOP, "the study was stopped")
+                    self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
                     trial.value, trial.resource = value, step
-                elif stored is not None and stored.decision == "pause":
+                elif stored is not None and stored.decision == DecisionKind.PAUSE:
                     assert value is not None  # guaranteed by _bad_value
                     decision = self._pause_again(s, ctx, trial, step, value, stored, now)
                 else:
@@ -270,10 +271,10 @@ class Reports(Suggestions):
         trial.value, trial.resource = value, step
         trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
         trial.lease_expires_at = self._lease(now)
-        trial.pending = "pause"
+        trial.pending = DecisionKind.PAUSE
         trial.reason = stored.reason
-        self._log(s, trial, "pause", stored.reason, trial.rung, step)
-        return Decision("pause", stored.reason, rung=trial.rung)
+        self._log(s, trial, LogKind.PAUSE, stored.reason, trial.rung, step)
+        return Decision(DecisionKind.PAUSE, stored.reason, rung=trial.rung)
 
     def _stored_report(self, s: Session, trial_id: int, step: float) -> Report | None:
         return s.scalar(
@@ -293,12 +294,12 @@ class Reports(Suggestions):
         return None
 
     def _check_report(self, ctx: StudyContext, trial: Trial, step: float) -> None:
-        if trial.state != "running":
+        if trial.state != TrialState.RUNNING:
             raise Conflict(
                 f"trial {trial.id} is {trial.state}; it takes no more reports "
                 f"(a repeated report of an earlier step returns its stored decision)"
             )
-        if trial.pending == "pause":
+        if trial.pending == DecisionKind.PAUSE:
             raise Conflict(
                 f"trial {trial.id} was told to pause at {fmt(trial.resource_to)}; "
                 "save its checkpoint and call /pause"
@@ -344,7 +345,7 @@ class Reports(Suggestions):
             trial.rung = rec.rung
             self._observe(s, ctx, trial, ctx.scheduler.resources[rec.rung], score)
         decision = outcome.decision
-        if decision.kind == "continue" and decision.promoted_from is not None:
+        if decision.kind == DecisionKind.CONTINUE and decision.promoted_from is not None:
             trial.resource_to = decision.resource_to or trial.resource_to
             # The attempt runs on: its recorded range says where it now ends.
             s.execute(
@@ -353,18 +354,18 @@ class Reports(Suggestions):
                 .values(resource_to=trial.resource_to)
             )
             trial.reason = decision.reason
-            self._log(s, trial, "promote", decision.reason, decision.rung, trial.resource_to)
-        elif decision.kind == "pause":
-            trial.pending = "pause"
+            self._log(s, trial, LogKind.PROMOTE, decision.reason, decision.rung, trial.resource_to)
+        elif decision.kind == DecisionKind.PAUSE:
+            trial.pending = DecisionKind.PAUSE
             trial.reason = decision.reason
-            self._log(s, trial, "pause", decision.reason, decision.rung, step)
-        elif decision.kind == "stop":
+            self._log(s, trial, LogKind.PAUSE, decision.reason, decision.rung, step)
+        elif decision.kind == DecisionKind.STOP:
             self._observe(s, ctx, trial, step, score)
-            self._end_job(s, ctx, study, board, trial, "stopped", decision.reason)
+            self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
             self._maybe_finish(s, ctx, study, board)
-        elif decision.kind == "complete":
+        elif decision.kind == DecisionKind.COMPLETE:
             self._observe(s, ctx, trial, step, score)
-            self._end_job(s, ctx, study, board, trial, "completed", decision.reason)
+            self._end_job(s, ctx, study, board, trial, TrialState.COMPLETED, decision.reason)
             self._maybe_finish(s, ctx, study, board)
         return decision
 

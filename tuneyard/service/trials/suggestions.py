@@ -19,6 +19,7 @@ from tuneyard.scheduler.samplers.base import Observation as SamplerObservation
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.trials.base import TrialCore
+from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import (
     Observation,
     SamplerState,
@@ -78,7 +79,7 @@ class Suggestions(TrialCore):
         stored state is only ever written under the lock."""
         with self.kit.reading() as s:
             study = s.get(Study, study_id)
-            if study is None or study.state != "running":
+            if study is None or study.state != StudyState.RUNNING:
                 return None
             ctx = self.kit.context(study)
             sampler = ctx.sampler
@@ -210,7 +211,9 @@ class Suggestions(TrialCore):
     ) -> dict[str, Any]:
         running = [
             *s.scalars(
-                select(Trial.params).where(Trial.study_id == study.id, Trial.state == "running")
+                select(Trial.params).where(
+                    Trial.study_id == study.id, Trial.state == TrialState.RUNNING
+                )
             ),
             *pending,
         ]
