@@ -115,6 +115,22 @@ class TrialCore:
             .values(state=state, error=error, ended_at=self.kit.clock())
         )
 
+    @staticmethod
+    def _ended_as(s: Session, trial: Trial, attempt: int, state: AttemptState) -> bool:
+        """Whether ``attempt``, the trial's last, has ended in ``state``: a repeated fail or
+        release of it then gets the stored answer. Read only when the trial no longer runs
+        (its live attempt has not ended), so the first call of a running trial costs nothing."""
+        if attempt != trial.attempts or trial.state == TrialState.RUNNING:
+            return False
+        ended = s.scalar(
+            select(Attempt.state).where(
+                Attempt.trial_id == trial.id,
+                Attempt.number == attempt,
+                Attempt.ended_at.is_not(None),
+            )
+        )
+        return ended == state
+
     def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
         trial.attempts += 1
         s.add(self._attempt(trial, worker, now))

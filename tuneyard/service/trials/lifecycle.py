@@ -106,10 +106,7 @@ class Lifecycle(Reports):
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            repeated = trial.state == TrialState.FAILED or (
-                trial.state == TrialState.QUEUED and trial.error == text
-            )
-            if attempt == trial.attempts and repeated:
+            if self._ended_as(s, trial, attempt, AttemptState.FAILED):
                 return trial  # a repeated request: the attempt already failed
             self._fence(trial, attempt)
             if trial.state != TrialState.RUNNING:
@@ -136,11 +133,8 @@ class Lifecycle(Reports):
             peek = self._trial(s, trial_id)
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
-            handed_back = (
-                trial.state == TrialState.QUEUED and trial.reason == f"handed back: {reason}"
-            )
-            if attempt == trial.attempts and handed_back:
-                return trial  # a repeated request
+            if self._ended_as(s, trial, attempt, AttemptState.RELEASED):
+                return trial  # a repeated request: the attempt was handed back already
             self._fence(trial, attempt)
             if trial.state != TrialState.RUNNING:
                 raise Conflict(
