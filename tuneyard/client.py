@@ -43,6 +43,7 @@ from tuneyard.protocol import (
 from tuneyard.redact import redact_url
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
+from tuneyard.states import StudyState
 
 API = "/api/v1"
 # 429 too: the server's rate limit for a trial's reports says when to come back.
@@ -289,13 +290,13 @@ class Client:
         )
 
     def pause_study(self, study_id: int) -> StudyOut:
-        return self.set_study_state(study_id, "paused")
+        return self.set_study_state(study_id, StudyState.PAUSED)
 
     def resume_study(self, study_id: int) -> StudyOut:
-        return self.set_study_state(study_id, "running")
+        return self.set_study_state(study_id, StudyState.RUNNING)
 
     def stop_study(self, study_id: int) -> StudyOut:
-        return self.set_study_state(study_id, "stopped")
+        return self.set_study_state(study_id, StudyState.STOPPED)
 
     def delete_study(self, study_id: int) -> None:
         self.request("DELETE", f"{API}/studies/{study_id}")

@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuneyard.client import ApiError, Client
+from tuneyard.states import FINAL_STUDY_STATES, FINAL_TRIAL_STATES, TrialState
 
 if TYPE_CHECKING:
     from tuneyard.protocol import StudyOut
 
 # Trial states a trial does not leave: the bar counts these as done.
-FINISHED_TRIALS = ("completed", "stopped", "failed")
+FINISHED_TRIALS = FINAL_TRIAL_STATES
 # Study states it does not leave: watching ends there.
-FINISHED_STUDIES = ("completed", "stopped")
+FINISHED_STUDIES = FINAL_STUDY_STATES
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ def best_value(s: StudyOut) -> str:
 def status_line(s: StudyOut) -> str:
     c = s.counts
     return (
-        f"running {c.get('running', 0)}  paused {c.get('paused', 0)}  "
-        f"queued {c.get('queued', 0)}  failed {c.get('failed', 0)}  "
+        f"running {c.get(TrialState.RUNNING, 0)}  paused {c.get(TrialState.PAUSED, 0)}  "
+        f"queued {c.get(TrialState.QUEUED, 0)}  failed {c.get(TrialState.FAILED, 0)}  "
         f"best {s.spec.metric} {best_value(s)}  [{s.state}]"
     )
 

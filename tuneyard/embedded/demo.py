@@ -33,6 +33,7 @@ from tuneyard.embedded.stack import (
 )
 from tuneyard.progress import watch_study
 from tuneyard.spec import StudySpec
+from tuneyard.states import StudyState, TrialState
 from tuneyard.worker.allow import Allowlist
 
 DemoMode = Literal["auto", "rq", "local"]
@@ -252,17 +253,17 @@ def _finish(
     if problem is not None:
         console.print(f"[red]{problem}[/red]")
         return 1
-    return 0 if final.state == "completed" else 1
+    return 0 if final.state == StudyState.COMPLETED else 1
 
 
 def _summary(client: Client, study: Any, spec: StudySpec, elapsed: float) -> None:
     """The count per state, and a table of the best trials: completed ones first, then the
     others that reported (early-stopped trials, ranked by their value at their last rung)."""
     order = "value" if spec.direction == "minimize" else "-value"
-    best = client.list_trials(study.id, state="completed", order=order, limit=5).items
+    best = client.list_trials(study.id, state=TrialState.COMPLETED, order=order, limit=5).items
     if len(best) < 5:
         others = client.list_trials(study.id, order=order, limit=5 + len(best)).items
-        best += [t for t in others if t.state != "completed"][: 5 - len(best)]
+        best += [t for t in others if t.state != TrialState.COMPLETED][: 5 - len(best)]
     counts = ", ".join(f"{n} {k}" for k, n in study.counts.items() if n)
     console.print(f"study {study.id} {study.state} in {elapsed:.0f} s: {counts or 'no trials'}")
     table = Table(title=f"best trials by {spec.metric}")
