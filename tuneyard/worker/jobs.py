@@ -19,13 +19,10 @@ from rq.job import Job
 from tuneyard.client import Client, StudyFinished
 from tuneyard.protocol import PENDING_KEY, Assignment
 from tuneyard.worker.allow import Allowlist
+from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
-from tuneyard.worker.runner import (
-    Control,
-    JobOptions,
-    make_objective,
-    run_assignment,
-)
+from tuneyard.worker.control import Control, JobOptions
+from tuneyard.worker.objective import make_objective
 
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
