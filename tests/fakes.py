@@ -3,6 +3,8 @@ calls from a script. Test files import them from here, never from one another.""
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +30,42 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+class ManualClock:
+    """The worker runtime's clock (monotonic seconds), moved by hand with ``advance``.
+
+    A wait on it ends when its event is set or when ``advance`` has moved the time past its
+    end; so a timeout or a grace period runs out exactly when a test says, however slow the
+    machine."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._moved = threading.Condition()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        with self._moved:
+            end = self.now + seconds
+            while not event.is_set() and self.now < end:
+                # Setting the event does not notify this condition: look again soon.
+                self._moved.wait(0.01)
+        return event.is_set()
+
+    def advance(self, seconds: float) -> None:
+        with self._moved:
+            self.now += seconds
+            self._moved.notify_all()
+
+
 class FakeService:
     """Answers reports from a script: {step: (decision, resource_to)}; records every call.
 
     ``jobs`` are handed out by ``next`` (a None entry: nothing to run right now), then the
     study is finished. ``refuse`` names calls that answer 409, as for a reaped trial;
-    ``stale`` those that answer 409 "Stale attempt", as for a trial that runs elsewhere."""
+    ``stale`` those that answer 409 "Stale attempt", as for a trial that runs elsewhere.
+    ``arrived(kind)`` is an event set once a call of that kind has been recorded, for a
+    test to wait on instead of sleeping."""
 
     def __init__(
         self,
@@ -49,6 +81,16 @@ class FakeService:
         self.calls: list[tuple[str, Any]] = []
         self.attempts: list[tuple[str, int]] = []  # (call, attempt it named)
         self.outputs: list[str | None] = []  # the output tail each fail sent
+        self._arrived: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self._lock = threading.Lock()  # calls come from the job's threads too
+
+    def _record(self, kind: str, args: Any) -> None:
+        self.calls.append((kind, args))
+        self.arrived(kind).set()
+
+    def arrived(self, kind: str) -> threading.Event:
+        with self._lock:
+            return self._arrived[kind]
 
     def _refuse(self, what: str, attempt: int | None = None) -> None:
         if attempt is not None:
@@ -59,7 +101,7 @@ class FakeService:
             raise Conflict(409, "Conflict", f"trial is failed; no {what}")
 
     def next(self, study_id: int, worker: str | None = None) -> Assignment | None:
-        self.calls.append(("next", (study_id, worker)))
+        self._record("next", (study_id, worker))
         if not self.jobs:
             raise StudyFinished(409, "Study finished", "the study is completed")
         return self.jobs.pop(0)
@@ -73,7 +115,7 @@ class FakeService:
         attempt: int,
         **metrics: Any,
     ) -> ReportOut:
-        self.calls.append(("report", (trial_id, step, value, metrics)))
+        self._record("report", (trial_id, step, value, metrics))
         self._refuse("report", attempt)
         decision, to = self.script.get(step, ("continue", None))
         return ReportOut(
@@ -88,22 +130,22 @@ class FakeService:
         )
 
     def pause(self, trial_id: int, checkpoint: str | None = None, *, attempt: int) -> None:
-        self.calls.append(("pause", (trial_id, checkpoint)))
+        self._record("pause", (trial_id, checkpoint))
         self._refuse("pause", attempt)
 
     def complete(
         self, trial_id: int, value: float | None = None, *, attempt: int, **kw: Any
     ) -> None:
-        self.calls.append(("complete", (trial_id, value)))
+        self._record("complete", (trial_id, value))
         self._refuse("complete", attempt)
 
     def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> None:
-        self.calls.append(("fail", (trial_id, error)))
+        self._record("fail", (trial_id, error))
         self.outputs.append(output)
         self._refuse("fail", attempt)
 
     def heartbeat(self, trial_id: int, *, attempt: int) -> None:
-        self.calls.append(("heartbeat", trial_id))
+        self._record("heartbeat", trial_id)
         self._refuse("heartbeat", attempt)
 
     def release(
@@ -115,11 +157,11 @@ class FakeService:
         *,
         attempt: int,
     ) -> None:
-        self.calls.append(("release", (trial_id, reason, checkpoint, step)))
+        self._record("release", (trial_id, reason, checkpoint, step))
         self._refuse("release", attempt)
 
     def append_log(self, trial_id: int, attempt: int, offset: int, text: str) -> int:
-        self.calls.append(("log", (attempt, offset, text)))
+        self._record("log", (attempt, offset, text))
         return offset + len(text)
 
     def output(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeService, job, run
+from tests.fakes import FakeService, ManualClock, job, run
 from tuneyard.worker import Trial
 from tuneyard.worker.checkpoints import (
     FilesystemCheckpointStore,
@@ -67,16 +67,28 @@ def test_output_is_kept_while_the_api_is_down_and_sent_with_its_offset() -> None
     assert shipper.tail() == "one\ntwo\nthree"
 
 
+def hang(seconds: float = 120) -> None:
+    """An objective stuck until its timeout interrupts it. It sleeps in short slices: a signal
+    that lands just before a sleep begins is handled only when that sleep ends."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+
+
 def test_an_objective_past_its_timeout_is_interrupted_and_failed(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     def objective(trial: Trial) -> None:
         trial.report(1, 0.5)
         print("about to hang")
-        time.sleep(120)
+        clock.advance(1.5)  # past the timeout: the watchdog interrupts the hang below
+        hang()
 
     svc = FakeService()
     store = FilesystemCheckpointStore(tmp_path / "shared")
     started = time.monotonic()
-    out = run_assignment(svc, 1, job(to=3), objective, store, tmp_path / "w", JobOptions(timeout=1))
+    opts = JobOptions(timeout=1, control=Control(clock))
+    out = run_assignment(svc, 1, job(to=3), objective, store, tmp_path / "w", opts)
     assert out == "fail" and time.monotonic() - started < 60
     ((_tid, error),) = svc.args("fail")
     assert error.startswith("timed out: the objective ran past execution.timeout (1 s)")
@@ -85,22 +97,31 @@ def test_an_objective_past_its_timeout_is_interrupted_and_failed(tmp_path: Path)
 
 
 def test_an_objective_that_catches_exception_still_times_out(tmp_path: Path) -> None:
+    clock = ManualClock()
+
     def objective(trial: Trial) -> None:
         try:
-            time.sleep(120)
+            clock.advance(1)  # past the timeout
+            hang()
         except Exception as exc:  # an objective that swallows its errors
             print(f"ignored {exc!r}")
 
     svc = FakeService()
     store = FilesystemCheckpointStore(tmp_path / "shared")
-    opts = JobOptions(timeout=0.5)
+    opts = JobOptions(timeout=0.5, control=Control(clock))
     assert run_assignment(svc, 1, job(), objective, store, tmp_path / "w", opts) == "fail"
 
 
 def test_a_stopping_worker_hands_its_trial_back_at_the_next_report(tmp_path: Path) -> None:
     control = Control()
-    reached = threading.Event()
-    stopper = threading.Thread(target=lambda: reached.wait(10) and control.stop())
+    reached, stopped = threading.Event(), threading.Event()
+
+    def worker_gets_sigterm() -> None:
+        if reached.wait(10):
+            control.stop()
+            stopped.set()
+
+    stopper = threading.Thread(target=worker_gets_sigterm)
     stopper.start()
 
     def objective(trial: Trial) -> None:
@@ -110,7 +131,7 @@ def test_a_stopping_worker_hands_its_trial_back_at_the_next_report(tmp_path: Pat
             trial.report(epoch, 1.0 / epoch)
             if epoch == 2:
                 reached.set()
-                time.sleep(0.3)  # the worker's SIGTERM arrives during epoch 3
+                assert stopped.wait(10)  # the worker's SIGTERM arrives during epoch 3
         trial.save(state)
 
     svc = FakeService()
@@ -132,14 +153,16 @@ def test_a_stopping_worker_hands_its_trial_back_at_the_next_report(tmp_path: Pat
 def test_a_stuck_job_is_handed_back_without_a_checkpoint_after_the_grace(
     tmp_path: Path,
 ) -> None:
-    control = Control()
+    clock = ManualClock()
+    control = Control(clock)
+    svc = FakeService()
 
     def objective(trial: Trial) -> float:
         control.stop()
-        time.sleep(2.5)  # no report within the grace period
+        clock.advance(2.5)  # no report within the grace period
+        svc.arrived("release").wait(30)  # the watchdog hands the trial back meanwhile
         return 0.5
 
-    svc = FakeService()
     store = FilesystemCheckpointStore(tmp_path / "shared")
     opts = JobOptions(control=control, grace=0.5)
     run_assignment(svc, 1, job(), objective, store, tmp_path / "w", opts)
