@@ -60,7 +60,15 @@ def _curves(seed: int) -> Any:
 
 
 def _run(
-    name: str, sampler: str, eta: int, max_r: int, trials: int, speeds: list[float], seed: int
+    name: str,
+    sampler: str,
+    eta: int,
+    max_r: int,
+    trials: int,
+    speeds: list[float],
+    seed: int,
+    crash: float = 0.0,
+    retries: int = 0,
 ) -> tuple[SimResult, Any]:
     spec = SchedulerSpec(
         min_resource=1, max_resource=max_r, reduction_factor=eta, **SCHEDULERS[name]
@@ -83,11 +91,18 @@ def _run(
         step_time=lambda p: speeds[int(p["x"] * 8) % len(speeds)],
         snapshots=True,
         sampler=made if isinstance(made, ModelSampler) else None,
+        # An attempt crashes at a step with probability ``crash``, the same every run.
+        fails=lambda t, step: _draw(seed, t.number, step, t.failed) < crash,
+        max_retries=retries,
     )
     return sim.run(), sched
 
 
-def _check(name: str, res: SimResult, sched: Any, trials: int) -> None:
+def _draw(*key: float) -> float:
+    return float(np.random.default_rng([int(k * 1000) for k in key]).uniform())
+
+
+def _check(name: str, res: SimResult, sched: Any, trials: int, retries: int = 0) -> None:
     top = sched.ladder.top
     promoted: set[tuple[int, int]] = set()
     for ev in res.events:
@@ -101,14 +116,16 @@ def _check(name: str, res: SimResult, sched: Any, trials: int) -> None:
         promoted.add((ev.trial_id, ev.rung))
     assert len(res.trials) == trials
     for t in res.trials:
-        assert t.state in ("completed", "stopped"), (name, t.trial_id, t.state)
+        assert t.state in ("completed", "stopped", "failed"), (name, t.trial_id, t.state)
+        # A trial fails for good only once its retries are spent, and never retries more.
+        assert (t.state == "failed") == (t.failed > retries), (name, t.failed, t.state)
         steps = [s for s, _ in t.history]
         assert steps == sorted(set(steps)), f"{name}: a step reported twice or out of order"
         assert all(s <= sched.ladder.max_resource + 1e-9 for s in steps)
         # No report lost: every whole step from the first to the last is there.
         if steps:
             assert steps == [float(s) for s in range(1, int(steps[-1]) + 1)], (name, steps)
-    if not sched.pauses and trials:
+    if not sched.pauses and trials and not any(t.failed for t in res.trials):
         assert any(t.state == "completed" for t in res.trials), f"{name}: nothing completed"
 
 
@@ -140,3 +157,22 @@ def test_every_sampler_keeps_the_contract_under_asha(
 ) -> None:
     res, sched = _run("asha-promotion", sampler, 3, 9, trials, speeds, seed)
     _check("asha-promotion", res, sched, len(res.trials))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@settings(max_examples=25, deadline=None)
+@given(
+    trials=st.integers(1, 30),
+    speeds=st.lists(st.floats(0.5, 3.0), min_size=1, max_size=6),
+    seed=st.integers(0, 10_000),
+    crash=st.sampled_from([0.02, 0.1, 0.3]),
+    retries=st.integers(0, 3),
+)
+def test_the_contract_holds_when_attempts_crash_and_are_retried(
+    name: str, trials: int, speeds: list[float], seed: int, crash: float, retries: int
+) -> None:
+    res, sched = _run(name, "random", 3, 9, trials, speeds, seed, crash, retries)
+    _check(name, res, sched, len(res.trials), retries)
+    kinds = {ev.kind for ev in res.events}
+    if any(t.failed for t in res.trials) and retries:
+        assert "retry" in kinds

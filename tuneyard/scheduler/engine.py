@@ -13,6 +13,7 @@ follows from the answers to the board:
   (:meth:`Engine.report`);
 * a worker asking for work resumes the best promotable trial, else finished brackets are
   dropped (:meth:`Engine.next_promotion`);
+* a failed attempt runs its job again while the study's retries last (:meth:`Engine.retry`);
 * a job that ends before the rung it was heading to (a failure, a stop, a hand-back that
   never comes back) is counted as dropped there, so a synchronous rung stops waiting for it
   (:meth:`Engine.job_ended`).
@@ -138,6 +139,15 @@ class Engine:
             if done:
                 board.mark_done(done)
         return None
+
+    @staticmethod
+    def retry(failed: int, max_retries: int, reason: str) -> str | None:
+        """After an attempt failed (``failed`` attempts have, before this one): the reason to
+        run the same job again while retries are left, or None when the trial fails. A
+        retried trial keeps its place in its rung: nothing is dropped."""
+        if failed >= max_retries:
+            return None
+        return f"retry {failed + 1} of {max_retries}: {reason}"
 
     def target_rung(self, rung: int, base: int, resource_to: float) -> int | None:
         """The rung a trial's current job is heading to, if its range ends on one."""

@@ -44,6 +44,8 @@ class SimTrial:
     score_sum: float = 0.0
     score_count: int = 0
     trained: float = 0.0
+    # Attempts that failed (each ran the job again while retries were left).
+    failed: int = 0
     history: list[tuple[float, float]] = field(default_factory=list)
     decisions: list[tuple[float, str, str]] = field(default_factory=list)
 
@@ -90,6 +92,8 @@ class Simulator:
         trial_curve: Callable[[SimTrial, float], float] | None = None,
         on_end: Callable[[SimTrial], None] | None = None,
         budget: float | None = None,
+        fails: Callable[[SimTrial, float], bool] | None = None,
+        max_retries: int = 0,
     ) -> None:
         """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
         ignored and the sampler is used as the service uses it: told the running
@@ -104,7 +108,13 @@ class Simulator:
         ``budget`` ends the run once the resource trained (``SimTrial.trained`` summed)
         reaches it: no step starts after the step that spends it, and the steps then in
         flight are cut, neither reported nor charged, so ``resource_used`` ends below
-        ``budget + step``. Trials still running are stopped ("the budget is spent")."""
+        ``budget + step``. Trials still running are stopped ("the budget is spent").
+
+        ``fails(trial, step)`` says whether the attempt crashes while training that step (its
+        report never comes): as in the service, the trial is queued to run the same job again
+        from where the job started while ``max_retries`` last, before any promotion or new
+        trial, and fails for good after that; the re-run's reports replace the failed
+        attempt's."""
         if (curve is None) == (trial_curve is None):
             raise ValueError("give exactly one of curve and trial_curve")
         if budget is not None and budget <= 0:
@@ -126,6 +136,9 @@ class Simulator:
         self.step_time = step_time
         self.step = step
         self.snapshots = snapshots
+        self.fails = fails
+        self.max_retries = max_retries
+        self.queued: list[SimTrial] = []
         self.engine = Engine(scheduler, max_trials)
         self.board = MemoryBoard(scheduler.cutoff_rank)
         self.brackets_opened = self.engine.open(self.board)
@@ -147,6 +160,12 @@ class Simulator:
         return tuple((e.trial_id, e.score) for e in self.board.top(bracket, rung, n))
 
     def _next_job(self) -> SimTrial | None:
+        if self.queued:
+            # A retry first, as the service runs queued trials before anything else.
+            self.queued.sort(key=lambda x: x.number)
+            t = self.queued.pop(0)
+            t.state = TrialState.RUNNING
+            return t
         promo: Promotion | None = self.engine.next_promotion(self.board)
         if promo is not None:
             t = self.trials[promo.trial_id]
@@ -188,6 +207,24 @@ class Simulator:
             )
         t.state = TrialState.STOPPED if kind == DecisionKind.STOP else TrialState.COMPLETED
         self._log(LogKind(kind), t, rung, detail)
+        if self.on_end is not None:
+            self.on_end(t)
+
+    def _fail(self, t: SimTrial, step: float) -> None:
+        """The running attempt of ``t`` crashed while training ``step``."""
+        reason = f"the objective crashed at step {step:g}"
+        again = self.engine.retry(t.failed, self.max_retries, reason)
+        t.failed += 1
+        if again is not None:
+            t.state = TrialState.QUEUED
+            # The re-run starts where the job started, and its reports replace these.
+            t.history = [(s, v) for s, v in t.history if s <= t.resource_from + 1e-9]
+            self.queued.append(t)
+            self._log(LogKind.RETRY, t, t.rung if t.rung >= 0 else None, again)
+            return
+        self.engine.job_ended(t.bracket, t.rung, t.base, t.resource_to, False, self.board)
+        t.state = TrialState.FAILED
+        self._log(LogKind.FAIL, t, t.rung if t.rung >= 0 else None, reason)
         if self.on_end is not None:
             self.on_end(t)
 
@@ -260,6 +297,14 @@ class Simulator:
             step = min(t.resource_to, last + self.step)
             t.trained += self.step
             spent += self.step
+            if self.fails is not None and self.fails(t, step):
+                self._fail(t, step)
+                if self.budget is not None and spent >= self.budget - 1e-9:
+                    exhausted = True
+                    break
+                idle += 1
+                fill()
+                continue
             d = self._report(t, step)
             more = d.kind == DecisionKind.CONTINUE and step < t.resource_to - 1e-9
             if d.kind == DecisionKind.CONTINUE and not more:
@@ -279,7 +324,7 @@ class Simulator:
         for t in self.trials:
             if t.state == TrialState.PAUSED:
                 self._end(t, DecisionKind.STOP, t.rung, "not promoted: the study finished")
-            elif t.state == TrialState.RUNNING and exhausted:
+            elif t.state in (TrialState.RUNNING, TrialState.QUEUED) and exhausted:
                 self._end(
                     t, DecisionKind.STOP, t.rung if t.rung >= 0 else None, "the budget is spent"
                 )

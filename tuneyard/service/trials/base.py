@@ -206,13 +206,14 @@ class TrialCore:
             .select_from(Attempt)
             .where(Attempt.trial_id == trial.id, Attempt.state == AttemptState.FAILED)
         )
-        if int(failed or 0) >= retries:
+        again = ctx.engine.retry(int(failed or 0), retries, reason)
+        if again is None:
             self._end_job(s, ctx, study, board, trial, TrialState.FAILED, reason, error=error)
             return
         move(trial, TrialState.QUEUED)
         # A pause its attempt was told of goes with it: the retry runs the job again.
         trial.pending = None
-        trial.reason = f"retry {int(failed or 0) + 1} of {retries}: {reason}"
+        trial.reason = again
         trial.error = error
         trial.lease_expires_at = None
         study.active = max(0, study.active - 1)
