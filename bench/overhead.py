@@ -524,7 +524,7 @@ def prime(api: str, token: str, study_id: int) -> None:
     with httpx.Client(base_url=api, timeout=600, headers=benchlib.auth_headers(token)) as c:
         job = c.post(f"/api/v1/studies/{study_id}/next", json={"worker": "prime"}).json()
         for step in range(int(job["resource_from"]) + 1, int(job["resource_to"]) + 1):
-            body = {"step": step, "value": curve(job["params"], step), "metrics": {}}
+            body = {"attempt": job["attempt"], "step": step, "value": curve(job["params"], step)}
             r = c.post(f"/api/v1/trials/{job['trial_id']}/reports", json=body)
             if r.json()["decision"] != "continue":
                 break

@@ -119,7 +119,9 @@ def main() -> None:
         def next_and_complete(i: int) -> None:
             r = http.post(f"/api/v1/studies/{sid}/next", json={"worker": "w"})
             r.raise_for_status()
-            done = http.post(f"/api/v1/trials/{r.json()['trial_id']}/complete", json={"value": 0.5})
+            job = r.json()
+            body = {"attempt": job["attempt"], "value": 0.5}
+            done = http.post(f"/api/v1/trials/{job['trial_id']}/complete", json=body)
             done.raise_for_status()
 
         jobs = timed(next_and_complete, 200)
