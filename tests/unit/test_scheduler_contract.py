@@ -8,7 +8,10 @@ the number of workers, their speeds and the learning curves (and so the order of
 * no step is reported twice or out of order, none past max_resource, and a resumed trial
   goes on from where it paused (no report lost);
 * the study places exactly its budget of trials, and one whose scheduler does not pause ends
-  with completed trials.
+  with completed trials;
+* with attempts that crash (retried while retries last, then failed) and workers that stop
+  and hand their trial back (resumed from its checkpoint, no retry used), all of the above
+  still holds, and a trial fails only once its retries are spent.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def _run(
     seed: int,
     crash: float = 0.0,
     retries: int = 0,
+    handback: float = 0.0,
 ) -> tuple[SimResult, Any]:
     spec = SchedulerSpec(
         min_resource=1, max_resource=max_r, reduction_factor=eta, **SCHEDULERS[name]
@@ -94,6 +98,8 @@ def _run(
         # An attempt crashes at a step with probability ``crash``, the same every run.
         fails=lambda t, step: _draw(seed, t.number, step, t.failed) < crash,
         max_retries=retries,
+        # A worker stops after a step with probability ``handback``: the trial goes back.
+        hands_back=lambda t, step: _draw(seed + 1, t.number, step) < handback,
     )
     return sim.run(), sched
 
@@ -165,13 +171,20 @@ def test_every_sampler_keeps_the_contract_under_asha(
     trials=st.integers(1, 30),
     speeds=st.lists(st.floats(0.5, 3.0), min_size=1, max_size=6),
     seed=st.integers(0, 10_000),
-    crash=st.sampled_from([0.02, 0.1, 0.3]),
+    crash=st.sampled_from([0.0, 0.02, 0.1, 0.3]),
     retries=st.integers(0, 3),
+    handback=st.sampled_from([0.0, 0.05, 0.2]),
 )
-def test_the_contract_holds_when_attempts_crash_and_are_retried(
-    name: str, trials: int, speeds: list[float], seed: int, crash: float, retries: int
+def test_the_contract_holds_when_attempts_crash_or_are_handed_back(
+    name: str,
+    trials: int,
+    speeds: list[float],
+    seed: int,
+    crash: float,
+    retries: int,
+    handback: float,
 ) -> None:
-    res, sched = _run(name, "random", 3, 9, trials, speeds, seed, crash, retries)
+    res, sched = _run(name, "random", 3, 9, trials, speeds, seed, crash, retries, handback)
     _check(name, res, sched, len(res.trials), retries)
     kinds = {ev.kind for ev in res.events}
     if any(t.failed for t in res.trials) and retries:

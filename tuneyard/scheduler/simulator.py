@@ -94,6 +94,7 @@ class Simulator:
         budget: float | None = None,
         fails: Callable[[SimTrial, float], bool] | None = None,
         max_retries: int = 0,
+        hands_back: Callable[[SimTrial, float], bool] | None = None,
     ) -> None:
         """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
         ignored and the sampler is used as the service uses it: told the running
@@ -114,7 +115,9 @@ class Simulator:
         report never comes): as in the service, the trial is queued to run the same job again
         from where the job started while ``max_retries`` last, before any promotion or new
         trial, and fails for good after that; the re-run's reports replace the failed
-        attempt's."""
+        attempt's. ``hands_back(trial, step)`` says whether the worker stops after reporting
+        that step (a shutdown): the trial is handed back with its checkpoint, queued like a
+        retry, and resumes from that step elsewhere, using none of its retries."""
         if (curve is None) == (trial_curve is None):
             raise ValueError("give exactly one of curve and trial_curve")
         if budget is not None and budget <= 0:
@@ -138,6 +141,7 @@ class Simulator:
         self.snapshots = snapshots
         self.fails = fails
         self.max_retries = max_retries
+        self.hands_back = hands_back
         self.queued: list[SimTrial] = []
         self.engine = Engine(scheduler, max_trials)
         self.board = MemoryBoard(scheduler.cutoff_rank)
@@ -315,6 +319,15 @@ class Simulator:
                 # Spent: nothing more starts, and the steps in flight are cut.
                 exhausted = True
                 break
+            if more and self.hands_back is not None and self.hands_back(t, step):
+                # The worker stops: the job's checkpoint at this step goes back with the trial.
+                t.state = TrialState.QUEUED
+                t.resource_from = step
+                self.queued.append(t)
+                self._log(LogKind.RELEASE, t, t.rung if t.rung >= 0 else None, "handed back")
+                idle += 1
+                fill()
+                continue
             if more:
                 start_step(t)
                 continue
