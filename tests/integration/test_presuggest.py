@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from tests.helpers import API, curve, run_job, study_spec
 from tuneyard.api.app import create_app
-from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.service.context import Toolkit
 from tuneyard.service.studies import StudyService
 from tuneyard.service.trials import TrialService
@@ -87,7 +86,7 @@ def test_a_lone_worker_gets_what_the_locked_path_suggests(
     assert _params(kit, ahead) == _params(kit, locked)
     # Made and not handed on: nothing is held for it (a caller that overlaps holds its own).
     assert trials.presuggest(ahead) is not None
-    assert kit.suggestions(ahead) == []
+    assert kit.ahead.held(ahead) == []
 
 
 def test_the_api_holds_no_suggestion_once_its_next_calls_are_answered(
@@ -106,7 +105,7 @@ def test_the_api_holds_no_suggestion_once_its_next_calls_are_answered(
             assert r.status_code == 200, r.text
             run_job(http, r.json(), curve)
         kit: Toolkit = http.app.state.kit  # type: ignore[attr-defined]
-        assert kit.suggestions(sid) == []
+        assert kit.ahead.held(sid) == []
         assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
 
 
@@ -119,10 +118,10 @@ def test_overlapping_calls_of_one_process_take_the_next_numbers(
     _warm(trials, sid, 5)
     first = trials.presuggest(sid)
     assert first is not None
-    kit.hold_suggestion(sid, first)  # as the API does while the first is not a trial yet
+    kit.ahead.hold(sid, first)  # as the API does while the first is not a trial yet
     second = trials.presuggest(sid)
     assert second is not None
-    kit.hold_suggestion(sid, second)
+    kit.ahead.hold(sid, second)
     assert (first.number, second.number) == (5, 6)
     assert first.params != second.params
     a = trials.next_job(sid, "w1", first, presuggested=True)
@@ -130,7 +129,7 @@ def test_overlapping_calls_of_one_process_take_the_next_numbers(
     assert a is not None and b is not None
     assert (a.trial.number, a.trial.params) == (5, first.params)
     assert (b.trial.number, b.trial.params) == (6, second.params)
-    assert kit.suggestions(sid) == []
+    assert kit.ahead.held(sid) == []
 
 
 def test_a_suggestion_overtaken_by_another_process_is_kept_only_if_new(
@@ -154,7 +153,7 @@ def test_a_suggestion_overtaken_by_another_process_is_kept_only_if_new(
     mine = TrialService(one).presuggest(sid)
     held = TrialService(two).presuggest(sid)
     assert held is not None
-    two.hold_suggestion(sid, held)
+    two.ahead.hold(sid, held)
     ahead = TrialService(two).presuggest(sid)
     assert mine is not None and ahead is not None
     assert (mine.number, held.number, ahead.number) == (7, 7, 8)
@@ -164,8 +163,8 @@ def test_a_suggestion_overtaken_by_another_process_is_kept_only_if_new(
     kept = TrialService(one).next_job(sid, "w1", mine, presuggested=True)
     assert kept is not None and kept.trial.number == 8
     assert kept.trial.params == mine.params
-    two.forget_suggestion(sid, held)
-    assert one.suggestions(sid) == two.suggestions(sid) == []
+    two.ahead.forget(sid, held)
+    assert one.ahead.held(sid) == two.ahead.held(sid) == []
 
 
 def test_a_copy_another_process_moved_past_meanwhile_is_not_saved_over_its_state(
@@ -186,8 +185,8 @@ def test_a_copy_another_process_moved_past_meanwhile_is_not_saved_over_its_state
         assert stored is not None
         revision, watermark = stored.revision, stored.watermark
     with one.transaction() as s:
-        copy = one.context(s.get(Study, sid)).sampler  # type: ignore[arg-type]
-    assert isinstance(copy, ModelSampler) and copy.revision < revision
+        copy = one.context(s.get(Study, sid)).model  # type: ignore[arg-type]
+    assert copy is not None and copy.revision < revision
     copy.unsaved = 10_000  # a save would be due, were this copy the latest
     job = TrialService(one).next_job(sid, "w1", early, presuggested=True)
     assert job is not None and job.trial.number == 45

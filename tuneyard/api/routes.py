@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from tuneyard.api.auth import READ, WORKER, WRITE
@@ -242,33 +239,6 @@ def get_trial(trial_id: Id, studies: StudiesDep) -> TrialOut:
 
 
 # -- ask / tell ----------------------------------------------------------------------------
-@dataclass
-class _Gates:
-    """This process's turns for the ``next`` calls of one study: one at a time suggests,
-    one at a time takes the study's lock, so one call's suggestion overlaps the previous
-    call's transaction."""
-
-    suggest: asyncio.Lock = field(default_factory=asyncio.Lock)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def idle(self) -> bool:
-        return not (self.suggest.locked() or self.lock.locked())
-
-
-def _study_gates(app: FastAPI, study_id: int) -> _Gates:
-    """This process's gates for the ``next`` calls of one study (kept on the app)."""
-    gates: dict[int, _Gates] | None = getattr(app.state, "next_gates", None)
-    if gates is None:
-        gates = app.state.next_gates = {}
-    gate = gates.get(study_id)
-    if gate is None:
-        if len(gates) >= 4096:  # forget the gates nobody holds or waits for
-            for key in [k for k, g in gates.items() if g.idle()]:
-                del gates[key]
-        gate = gates[study_id] = _Gates()
-    return gate
-
-
 @router.post(
     "/studies/{study_id}/next",
     response_model=Assignment,
@@ -283,28 +253,13 @@ async def next_job(
     study_id: Id,
     trials: TrialsDep,
     settings: SettingsDep,
-    request: Request,
     response: Response,
     body: Annotated[NextIn | None, Body()] = None,
 ) -> Any:
     """The next piece of work: a promoted trial to resume (preferred) or a new trial."""
-    # Each call holds the study's row lock, so the database serves them one at a time
-    # anyway: the calls of this process wait here, in turn, holding neither a thread nor a
-    # database connection that the study's reports need meanwhile.
-    gates = _study_gates(request.app, study_id)
-    async with gates.suggest:
-        early = await run_in_threadpool(trials.presuggest, study_id)
-        if early is not None:  # the next call suggests after this one
-            trials.kit.hold_suggestion(study_id, early)
-    try:
-        async with gates.lock:
-            res = await run_in_threadpool(
-                trials.next_job, study_id, body.worker if body else None, early, True
-            )
-    except BaseException:
-        if early is not None:  # cancelled on the way: next_job may never have seen it
-            trials.kit.forget_suggestion(study_id, early)
-        raise
+    # A model-based suggestion is made ahead of the study's lock, while the previous call of
+    # this process holds it (see SuggestAhead).
+    res = await trials.kit.ahead.next(trials, study_id, body.worker if body else None)
     if res is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     t = res.trial

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneyard.lru import LRU
 from tuneyard.scheduler.engine import Engine
 from tuneyard.scheduler.samplers import make_sampler
-from tuneyard.scheduler.samplers.base import Sampler
+from tuneyard.scheduler.samplers.base import ModelSampler, Sampler
 from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
 from tuneyard.scheduler.space import SearchSpace
+from tuneyard.service.ahead import StudySampler, SuggestAhead
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.store.board import SqlBoard
@@ -47,6 +47,9 @@ class StudyContext:
     sign: float
     # The scheduling rules, as the simulator runs them too.
     engine: Engine
+    # A model-based sampler as this process holds it (None for a stateless one): the same
+    # sampler, with its lock and where it stands against the stored state.
+    model: StudySampler | None = None
 
     def board(self, session: Session, study_id: int) -> SqlBoard:
         return SqlBoard(session, study_id, self.scheduler.resources, self.scheduler.cutoff_rank)
@@ -66,6 +69,7 @@ class StudyContext:
             capacity=capacity,
             sign=1.0 if spec.direction == "minimize" else -1.0,
             engine=Engine(scheduler, capacity),
+            model=StudySampler(sampler) if isinstance(sampler, ModelSampler) else None,
         )
 
 
@@ -86,28 +90,8 @@ class Toolkit:
         if metrics is not None:
             metrics.watch(factory)
         self._cache: LRU[tuple[int, float], StudyContext] = LRU(cache_size)
-        self._lock = threading.Lock()
-        # Per study, the suggestions this process made before taking the study's lock and
-        # holds until they are trials (see TrialService.presuggest).
-        self._suggestions: dict[int, list[Any]] = {}
-
-    def suggestions(self, study_id: int) -> list[Any]:
-        """This process's suggestions for the study that are held until they become trials
-        (a copy)."""
-        with self._lock:
-            return list(self._suggestions.get(study_id, ()))
-
-    def hold_suggestion(self, study_id: int, suggestion: Any) -> None:
-        with self._lock:
-            self._suggestions.setdefault(study_id, []).append(suggestion)
-
-    def forget_suggestion(self, study_id: int, suggestion: Any) -> None:
-        with self._lock:
-            pending = self._suggestions.get(study_id, [])
-            if suggestion in pending:
-                pending.remove(suggestion)
-            if not pending:
-                self._suggestions.pop(study_id, None)
+        # The suggestions this process makes ahead of a study's lock, and its next calls' turns.
+        self.ahead = SuggestAhead()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

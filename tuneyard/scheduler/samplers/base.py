@@ -6,7 +6,7 @@ Two kinds of samplers:
   n only, so two API replicas agree on trial n without sharing anything.
 - **Model-based** (tpe, gp, cmaes, genetic, bohb): they learn from results. The service feeds
   them :class:`Observation` s, the rung results and final values of the study's trials, in
-  the order they were recorded, and only those newer than the sampler's watermark. Their
+  the order they were recorded, each once (the service keeps their watermark). Their
   state is versioned JSON, kept in the database, so any API replica continues where another
   stopped and a suggestion never re-reads the study.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -289,13 +288,6 @@ class ModelSampler(ABC):
         self.seed = seed
         self.spec = spec
         self.history = History(space)
-        # Held by the service while it brings this copy up to date, suggests or saves it: the
-        # calls of one API process may overlap.
-        self.guard = threading.Lock()
-        # Where this in-memory copy stands against the stored state (kept by the service).
-        self.revision = -1
-        self.watermark = 0
-        self.unsaved = 0  # observations taken in since the state was last saved
 
     def rng(self, number: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, number])

@@ -13,7 +13,6 @@ from tuneyard.errors import (
     Conflict,
     StudyFinished,
 )
-from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.transitions import move
@@ -55,7 +54,7 @@ class TrialService(Lifecycle):
             return self._next_job(study_id, worker, early)
         finally:
             if early is not None:
-                self.kit.forget_suggestion(study_id, early)
+                self.kit.ahead.forget(study_id, early)
 
     def _next_job(
         self, study_id: int, worker: str | None, early: Suggestion | None
@@ -153,9 +152,9 @@ class TrialService(Lifecycle):
         study.trials_started += 1
         if early is not None and self._still_new(s, study, early, number, ctx):
             params = early.params
-            assert isinstance(ctx.sampler, ModelSampler)  # as presuggest made sure
-            with ctx.sampler.guard:
-                self._save_sampler(s, ctx, study)
+            model = early.model  # ctx.model, as _still_new made sure
+            with model.guard:
+                model.save(s, study.id, self.kit.clock())
         else:
             params = meter.timed_suggest(
                 self.kit, ctx, lambda: self._suggest(s, ctx, study, number)
