@@ -18,6 +18,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 
 from tuneyard.errors import TuneyardError
@@ -128,6 +129,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error: %s", exc.orig)
+        return problem(409, "Conflict", "a concurrent request changed the same record; retry")
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(_: Request, exc: StaleDataError) -> JSONResponse:
+        # A state's compare-and-set matched no row: another request moved it first.
+        log.warning("state changed concurrently: %s", exc)
         return problem(409, "Conflict", "a concurrent request changed the same record; retry")
 
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:

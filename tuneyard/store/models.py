@@ -85,6 +85,10 @@ class Study(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (Index("ix_studies_state_id", "state", "id"),)
+    # Every update of a study through the ORM is a compare-and-set on its state: it carries
+    # "AND state = <the state it was read in>", and one that matches no row raises
+    # StaleDataError instead of writing over a change made meanwhile.
+    __mapper_args__ = {"version_id_col": state, "version_id_generator": False}
 
 
 class Trial(Base):
@@ -138,6 +142,8 @@ class Trial(Base):
             "ix_trials_study_state_number_value", "study_id", "state", "number", "value", "resource"
         ),
     )
+    # A compare-and-set on the trial's state, as for studies.
+    __mapper_args__ = {"version_id_col": state, "version_id_generator": False}
 
 
 class Report(Base):
