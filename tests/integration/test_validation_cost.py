@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 import tuneyard.spec.study
 from tests.helpers import API, serve, study_spec
-from tests.unit.test_spec_cost import gated_ints
+from tests.spaces import gated_ints
 from tuneyard.api.app import create_app
 from tuneyard.api.limits import MAX_STUDY_BYTES
 from tuneyard.settings import Settings

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_space import spaces
+from tests.spaces import spaces
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation, make_sampler
 from tuneyard.scheduler.samplers.registry import SAMPLERS
 from tuneyard.scheduler.space import SearchSpace

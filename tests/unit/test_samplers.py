@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_space import (
+from tests.spaces import (
     NESTED_SPACE,
     REFERENCE_SPACE,
     brute_force_grid,

@@ -27,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tests.spaces import gated_ints
 from tuneyard.api.limits import MAX_STUDY_BYTES
 from tuneyard.scheduler.samplers.grid import GridSampler
 from tuneyard.scheduler.space import SearchSpace
@@ -73,21 +74,6 @@ def reported(text: str) -> str:
 
 
 # -- the definitions ---------------------------------------------------------------------------
-def gated_ints(seed: int, *, high: int, binaries: int = 17, ints: int = 47, k: int = 3) -> dict:
-    """The shape of the report: binary categoricals, each int gated by ``k`` of them."""
-    rng = random.Random(seed)
-    space: dict[str, Any] = {
-        f"b{i}": {"type": "categorical", "choices": [True, False]} for i in range(binaries)
-    }
-    for j in range(ints):
-        parents = rng.sample(range(binaries), k)
-        space[f"x{j}"] = {
-            "type": "int",
-            "low": 0,
-            "high": high,
-            "when": {f"b{p}": rng.choice([True, False]) for p in parents},
-        }
-    return {"name": "gated", "space": space, "sampler": {"type": "grid"}}
 
 
 def crossing(seed: int, parents: int, choices: int, share: float) -> dict:
