@@ -11,8 +11,8 @@ follows from the answers to the board:
 * a report's rung records are written *before* the scheduler decides, since the decision
   ranks the trial within the rung it just reached; a promotion on the spot is marked
   (:meth:`Engine.report`);
-* a worker asking for work resumes the best promotable trial, else finished brackets are
-  dropped (:meth:`Engine.next_promotion`);
+* a worker asking for work runs a queued trial first (a retry, a hand-back), then resumes
+  the best promotable trial, else finished brackets are dropped (:meth:`Engine.next_work`);
 * a failed attempt runs its job again while the study's retries last (:meth:`Engine.retry`);
 * a job that ends before the rung it was heading to (a failure, a stop, a hand-back that
   never comes back) is counted as dropped there, so a synchronous rung stops waiting for it
@@ -24,9 +24,9 @@ the engine knows no clock, no database and no trial beyond a :class:`TrialView`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tuneyard.scheduler.board import Board, BracketInfo
 from tuneyard.scheduler.decisions import (
@@ -37,6 +37,8 @@ from tuneyard.scheduler.decisions import (
     RungRecord,
 )
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
+
+Q = TypeVar("Q")
 
 
 class WritableBoard(Board, Protocol):
@@ -126,6 +128,17 @@ class Engine:
         if decision.kind != DecisionKind.CONTINUE or decision.promoted_from is not None:
             return None
         return decision
+
+    def next_work(
+        self, take_queued: Callable[[], Q | None], board: WritableBoard
+    ) -> Q | Promotion | None:
+        """What a free worker runs next, in this order: a trial queued to run its job again
+        (a retry or a hand-back; ``take_queued`` takes the one the caller prefers), else the
+        best promotion; None when the study should start a new trial if it has room."""
+        queued = take_queued()
+        if queued is not None:
+            return queued
+        return self.next_promotion(board)
 
     def next_promotion(self, board: WritableBoard) -> Promotion | None:
         """The paused trial to resume now, marked promoted; else None, after dropping the

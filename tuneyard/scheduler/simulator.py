@@ -163,14 +163,18 @@ class Simulator:
         n = self.board.stats(bracket, rung).entries
         return tuple((e.trial_id, e.score) for e in self.board.top(bracket, rung, n))
 
+    def _take_queued(self) -> SimTrial | None:
+        if not self.queued:
+            return None
+        self.queued.sort(key=lambda x: x.number)
+        return self.queued.pop(0)
+
     def _next_job(self) -> SimTrial | None:
-        if self.queued:
-            # A retry first, as the service runs queued trials before anything else.
-            self.queued.sort(key=lambda x: x.number)
-            t = self.queued.pop(0)
-            t.state = TrialState.RUNNING
-            return t
-        promo: Promotion | None = self.engine.next_promotion(self.board)
+        work = self.engine.next_work(self._take_queued, self.board)
+        if isinstance(work, SimTrial):
+            work.state = TrialState.RUNNING
+            return work
+        promo: Promotion | None = work
         if promo is not None:
             t = self.trials[promo.trial_id]
             snap = self._snapshot(promo.bracket, promo.from_rung)

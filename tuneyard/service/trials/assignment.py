@@ -75,14 +75,18 @@ class TrialService(Lifecycle):
             # ran it last, whose cache may still hold its checkpoint; any other takes it
             # otherwise, so none waits for that worker. Few trials are queued at a time.
             mine = case((Trial.worker == worker, 0), else_=1) if worker else literal(1)
-            retry = s.scalar(
-                select(Trial)
-                .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
-                .order_by(mine, Trial.number)
-                .limit(1)
-                .with_for_update()
+            work = ctx.engine.next_work(
+                lambda: s.scalar(
+                    select(Trial)
+                    .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
+                    .order_by(mine, Trial.number)
+                    .limit(1)
+                    .with_for_update()
+                ),
+                board,
             )
-            if retry is not None:
+            if isinstance(work, Trial):
+                retry = work
                 # A retry runs its job again, from the checkpoint the job started from.
                 move(retry, TrialState.RUNNING)
                 retry.worker = worker
@@ -91,8 +95,8 @@ class TrialService(Lifecycle):
                 study.active += 1
                 kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
                 return AssignmentResult(retry, kind, retry.reason or "retry")
-            promo = ctx.engine.next_promotion(board)
-            if promo is not None:
+            if work is not None:
+                promo = work
                 trial = self._trial(s, promo.trial_id, lock=True)
                 if trial.state != TrialState.PAUSED:
                     raise Conflict(
