@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import API, checkpoint, curve, study_spec
+from tests.helpers import API, checkpoint, curve, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
 
@@ -130,3 +130,27 @@ def test_asha_promotes_only_the_top_and_prefers_promotions(http: TestClient) -> 
         promotes += sum(1 for x in d["decisions"] if x["kind"] == "promote")
         assert t["state"] in ("completed", "stopped")
     assert promotes == ref.promotions
+
+
+def test_a_small_budget_ends_with_a_trial_at_max_resource(http: TestClient) -> None:
+    """12 trials for rungs 1/3/9/27: rung 9 holds too few trials to promote by its quota, so
+    once no trial can start and nothing runs, the best paused trial of the highest rung is
+    promoted, and again, until one trial reaches 27."""
+    spec = study_spec(limits={"max_trials": 12, "max_concurrent": 1}, sampler={"seed": 5})
+    sid = http.post(f"{API}/studies", json=spec).json()["id"]
+    jobs = drive(http, sid)
+    assert sum(1 for j in jobs if j["kind"] == "new") == 12
+    study = http.get(f"{API}/studies/{sid}").json()
+    assert study["state"] == "completed"
+    trials = http.get(f"{API}/studies/{sid}/trials", params={"limit": 100}).json()["items"]
+    done = [t for t in trials if t["state"] == "completed"]
+    assert len(done) == 1 and done[0]["resource"] == 27
+    # The final promotions say why, and came only after the twelfth trial had started.
+    detail = http.get(f"{API}/trials/{done[0]['id']}").json()
+    finals = [d for d in detail["decisions"] if "as the study ends" in d["reason"]]
+    assert finals, detail["decisions"]
+    last_new = max(i for i, j in enumerate(jobs) if j["kind"] == "new")
+    first_final = min(i for i, j in enumerate(jobs) if "as the study ends" in j["reason"])
+    assert first_final > last_new
+    # Every other trial ends stopped, none left paused.
+    assert {t["state"] for t in trials} == {"completed", "stopped"}

@@ -78,17 +78,38 @@ def test_asha_promotion_invariants(
         if ev.kind != "promote":
             continue
         assert ev.rung is not None and ev.rung < top
+        assert (ev.trial_id, ev.rung) not in promoted, "promoted twice out of one rung"
+        promoted.add((ev.trial_id, ev.rung))
+        if ev.final:
+            continue  # the study's end: outside the quota, by design
         quota = len(ev.snapshot) // eta
         top_ids = [tid for tid, _ in ev.snapshot[:quota]]
         assert ev.trial_id in top_ids, "promoted out of a rung without ranking in its top 1/eta"
-        assert (ev.trial_id, ev.rung) not in promoted, "promoted twice out of one rung"
-        promoted.add((ev.trial_id, ev.rung))
     for t in res.trials:
         assert t.state in ("completed", "stopped")
         assert all(step <= max_r for step, _ in t.history)
         steps = [s for s, _ in t.history]
         assert steps == sorted(set(steps)), "a step was trained twice or out of order"
     assert len(res.trials) == trials
+    # However small the budget, the study ends with a trial trained to max_resource.
+    assert any(t.state == "completed" and t.history[-1][0] == max_r for t in res.trials)
+
+
+def test_a_small_asha_study_ends_with_one_trial_at_the_top() -> None:
+    """12 trials, rungs 1/3/9/27: too few for rung 9's quota (floor(n/3) of its entries)."""
+    spec = SchedulerSpec(type="asha", min_resource=1, max_resource=27, reduction_factor=3)
+    res = simulate(spec, 12, 4, seed=3)
+    finals = [ev for ev in res.events if ev.kind == "promote" and ev.final]
+    assert finals, "no final promotion"
+    assert all("as the study ends" in ev.detail for ev in finals)
+    # The finals come after every ordinary job: none starts after the first of them.
+    first = min(ev.time for ev in finals)
+    assert not [ev for ev in res.events if ev.kind == "start" and ev.time > first]
+    done = [t for t in res.trials if t.state == "completed"]
+    assert len(done) == 1 and done[0].history[-1][0] == 27
+    # The one that climbed was the best paused trial of the highest rung it left from.
+    climber = finals[0].trial_id
+    assert res.trials[climber].state == "completed"
 
 
 @settings(max_examples=25, deadline=None)

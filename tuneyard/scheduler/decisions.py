@@ -60,6 +60,9 @@ class Promotion:
     resource_from: float
     resource_to: float
     reason: str
+    # A promotion at the end of a study (:meth:`HalvingScheduler.final_promotion`), made
+    # outside the rung's quota so that one trial reaches max_resource.
+    final: bool = False
 
 
 def fmt(x: float) -> str:

@@ -12,7 +12,11 @@ follows from the answers to the board:
   ranks the trial within the rung it just reached; a promotion on the spot is marked
   (:meth:`Engine.report`);
 * a worker asking for work runs a queued trial first (a retry, a hand-back), then resumes
-  the best promotable trial, else finished brackets are dropped (:meth:`Engine.next_work`);
+  the best promotable trial, then starts a new trial while the study has room; when it has
+  none and nothing runs, a final promotion lets the study end with a trial trained to the
+  top (:meth:`Engine.next_work`);
+* the study is over when nothing runs, nothing is queued, no trial can start and nothing
+  can be promoted (:meth:`Engine.finished`);
 * a failed attempt runs its job again while the study's retries last (:meth:`Engine.retry`);
 * a job that ends before the rung it was heading to (a failure, a stop, a hand-back that
   never comes back) is counted as dropped there, so a synchronous rung stops waiting for it
@@ -80,6 +84,14 @@ class Outcome:
     decision: Decision
 
 
+@dataclass(frozen=True)
+class NewTrial:
+    """The answer of :meth:`Engine.next_work` that says: place a new trial."""
+
+
+NEW_TRIAL = NewTrial()
+
+
 class Engine:
     """``capacity`` is the number of trials the study may place (``max_trials``, or a grid's
     size when smaller)."""
@@ -130,15 +142,42 @@ class Engine:
         return decision
 
     def next_work(
-        self, take_queued: Callable[[], Q | None], board: WritableBoard
-    ) -> Q | Promotion | None:
+        self,
+        take_queued: Callable[[], Q | None],
+        board: WritableBoard,
+        *,
+        may_start_new: bool,
+        running: int,
+    ) -> Q | Promotion | NewTrial | None:
         """What a free worker runs next, in this order: a trial queued to run its job again
-        (a retry or a hand-back; ``take_queued`` takes the one the caller prefers), else the
-        best promotion; None when the study should start a new trial if it has room."""
+        (a retry or a hand-back; ``take_queued`` takes the one the caller prefers), the best
+        promotion, a new trial while ``may_start_new`` (the study has trials and budget
+        left), else, when none of the study's ``running`` jobs runs, the final promotion that
+        lets the study end well. None: nothing to do now (the study may be over: ask
+        :meth:`finished`)."""
         queued = take_queued()
         if queued is not None:
             return queued
-        return self.next_promotion(board)
+        promo = self.next_promotion(board)
+        if promo is not None:
+            return promo
+        if may_start_new:
+            return NEW_TRIAL
+        if running == 0:
+            final = self.scheduler.final_promotion(board)
+            if final is not None:
+                board.mark_promoted(final.bracket, final.from_rung, final.trial_id)
+                return final
+        return None
+
+    def finished(self, board: Board, *, running: int, queued: bool, may_start_new: bool) -> bool:
+        """Whether the study is over: no job runs, none is queued to run again, no new trial
+        may start and no trial can be promoted, by its rung's quota or as the study ends.
+        Reads the board only."""
+        if running > 0 or queued or may_start_new:
+            return False
+        sched = self.scheduler
+        return sched.next_promotion(board) is None and sched.final_promotion(board) is None
 
     def next_promotion(self, board: WritableBoard) -> Promotion | None:
         """The paused trial to resume now, marked promoted; else None, after dropping the

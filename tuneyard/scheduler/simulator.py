@@ -1,10 +1,13 @@
 """A discrete-event simulator: any scheduler, W parallel workers, a fake clock.
 
 It plays the service's part in memory: it drives the same :class:`Engine` as the service
-(admission to a bracket, report → rung records → decision, the next promotion, the end of a
-job) over a :class:`MemoryBoard`, with training time taken from a function of the
-configuration, and keeps no scheduling rule of its own. A whole
-ASHA run is thus a deterministic unit test, and the same loop drives the benchmarks.
+(admission to a bracket, report → rung records → decision, the next piece of work, retries,
+the end of a job, the end of the study) over a :class:`MemoryBoard`, with training time taken
+from a function of the configuration and the worker's speed, and keeps no scheduling rule of
+its own. Attempts crash, workers hand trials back or freeze past their lease (the trial is
+reaped and runs again; the frozen attempt's late report is refused, as the service's attempt
+fence refuses it). A whole ASHA run is thus a deterministic unit test, and the same loop
+drives the benchmarks.
 
 Callers that keep per-trial state (a model that a promoted trial resumes) pass
 ``trial_curve(trial, step)`` instead of ``curve(params, step)``, free that state in
@@ -21,7 +24,7 @@ from typing import Any
 
 from tuneyard.scheduler.board import MemoryBoard
 from tuneyard.scheduler.decisions import Decision, Promotion
-from tuneyard.scheduler.engine import Engine
+from tuneyard.scheduler.engine import NEW_TRIAL, Engine
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 from tuneyard.states import DecisionKind, LogKind, TrialState
@@ -46,6 +49,8 @@ class SimTrial:
     trained: float = 0.0
     # Attempts that failed (each ran the job again while retries were left).
     failed: int = 0
+    # The live attempt: every job the trial starts is a new one.
+    attempt: int = 0
     history: list[tuple[float, float]] = field(default_factory=list)
     decisions: list[tuple[float, str, str]] = field(default_factory=list)
 
@@ -61,6 +66,8 @@ class Event:
     detail: str
     # For promotions: the rung's entries (trial id -> score) at that moment, best first.
     snapshot: tuple[tuple[int, float], ...] = ()
+    # A promotion made as the study ends, outside the rung's quota.
+    final: bool = False
 
 
 @dataclass
@@ -71,6 +78,10 @@ class SimResult:
     resource_used: float
     # True when the run ended because ``budget`` was spent, not because the work ran out.
     exhausted: bool = False
+    # Whether the engine said the study was over when the work ran out.
+    finished: bool = False
+    # Reports of attempts that had been reaped, refused as the service refuses them.
+    stale_reports: int = 0
 
     def best(self) -> SimTrial | None:
         done = [t for t in self.trials if t.state == TrialState.COMPLETED and t.history]
@@ -95,6 +106,9 @@ class Simulator:
         fails: Callable[[SimTrial, float], bool] | None = None,
         max_retries: int = 0,
         hands_back: Callable[[SimTrial, float], bool] | None = None,
+        speeds: list[float] | None = None,
+        stalls: Callable[[SimTrial, float], bool] | None = None,
+        lease: float = 5.0,
     ) -> None:
         """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
         ignored and the sampler is used as the service uses it: told the running
@@ -117,7 +131,14 @@ class Simulator:
         trial, and fails for good after that; the re-run's reports replace the failed
         attempt's. ``hands_back(trial, step)`` says whether the worker stops after reporting
         that step (a shutdown): the trial is handed back with its checkpoint, queued like a
-        retry, and resumes from that step elsewhere, using none of its retries."""
+        retry, and resumes from that step elsewhere, using none of its retries.
+
+        ``speeds`` gives each worker's speed (``workers`` of them; a step takes
+        ``step_time(params) / speed``); a free worker takes the next job, the lowest-numbered
+        first. ``stalls(trial, step)`` says whether the attempt freezes while training that
+        step: after ``lease`` of silence the trial is reaped (a failed attempt, retried as a
+        crash is) and the frozen worker, waking at three leases, sends a report that is
+        refused (``SimResult.stale_reports``) before it takes other work."""
         if (curve is None) == (trial_curve is None):
             raise ValueError("give exactly one of curve and trial_curve")
         if budget is not None and budget <= 0:
@@ -142,6 +163,12 @@ class Simulator:
         self.fails = fails
         self.max_retries = max_retries
         self.hands_back = hands_back
+        if speeds is not None and (len(speeds) != workers or min(speeds) <= 0):
+            raise ValueError("speeds: one positive speed per worker")
+        self.speeds = speeds or [1.0] * workers
+        self.stalls = stalls
+        self.lease = lease
+        self.running = 0
         self.queued: list[SimTrial] = []
         self.engine = Engine(scheduler, max_trials)
         self.board = MemoryBoard(scheduler.cutoff_rank)
@@ -152,9 +179,15 @@ class Simulator:
 
     # -- the service's part --------------------------------------------------------------
     def _log(
-        self, kind: LogKind, t: SimTrial, rung: int | None, detail: str, snap: Any = ()
+        self,
+        kind: LogKind,
+        t: SimTrial,
+        rung: int | None,
+        detail: str,
+        snap: Any = (),
+        final: bool = False,
     ) -> None:
-        self.events.append(Event(self.now, kind, t.trial_id, rung, detail, snap))
+        self.events.append(Event(self.now, kind, t.trial_id, rung, detail, snap, final))
         t.decisions.append((self.now, kind, detail))
 
     def _snapshot(self, bracket: int, rung: int) -> tuple[tuple[int, float], ...]:
@@ -170,19 +203,24 @@ class Simulator:
         return self.queued.pop(0)
 
     def _next_job(self) -> SimTrial | None:
-        work = self.engine.next_work(self._take_queued, self.board)
+        work = self.engine.next_work(
+            self._take_queued,
+            self.board,
+            may_start_new=len(self.trials) < self.max_trials,
+            running=self.running,
+        )
         if isinstance(work, SimTrial):
             work.state = TrialState.RUNNING
             return work
-        promo: Promotion | None = work
-        if promo is not None:
+        if isinstance(work, Promotion):
+            promo = work
             t = self.trials[promo.trial_id]
             snap = self._snapshot(promo.bracket, promo.from_rung)
             t.state = TrialState.RUNNING
             t.resource_from, t.resource_to = promo.resource_from, promo.resource_to
-            self._log(LogKind.PROMOTE, t, promo.from_rung, promo.reason, snap)
+            self._log(LogKind.PROMOTE, t, promo.from_rung, promo.reason, snap, promo.final)
             return t
-        if len(self.trials) >= self.max_trials:
+        if work is not NEW_TRIAL:
             return None
         number = len(self.trials)
         admission = self.engine.admit(number, self.board, self.brackets_opened)
@@ -218,9 +256,8 @@ class Simulator:
         if self.on_end is not None:
             self.on_end(t)
 
-    def _fail(self, t: SimTrial, step: float) -> None:
-        """The running attempt of ``t`` crashed while training ``step``."""
-        reason = f"the objective crashed at step {step:g}"
+    def _fail(self, t: SimTrial, reason: str) -> None:
+        """The running attempt of ``t`` failed (it crashed, or its lease ran out)."""
         again = self.engine.retry(t.failed, self.max_retries, reason)
         t.failed += 1
         if again is not None:
@@ -277,41 +314,74 @@ class Simulator:
 
     # -- the event loop ------------------------------------------------------------------
     def run(self) -> SimResult:
-        heap: list[tuple[float, int, int]] = []  # (time, seq, trial id) of a finished step
+        # (time, seq, what, trial id, attempt, worker): a step trained ("step"), a lease that
+        # ran out ("reap"), a frozen worker waking ("wake").
+        heap: list[tuple[float, int, str, int, int, int]] = []
         seq = 0
-        idle = self.workers
+        free = list(range(self.workers))  # idle workers, the lowest-numbered taken first
         spent = 0.0  # resource trained so far, kept as it grows: no rescan per step
         exhausted = False
+        stale = 0
 
-        def start_step(t: SimTrial) -> None:
+        def push(at: float, what: str, t: SimTrial, w: int) -> None:
             nonlocal seq
             seq += 1
-            heapq.heappush(heap, (self.now + self.step_time(t.params), seq, t.trial_id))
+            heapq.heappush(heap, (at, seq, what, t.trial_id, t.attempt, w))
+
+        def start_step(t: SimTrial, w: int) -> None:
+            push(self.now + self.step_time(t.params) / self.speeds[w], "step", t, w)
 
         def fill() -> None:
-            nonlocal idle
-            while idle > 0:
+            """Every free worker takes work while there is some."""
+            while free:
                 job = self._next_job()
                 if job is None:
                     return
-                idle -= 1
-                start_step(job)
+                job.attempt += 1
+                self.running += 1
+                start_step(job, free.pop(0))
+
+        def release(w: int) -> None:
+            free.append(w)
+            free.sort()
+            fill()
+
+        def job_over() -> None:
+            self.running -= 1
 
         fill()
         while heap:
-            self.now, _, tid = heapq.heappop(heap)
+            self.now, _, what, tid, attempt, w = heapq.heappop(heap)
             t = self.trials[tid]
+            live = attempt == t.attempt and t.state == TrialState.RUNNING
+            if what == "reap":
+                if live:
+                    secs = f"{self.lease:g}"
+                    job_over()
+                    self._fail(t, f"lease expired: no report or heartbeat for {secs} s")
+                    fill()  # the frozen worker keeps its slot until it wakes
+                continue
+            if what == "wake":
+                # The frozen attempt's report comes late and is refused; its worker is free.
+                stale += 1
+                release(w)
+                continue
+            assert live, "a step of an attempt that is over"
             last = t.history[-1][0] if t.history else t.resource_from
             step = min(t.resource_to, last + self.step)
             t.trained += self.step
             spent += self.step
+            if self.stalls is not None and self.stalls(t, step):
+                push(self.now + self.lease, "reap", t, w)
+                push(self.now + 3 * self.lease, "wake", t, w)
+                continue
             if self.fails is not None and self.fails(t, step):
-                self._fail(t, step)
+                job_over()
+                self._fail(t, f"the objective crashed at step {step:g}")
                 if self.budget is not None and spent >= self.budget - 1e-9:
                     exhausted = True
                     break
-                idle += 1
-                fill()
+                release(w)
                 continue
             d = self._report(t, step)
             more = d.kind == DecisionKind.CONTINUE and step < t.resource_to - 1e-9
@@ -325,18 +395,24 @@ class Simulator:
                 break
             if more and self.hands_back is not None and self.hands_back(t, step):
                 # The worker stops: the job's checkpoint at this step goes back with the trial.
+                job_over()
                 t.state = TrialState.QUEUED
                 t.resource_from = step
                 self.queued.append(t)
                 self._log(LogKind.RELEASE, t, t.rung if t.rung >= 0 else None, "handed back")
-                idle += 1
-                fill()
+                release(w)
                 continue
             if more:
-                start_step(t)
+                start_step(t, w)
                 continue
-            idle += 1
-            fill()
+            job_over()
+            release(w)
+        finished = not exhausted and self.engine.finished(
+            self.board,
+            running=self.running,
+            queued=bool(self.queued),
+            may_start_new=len(self.trials) < self.max_trials,
+        )
         # What never got promoted is stopped when the study ends, and so is what the budget cut.
         for t in self.trials:
             if t.state == TrialState.PAUSED:
@@ -346,4 +422,6 @@ class Simulator:
                     t, DecisionKind.STOP, t.rung if t.rung >= 0 else None, "the budget is spent"
                 )
         used = sum(t.trained for t in self.trials)
-        return SimResult(self.trials, self.events, self.now, used, exhausted)
+        return SimResult(
+            self.trials, self.events, self.now, used, exhausted, finished, stale_reports=stale
+        )

@@ -38,6 +38,11 @@ class ASHA(HalvingScheduler):
             return None
         return super().next_promotion(board)
 
+    def final_promotion(self, board: Board) -> Promotion | None:
+        if not self.pauses:
+            return None
+        return super().final_promotion(board)
+
     def decide(
         self, trial: TrialView, step: float, score: float, records: list[RungRecord], board: Board
     ) -> Decision:

@@ -110,6 +110,11 @@ class Scheduler(ABC):
     def next_promotion(self, board: Board) -> Promotion | None:
         return None
 
+    def final_promotion(self, board: Board) -> Promotion | None:
+        """The promotion that lets a study end well, asked for only when the study can start
+        no new trial and none of its jobs runs: None where the scheduler needs none."""
+        return None
+
     def finished_brackets(self, board: Board) -> list[int]:
         """Brackets that can produce no more promotions (sync schedulers drop them)."""
         return []

@@ -91,6 +91,47 @@ class HalvingScheduler(Scheduler):
     def next_promotion(self, board: Board) -> Promotion | None:
         return self._find(board, include=None)
 
+    def final_promotion(self, board: Board) -> Promotion | None:
+        """Near the end of a budget a rung holds too few trials for its quota (fewer than
+        ``eta`` entries promote nobody), and an asynchronous study could end with every
+        trial paused short of ``max_resource``. So, once no new trial can start and nothing
+        runs, and while no trial has reached the top, the best paused trial of the highest
+        rung that has one is promoted, outside the quota; repeated, that trains one trial to
+        ``max_resource``. The cost is at most one trial's remaining resource, run after the
+        rest of the study. Synchronous brackets are sized to fill their rungs instead."""
+        if self.synchronous:
+            return None
+        top = self.ladder.top
+        brackets = board.brackets()
+        if any(board.stats(b.index, top).entries for b in brackets):
+            return None
+        for k in range(top - 1, -1, -1):
+            found = [
+                (e, b.index)
+                for b in brackets
+                if b.base <= k and (e := board.best_candidate(b.index, k, None)) is not None
+            ]
+            if not found:
+                continue
+            e, index = min(found, key=lambda f: f[0].key)
+            reason = (
+                f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])} as the "
+                f"study ends: no new trial can start and none has reached "
+                f"{fmt(self.ladder.max_resource)}; {self.value(e.score)} is the best paused "
+                f"trial of the highest rung that has one"
+            )
+            return Promotion(
+                trial_id=e.trial_id,
+                bracket=index,
+                from_rung=k,
+                to_rung=k + 1,
+                resource_from=self.resources[k],
+                resource_to=self.resources[k + 1],
+                reason=reason,
+                final=True,
+            )
+        return None
+
     # -- reports -------------------------------------------------------------------------
     def decide(
         self, trial: TrialView, step: float, score: float, records: list[RungRecord], board: Board

@@ -13,6 +13,8 @@ from tuneyard.errors import (
     Conflict,
     StudyFinished,
 )
+from tuneyard.scheduler.decisions import Promotion
+from tuneyard.scheduler.engine import NEW_TRIAL
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.transitions import move
@@ -84,6 +86,8 @@ class TrialService(Lifecycle):
                     .with_for_update()
                 ),
                 board,
+                may_start_new=self._may_start_new(study, ctx),
+                running=study.active,
             )
             if isinstance(work, Trial):
                 retry = work
@@ -95,7 +99,7 @@ class TrialService(Lifecycle):
                 study.active += 1
                 kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
                 return AssignmentResult(retry, kind, retry.reason or "retry")
-            if work is not None:
+            if isinstance(work, Promotion):
                 promo = work
                 trial = self._trial(s, promo.trial_id, lock=True)
                 if trial.state != TrialState.PAUSED:
@@ -114,7 +118,7 @@ class TrialService(Lifecycle):
                     s, trial, LogKind.PROMOTE, promo.reason, promo.from_rung, promo.resource_to
                 )
                 return AssignmentResult(trial, JobKind.RESUME, promo.reason)
-            if study.trials_started < ctx.capacity:
+            if work is NEW_TRIAL:
                 return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
             if self._maybe_finish(s, ctx, study, board):
                 raise StudyFinished(f"study {study_id} is completed")

@@ -220,20 +220,28 @@ class TrialCore:
         self._end_attempt(s, trial, AttemptState.FAILED, error)
         self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
+    def _may_start_new(self, study: Study, ctx: StudyContext) -> bool:
+        """Whether the study may place another trial: the one place that says so."""
+        return study.trials_started < ctx.capacity
+
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
-        """Complete the study when nothing runs, nothing can be promoted and no trial is left."""
+        """End the study when the engine says it is over (nothing runs, is queued, can
+        start or can be promoted). The queued-trial query runs only once nothing runs and
+        nothing can start: at the end of a study, not on every job's end."""
         if study.state != StudyState.RUNNING or study.active > 0:
             return False
-        if study.trials_started < ctx.capacity:
+        may_start_new = self._may_start_new(study, ctx)
+        if may_start_new:
             return False
         queued = s.scalar(
             select(Trial.id)
             .where(Trial.study_id == study.id, Trial.state == TrialState.QUEUED)
             .limit(1)
         )
-        if queued is not None:
-            return False
-        if ctx.scheduler.next_promotion(board) is not None:
+        over = ctx.engine.finished(
+            board, running=study.active, queued=queued is not None, may_start_new=may_start_new
+        )
+        if not over:
             return False
         self._finish(s, study, StudyState.COMPLETED, "all trials finished")
         return True

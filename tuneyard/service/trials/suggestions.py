@@ -78,7 +78,7 @@ class Suggestions(TrialCore):
                 model is None
                 or model.sampler.changes_on_suggest
                 or study.active >= ctx.spec.limits.max_concurrent
-                or study.trials_started >= ctx.capacity
+                or not self._may_start_new(study, ctx)
             ):
                 return None
             if ctx.scheduler.pauses and ctx.scheduler.next_promotion(ctx.board(s, study_id)):
