@@ -186,6 +186,23 @@ def worker(
             "the PATH ('python3') or an absolute path pattern ('/opt/train/*') (repeatable).",
         ),
     ] = None,
+    accept_code: Annotated[
+        bool,
+        typer.Option(
+            "--accept-code",
+            envvar="TUNEYARD_ACCEPT_CODE",
+            help="Run the code studies ship (`study create --code DIR`) on this worker's "
+            "queue: whoever may create a study there runs any program on this machine "
+            "(docs/security.md). Without it such jobs are left to other workers.",
+        ),
+    ] = False,
+    code_cache: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TUNEYARD_CODE_CACHE",
+            help="Where shipped code is kept, one directory per archive (default: DATA_DIR/code).",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -251,6 +268,8 @@ def worker(
         )
     else:
         err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
+    if accept_code:
+        err.print(f"runs the code studies ship on queue {queue!r} (--accept-code)")
     code = run_pool(
         url,
         redis_url or settings.redis_url,
@@ -262,6 +281,8 @@ def worker(
         grace=grace,
         name=name,
         allow=allowed,
+        accept_code=accept_code,
+        code_cache=code_cache.resolve() if code_cache else None,
     )
     raise typer.Exit(code)
 

@@ -105,11 +105,25 @@ def study_create(
         Path,
         typer.Option("-f", "--file", exists=True, dir_okay=False, help="study.yaml or .json"),
     ],
+    code: Annotated[
+        Path | None,
+        typer.Option(
+            "--code",
+            exists=True,
+            file_okay=False,
+            help="Ship this directory with the study: workers started with --accept-code run "
+            "the entrypoint from it (honours .tuneyardignore, else .gitignore).",
+        ),
+    ] = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a study from a YAML or JSON definition (checked here before it is sent)."""
     spec = _read_spec(file)
+    if code is not None:
+        from tuneyard.cli.code import ship_code
+
+        spec = ship_code(spec, code, api)
     out = _call(api, lambda c: c.create_study(spec))
     if as_json:
         _dump(out)
