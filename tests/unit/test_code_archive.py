@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneyard.checkpoint_archive import ArchiveLimits, BadArchive
 from tuneyard.code_archive import (
     CodeTooLarge,
     Ignore,
@@ -21,7 +22,6 @@ from tuneyard.code_archive import (
     pack,
     remove_tree,
 )
-from tuneyard.checkpoint_archive import ArchiveLimits, BadArchive
 from tuneyard.spec import ExecutionSpec
 from tuneyard.worker.code import CodeCache, CodeUnavailable, accepted_queues, accepts
 
