@@ -266,7 +266,7 @@ def worker(
             + "; executables "
             + (", ".join(escape(p) for p in allowed.commands) or "none")
         )
-    else:
+    elif not accept_code:
         err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
     if accept_code:
         err.print(f"runs the code studies ship on queue {queue!r} (--accept-code)")
