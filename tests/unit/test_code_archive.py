@@ -203,3 +203,12 @@ def test_accept_code_is_per_queue_and_fails_closed() -> None:
     assert not accepts(shipped, {"TUNEYARD_WORKER_ACCEPT_CODE": '["cpu"]'})
     assert accepted_queues({"TUNEYARD_WORKER_ACCEPT_CODE": "not json"}) == frozenset()
     assert accepted_queues({"TUNEYARD_WORKER_ACCEPT_CODE": '"gpu"'}) == frozenset()
+
+
+def test_code_names_what_runs_from_it() -> None:
+    digest = "sha256:" + "a" * 64
+    with pytest.raises(ValueError, match="name the entrypoint or the command"):
+        ExecutionSpec(code=digest)
+    with pytest.raises(ValueError, match="code"):
+        ExecutionSpec(entrypoint="a:b", code="sha256:" + "A" * 64)
+    assert ExecutionSpec(command=["python", "train.py"], code=digest).code == digest

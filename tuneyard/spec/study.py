@@ -67,6 +67,8 @@ class ExecutionSpec(StrictModel):
     def _check(self) -> ExecutionSpec:
         if self.entrypoint and self.command:
             raise ValueError("give either entrypoint or command, not both")
+        if self.code and not (self.entrypoint or self.command):
+            raise ValueError("code: name the entrypoint or the command to run from it")
         return self
 
 
