@@ -317,6 +317,13 @@ def up(
         list[str] | None,
         typer.Option("--allow-command", help="Executables of command objectives they run."),
     ] = None,
+    accept_code: Annotated[
+        bool,
+        typer.Option(
+            "--accept-code",
+            help="The workers also run the code studies ship (`study create --code DIR`).",
+        ),
+    ] = False,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
 ) -> None:
     """Everything on this machine: API on SQLite, Redis, dispatcher, local workers.
@@ -346,6 +353,7 @@ def up(
             gpus=gpus,
             allow=allowed,
             auth=not insecure_no_auth,
+            accept_code=accept_code,
         )
     raise typer.Exit(code)
 
