@@ -226,8 +226,10 @@ def worker(
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
     pause at their next report and are handed back with a checkpoint. A job whose objective
-    no --allow or --allow-command pattern covers fails its trial with that reason. It needs
-    a worker token (TUNEYARD_TOKEN or --token) and refuses to start without one."""
+    no --allow or --allow-command pattern covers fails its trial with that reason; a study
+    that ships its code runs only with --accept-code (else its jobs are left to other
+    workers). It needs a worker token (TUNEYARD_TOKEN or --token) and refuses to start
+    without one."""
     from tuneyard.worker.allow import Allowlist
     from tuneyard.worker.pool import plan_slots, run_pool
 

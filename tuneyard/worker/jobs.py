@@ -16,12 +16,12 @@ from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.job import Job
 
-from tuneyard.client import Client, StudyFinished
+from tuneyard.client import Client, NotFound, StudyFinished
 from tuneyard.protocol import PENDING_KEY, Assignment
 from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
-from tuneyard.worker.code import CodeUnavailable, accepts, prepare_objective, refusal, say_once
+from tuneyard.worker.code import accepts, prepare_objective, refusal, say_once
 from tuneyard.worker.control import Control, JobOptions
 from tuneyard.worker.reload import MODULES
 
@@ -59,7 +59,10 @@ def run_slot(study_id: int, api_url: str) -> str:
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
     with Client(url, token=token, retries=10) as client:
         store = store_from_env(client, data_dir)
-        spec = client.get_study(study_id).spec
+        try:
+            spec = client.get_study(study_id).spec
+        except NotFound:
+            return "finished"  # deleted since the job was sent
         if not accepts(spec.execution):
             # Before a trial is taken: the job goes back untouched, for a worker that accepts.
             say_once(f"code-{study_id}", refusal(study_id, spec.execution), data_dir)
@@ -82,7 +85,7 @@ def run_slot(study_id: int, api_url: str) -> str:
                     Allowlist.from_env().check(spec.execution)
                 # Per job: a changed module of the user's is imported again.
                 objective = prepare_objective(spec.execution, url, token, client, data_dir)
-            except (ImportError, AttributeError, ValueError, CodeUnavailable) as exc:
+            except Exception as exc:  # an import error, a SyntaxError of an edited module...
                 client.fail(
                     assignment.trial_id,
                     f"{type(exc).__name__}: {exc}",
