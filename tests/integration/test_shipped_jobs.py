@@ -5,6 +5,8 @@ code); a worker that does not accept code takes no trial."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,16 @@ def value(trial):
 def broken(trial):
     raise ValueError("learning rate too high")
 """
+# A shipped command: run in the code's directory, its modules importable.
+SCRIPT = """\
+import sys
+
+from shipjob.obj import value
+from tuneyard import trial_from_env
+
+trial = trial_from_env()
+trial.report(1, loss=value(trial) + float(sys.argv[1]))
+"""
 
 
 def test_a_shipped_entrypoint_completes_with_its_value_or_fails_with_its_error(
@@ -37,16 +49,18 @@ def test_a_shipped_entrypoint_completes_with_its_value_or_fails_with_its_error(
     (proj / "shipjob").mkdir(parents=True)
     (proj / "shipjob" / "__init__.py").write_text("")
     (proj / "shipjob" / "obj.py").write_text(OBJECTIVES)
+    (proj / "train.py").write_text(SCRIPT)
     packed = pack(proj, tmp_path / "code.tar.gz")
     with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as http:
         r = http.put(f"{API}/code/{packed.digest}", content=packed.path.read_bytes())
         assert r.status_code == 201, r.text
         code = r.json()["code"]
 
-        def study(entrypoint: str) -> int:
+        def study(entrypoint: str | None, command: list[str] | None = None) -> int:
+            run = {"command": command} if command else {"entrypoint": entrypoint}
             spec = study_spec(
                 limits={"max_trials": 1, "max_concurrent": 1},
-                execution={"entrypoint": entrypoint, "code": code, "max_retries": 0},
+                execution={**run, "code": code, "max_retries": 0},
             )
             spec["scheduler"] = {"type": "fifo", "max_resource": 1}
             created = http.post(f"{API}/studies", json=spec)
@@ -79,5 +93,10 @@ def test_a_shipped_entrypoint_completes_with_its_value_or_fails_with_its_error(
         assert failed["error"].startswith("Traceback"), failed["error"]
         assert "ValueError: learning rate too high" in failed["error"]
         assert "ValueError: learning rate too high" in (failed["log_tail"] or "")
-        # Fetched once, for both studies.
+        monkeypatch.setenv("TUNEYARD_WORKER_ALLOWLIST", json.dumps({"commands": [sys.executable]}))
+        command = study(None, [sys.executable, "train.py", "0.5"])
+        assert run_slot(command, url) == "complete"
+        (ran,) = trials(command)
+        assert ran["state"] == "completed" and ran["value"] == 0.75, ran
+        # Fetched once, for all three studies.
         assert [p.name for p in (tmp_path / "cache").iterdir()] == [packed.digest]
