@@ -211,7 +211,10 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"    {escape(_space_line(name, p))}")
     if sp.execution is not None:
         what = sp.execution.entrypoint or " ".join(sp.execution.command or []) or "-"
-        console.print(f"  runs:      {escape(what)} on queue {escape(sp.execution.queue)}")
+        where = f" from code {sp.execution.code[:19]}…" if sp.execution.code else ""
+        console.print(
+            f"  runs:      {escape(what)}{escape(where)} on queue {escape(sp.execution.queue)}"
+        )
     console.print(
         f"  trials:    {s.trials_started}/{sp.limits.max_trials} started, "
         f"{sp.limits.max_concurrent} at a time; {_counts(s.counts)}"
