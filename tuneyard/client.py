@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from tuneyard.protocol import (
     Assignment,
     CheckpointOut,
+    CodeOut,
     LogChunkOut,
     NewTokenOut,
     ReportOut,
@@ -455,6 +456,16 @@ class Client:
     def download_checkpoint(self, trial_id: int, digest: str, dest: Path) -> None:
         """Write a checkpoint archive to ``dest`` (retried like any call)."""
         self._download(f"{API}/trials/{trial_id}/checkpoint/{digest}", dest)
+
+    def upload_code(self, archive: Path, digest: str) -> CodeOut:
+        """Upload a study's code archive under its SHA-256 (a no-op when already held);
+        the answer's ``code`` goes into ``execution.code``."""
+        resp = self.request("PUT", f"{API}/code/{digest}", upload=archive)
+        return _parse(resp, CodeOut, "PUT code")
+
+    def download_code(self, digest: str, dest: Path) -> None:
+        """Write a code archive to ``dest`` (retried like any call)."""
+        self._download(f"{API}/code/{digest}", dest)
 
     def export_trials_csv(self, study_id: int, dest: Path) -> None:
         """Write every trial of a study to ``dest`` as CSV, streamed (retried like any call):

@@ -54,6 +54,13 @@ class InvalidRequest(TuneyardError):
     title = "Invalid request"
 
 
+class PayloadTooLarge(TuneyardError):
+    """A request body over a limit; ``limit`` names the setting (413)."""
+
+    status = 413
+    title = "Payload too large"
+
+
 class Unavailable(TuneyardError):
     status = 503
     title = "Service unavailable"

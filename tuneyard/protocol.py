@@ -239,6 +239,12 @@ class CheckpointOut(BaseModel):
     location: str = Field(description="pass it to /pause, /complete or /release")
 
 
+class CodeOut(BaseModel):
+    code: str = Field(description="the value for the study's execution.code: sha256:<digest>")
+    size: int = Field(description="the archive's size in bytes")
+    created: bool = Field(description="false when the server already held this archive")
+
+
 class GpuInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

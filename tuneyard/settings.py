@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     # Largest checkpoint archive a worker may upload to the API.
     max_checkpoint_bytes: int = 8 * 1024**3
+    # Largest code archive (`tuneyard study create --code DIR`) the API stores; 413 beyond it.
+    max_code_bytes: int = 100 * 1024**2
     # Shared directories (NFS, a bucket mount) where workers save checkpoints themselves
     # (`tuneyard worker --checkpoints DIR`): a checkpoint location handed to /pause or
     # /release must be an api: location of this server or a directory under one of these, or

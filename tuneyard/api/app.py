@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 from tuneyard import __version__, dashboard
 from tuneyard.api import dashboard_routes, errors, openapi
 from tuneyard.api.auth import AuthGate, TokenCache
+from tuneyard.api.code_routes import router as code_router
 from tuneyard.api.guards import LoopbackOnly, NoSniff
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
 from tuneyard.api.metrics import LatencyMiddleware
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.include_router(router)
     app.include_router(worker_router)
+    app.include_router(code_router)
     app.include_router(metrics_router)
     app.include_router(token_router)
     # The dashboard's JSON is read scope; its page and static files (dashboard.mount) are

@@ -35,8 +35,12 @@ from tuneyard.errors import TooManyRequests
 from tuneyard.lru import LRU
 from tuneyard.spec import StudySpec
 
-# Uploads with their own limit (max_checkpoint_bytes), streamed to disk by their route.
-STREAMED = (("PUT", re.compile(r"^/api/v1/trials/[^/]+/checkpoint$")),)
+# Uploads with their own limit (max_checkpoint_bytes, max_code_bytes), streamed to disk by
+# their route.
+STREAMED = (
+    ("PUT", re.compile(r"^/api/v1/trials/[^/]+/checkpoint$")),
+    ("PUT", re.compile(r"^/api/v1/code/[^/]+$")),
+)
 
 # The largest study definition accepted; real ones are a few kilobytes.
 MAX_STUDY_BYTES = 128 * 1024

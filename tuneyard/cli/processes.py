@@ -186,6 +186,23 @@ def worker(
             "the PATH ('python3') or an absolute path pattern ('/opt/train/*') (repeatable).",
         ),
     ] = None,
+    accept_code: Annotated[
+        bool,
+        typer.Option(
+            "--accept-code",
+            envvar="TUNEYARD_ACCEPT_CODE",
+            help="Run the code studies ship (`study create --code DIR`) on this worker's "
+            "queue: whoever may create a study there runs any program on this machine "
+            "(docs/security.md). Without it such jobs are left to other workers.",
+        ),
+    ] = False,
+    code_cache: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="TUNEYARD_CODE_CACHE",
+            help="Where shipped code is kept, one directory per archive (default: DATA_DIR/code).",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -209,8 +226,10 @@ def worker(
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
     pause at their next report and are handed back with a checkpoint. A job whose objective
-    no --allow or --allow-command pattern covers fails its trial with that reason. It needs
-    a worker token (TUNEYARD_TOKEN or --token) and refuses to start without one."""
+    no --allow or --allow-command pattern covers fails its trial with that reason; a study
+    that ships its code runs only with --accept-code (else its jobs are left to other
+    workers). It needs a worker token (TUNEYARD_TOKEN or --token) and refuses to start
+    without one."""
     from tuneyard.worker.allow import Allowlist
     from tuneyard.worker.pool import plan_slots, run_pool
 
@@ -249,8 +268,10 @@ def worker(
             + "; executables "
             + (", ".join(escape(p) for p in allowed.commands) or "none")
         )
-    else:
+    elif not accept_code:
         err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
+    if accept_code:
+        err.print(f"runs the code studies ship on queue {queue!r} (--accept-code)")
     code = run_pool(
         url,
         redis_url or settings.redis_url,
@@ -262,6 +283,8 @@ def worker(
         grace=grace,
         name=name,
         allow=allowed,
+        accept_code=accept_code,
+        code_cache=code_cache.resolve() if code_cache else None,
     )
     raise typer.Exit(code)
 
@@ -296,6 +319,13 @@ def up(
         list[str] | None,
         typer.Option("--allow-command", help="Executables of command objectives they run."),
     ] = None,
+    accept_code: Annotated[
+        bool,
+        typer.Option(
+            "--accept-code",
+            help="The workers also run the code studies ship (`study create --code DIR`).",
+        ),
+    ] = False,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=NO_AUTH)] = False,
 ) -> None:
     """Everything on this machine: API on SQLite, Redis, dispatcher, local workers.
@@ -325,6 +355,7 @@ def up(
             gpus=gpus,
             allow=allowed,
             auth=not insecure_no_auth,
+            accept_code=accept_code,
         )
     raise typer.Exit(code)
 

@@ -105,11 +105,25 @@ def study_create(
         Path,
         typer.Option("-f", "--file", exists=True, dir_okay=False, help="study.yaml or .json"),
     ],
+    code: Annotated[
+        Path | None,
+        typer.Option(
+            "--code",
+            exists=True,
+            file_okay=False,
+            help="Ship this directory with the study: workers started with --accept-code run "
+            "the entrypoint from it (honours .tuneyardignore, else .gitignore).",
+        ),
+    ] = None,
     api: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a study from a YAML or JSON definition (checked here before it is sent)."""
     spec = _read_spec(file)
+    if code is not None:
+        from tuneyard.cli.code import ship_code
+
+        spec = ship_code(spec, code, api)
     out = _call(api, lambda c: c.create_study(spec))
     if as_json:
         _dump(out)
@@ -197,7 +211,10 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"    {escape(_space_line(name, p))}")
     if sp.execution is not None:
         what = sp.execution.entrypoint or " ".join(sp.execution.command or []) or "-"
-        console.print(f"  runs:      {escape(what)} on queue {escape(sp.execution.queue)}")
+        where = f" from code {sp.execution.code[:19]}…" if sp.execution.code else ""
+        console.print(
+            f"  runs:      {escape(what)}{escape(where)} on queue {escape(sp.execution.queue)}"
+        )
     console.print(
         f"  trials:    {s.trials_started}/{sp.limits.max_trials} started, "
         f"{sp.limits.max_concurrent} at a time; {_counts(s.counts)}"

@@ -135,6 +135,7 @@ def stack(
     database_url: str | None = None,
     allow: Allowlist | None = None,
     auth: bool = True,
+    accept_code: bool = False,
 ) -> Iterator[Stack]:
     """Start Redis, the API, the dispatcher and the workers; stop them all on exit.
 
@@ -169,6 +170,8 @@ def stack(
         extra += [a for p in allowed.entrypoints for a in ("--allow", p)]
         extra += [a for p in allowed.commands for a in ("--allow-command", p)]
         pool = ["--gpus", gpus] if gpus else ["--slots", str(workers)]
+        if accept_code:
+            pool.append("--accept-code")
         if tokens is None:
             pool.append("--insecure-no-auth")  # the API, on loopback, asks for no token
         checkpoints = private_dir(data_dir / "checkpoints")
@@ -230,6 +233,7 @@ def run_up(
     gpus: str | None = None,
     allow: Allowlist | None = None,
     auth: bool = True,
+    accept_code: bool = False,
 ) -> int:
     """The stack alone, until interrupted (or until one of its processes exits: then 1).
 
@@ -240,7 +244,14 @@ def run_up(
     with (
         private_umask(),
         stack(
-            data_dir, workers, port, paths=[os.getcwd()], gpus=gpus, allow=allowed, auth=auth
+            data_dir,
+            workers,
+            port,
+            paths=[os.getcwd()],
+            gpus=gpus,
+            allow=allowed,
+            auth=auth,
+            accept_code=accept_code,
         ) as st,
     ):
         console.print(
@@ -253,6 +264,7 @@ def run_up(
             + ", ".join(allowed.entrypoints)
             + (f" and executables {', '.join(allowed.commands)}" if allowed.commands else "")
             + " (more with --allow / --allow-command)"
+            + ("; and the code studies ship" if accept_code else "")
         )
         console.print(f"export TUNEYARD_API_URL={st.api_url}; press Ctrl-C to stop")
         try:

@@ -14,6 +14,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
 from tuneyard.spec import StudySpec
@@ -101,10 +102,14 @@ class StudyService:
             ctx = StudyContext.build(spec, seed)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+        code = spec.execution.code if spec.execution is not None else None
+        # The archive is uploaded before the study that names it (a 422 otherwise).
+        digest = CodeFiles(self.kit).require(code) if code else None
         now = self.kit.clock()
         with self.kit.transaction() as s:
             study = Study(
                 name=spec.name,
+                code_digest=digest,
                 state=StudyState.RUNNING,
                 spec=spec.model_dump(mode="json"),
                 direction=spec.direction,

@@ -48,6 +48,13 @@ class ExecutionSpec(StrictModel):
     queue: str = Field(default="default", pattern=_NAME)
     max_retries: int = Field(default=2, ge=0, le=100)
     timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
+    code: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="the study's code: the digest of an archive uploaded with PUT /code/{sha256} "
+        "(`tuneyard study create --code DIR`); workers started with --accept-code run the "
+        "entrypoint or command from it",
+    )
 
     @field_validator("entrypoint")
     @classmethod
@@ -60,6 +67,8 @@ class ExecutionSpec(StrictModel):
     def _check(self) -> ExecutionSpec:
         if self.entrypoint and self.command:
             raise ValueError("give either entrypoint or command, not both")
+        if self.code and not (self.entrypoint or self.command):
+            raise ValueError("code: name the entrypoint or the command to run from it")
         return self
 
 

@@ -83,8 +83,13 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The SHA-256 of the study's code archive (execution.code), when it carries its code.
+    code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_studies_state_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_studies_state_id", "state", "id"),
+        Index("ix_studies_code_digest", "code_digest"),
+    )
     # Every update of a study through the ORM is a compare-and-set on its state: it carries
     # "AND state = <the state it was read in>", and one that matches no row raises
     # StaleDataError instead of writing over a change made meanwhile.

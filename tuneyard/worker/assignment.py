@@ -195,6 +195,9 @@ def _run(
             ended = _after_command(client, trial, code, shipper, opts)
             if ended is not None:
                 return ended
+            error, result = objective.outcome()  # a shipped entrypoint's error or value
+            if error is not None and trial.decision == "fail":
+                trial.reason = error
         else:
             with Watchdog(client, trial, opts), capture_output(shipper):
                 result = objective(trial)

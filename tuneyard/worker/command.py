@@ -101,6 +101,15 @@ class CommandObjective:
         self.token = token
         self.cwd = cwd
 
+    def environment(self, trial: Trial) -> dict[str, str]:
+        """Variables the process gets besides the trial's ``TUNEYARD_*`` ones."""
+        return {}
+
+    def outcome(self) -> tuple[str | None, Any]:
+        """What the last process said of its end besides its exit code: an error to fail the
+        trial with, and a value it returned (a plain command says neither)."""
+        return None, None
+
     def run(
         self,
         trial: Trial,
@@ -120,7 +129,11 @@ class CommandObjective:
             checkpoint_dir=str(trial.checkpoint_dir),
         )
         argv = build_argv(self.template, fields)
-        env = {**os.environ, **trial_env(trial, self.api_url, self.token, attempt)}
+        env = {
+            **os.environ,
+            **trial_env(trial, self.api_url, self.token, attempt),
+            **self.environment(trial),
+        }
         try:
             proc = subprocess.Popen(
                 argv,

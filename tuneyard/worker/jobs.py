@@ -16,13 +16,14 @@ from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.job import Job
 
-from tuneyard.client import Client, StudyFinished
+from tuneyard.client import Client, NotFound, StudyFinished
 from tuneyard.protocol import PENDING_KEY, Assignment
 from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
+from tuneyard.worker.code import accepts, prepare_objective, refusal, say_once
 from tuneyard.worker.control import Control, JobOptions
-from tuneyard.worker.objective import make_objective
+from tuneyard.worker.reload import MODULES
 
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
@@ -58,19 +59,17 @@ def run_slot(study_id: int, api_url: str) -> str:
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
     with Client(url, token=token, retries=10) as client:
         store = store_from_env(client, data_dir)
+        try:
+            spec = client.get_study(study_id).spec
+        except NotFound:
+            return "finished"  # deleted since the job was sent
+        if not accepts(spec.execution):
+            # Before a trial is taken: the job goes back untouched, for a worker that accepts.
+            say_once(f"code-{study_id}", refusal(study_id, spec.execution), data_dir)
+            return "refused"
         assignment = _first_assignment(client, study_id, name)
         if isinstance(assignment, str):
             return assignment
-        spec = client.get_study(study_id).spec
-        try:
-            # Before anything is imported or started: this worker runs only what it allows.
-            Allowlist.from_env().check(spec.execution)
-            objective = make_objective(spec.execution, url, token)
-        except (ImportError, AttributeError, ValueError) as exc:
-            client.fail(
-                assignment.trial_id, f"{type(exc).__name__}: {exc}", attempt=assignment.attempt
-            )
-            return "fail"
         opts = JobOptions(
             timeout=spec.execution.timeout if spec.execution else None,
             grace=float(os.environ.get("TUNEYARD_STOP_GRACE", "60")),
@@ -79,7 +78,26 @@ def run_slot(study_id: int, api_url: str) -> str:
         )
         workdir = data_dir / "work" / name.replace("/", "_")
         while True:
-            outcome = run_assignment(client, study_id, assignment, objective, store, workdir, opts)
+            try:
+                # Before anything is imported or started: this worker runs only what it allows
+                # (shipped code: what --accept-code allowed, checked above).
+                if not (spec.execution and spec.execution.code and spec.execution.entrypoint):
+                    Allowlist.from_env().check(spec.execution)
+                # Per job: a changed module of the user's is imported again.
+                objective = prepare_objective(spec.execution, url, token, client, data_dir)
+            except Exception as exc:  # an import error, a SyntaxError of an edited module...
+                client.fail(
+                    assignment.trial_id,
+                    f"{type(exc).__name__}: {exc}",
+                    attempt=assignment.attempt,
+                )
+                return "fail"
+            try:
+                outcome = run_assignment(
+                    client, study_id, assignment, objective, store, workdir, opts
+                )
+            finally:
+                MODULES.note()  # what the objective imported while it ran
             if opts.timeout is not None or CONTROL.stopping.is_set():
                 return outcome
             if _others_waiting(job, study_id):

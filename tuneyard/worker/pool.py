@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,8 @@ from typing import Any
 
 from tuneyard.worker.allow import ENV_VAR as ALLOW_ENV
 from tuneyard.worker.allow import Allowlist
+from tuneyard.worker.code import ACCEPT_ENV as ACCEPT_CODE_ENV
+from tuneyard.worker.code import CACHE_ENV as CODE_CACHE_ENV
 
 log = logging.getLogger("tuneyard.worker")
 
@@ -192,6 +195,8 @@ def run_pool(
     grace: float = 60.0,
     name: str | None = None,
     allow: Allowlist | None = None,
+    accept_code: bool = False,
+    code_cache: Path | None = None,
 ) -> int:
     """Run the worker processes until SIGTERM/SIGINT; returns the worst exit code of the last
     generation of processes (the ones stopped by the signal).
@@ -204,13 +209,17 @@ def run_pool(
     with a checkpoint, or as it started after ``grace`` seconds) and exits; a slot still
     alive ``grace`` + 30 seconds later is killed.
 
-    ``allow`` is what the slots may run; without it they refuse every job."""
+    ``allow`` is what the slots may run; without it they refuse every job. With
+    ``accept_code`` they also run the code studies ship (``execution.code``) on ``queue``,
+    cached in ``code_cache`` (default: ``data_dir/code``)."""
     env = {
         "TUNEYARD_API_URL": api_url,
         "TUNEYARD_DATA_DIR": str(data_dir),
         "TUNEYARD_CHECKPOINT_STORE": checkpoints,
         "TUNEYARD_STOP_GRACE": str(grace),
         ALLOW_ENV: (allow or Allowlist()).to_env(),
+        ACCEPT_CODE_ENV: json.dumps([queue] if accept_code else []),
+        CODE_CACHE_ENV: str(code_cache or data_dir / "code"),
     }
     ctx = multiprocessing.get_context("spawn")
     stopping = False
