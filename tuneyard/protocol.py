@@ -239,6 +239,14 @@ class CheckpointOut(BaseModel):
     location: str = Field(description="pass it to /pause, /complete or /release")
 
 
+class CheckpointIn(_AttemptIn):
+    """A running trial's latest checkpoint (``execution.checkpoint_every``): a retry resumes
+    from it, at ``step``."""
+
+    checkpoint: str = Field(min_length=1, max_length=2000)
+    step: float = Field(ge=0, description="the reported step the checkpoint was saved at")
+
+
 class GpuInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

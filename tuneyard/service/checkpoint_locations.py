@@ -64,6 +64,19 @@ def _check_api(settings: Settings, study_id: int, trial_id: int, location: str) 
     return f"{API_PREFIX}{trial_id}/{digest}"
 
 
+def own_directory(settings: Settings, study_id: int, trial_id: int, location: str) -> Path | None:
+    """The directory ``location`` names when it is still one a worker may hand in for this
+    trial (its own ``…/study-<study>/trial-<trial>`` under one of the server's roots), else
+    None: what the server may delete, or pack as the trial's model."""
+    try:
+        normal = _check_path(settings, study_id, trial_id, location)
+    except InvalidRequest:
+        return None
+    real = Path(os.path.realpath(normal))
+    # Not a link to another trial's directory.
+    return real if real.as_posix().endswith(f"/study-{study_id}/trial-{trial_id}") else None
+
+
 def _check_path(settings: Settings, study_id: int, trial_id: int, location: str) -> str:
     if "://" in location or not location.startswith("/"):
         raise _refuse(

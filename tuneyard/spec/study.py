@@ -38,6 +38,12 @@ _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class LimitsSpec(StrictModel):
     max_trials: int = Field(default=100, ge=1, le=10_000_000)
     max_concurrent: int = Field(default=4, ge=1, le=10_000)
+    keep_models: int = Field(
+        default=3,
+        ge=0,
+        le=10_000,
+        description="completed trials whose final checkpoint (model) is kept: the best K",
+    )
 
 
 class ExecutionSpec(StrictModel):
@@ -48,6 +54,13 @@ class ExecutionSpec(StrictModel):
     queue: str = Field(default="default", pattern=_NAME)
     max_retries: int = Field(default=2, ge=0, le=100)
     timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
+    checkpoint_every: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="upload the objective's latest trial.save() every N resource units, so a "
+        "retry resumes from there",
+    )
 
     @field_validator("entrypoint")
     @classmethod
@@ -60,6 +73,12 @@ class ExecutionSpec(StrictModel):
     def _check(self) -> ExecutionSpec:
         if self.entrypoint and self.command:
             raise ValueError("give either entrypoint or command, not both")
+        if self.checkpoint_every is not None and self.command:
+            raise ValueError(
+                "checkpoint_every: works with an entrypoint objective (its trial.save() is "
+                "uploaded as it trains); a command saves what it leaves in its checkpoint "
+                "directory when it pauses or is handed back"
+            )
         return self
 
 
