@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ def test_pause_saves_a_checkpoint_that_a_resume_elsewhere_restores(tmp_path: Pat
     out = run(svc2, job("resume", 1, 3, location), resumed, tmp_path, "machine-b")
     assert out == "complete" and seen == {"restored": 1, "final": 3}
     assert [a[1] for a in svc2.args("report")] == [2, 3]
-    assert svc2.kinds() == ["report", "report"]  # the service completed it; no extra call
+    # The service completed it; the one call after is the model: the objective's last save.
+    assert svc2.kinds() == ["report", "report", "complete"]
+    (model,) = svc2.models
+    assert model is not None  # the shared directory, saved over
+    assert pickle.loads((Path(model) / "state.pkl").read_bytes()) == {"epochs": 3}
 
 
 def test_a_crash_fails_the_trial_with_the_traceback(tmp_path: Path) -> None:
