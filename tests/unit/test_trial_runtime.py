@@ -63,6 +63,12 @@ def test_torch_objects_go_through_torch_save(tmp_path: Path) -> None:
     assert (tmp_path / "model.pt").read_bytes()[:2] == b"PK"  # torch's zip format
     back = trial.load("model.pt")
     assert back["epoch"] == 2 and back["w"].tolist() == [0.0, 1.0, 2.0]
+    # A state_dict inside a dict, the usual checkpoint: torch's format too, so a model
+    # downloaded later loads with torch.load(weights_only=True).
+    net = torch.nn.Linear(2, 1)
+    trial.save({"model": net.state_dict(), "epoch": 3}, name="nested.pt")
+    loaded = torch.load(tmp_path / "nested.pt", weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["weight"], net.weight)
 
 
 def test_trial_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

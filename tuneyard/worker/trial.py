@@ -224,18 +224,17 @@ class Trial:
             return pickle.load(f)
 
 
-def _is_torch(obj: Any) -> bool:
-    """A torch object, or a dict, list or tuple holding one at the top level."""
-
-    def torchy(x: Any) -> bool:
-        return (type(x).__module__ or "").startswith("torch")
-
-    if torchy(obj):
+def _is_torch(obj: Any, depth: int = 3) -> bool:
+    """A torch object, or a dict, list or tuple holding one within ``depth`` levels (a
+    ``{"model": model.state_dict(), "epoch": 3}`` is saved with ``torch.save``)."""
+    if (type(obj).__module__ or "").startswith("torch"):
         return True
+    if depth == 0:
+        return False
     if isinstance(obj, dict):
-        return any(torchy(v) for v in obj.values())
+        return any(_is_torch(v, depth - 1) for v in obj.values())
     if isinstance(obj, list | tuple):
-        return any(torchy(v) for v in obj)
+        return any(_is_torch(v, depth - 1) for v in obj)
     return False
 
 
