@@ -3,6 +3,7 @@ resource units, labelled with the epoch it was saved in, so a retry resumes wher
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def test_every_two_epochs_the_latest_save_is_kept_with_its_epoch(tmp_path: Path)
         assert svc.kinds()[-1] == "complete" and svc.models[-1] is not None
         # Each checkpoint call comes right after the report of its step.
         calls = [(k, a) for k, a in svc.calls if k in ("report", "checkpoint")]
-        for (before, b_args), (kind, args) in zip(calls, calls[1:], strict=False):
+        for (before, b_args), (kind, args) in itertools.pairwise(calls):
             if kind == "checkpoint":
                 assert before == "report" and b_args[1] == args[2], calls
 
