@@ -252,3 +252,17 @@ def test_a_sweep_is_bounded(http: TestClient, settings: Settings, clock: FakeClo
     assert sum(1 for t in tids if archives(settings, t)) == 1
     assert sweep(http, limit=2).trials == 1
     assert not any(archives(settings, t) for t in tids)
+
+
+def test_deleting_a_study_deletes_its_archives(http: TestClient, settings: Settings) -> None:
+    sid = study(http)
+    tid = next_job(http, sid)["trial_id"]
+    report(http, tid, 1)
+    keep(http, tid, 1)
+    other = study(http)
+    kept = next_job(http, other)["trial_id"]
+    report(http, kept, 1)
+    keep(http, kept, 1)
+    assert http.delete(f"{API}/studies/{sid}").status_code == 204
+    assert not (Path(settings.data_dir) / "checkpoints-api" / f"study-{sid}").exists()
+    assert archives(settings, kept), "another study's are untouched"

@@ -24,10 +24,15 @@ _API_LOCATION = re.compile(r"api:([0-9]+)/(.*)", re.DOTALL)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def study_folder(settings: Settings, study_id: int) -> Path:
+    """Where the archives uploaded for a study's trials are kept."""
+    return Path(settings.data_dir) / "checkpoints-api" / f"study-{study_id}"
+
+
 def uploaded_folder(settings: Settings, study_id: int, trial_id: int) -> Path:
     """Where the archives uploaded for a trial are kept (service/artifacts.py's CheckpointFiles
     stores them there, one ``<sha256>.tar.gz`` each)."""
-    return Path(settings.data_dir) / "checkpoints-api" / f"study-{study_id}" / f"trial-{trial_id}"
+    return study_folder(settings, study_id) / f"trial-{trial_id}"
 
 
 def _refuse(reason: str) -> InvalidRequest:
