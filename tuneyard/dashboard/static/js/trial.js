@@ -403,9 +403,6 @@ export async function trialPage(main, trialId) {
   }
 }
 
-// Where a decision goes on the trial's curve: at its resource; an ending without one at the
-// last report. A promotion is recorded with the resource it leads to; it was taken at the rung
-// below.
 // A completed trial's model (GET /trials/{id}/model, a tar.gz): fetched with the stored token
 // (a link can't carry it; api.js's authedLink reads text, the model is binary) and handed to
 // the browser as a file.
@@ -443,6 +440,9 @@ function modelButton(trialId) {
   return button;
 }
 
+// Where a decision goes on the trial's curve: at its resource; an ending without one at the
+// last report. A promotion is recorded with the resource it leads to; it was taken at the rung
+// below.
 function decisionStep(dc, steps, rungs) {
   const step = dc.resource ?? (dc.kind === "promote" ? null : steps[steps.length - 1]);
   if (step === null || dc.kind !== "promote") return step;
