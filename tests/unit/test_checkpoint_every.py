@@ -8,8 +8,12 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from tests.fakes import FakeService, job, run
 from tuneyard.client import Conflict
+from tuneyard.spec import StudySpec
 from tuneyard.worker import Trial
 from tuneyard.worker.runner import JobOptions
 
@@ -111,3 +115,31 @@ def test_a_stale_attempt_ends_the_job_at_its_checkpoint_call(tmp_path: Path) -> 
     assert run(svc, job(to=6), save_then_report, tmp_path, "w", every(2)) == "lost"
     assert [a[1] for a in svc.args("report")] == [1, 2]
     assert "complete" not in svc.kinds() and "fail" not in svc.kinds()
+
+
+# -- the definition ------------------------------------------------------------------------------
+def test_the_definition_takes_checkpoint_every_and_keep_models() -> None:
+    base = {"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}}}
+    spec = StudySpec.model_validate(
+        {**base, "execution": {"entrypoint": "m.train:run", "checkpoint_every": 2}}
+    )
+    assert spec.execution is not None and spec.execution.checkpoint_every == 2
+    assert spec.limits.keep_models == 3, "the best three keep their model by default"
+    assert StudySpec.model_validate({**base, "limits": {"keep_models": 0}}).limits.keep_models == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"execution": {"entrypoint": "m.train:run", "checkpoint_every": 0}}, "checkpoint_every"),
+        ({"execution": {"entrypoint": "m.train:run", "checkpoint_every": -1}}, "checkpoint_every"),
+        ({"execution": {"command": ["python", "t.py"], "checkpoint_every": 1}}, "entrypoint"),
+        ({"limits": {"keep_models": -1}}, "keep_models"),
+    ],
+)
+def test_a_bad_checkpoint_setting_is_refused_naming_it(section: dict[str, Any], words: str) -> None:
+    base = {"name": "s", "space": {"x": {"type": "float", "low": 0, "high": 1}}}
+    with pytest.raises(ValidationError) as info:
+        StudySpec.model_validate({**base, **section})
+    text = str(info.value)
+    assert words in text and ("checkpoint_every" in text or "keep_models" in text), text
