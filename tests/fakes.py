@@ -14,7 +14,7 @@ from tuneyard.client import Conflict, StaleAttempt, StudyFinished
 from tuneyard.protocol import Assignment, ReportOut
 from tuneyard.worker import Trial
 from tuneyard.worker.checkpoints import FilesystemCheckpointStore
-from tuneyard.worker.runner import run_assignment
+from tuneyard.worker.runner import JobOptions, run_assignment
 
 
 class FakeClock:
@@ -81,6 +81,7 @@ class FakeService:
         self.calls: list[tuple[str, Any]] = []
         self.attempts: list[tuple[str, int]] = []  # (call, attempt it named)
         self.outputs: list[str | None] = []  # the output tail each fail sent
+        self.models: list[str | None] = []  # the checkpoint each complete named
         self._arrived: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         self._lock = threading.Lock()  # calls come from the job's threads too
 
@@ -137,7 +138,12 @@ class FakeService:
         self, trial_id: int, value: float | None = None, *, attempt: int, **kw: Any
     ) -> None:
         self._record("complete", (trial_id, value))
+        self.models.append(kw.get("checkpoint"))
         self._refuse("complete", attempt)
+
+    def checkpoint(self, trial_id: int, checkpoint: str, step: float, *, attempt: int) -> None:
+        self._record("checkpoint", (trial_id, checkpoint, step))
+        self._refuse("checkpoint", attempt)
 
     def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> None:
         self._record("fail", (trial_id, error))
@@ -198,7 +204,12 @@ def job(
 
 
 def run(
-    svc: FakeService, a: Assignment, objective: Callable[[Trial], Any], tmp: Path, where: str
+    svc: FakeService,
+    a: Assignment,
+    objective: Callable[[Trial], Any],
+    tmp: Path,
+    where: str,
+    opts: JobOptions | None = None,
 ) -> str:
     store = FilesystemCheckpointStore(tmp / "shared")
-    return run_assignment(svc, 1, a, objective, store, tmp / where)
+    return run_assignment(svc, 1, a, objective, store, tmp / where, opts)

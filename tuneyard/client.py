@@ -400,6 +400,20 @@ class Client:
         }
         return self._call("POST", f"{API}/trials/{trial_id}/complete", TrialSummary, json_body=body)
 
+    def checkpoint(
+        self, trial_id: int, checkpoint: str, step: float, *, attempt: int
+    ) -> TrialSummary:
+        """Tell the service the running trial's latest checkpoint, saved at the reported
+        ``step``: should this attempt end unfinished, the trial resumes from there."""
+        body = {"attempt": attempt, "checkpoint": checkpoint, "step": step}
+        return self._call(
+            "POST", f"{API}/trials/{trial_id}/checkpoint", TrialSummary, json_body=body
+        )
+
+    def download_model(self, trial_id: int, dest: Path) -> None:
+        """Write a completed trial's model (its final checkpoint, a tar.gz) to ``dest``."""
+        self._download(f"{API}/trials/{trial_id}/model", dest)
+
     def fail(
         self, trial_id: int, error: str, output: str | None = None, *, attempt: int
     ) -> TrialSummary:

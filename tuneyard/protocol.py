@@ -245,6 +245,14 @@ class CodeOut(BaseModel):
     created: bool = Field(description="false when the server already held this archive")
 
 
+class CheckpointIn(_AttemptIn):
+    """A running trial's latest checkpoint (``execution.checkpoint_every``): a retry resumes
+    from it, at ``step``."""
+
+    checkpoint: str = Field(min_length=1, max_length=2000)
+    step: float = Field(ge=0, description="the reported step the checkpoint was saved at")
+
+
 class GpuInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     # under <data_dir>/checkpoints (the local workers' own). Absolute paths; in the
     # environment a JSON list or paths separated by os.pathsep (':'), as in PATH.
     checkpoint_roots: list[str] | str = Field(default_factory=list)
+    # Seconds a checkpoint that can no longer be resumed (its trial stopped or failed, or a
+    # newer checkpoint superseded it) is kept before the dispatcher's sweep deletes it; 0 =
+    # at the next sweep. Completed trials' models are kept by rank instead (limits.keep_models).
+    checkpoint_retention: float = Field(default=86_400.0, ge=0)
+    # Seconds between two runs of that sweep in each API process (0: none).
+    checkpoint_sweep_every: float = Field(default=60.0, ge=0)
     db_pool_size: int = 10
     db_max_overflow: int = 20
     # Seconds a request waits for a free database connection before it is answered 503.

@@ -89,7 +89,7 @@ def test_log_chunks_are_stored_once_and_read_whole(http: TestClient) -> None:
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
+def test_a_checkpoint_uploads_and_downloads_and_the_older_one_waits_for_the_retention_period(
     http: TestClient, settings: Settings
 ) -> None:
     _, job = start(http)
@@ -108,8 +108,10 @@ def test_a_checkpoint_uploads_downloads_and_replaces_the_older_one(
         "location"
     ]
     files = sorted(p.name for p in Path(settings.data_dir).rglob("*.tar.gz"))
-    assert files == [loc2.rsplit("/", 1)[1] + ".tar.gz"], "the unreferenced older one is gone"
-    assert http.get(f"{API}/trials/{tid}/checkpoint/{digest}").status_code == 404
+    # Superseded, and deleted once checkpoint_retention has passed (test_checkpoint_retention).
+    assert files == sorted(f"{d}.tar.gz" for d in (digest, loc2.rsplit("/", 1)[1]))
+    assert http.get(f"{API}/trials/{tid}/checkpoint/{digest}").status_code == 200
+    assert http.get(f"{API}/trials/{tid}/checkpoint/{'0' * 64}").status_code == 404
     assert http.get(f"{API}/trials/{tid}/checkpoint/not-a-digest").status_code == 422
     empty = http.put(f"{API}/trials/{tid}/checkpoint", params={"attempt": 1}, content=b"")
     assert empty.status_code == 422

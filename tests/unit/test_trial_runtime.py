@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ def test_torch_objects_go_through_torch_save(tmp_path: Path) -> None:
     assert (tmp_path / "model.pt").read_bytes()[:2] == b"PK"  # torch's zip format
     back = trial.load("model.pt")
     assert back["epoch"] == 2 and back["w"].tolist() == [0.0, 1.0, 2.0]
+    # A state_dict inside a dict, the usual checkpoint: torch's format too, so a model
+    # downloaded later loads with torch.load(weights_only=True).
+    net = torch.nn.Linear(2, 1)
+    trial.save({"model": net.state_dict(), "epoch": 3}, name="nested.pt")
+    loaded = torch.load(tmp_path / "nested.pt", weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["weight"], net.weight)
 
 
 def test_trial_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +121,11 @@ def test_pause_saves_a_checkpoint_that_a_resume_elsewhere_restores(tmp_path: Pat
     out = run(svc2, job("resume", 1, 3, location), resumed, tmp_path, "machine-b")
     assert out == "complete" and seen == {"restored": 1, "final": 3}
     assert [a[1] for a in svc2.args("report")] == [2, 3]
-    assert svc2.kinds() == ["report", "report"]  # the service completed it; no extra call
+    # The service completed it; the one call after is the model: the objective's last save.
+    assert svc2.kinds() == ["report", "report", "complete"]
+    (model,) = svc2.models
+    assert model is not None  # the shared directory, saved over
+    assert pickle.loads((Path(model) / "state.pkl").read_bytes()) == {"epochs": 3}
 
 
 def test_a_crash_fails_the_trial_with_the_traceback(tmp_path: Path) -> None:

@@ -19,12 +19,14 @@ from tuneyard.api.guards import LoopbackOnly, NoSniff
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
 from tuneyard.api.metrics import LatencyMiddleware
 from tuneyard.api.metrics import router as metrics_router
+from tuneyard.api.model_routes import router as model_router
 from tuneyard.api.routes import router
 from tuneyard.api.token_routes import router as token_router
 from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
 from tuneyard.service.metrics import Metrics, StateCollector
+from tuneyard.service.retention import Sweeper
 from tuneyard.settings import Settings
 from tuneyard.store.db import make_engine, make_sessionmaker
 
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     metrics = Metrics(CollectorRegistry())
     kit = Toolkit(make_sessionmaker(engine), settings, clock, metrics=metrics)
     metrics.registry.register(StateCollector(kit, settings.redis_url))
+    # Deletes checkpoints that can no longer be resumed (service/retention.py).
+    sweeper = Sweeper(kit, settings.checkpoint_sweep_every)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,7 +63,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
         # as the process: out of the collector's way, a full collection costs a few ms instead
         # of the 100 ms or more that shows in the dashboard's and the report path's tails.
         gc.freeze()
+        sweeper.start()
         yield
+        sweeper.stop()
         engine.dispose()
 
     app = TuneyardAPI(
@@ -85,6 +91,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(router)
     app.include_router(worker_router)
     app.include_router(code_router)
+    app.include_router(model_router)
     app.include_router(metrics_router)
     app.include_router(token_router)
     # The dashboard's JSON is read scope; its page and static files (dashboard.mount) are

@@ -5,9 +5,10 @@ of the API prints its problem detail and exits 1; an invalid study file exits 2.
 
 The commands live by what they do: ``processes`` runs the service (server, db, dispatcher,
 worker, up, demo), ``tokens`` makes and revokes API tokens, ``studies`` calls the API about
-studies, trials and workers, ``report`` is the command objective's side; ``common`` holds the
-Typer apps, the shared options and the one way to call the API. Importing this package
-registers them all, in the order ``tuneyard --help`` lists them, and loads no server code.
+studies, trials and workers, ``models`` downloads a trial's model, ``report`` is the command
+objective's side; ``common`` holds the Typer apps, the shared options and the one way to call
+the API. Importing this package registers them all, in the order ``tuneyard --help`` lists
+them, and loads no server code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from tuneyard.cli import processes
 from tuneyard.cli import tokens
 from tuneyard.cli import studies
+from tuneyard.cli import models
 from tuneyard.cli import report
 
 # isort: on
@@ -32,6 +34,7 @@ __all__ = [
     "is_loopback",
     "load_spec_file",
     "main",
+    "models",
     "processes",
     "report",
     "studies",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,8 +21,9 @@ from sqlalchemy import select
 
 from tuneyard.checkpoint_archive import BadArchive, check_archive
 from tuneyard.errors import Conflict, InvalidRequest, NotFound, StaleAttempt
-from tuneyard.service.checkpoint_locations import uploaded_folder
+from tuneyard.service.checkpoint_locations import own_directory, uploaded_folder
 from tuneyard.service.context import Toolkit
+from tuneyard.service.retention import prune_folder
 from tuneyard.states import TrialState
 from tuneyard.store.models import Trial, TrialLog
 
@@ -138,8 +140,11 @@ class CheckpointFiles:
 
     async def put(self, trial_id: int, body: AsyncIterator[bytes], limit: int) -> str:
         trial = self._trial(trial_id)
-        if trial.state != TrialState.RUNNING:
-            raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial uploads")
+        if trial.state not in (TrialState.RUNNING, TrialState.COMPLETED):
+            raise Conflict(
+                f"trial {trial_id} is {trial.state}; a running trial uploads its checkpoints, "
+                "a completed one its model"
+            )
         folder = self._dir(trial)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".upload-{uuid.uuid4().hex}"
@@ -170,10 +175,14 @@ class CheckpointFiles:
             os.replace(tmp, folder / f"{name}.tar.gz")
         finally:
             tmp.unlink(missing_ok=True)
-        keep = {name, (trial.checkpoint or "").rsplit("/", 1)[-1]}
-        for old in folder.glob("*.tar.gz"):
-            if old.name.removesuffix(".tar.gz") not in keep:
-                old.unlink(missing_ok=True)
+        # Archives this one supersedes go once the retention period has passed (the sweep
+        # deletes those still there later; service/retention.py).
+        current = (trial.checkpoint or "").rsplit("/", 1)[-1] or None
+        await anyio.to_thread.run_sync(
+            lambda: prune_folder(
+                folder, {current, name}, self.kit.clock(), self.kit.settings.checkpoint_retention
+            )
+        )
         return f"{CHECKPOINT_PREFIX}{trial_id}/{name}"
 
     def path(self, trial_id: int, digest: str) -> Path:
@@ -184,3 +193,76 @@ class CheckpointFiles:
         if not path.is_file():
             raise NotFound(f"trial {trial_id} has no checkpoint {digest}")
         return path
+
+
+class ModelFiles:
+    """A completed trial's model: its final checkpoint, kept while the trial ranks among its
+    study's best ``limits.keep_models`` (service/retention.py)."""
+
+    def __init__(self, kit: Toolkit) -> None:
+        self.kit = kit
+
+    def archive(self, trial_id: int) -> tuple[Path, bool]:
+        """The model as a ``tar.gz`` file, and whether that file was made for this call (the
+        caller removes it once sent); :class:`NotFound` saying why when there is none."""
+        with self.kit.transaction() as s:
+            trial = s.get(Trial, trial_id)
+            if trial is None:
+                raise NotFound(f"trial {trial_id} does not exist")
+            state, location, study_id = trial.state, trial.checkpoint, trial.study_id
+        if state != TrialState.COMPLETED:
+            raise NotFound(
+                f"trial {trial_id} has no model: it is {state}; a trial's final checkpoint "
+                "is kept as its model once it completes"
+            )
+        if location is None:
+            raise NotFound(
+                f"trial {trial_id} has no model: its objective saved none (trial.save), or "
+                "the model was deleted because the trial is not among the best of its study "
+                "(limits.keep_models)"
+            )
+        if location.startswith(CHECKPOINT_PREFIX):
+            digest = location.rsplit("/", 1)[-1]
+            path = uploaded_folder(self.kit.settings, study_id, trial_id) / f"{digest}.tar.gz"
+            if not path.is_file():
+                raise NotFound(f"trial {trial_id} has no model: its archive {digest} is gone")
+            return path, False
+        folder = own_directory(self.kit.settings, study_id, trial_id, location)
+        if folder is None or not folder.is_dir():
+            raise NotFound(
+                f"trial {trial_id} has no model this server can read: it lies in {location}, "
+                "a directory the server does not see (TUNEYARD_CHECKPOINT_ROOTS)"
+            )
+        tmp_dir = Path(self.kit.settings.data_dir) / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        out = tmp_dir / f"model-{trial_id}-{uuid.uuid4().hex}.tar.gz"
+        try:
+            pack_directory(folder, out)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out, True
+
+
+def pack_directory(folder: Path, dest: Path) -> None:
+    """Write ``folder``'s files and directories, in name order, as a ``tar.gz`` at ``dest``.
+    What a worker left there is not trusted: links and special files are left out, never
+    followed, so nothing outside the folder is read."""
+
+    def add(tar: tarfile.TarFile, where: Path, prefix: str) -> None:
+        for entry in sorted(where.iterdir()):
+            if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+                continue
+            info = tar.gettarinfo(str(entry), arcname=f"{prefix}{entry.name}")
+            info.mode &= 0o755
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isdir():
+                tar.addfile(info)
+                add(tar, entry, f"{info.name}/")
+            elif info.isfile():
+                with open(entry, "rb") as f:
+                    tar.addfile(info, f)
+
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        add(tar, folder, "")

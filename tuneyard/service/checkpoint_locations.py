@@ -24,10 +24,15 @@ _API_LOCATION = re.compile(r"api:([0-9]+)/(.*)", re.DOTALL)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def study_folder(settings: Settings, study_id: int) -> Path:
+    """Where the archives uploaded for a study's trials are kept."""
+    return Path(settings.data_dir) / "checkpoints-api" / f"study-{study_id}"
+
+
 def uploaded_folder(settings: Settings, study_id: int, trial_id: int) -> Path:
     """Where the archives uploaded for a trial are kept (service/artifacts.py's CheckpointFiles
     stores them there, one ``<sha256>.tar.gz`` each)."""
-    return Path(settings.data_dir) / "checkpoints-api" / f"study-{study_id}" / f"trial-{trial_id}"
+    return study_folder(settings, study_id) / f"trial-{trial_id}"
 
 
 def _refuse(reason: str) -> InvalidRequest:
@@ -62,6 +67,19 @@ def _check_api(settings: Settings, study_id: int, trial_id: int, location: str) 
             "(upload it first with PUT /trials/{trial_id}/checkpoint)"
         )
     return f"{API_PREFIX}{trial_id}/{digest}"
+
+
+def own_directory(settings: Settings, study_id: int, trial_id: int, location: str) -> Path | None:
+    """The directory ``location`` names when it is still one a worker may hand in for this
+    trial (its own ``…/study-<study>/trial-<trial>`` under one of the server's roots), else
+    None: what the server may delete, or pack as the trial's model."""
+    try:
+        normal = _check_path(settings, study_id, trial_id, location)
+    except InvalidRequest:
+        return None
+    real = Path(os.path.realpath(normal))
+    # Not a link to another trial's directory.
+    return real if real.as_posix().endswith(f"/study-{study_id}/trial-{trial_id}") else None
 
 
 def _check_path(settings: Settings, study_id: int, trial_id: int, location: str) -> str:

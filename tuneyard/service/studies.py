@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
@@ -189,6 +191,8 @@ class StudyService:
         with self.kit.transaction() as s:
             study = self._get(s, study_id)
             s.execute(delete(Study).where(Study.id == study.id))
+        # Its uploaded checkpoints and models go with it (once the rows are gone for good).
+        shutil.rmtree(study_folder(self.kit.settings, study_id), ignore_errors=True)
 
     # -- trials ------------------------------------------------------------------------------
     def trials(

@@ -38,6 +38,12 @@ _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 class LimitsSpec(StrictModel):
     max_trials: int = Field(default=100, ge=1, le=10_000_000)
     max_concurrent: int = Field(default=4, ge=1, le=10_000)
+    keep_models: int = Field(
+        default=3,
+        ge=0,
+        le=10_000,
+        description="completed trials whose final checkpoint (model) is kept: the best K",
+    )
 
 
 class ExecutionSpec(StrictModel):
@@ -55,6 +61,13 @@ class ExecutionSpec(StrictModel):
         "(`tuneyard study create --code DIR`); workers started with --accept-code run the "
         "entrypoint or command from it",
     )
+    checkpoint_every: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="upload the objective's latest trial.save() every N resource units, so a "
+        "retry resumes from there",
+    )
 
     @field_validator("entrypoint")
     @classmethod
@@ -69,6 +82,18 @@ class ExecutionSpec(StrictModel):
             raise ValueError("give either entrypoint or command, not both")
         if self.code and not (self.entrypoint or self.command):
             raise ValueError("code: name the entrypoint or the command to run from it")
+        if self.checkpoint_every is not None and self.command:
+            raise ValueError(
+                "checkpoint_every: works with an entrypoint objective (its trial.save() is "
+                "uploaded as it trains); a command saves what it leaves in its checkpoint "
+                "directory when it pauses or is handed back"
+            )
+        if self.checkpoint_every is not None and self.code:
+            raise ValueError(
+                "checkpoint_every: not available with shipped code yet (its objective runs in "
+                "a process of its own, which uploads its save at a pause, a hand-back or the "
+                "end); leave it out, or install the entrypoint on the workers"
+            )
         return self
 
 

@@ -132,9 +132,24 @@ class Trial(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the checkpoint sweep (service/retention.py) should next look at what is stored
+    # for this trial: set when a checkpoint is superseded, when the trial ends, and when a
+    # completed trial's model arrives; None when there is nothing to look at.
+    sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
+        Index("ix_trials_sweep_at", "sweep_at"),
+        # The completed trials of a study that hold a model, by value: the sweep keeps the
+        # best limits.keep_models of them without reading the study's other trials.
+        Index(
+            "ix_trials_study_models",
+            "study_id",
+            "value",
+            "id",
+            postgresql_where=text("state = 'completed' AND checkpoint IS NOT NULL"),
+            sqlite_where=text("state = 'completed' AND checkpoint IS NOT NULL"),
+        ),
         Index("ix_trials_study_state_number", "study_id", "state", "number"),
         Index("ix_trials_study_value", "study_id", "value", "id"),
         Index("ix_trials_study_state_value", "study_id", "state", "value", "id"),

@@ -83,6 +83,14 @@ def run_assignment(
         ckpt_dir,
         attempt=job.attempt,
     )
+    if opts.checkpoint_every:
+        trial.checkpoint_every = opts.checkpoint_every
+        trial.on_checkpoint = lambda step: client.checkpoint(
+            job.trial_id,
+            store.save(study_id, job.trial_id, trial.checkpoint_dir, job.attempt),
+            step,
+            attempt=job.attempt,
+        )
     started = time.monotonic()
     outcome = "fail"
     opts.control.attach(trial)
@@ -181,6 +189,17 @@ def _run(
         )
         return "release" if ok else "lost"
 
+    def keep_model() -> str | None:
+        """Store the checkpoint directory as the completed trial's model (None: it is empty,
+        or could not be stored; the trial completes all the same)."""
+        if not any(trial.checkpoint_dir.iterdir()):
+            return None
+        try:
+            return store.save(study_id, job.trial_id, trial.checkpoint_dir, job.attempt)
+        except Exception as exc:
+            log.warning("trial %s: its model was not kept: %s", job.trial_id, exc)
+            return None
+
     if job.kind == "resume" and job.checkpoint:
         try:
             store.restore(job.checkpoint, trial.checkpoint_dir)
@@ -237,16 +256,27 @@ def _run(
             lambda: client.pause(job.trial_id, checkpoint=location, attempt=job.attempt),
         )
         return "pause" if ok else "lost"
-    if trial.decision in ("stop", "complete"):
-        return trial.decision
+    if trial.decision == "complete":
+        # A report completed the trial: what the objective saved last is its model.
+        model = keep_model()
+        if model is not None:
+            _settle(
+                "model",
+                job.trial_id,
+                lambda: client.complete(job.trial_id, checkpoint=model, attempt=job.attempt),
+            )
+        return "complete"
+    if trial.decision == "stop":
+        return "stop"
     # No terminal decision (e.g. a FIFO objective that returns its final value).
     value = final_value(result)
     if value is not None and not math.isfinite(value):
         # JSON has no NaN: say it in words, as the service does for a NaN report.
         return fail(f"the objective returned {value}")
+    model = keep_model()
     ok = _settle(
         "complete",
         job.trial_id,
-        lambda: client.complete(job.trial_id, value=value, attempt=job.attempt),
+        lambda: client.complete(job.trial_id, value=value, checkpoint=model, attempt=job.attempt),
     )
     return "complete" if ok else "lost"

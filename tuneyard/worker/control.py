@@ -43,7 +43,17 @@ class WorkerClient(Protocol):
 
     def get_trial(self, trial_id: int) -> TrialOut: ...
 
-    def complete(self, trial_id: int, value: float | None = None, *, attempt: int) -> Any: ...
+    def complete(
+        self,
+        trial_id: int,
+        value: float | None = None,
+        metrics: Any = None,
+        checkpoint: str | None = None,
+        *,
+        attempt: int,
+    ) -> Any: ...
+
+    def checkpoint(self, trial_id: int, checkpoint: str, step: float, *, attempt: int) -> Any: ...
 
     def fail(
         self, trial_id: int, error: str, output: str | None = None, *, attempt: int
@@ -128,6 +138,9 @@ class JobOptions:
     log_every: float = 2.0
     grace: float = 60.0
     hard_exit: bool = False
+    # execution.checkpoint_every: the objective's latest save is uploaded every this many
+    # resource units (None: only at a pause, a hand-back and the end).
+    checkpoint_every: float | None = None
     control: Control = field(default_factory=Control)
 
     @property

@@ -75,6 +75,7 @@ def run_slot(study_id: int, api_url: str) -> str:
             grace=float(os.environ.get("TUNEYARD_STOP_GRACE", "60")),
             hard_exit=True,
             control=CONTROL,
+            checkpoint_every=spec.execution.checkpoint_every if spec.execution else None,
         )
         workdir = data_dir / "work" / name.replace("/", "_")
         while True:

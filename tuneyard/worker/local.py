@@ -81,7 +81,10 @@ def _worker_main(
     try:
         with Client(api_url, token=token, retries=10) as client:
             execution = client.get_study(study_id).spec.execution
-            opts = JobOptions(timeout=execution.timeout if execution else None)
+            opts = JobOptions(
+                timeout=execution.timeout if execution else None,
+                checkpoint_every=execution.checkpoint_every if execution else None,
+            )
             work_loop(client, study_id, objective, store, workdir, name, opts=opts)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

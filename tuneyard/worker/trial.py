@@ -11,14 +11,16 @@ def train(trial):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from tuneyard.protocol import ReportOut
 
+log = logging.getLogger("tuneyard.worker")
 TERMINAL = frozenset({"pause", "stop", "complete"})
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; a pickle starts with 0x80
 
@@ -80,6 +82,15 @@ class Trial:
         # Set when the service refused a call of this attempt as stale: the trial runs again
         # elsewhere (or waits to), so this job ends without telling the service anything.
         self.stale: str | None = None
+        # execution.checkpoint_every: the worker sets both. ``on_checkpoint(step)`` stores the
+        # checkpoint directory and tells the service the trial resumes from there, at step.
+        self.checkpoint_every: float | None = None
+        self.on_checkpoint: Callable[[float], None] | None = None
+        self._epoch: int | None = None  # the epoch epochs() is running
+        self._saves = 0
+        self._saved_at: float | None = None  # the epoch of the latest save
+        self._kept_saves = 0  # saves made before the latest upload
+        self.kept_at = resource_from  # the step of the latest upload (the job's start)
 
     def revoke(self, reason: str) -> None:
         """This attempt is no longer the trial's live one: the next report stops the job
@@ -143,7 +154,37 @@ class Trial:
         epoch = int(self.resource_from)
         while not self.should_stop and epoch + 1 <= self.resource_to + 1e-9:
             epoch += 1
+            self._epoch = epoch
             yield epoch
+            # The objective's body for this epoch is done, its save (before or after its
+            # report) included: the moment to upload it, if one is due.
+            self._keep_if_due()
+        self._epoch = None
+
+    def _keep_if_due(self) -> None:
+        """Upload the latest save when ``checkpoint_every`` units passed since the last one,
+        once the epoch it was saved in has been reported and answered ``continue``. A save
+        made outside :meth:`epochs` has no epoch, and is kept only at a pause or the end."""
+        every, keep = self.checkpoint_every, self.on_checkpoint
+        if every is None or keep is None or self.should_stop or self.stale is not None:
+            return
+        at = self._saved_at
+        if self._saves == self._kept_saves or at is None or self.last_step is None:
+            return
+        if at > self.last_step + 1e-9 or at < self.kept_at + every - 1e-9:
+            return
+        saves = self._saves
+        try:
+            keep(at)
+        except Exception as exc:  # the next one may get through; training goes on
+            from tuneyard.client import StaleAttempt
+
+            if isinstance(exc, StaleAttempt):
+                self.revoke(exc.detail)
+                return
+            log.warning("trial %s: checkpoint at %g not kept: %s", self.trial_id, at, exc)
+            return
+        self._kept_saves, self.kept_at = saves, at
 
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, obj: Any, name: str = "state.pkl") -> Path:
@@ -160,6 +201,8 @@ class Trial:
             with open(tmp, "wb") as f:
                 pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
+        self._saves += 1
+        self._saved_at = self._epoch
         return path
 
     def load(self, name: str = "state.pkl", default: Any = None) -> Any:
@@ -181,18 +224,17 @@ class Trial:
             return pickle.load(f)
 
 
-def _is_torch(obj: Any) -> bool:
-    """A torch object, or a dict, list or tuple holding one at the top level."""
-
-    def torchy(x: Any) -> bool:
-        return (type(x).__module__ or "").startswith("torch")
-
-    if torchy(obj):
+def _is_torch(obj: Any, depth: int = 3) -> bool:
+    """A torch object, or a dict, list or tuple holding one within ``depth`` levels (a
+    ``{"model": model.state_dict(), "epoch": 3}`` is saved with ``torch.save``)."""
+    if (type(obj).__module__ or "").startswith("torch"):
         return True
+    if depth == 0:
+        return False
     if isinstance(obj, dict):
-        return any(torchy(v) for v in obj.values())
+        return any(_is_torch(v, depth - 1) for v in obj.values())
     if isinstance(obj, list | tuple):
-        return any(torchy(v) for v in obj)
+        return any(_is_torch(v, depth - 1) for v in obj)
     return False
 
 

@@ -151,6 +151,22 @@ class TrialCore:
     def _lease(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.kit.settings.lease_seconds)
 
+    def _sweep_later(self, trial: Trial, delay: float | None = None) -> None:
+        """Have the checkpoint sweep (service/retention.py) look at this trial's stored
+        checkpoints after ``delay`` seconds (the retention period by default), or earlier if
+        it is due sooner already. An attribute of the trial: no statement of its own."""
+        secs = self.kit.settings.checkpoint_retention if delay is None else delay
+        at = self.kit.clock() + timedelta(seconds=secs)
+        if trial.sweep_at is None or at < trial.sweep_at:
+            trial.sweep_at = at
+
+    def _set_checkpoint(self, trial: Trial, location: str | None) -> None:
+        """Make ``location`` the trial's checkpoint; the one it replaces (superseded) is
+        deleted by the sweep once the retention period has passed."""
+        if trial.checkpoint is not None and trial.checkpoint != location:
+            self._sweep_later(trial)
+        trial.checkpoint = location
+
     def _end_job(
         self,
         s: Session,
@@ -179,6 +195,12 @@ class TrialCore:
         trial.pending = None
         trial.lease_expires_at = None
         trial.ended_at = now
+        if state == TrialState.COMPLETED:
+            # Its checkpoint is now its model: the sweep keeps the study's best few.
+            self._sweep_later(trial, 0.0)
+        else:
+            # Its checkpoints can no longer be resumed: deleted after the retention period.
+            self._sweep_later(trial)
         if error is not None:
             trial.error = error
         elif state in (TrialState.COMPLETED, TrialState.STOPPED):
@@ -263,6 +285,7 @@ class TrialCore:
             move(t, TrialState.STOPPED)
             t.reason = why
             t.ended_at = now
+            self._sweep_later(t)
             self._log(s, t, LogKind.STOP, why, rung=t.rung)
         s.execute(
             update(RungEntry)

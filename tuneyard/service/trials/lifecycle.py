@@ -45,7 +45,7 @@ class Lifecycle(Reports):
             board = ctx.board(s, study.id)
             move(trial, TrialState.PAUSED)
             trial.pending = None
-            trial.checkpoint = checkpoint
+            self._set_checkpoint(trial, checkpoint)
             trial.lease_expires_at = None
             study.active = max(0, study.active - 1)
             self._end_attempt(s, trial, AttemptState.PAUSED)
@@ -67,6 +67,13 @@ class Lifecycle(Reports):
             study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
+            if checkpoint is not None and trial.state in (TrialState.RUNNING, TrialState.COMPLETED):
+                # The objective's last save: the trial's model once it has completed (a trial
+                # a report completed gets it with a second, otherwise repeated, /complete).
+                model = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
+                if model != trial.checkpoint:
+                    self._set_checkpoint(trial, model)
+                    self._sweep_later(trial, 0.0)  # the study's best few models are kept
             if trial.state == TrialState.COMPLETED:
                 return trial
             ctx = self.kit.context(study)
@@ -75,10 +82,6 @@ class Lifecycle(Reports):
                 value = metrics.get(ctx.spec.metric)
             if value is None:
                 value = trial.value
-            if checkpoint is not None and trial.state == TrialState.RUNNING:
-                trial.checkpoint = check_location(
-                    self.kit.settings, trial.study_id, trial.id, checkpoint
-                )
             step = trial.resource if trial.resource is not None else trial.resource_to
             bad = self._bad_value(ctx.spec.metric, value, step)
             if trial.state != TrialState.RUNNING:
@@ -153,8 +156,8 @@ class Lifecycle(Reports):
                         f"{fmt(trial.resource_from)}..{fmt(trial.resource_to)}",
                         field="step",
                     )
-                trial.checkpoint = check_location(
-                    self.kit.settings, trial.study_id, trial.id, checkpoint
+                self._set_checkpoint(
+                    trial, check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
                 )
                 trial.resource_from = step
             move(trial, TrialState.QUEUED)
@@ -163,6 +166,45 @@ class Lifecycle(Reports):
             study.active = max(0, study.active - 1)
             self._end_attempt(s, trial, AttemptState.RELEASED, reason)
             self._log(s, trial, LogKind.RELEASE, trial.reason, trial.rung, trial.resource_from)
+            return trial
+
+    def checkpointed(self, trial_id: int, checkpoint: str, step: float, *, attempt: int) -> Trial:
+        """The live attempt saved the trial's state at ``step`` (``execution.checkpoint_every``)
+        and stored it at ``checkpoint``: should the attempt end unfinished (its worker killed,
+        its lease run out, handed back without a checkpoint), the trial runs again from there,
+        from ``step``. The checkpoint and the resource it was saved at change together.
+
+        ``step`` must be one the trial already reported (so no report before it is lost when
+        the trial resumes after it) and not before the job's start; a repeat is a no-op."""
+        with self.kit.transaction() as s:
+            trial = self._trial(s, trial_id, lock=True)
+            self._fence(trial, attempt)
+            if trial.state != TrialState.RUNNING:
+                raise Conflict(
+                    f"trial {trial_id} is {trial.state}; only a running trial saves checkpoints"
+                )
+            if trial.pending == DecisionKind.PAUSE:
+                raise Conflict(
+                    f"trial {trial_id} was told to pause; save its checkpoint and call /pause"
+                )
+            location = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
+            if location == trial.checkpoint and abs(step - trial.resource_from) < 1e-9:
+                return trial  # a repeated request
+            if step < trial.resource_from - 1e-9:
+                raise InvalidRequest(
+                    f"step: {fmt(step)} is before the job's start {fmt(trial.resource_from)}",
+                    field="step",
+                )
+            reported = trial.resource if trial.resource is not None else trial.resource_from
+            if step > reported + 1e-9:
+                raise InvalidRequest(
+                    f"step: {fmt(step)} has not been reported yet (the last report is at "
+                    f"{fmt(reported)}); report a step before saving its checkpoint",
+                    field="step",
+                )
+            self._set_checkpoint(trial, location)
+            trial.resource_from = step
+            trial.lease_expires_at = self._lease(self.kit.clock())
             return trial
 
     def heartbeat(self, trial_id: int, *, attempt: int) -> Trial:

@@ -184,6 +184,7 @@ export async function trialPage(main, trialId) {
           h("h1", {}, `Trial #${t.number}`),
           badge(t.state),
           isBest ? h("span", { class: "badge plain s-completed" }, "★ best") : null,
+          t.state === "completed" && t.checkpoint ? modelButton(t.id) : null,
         ),
         h(
           "div",
@@ -400,6 +401,43 @@ export async function trialPage(main, trialId) {
       showBanner(`Couldn't load: ${e.message}`);
     }
   }
+}
+
+// A completed trial's model (GET /trials/{id}/model, a tar.gz): fetched with the stored token
+// (a link can't carry it; api.js's authedLink reads text, the model is binary) and handed to
+// the browser as a file.
+function modelButton(trialId) {
+  const button = h(
+    "button",
+    { type: "button", class: "btn", "data-testid": "download-model" },
+    "Download model",
+  );
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const headers = {};
+      let stored = "";
+      try {
+        stored = localStorage.getItem("tuneyard.token") || "";
+      } catch {
+        // storage disabled: no token to send
+      }
+      if (stored) headers.Authorization = `Bearer ${stored}`;
+      const r = await fetch(`${API}/trials/${trialId}/model`, { headers, cache: "no-store" });
+      if (!r.ok) {
+        const problem = await r.json().catch(() => ({}));
+        throw new Error(problem.detail || `${r.status} ${r.statusText}`);
+      }
+      const url = URL.createObjectURL(await r.blob());
+      h("a", { href: url, download: `trial-${trialId}-model.tar.gz` }).click();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+    } catch (e) {
+      showBanner(`Model download failed: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 // Where a decision goes on the trial's curve: at its resource; an ending without one at the
