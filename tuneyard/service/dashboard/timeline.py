@@ -1,0 +1,166 @@
+"""The timeline: every worker's attempts over a time window, for a Gantt chart per worker.
+
+Bounded three ways: a window (at most :data:`MAX_WINDOW`), a row limit, and pages keyed by
+(start, id). Only the attempts that overlap the window are read, through two indexes: those
+that started in it (``ix_attempts_started``) and those that started before it and ended in it
+or still run (``ix_attempts_ended``); never all the attempts of the database. A study's
+timeline narrows that to its trials.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.service.dashboard.base import DashboardBase
+from tuneyard.service.studies import KEY, decode_cursor, encode_cursor
+from tuneyard.store.models import Attempt, Study, Trial, Worker
+
+# The widest window one request may ask for, and the one it gets by default (for a study:
+# from its creation to its end, at most MAX_WINDOW).
+MAX_WINDOW = timedelta(days=31)
+DEFAULT_WINDOW = timedelta(hours=6)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def window(
+    now: datetime,
+    since: datetime | None,
+    until: datetime | None,
+    study_span: tuple[datetime, datetime | None] | None = None,
+) -> tuple[datetime, datetime]:
+    """The window to read: ``since`` and ``until`` as given; a missing end is now (a study's:
+    its end, if it ended), a missing start :data:`DEFAULT_WINDOW` (a study's: its creation)
+    before the end but no more than :data:`MAX_WINDOW`. 422 naming ``since`` when it is not
+    before ``until`` or the window is wider than :data:`MAX_WINDOW`."""
+    if until is None:
+        until = study_span[1] if study_span and study_span[1] else now
+    until = _aware(until)
+    if since is None:
+        since = study_span[0] if study_span else until - DEFAULT_WINDOW
+        since = max(_aware(since), until - MAX_WINDOW)
+    since = _aware(since)
+    if since >= until:
+        raise InvalidRequest(
+            f"since: must be before until ({since.isoformat()} is not before {until.isoformat()})",
+            field="since",
+        )
+    if until - since > MAX_WINDOW:
+        raise InvalidRequest(
+            f"since: the window may span at most {MAX_WINDOW.days} days, got "
+            f"{(until - since) / timedelta(days=1):.1f}",
+            field="since",
+        )
+    return since, until
+
+
+class Timeline(DashboardBase):
+    def timeline(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        study_id: int | None,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        """The attempts that overlap the window, by start then id, at most ``limit`` after
+        ``cursor``; the workers that ran them (host, GPUs); the window and the next cursor."""
+        after = decode_cursor(cursor, KEY, KEY) if cursor else None
+        with self.kit.transaction() as s:
+            span = None
+            if study_id is not None:
+                row = s.execute(
+                    select(Study.created_at, Study.finished_at).where(Study.id == study_id)
+                ).first()
+                if row is None:
+                    raise NotFound(f"study {study_id} does not exist")
+                span = (row[0], row[1])
+            lo, hi = window(self.kit.clock(), since, until, span)
+            q = (
+                select(
+                    Attempt.id,
+                    Attempt.trial_id,
+                    Attempt.number,
+                    Attempt.worker,
+                    Attempt.state,
+                    Attempt.started_at,
+                    Attempt.ended_at,
+                    Attempt.resource_from,
+                    Attempt.resource_to,
+                    Trial.study_id,
+                    Trial.number,
+                    Trial.state,
+                )
+                .join(Trial, Trial.id == Attempt.trial_id)
+                .where(
+                    or_(
+                        and_(Attempt.started_at >= lo, Attempt.started_at < hi),
+                        and_(
+                            Attempt.started_at < lo,
+                            or_(Attempt.ended_at.is_(None), Attempt.ended_at > lo),
+                        ),
+                    )
+                )
+                .order_by(Attempt.started_at, Attempt.id)
+                .limit(limit + 1)
+            )
+            if study_id is not None:
+                q = q.where(Trial.study_id == study_id)
+            if after is not None:
+                t0 = _EPOCH + timedelta(microseconds=int(after[0]))
+                q = q.where(
+                    or_(
+                        Attempt.started_at > t0,
+                        and_(Attempt.started_at == t0, Attempt.id > int(after[1])),
+                    )
+                )
+            rows = s.execute(q).all()
+            page = rows[:limit]
+            names = sorted({r[3] for r in page if r[3]})
+            workers: dict[str, dict[str, Any]] = {
+                w.name: {"name": w.name, "host": w.host, "gpus": list(w.gpus or [])}
+                for w in (s.scalars(select(Worker).where(Worker.name.in_(names))) if names else [])
+            }
+        nxt = None
+        if len(rows) > limit:
+            last = page[-1]
+            nxt = encode_cursor([_micros(_aware(last[5])), int(last[0])])
+        items = [
+            {
+                "trial_id": int(r[1]),
+                "study_id": int(r[9]),
+                "trial_number": int(r[10]),
+                "trial_state": r[11],
+                "attempt": int(r[2]),
+                "worker": r[3],
+                "state": r[4],
+                "started_at": r[5],
+                "ended_at": r[6],
+                "resource_from": float(r[7]),
+                "resource_to": float(r[8]),
+            }
+            for r in page
+        ]
+        lanes: list[dict[str, Any]] = [
+            workers.get(n, {"name": n, "host": None, "gpus": []}) for n in names
+        ]
+        return {
+            "since": lo,
+            "until": hi,
+            "now": self.kit.clock(),
+            "study_id": study_id,
+            "items": items,
+            "workers": lanes,
+            "next_cursor": nxt,
+        }
