@@ -57,7 +57,7 @@ export function studyControls(studyId, onChanged) {
   );
   const el = h(
     "div",
-    { class: "controls", "data-testid": "study-controls" },
+    { class: "study-controls", "data-testid": "study-controls" },
     h("div", { class: "control-buttons" }, [...buttons.values()], hint),
     error,
   );
