@@ -73,7 +73,7 @@ export async function studiesPage(main) {
   const empty = h(
     "div",
     { class: "empty", hidden: true },
-    h("p", {}, "No studies yet."),
+    h("p", { "data-testid": "studies-empty" }, "No studies yet."),
     h(
       "p",
       { class: "muted" },
@@ -120,6 +120,9 @@ export async function studiesPage(main) {
     const items = page.items || [];
     fill(tbody, items.map(studyRow));
     empty.hidden = items.length > 0 || cursors.page > 1;
+    empty.firstChild.textContent = tags.length
+      ? `No study carries the tag${tags.length > 1 ? "s" : ""} ${tags.join(", ")}.`
+      : "No studies yet.";
     table.hidden = !empty.hidden;
     pages.update(cursors.page, items.length, Boolean(page.next_cursor));
     const running = items.filter((s) => s.state === "running").length;
