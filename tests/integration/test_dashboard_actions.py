@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import create_engine, event, text, update
 
 from tests.helpers import API, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.service.context import Toolkit
+from tuneyard.service.dashboard import DashboardService
 from tuneyard.service.dashboard import importance as importance_service
 from tuneyard.service.tokens import Scope, TokenService
 from tuneyard.settings import Settings
-from tuneyard.store.db import make_sessionmaker
+from tuneyard.store.db import make_engine, make_sessionmaker
 from tuneyard.store.models import Attempt
 
 DASH = f"{API}/dashboard"
@@ -269,31 +270,44 @@ def test_a_study_timeline_defaults_to_the_study_lifetime(http: TestClient) -> No
     assert all(i["state"] in {"completed", "paused", "stopped"} for i in got["items"])
 
 
-@pytest.mark.postgres
-def test_timeline_reads_the_attempts_through_an_index(postgres_url: str, tmp_path: Any) -> None:
-    """With sequential scans priced out, PostgreSQL answers the window's query from the
-    attempts' indexes: it never has to read every attempt."""
-    settings = Settings(database_url=postgres_url, data_dir=tmp_path, auth=False)
-    with TestClient(create_app(settings)) as c:
-        sid = new_study(c)
-        c.post(f"{API}/studies/{sid}/next", json={"worker": "w0"})
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(
-            r[0]
-            for r in conn.execute(
-                text(
-                    "EXPLAIN SELECT id FROM attempts WHERE (started_at >= :lo AND started_at < "
-                    ":hi) OR (started_at < :lo AND (ended_at IS NULL OR ended_at > :lo)) "
-                    "ORDER BY started_at, id LIMIT 1001"
-                ),
-                {"lo": datetime(2026, 1, 1, tzinfo=UTC), "hi": datetime(2026, 1, 2, tzinfo=UTC)},
-            )
-        )
-    engine.dispose()
-    assert "Seq Scan on attempts" not in plan, plan
-    assert "ix_attempts_" in plan, plan
+def test_timeline_reads_the_attempts_by_index_ranges(http: TestClient, settings: Settings) -> None:
+    """Every query the timeline makes of the attempts is an index range (SQLite: a SEARCH,
+    not a SCAN; PostgreSQL, with sequential scans priced out: no Seq Scan on attempts), for
+    the whole database and for one study, and on a later page."""
+    sid = new_study(http, limits={"max_trials": 4, "max_concurrent": 4})
+    for _ in range(3):
+        http.post(f"{API}/studies/{sid}/next", json={"worker": "w0"})
+    engine = make_engine(settings.resolved_database_url())
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM attempts" in statement:
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        dash = DashboardService(Toolkit(make_sessionmaker(engine), settings))
+        first = dash.timeline(None, None, None, 2, None)
+        assert len(first["items"]) == 2 and first["next_cursor"]
+        dash.timeline(None, None, None, 2, first["next_cursor"])
+        dash.timeline(None, None, sid, 100, None)
+        event.remove(engine, "before_cursor_execute", record)
+        assert len(seen) >= 7  # two or three reads per call (the third when there is room)
+        with engine.connect() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            if postgres:
+                conn.execute(text("SET enable_seqscan = off"))
+            for statement, params in seen:
+                explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+                raw = conn.exec_driver_sql(explain + statement, params).all()
+                plan = "\n".join(str(r[-1]) for r in raw)
+                if postgres:
+                    assert "Seq Scan on attempts" not in plan, (statement, plan)
+                else:
+                    assert "SCAN attempts" not in plan, (statement, plan)
+                    assert "SEARCH attempts USING INDEX" in plan, (statement, plan)
+    finally:
+        engine.dispose()
 
 
 # -- importance --------------------------------------------------------------------------------

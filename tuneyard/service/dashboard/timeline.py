@@ -1,9 +1,9 @@
 """The timeline: every worker's attempts over a time window, for a Gantt chart per worker.
 
 Bounded three ways: a window (at most :data:`MAX_WINDOW`), a row limit, and pages keyed by
-(start, id). Only the attempts that overlap the window are read, through two indexes: those
-that started in it (``ix_attempts_started``) and those that started before it and ended in it
-or still run (``ix_attempts_ended``); never all the attempts of the database. A study's
+(start, id). Only the attempts that overlap the window are read, by index ranges: those that
+started before it and ended in it or still run (``ix_attempts_ended``), and those that started
+in it (``ix_attempts_started``); never all the attempts of the database. A study's
 timeline narrows that to its trials.
 """
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
 from tuneyard.service.dashboard.base import DashboardBase
@@ -66,6 +67,27 @@ def window(
 
 
 class Timeline(DashboardBase):
+    @staticmethod
+    def _overlapping(
+        s: Session, base: Select[*tuple[Any, ...]], lo: datetime, hi: datetime, n: int
+    ) -> list[Any]:
+        """The first ``n`` attempts of ``base`` (by start, then id) that overlap [lo, hi), in
+        three index range reads (one OR over them all would walk ``ix_attempts_started`` from
+        the oldest attempt): those that started before ``lo`` and ended after it, or run still
+        (``ix_attempts_ended``; they all come first), then those that started in the window
+        (``ix_attempts_started``)."""
+        order = (Attempt.started_at, Attempt.id)
+        before = base.where(Attempt.started_at < lo)
+        rows: list[Any] = []
+        for still in (Attempt.ended_at > lo, Attempt.ended_at.is_(None)):
+            rows += s.execute(before.where(still).order_by(*order).limit(n)).all()
+        rows.sort(key=lambda r: (_aware(r[5]), r[0]))
+        rows = rows[:n]
+        if len(rows) < n:
+            inside = base.where(Attempt.started_at >= lo, Attempt.started_at < hi)
+            rows += s.execute(inside.order_by(*order).limit(n - len(rows))).all()
+        return rows
+
     def timeline(
         self,
         since: datetime | None,
@@ -87,45 +109,31 @@ class Timeline(DashboardBase):
                     raise NotFound(f"study {study_id} does not exist")
                 span = (row[0], row[1])
             lo, hi = window(self.kit.clock(), since, until, span)
-            q = (
-                select(
-                    Attempt.id,
-                    Attempt.trial_id,
-                    Attempt.number,
-                    Attempt.worker,
-                    Attempt.state,
-                    Attempt.started_at,
-                    Attempt.ended_at,
-                    Attempt.resource_from,
-                    Attempt.resource_to,
-                    Trial.study_id,
-                    Trial.number,
-                    Trial.state,
-                )
-                .join(Trial, Trial.id == Attempt.trial_id)
-                .where(
-                    or_(
-                        and_(Attempt.started_at >= lo, Attempt.started_at < hi),
-                        and_(
-                            Attempt.started_at < lo,
-                            or_(Attempt.ended_at.is_(None), Attempt.ended_at > lo),
-                        ),
-                    )
-                )
-                .order_by(Attempt.started_at, Attempt.id)
-                .limit(limit + 1)
-            )
+            base = select(
+                Attempt.id,
+                Attempt.trial_id,
+                Attempt.number,
+                Attempt.worker,
+                Attempt.state,
+                Attempt.started_at,
+                Attempt.ended_at,
+                Attempt.resource_from,
+                Attempt.resource_to,
+                Trial.study_id,
+                Trial.number,
+                Trial.state,
+            ).join(Trial, Trial.id == Attempt.trial_id)
             if study_id is not None:
-                q = q.where(Trial.study_id == study_id)
+                base = base.where(Trial.study_id == study_id)
             if after is not None:
                 t0 = _EPOCH + timedelta(microseconds=int(after[0]))
-                q = q.where(
+                base = base.where(
                     or_(
                         Attempt.started_at > t0,
                         and_(Attempt.started_at == t0, Attempt.id > int(after[1])),
                     )
                 )
-            rows = s.execute(q).all()
+            rows = self._overlapping(s, base, lo, hi, limit + 1)
             page = rows[:limit]
             names = sorted({r[3] for r in page if r[3]})
             workers: dict[str, dict[str, Any]] = {
