@@ -4,6 +4,8 @@ workers' attempts (window, bounds, order, pages) and the rung importance is comp
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -253,6 +255,8 @@ def test_timeline_window_order_pages_and_bounds(http: TestClient, settings: Sett
     assert "since" in problem_field(http.get(f"{DASH}/timeline", params=wide))
     assert "limit" in problem_field(http.get(f"{DASH}/timeline", params={"limit": 5001}))
     assert "cursor" in problem_field(http.get(f"{DASH}/timeline", params={"cursor": "nope"}))
+    far = base64.urlsafe_b64encode(json.dumps([2**63 - 1, 1]).encode()).decode()
+    assert "cursor" in problem_field(http.get(f"{DASH}/timeline", params={"cursor": far}))
     assert http.get(f"{DASH}/timeline", params={"study_id": 999999}).status_code == 404
 
 

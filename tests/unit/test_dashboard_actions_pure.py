@@ -131,3 +131,14 @@ def test_window_refuses_empty_reversed_and_wide_windows(since: datetime, until: 
     with pytest.raises(InvalidRequest) as exc:
         window(NOW, since, until)
     assert exc.value.extra["field"] == "since"
+
+
+def test_window_at_the_ends_of_time_is_a_422_not_an_overflow() -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        window(NOW, None, datetime(1, 1, 1, tzinfo=UTC))
+    assert exc.value.extra["field"] == "until"
+    with pytest.raises(InvalidRequest) as exc:
+        window(NOW, datetime(1, 1, 1, tzinfo=UTC), None)
+    assert exc.value.extra["field"] == "since"
+    top = datetime(9999, 12, 31, 23, tzinfo=UTC)
+    assert window(NOW, None, top) == (top - DEFAULT_WINDOW, top)

@@ -44,13 +44,20 @@ def window(
     """The window to read: ``since`` and ``until`` as given; a missing end is now (a study's:
     its end, if it ended), a missing start :data:`DEFAULT_WINDOW` (a study's: its creation)
     before the end but no more than :data:`MAX_WINDOW`. 422 naming ``since`` when it is not
-    before ``until`` or the window is wider than :data:`MAX_WINDOW`."""
+    before ``until`` or the window is wider than :data:`MAX_WINDOW`, naming ``until`` for an
+    end too close to year 1 to have a window before it."""
     if until is None:
         until = study_span[1] if study_span and study_span[1] else now
     until = _aware(until)
     if since is None:
-        since = study_span[0] if study_span else until - DEFAULT_WINDOW
-        since = max(_aware(since), until - MAX_WINDOW)
+        try:
+            earliest = until - MAX_WINDOW
+        except OverflowError as exc:
+            raise InvalidRequest(
+                f"until: {until.isoformat()} leaves no room for a window before it", field="until"
+            ) from exc
+        since = study_span[0] if study_span else max(earliest, until - DEFAULT_WINDOW)
+        since = max(_aware(since), earliest)
     since = _aware(since)
     if since >= until:
         raise InvalidRequest(
@@ -64,6 +71,15 @@ def window(
             field="since",
         )
     return since, until
+
+
+def _cursor_start(cursor: str) -> tuple[datetime, int]:
+    """The (start, id) a timeline cursor holds; 422 naming ``cursor`` for any other."""
+    micros, last_id = decode_cursor(cursor, KEY, KEY)
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), int(last_id)
+    except OverflowError as exc:
+        raise InvalidRequest("cursor: not a cursor this API returned", field="cursor") from exc
 
 
 class Timeline(DashboardBase):
@@ -98,7 +114,7 @@ class Timeline(DashboardBase):
     ) -> dict[str, Any]:
         """The attempts that overlap the window, by start then id, at most ``limit`` after
         ``cursor``; the workers that ran them (host, GPUs); the window and the next cursor."""
-        after = decode_cursor(cursor, KEY, KEY) if cursor else None
+        after = _cursor_start(cursor) if cursor else None
         with self.kit.transaction() as s:
             span = None
             if study_id is not None:
@@ -126,11 +142,11 @@ class Timeline(DashboardBase):
             if study_id is not None:
                 base = base.where(Trial.study_id == study_id)
             if after is not None:
-                t0 = _EPOCH + timedelta(microseconds=int(after[0]))
+                t0, last_id = after
                 base = base.where(
                     or_(
                         Attempt.started_at > t0,
-                        and_(Attempt.started_at == t0, Attempt.id > int(after[1])),
+                        and_(Attempt.started_at == t0, Attempt.id > last_id),
                     )
                 )
             rows = self._overlapping(s, base, lo, hi, limit + 1)
