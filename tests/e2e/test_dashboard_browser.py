@@ -2,14 +2,16 @@
 Playwright) against a real API server process holding a finished ASHA study.
 
 Each page is opened as a user would, with a read-scope token in the browser's local storage
-(the server requires tokens), its plots and tables are checked for data, and a screenshot of
-it is saved under pytest's tmp dir and under artifacts/dashboard/. Every request the browser
+(the server requires tokens; a write-scope one for the study's controls, notes and tags), its
+plots and tables are checked for data, and a screenshot of it is saved under pytest's tmp dir
+and under artifacts/dashboard/. Every request the browser
 makes must go to the server under test: nothing from a CDN, no web font.
 Without Chromium or Playwright the tests are skipped, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -70,6 +72,7 @@ class Site:
     host: str
     http: httpx.Client
     read_token: str
+    write_token: str
     study_id: int
     best_trial: dict[str, Any]
     counts: dict[str, int]
@@ -108,6 +111,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         r = http.post(f"{API}/tokens", json={"name": "dashboard viewer", "scope": "read"})
         assert r.status_code == 201, r.text
         read_token = r.json()["token"]
+        r = http.post(f"{API}/tokens", json={"name": "dashboard editor", "scope": "write"})
+        assert r.status_code == 201, r.text
+        write_token = r.json()["token"]
         spec = study_spec(
             name="mlp-digits-asha",
             limits={"max_trials": MAX_TRIALS, "max_concurrent": 4},
@@ -145,6 +151,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             host=urlsplit(urls[0]).netloc,
             http=http,
             read_token=read_token,
+            write_token=write_token,
             study_id=sid,
             best_trial=best,
             counts=study["counts"],
@@ -558,3 +565,277 @@ def test_token_goes_with_every_request_and_a_401_asks_for_one(browser: Any, site
         tab.check()
     finally:
         tab.close()
+
+
+# -- acting from the dashboard ----------------------------------------------------------------
+def _running_study(site: Site, name: str) -> int:
+    r = site.http.post(f"{API}/studies", json=study_spec(name=name))
+    assert r.status_code == 201, r.text
+    sid = int(r.json()["id"])
+    assert site.http.post(f"{API}/studies/{sid}/next", json={"worker": "w0"}).status_code == 200
+    return sid
+
+
+def _study_state(site: Site, sid: int) -> str:
+    return str(site.http.get(f"{API}/studies/{sid}").json()["state"])
+
+
+def test_study_controls_pause_resume_stop_and_delete_with_a_write_token(
+    browser: Any, site: Site
+) -> None:
+    sid = _running_study(site, "controlled")
+    tab = Tab(browser, site, site.write_token)
+    try:
+        page = tab.goto(f"/studies/{sid}")
+        page.wait_for_selector(
+            "[data-testid=study-controls][data-writable=true][data-state=running]"
+        )
+        assert page.is_hidden("[data-testid=study-resume]")
+        page.click("[data-testid=study-pause]")
+        page.wait_for_selector("[data-testid=study-controls][data-state=paused]")
+        assert _study_state(site, sid) == "paused"
+        assert page.is_hidden("[data-testid=study-pause]")
+        page.click("[data-testid=study-resume]")
+        page.wait_for_selector("[data-testid=study-controls][data-state=running]")
+        assert _study_state(site, sid) == "running"
+
+        # Stop asks first: declined, nothing happens.
+        asked: list[str] = []
+
+        def decline(d: Any) -> None:
+            asked.append(d.message)
+            d.dismiss()
+
+        page.once("dialog", decline)
+        page.click("[data-testid=study-stop]")
+        assert asked and "Stop study" in asked[0]
+        assert _study_state(site, sid) == "running"
+
+        # An error from the API is shown: the study is stopped elsewhere while this page
+        # still shows it running (its reads of the study are held at what it saw).
+        seen = site.http.get(f"{API}/dashboard/studies/{sid}").json()
+        page.route(
+            f"**/api/v1/dashboard/studies/{sid}",
+            lambda route: route.fulfill(
+                status=200, content_type="application/json", body=json.dumps(seen, default=str)
+            ),
+        )
+        r = site.http.patch(f"{API}/studies/{sid}", json={"state": "stopped"})
+        assert r.status_code == 200, r.text
+        page.click("[data-testid=study-pause]")
+        page.wait_for_selector("[data-testid=controls-error]:not([hidden])")
+        error = page.inner_text("[data-testid=controls-error]")
+        assert error.startswith("Couldn't pause the study: ") and "stopped" in error, error
+        assert _study_state(site, sid) == "stopped"
+        # The browser logs the 409 answer as a failed resource; it is the point here.
+        tab.errors[:] = [e for e in tab.errors if "409" not in e]
+        tab.shot("study-controls-error")
+
+        # Delete asks, then deletes and goes back to the list.
+        page.once("dialog", lambda d: d.accept())
+        page.wait_for_selector("[data-testid=study-delete]:not([disabled])")
+        page.click("[data-testid=study-delete]")
+        page.wait_for_url(f"{site.url}/")
+        assert site.http.get(f"{API}/studies/{sid}").status_code == 404
+        tab.check()
+    finally:
+        tab.close()
+
+
+def test_study_controls_are_disabled_with_a_read_token(tab: Tab, site: Site) -> None:
+    sid = _running_study(site, "read-only view")
+    page = tab.goto(f"/studies/{sid}")
+    page.wait_for_selector("[data-testid=study-controls][data-writable=false][data-state=running]")
+    page.wait_for_selector("[data-testid=controls-readonly]:not([hidden])")
+    for button in ("pause", "stop", "delete"):
+        assert page.is_disabled(f"[data-testid=study-{button}]"), button
+    assert page.is_disabled("[data-testid=note-input]")
+    assert page.is_disabled("[data-testid=notes-save]")
+    assert _study_state(site, sid) == "running"
+    tab.shot("study-read-only")
+    tab.check()
+
+
+def test_notes_and_tags_are_typed_saved_and_seen_after_a_reload(browser: Any, site: Site) -> None:
+    sid = _running_study(site, "annotated")
+    trial_id = site.http.get(f"{API}/studies/{sid}/trials").json()["items"][0]["id"]
+    note = "lr 0.1 diverges after warm-up;\ntry 0.03 next"
+    tab = Tab(browser, site, site.write_token)
+    try:
+        page = tab.goto(f"/studies/{sid}")
+        page.wait_for_selector("[data-testid=notes-form][data-writable=true]")
+        page.fill("[data-testid=note-input]", note)
+        page.fill("[data-testid=tags-input]", "baseline, warmup-sweep")
+        page.click("[data-testid=notes-save]")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=notes-status]').textContent === 'saved'"
+        )
+        stored = site.http.get(f"{API}/dashboard/studies/{sid}").json()
+        assert stored["note"] == note and stored["tags"] == ["baseline", "warmup-sweep"]
+
+        # A bad tag: the API's error is shown, nothing is lost.
+        page.fill("[data-testid=tags-input]", "baseline, <b>")
+        page.click("[data-testid=notes-save]")
+        page.wait_for_selector("[data-testid=notes-error]:not([hidden])")
+        assert "tags[1]" in page.inner_text("[data-testid=notes-error]")
+        tab.errors[:] = [e for e in tab.errors if "422" not in e]
+
+        page.reload()
+        page.wait_for_function(
+            "want => document.querySelector('[data-testid=note-input]').value === want", arg=note
+        )
+        chips = page.eval_on_selector_all(
+            "[data-testid=study-tags] [data-tag]", "els => els.map(e => e.dataset.tag)"
+        )
+        assert chips == ["baseline", "warmup-sweep"]
+
+        # The study list shows the tags and filters by one.
+        page = tab.goto("/?tag=warmup-sweep")
+        page.wait_for_selector("[data-testid=studies-table][data-tags=warmup-sweep]")
+        shown = page.eval_on_selector_all(
+            "[data-testid=study-row]", "els => els.map(e => Number(e.dataset.studyId))"
+        )
+        assert shown == [sid]
+        row_tags = page.inner_text(f"[data-study-id='{sid}'] [data-testid=study-tags]")
+        assert "baseline" in row_tags and "warmup-sweep" in row_tags
+        page.fill("[data-testid=studies-tag-filter]", "")
+        page.click("[data-testid=studies-filter] button")
+        page.wait_for_selector("[data-testid=studies-table][data-tags='']")
+        page.wait_for_selector(f"[data-testid=study-row][data-study-id='{site.study_id}']")
+        tab.shot("studies-tags")
+
+        # A trial's note and tags, the same way.
+        page = tab.goto(f"/trials/{trial_id}")
+        page.wait_for_selector("[data-testid=notes-form][data-writable=true]")
+        page.fill("[data-testid=note-input]", "loss spikes at epoch 3")
+        page.fill("[data-testid=tags-input]", "spiky")
+        page.click("[data-testid=notes-save]")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=notes-status]').textContent === 'saved'"
+        )
+        page.reload()
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=note-input]').value"
+            " === 'loss spikes at epoch 3'"
+        )
+        assert page.input_value("[data-testid=tags-input]") == "spiky"
+        assert site.http.get(f"{API}/dashboard/trials/{trial_id}").json()["tags"] == ["spiky"]
+        tab.shot("trial-notes")
+        tab.check()
+    finally:
+        tab.close()
+
+
+def test_timeline_draws_the_study_workers_attempts(tab: Tab, site: Site) -> None:
+    trials = site.http.get(
+        f"{API}/studies/{site.study_id}/trials", params={"limit": MAX_TRIALS}
+    ).json()["items"]
+    attempts = sum(t["attempts"] for t in trials)
+    page = tab.goto(f"/timeline?study={site.study_id}")
+    page.wait_for_function(
+        "n => Number(document.getElementById('plot-timeline')?.dataset.attempts) === n",
+        arg=attempts,
+    )
+    figure = page.evaluate(
+        """() => {
+            const el = document.getElementById('plot-timeline');
+            const bars = el.data.filter(t => t.name !== 'idle');
+            return {
+              lanes: el.dataset.lanes,
+              bars: bars.reduce((n, t) => n + t.x.length, 0),
+              trialIds: bars.flatMap(t => t.customdata),
+              drawn: el.querySelectorAll('.barlayer .point').length,
+              idle: el.data.filter(t => t.name === 'idle').length,
+              yLabels: [...new Set(bars.flatMap(t => t.y))],
+            };
+        }"""
+    )
+    assert figure["lanes"] == "w0"  # every attempt of the study ran on w0
+    assert figure["bars"] == attempts
+    assert sorted(set(figure["trialIds"])) == sorted(t["id"] for t in trials)
+    assert figure["drawn"] >= attempts  # the bars, and the idle track behind them
+    assert figure["idle"] == 1
+    label = figure["yLabels"][0]
+    assert "w0" in label and "gpu-node-1" in label and "GPU 0" in label and "idle" in label
+    tab.shot("timeline")
+    # A click on a bar opens its trial.
+    page.evaluate(
+        """() => {
+            const el = document.getElementById('plot-timeline');
+            const t = el.data.findIndex(t => t.name !== 'idle');
+            const id = el.data[t].customdata[0];
+            el.emit('plotly_click', {points: [{curveNumber: t, customdata: id}]});
+        }"""
+    )
+    page.wait_for_url(f"{site.url}/trials/*")
+    tab.check()
+
+
+def test_parallel_coordinates_draw_every_trial_of_a_conditional_space(tab: Tab, site: Site) -> None:
+    space = {
+        "model": {"type": "categorical", "choices": ["svm", "tree"]},
+        "c": {"type": "float", "low": 1e-3, "high": 10.0, "log": True, "when": {"model": "svm"}},
+        "kernel": {"type": "categorical", "choices": ["rbf", "linear"], "when": {"model": "svm"}},
+        "depth": {"type": "int", "low": 2, "high": 8, "when": {"model": "tree"}},
+        "lr": {"type": "float", "low": 0.0, "high": 1.0},
+    }
+
+    def objective(params: dict[str, Any], step: float) -> float:
+        c = params.get("c", 1.0)
+        depth = params.get("depth", 4)
+        return params["lr"] + abs(c - 1.0) / 10 + depth / 20 + 0.5 / step
+
+    spec = study_spec(
+        name="conditional", space=space, limits={"max_trials": 16, "max_concurrent": 2}
+    )
+    r = site.http.post(f"{API}/studies", json=spec)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    drive(site.http, sid, objective=objective)
+    trials = site.http.get(f"{API}/studies/{sid}/trials", params={"limit": 100}).json()["items"]
+    with_value = [t for t in trials if t["value"] is not None]
+    svm = [t for t in with_value if t["params"]["model"] == "svm"]
+    assert svm and len(svm) < len(with_value)  # both branches: every trial lacks a parameter
+
+    page = tab.goto(f"/studies/{sid}")
+    page.wait_for_function(
+        "() => { const el = document.getElementById('plot-parcoords');"
+        " return el && el.data && el.data[0] && el.data[0].dimensions; }"
+    )
+    dims = page.evaluate(
+        """() => document.getElementById('plot-parcoords').data[0].dimensions.map(d => ({
+            label: d.label, n: d.values.length,
+            finite: d.values.every(v => Number.isFinite(v)),
+            inRange: d.range ? d.values.every(v => v >= d.range[0] && v <= d.range[1]) : true,
+            inactive: (d.ticktext || []).includes('inactive'),
+            low: d.range ? d.values.filter(v => v === d.range[0]).length : 0,
+        }))"""
+    )
+    by_label = {d["label"].split(" ")[0]: d for d in dims}
+    # Every dimension holds a drawable position for every trial: plotly draws all the lines.
+    assert all(d["n"] == len(with_value) and d["finite"] and d["inRange"] for d in dims), dims
+    for name in ("c", "kernel", "depth"):
+        assert by_label[name]["inactive"], by_label[name]
+    assert not by_label["model"]["inactive"] and not by_label["lr"]["inactive"]
+    # The trials without c (the trees) sit on its "inactive" position, below its range.
+    assert by_label["c"]["low"] == len(with_value) - len(svm)
+    assert by_label["depth"]["low"] >= len(svm)
+    assert page.evaluate(
+        "() => Number(document.getElementById('plot-parcoords').dataset.points)"
+    ) == len(with_value)
+    assert "inactive" in page.inner_text("#meta-parcoords")
+    tab.shot("parcoords-conditional")
+    tab.check()
+
+
+def test_importance_says_which_rung_and_how_many_trials(tab: Tab, site: Site) -> None:
+    page = tab.goto(f"/studies/{site.study_id}")
+    page.wait_for_selector("#meta-importance[data-trials]:not([data-trials='0'])")
+    got = site.http.get(f"{API}/dashboard/studies/{site.study_id}/importance").json()
+    meta = page.inner_text("#meta-importance")
+    assert f"{got['trials_used']} trials" in meta
+    if got["rung"] is not None:
+        assert f"rung {got['rung']}" in meta
+    note = page.inner_text("[data-testid=importance-method]")
+    assert got["basis"] in note
+    tab.check()

@@ -18,7 +18,7 @@ from tuneyard.dashboard import STATIC, plotly_js
 from tuneyard.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["/", "/studies/1", "/trials/7", "/workers"]
+PAGES = ["/", "/studies/1", "/trials/7", "/workers", "/timeline"]
 SWAGGER = "/static/vendor/swagger-ui"
 OFF_SERVER = re.compile(r"""(?:https?:)?//[a-z0-9.-]+""", re.IGNORECASE)
 ASSET_URL = re.compile(r"""(?:src|href)=["']([^"']+)["']""")

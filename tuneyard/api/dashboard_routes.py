@@ -74,6 +74,7 @@ class StudyCard(BaseModel):
     budget: Budget
     best: BestTrial | None = Field(description="the best completed trial")
     version: str = Field(description="changes whenever the study or one of its trials does")
+    tags: list[str] = Field(description="the study's tags, in the order they were set")
 
 
 class StudyCardPage(BaseModel):
@@ -95,6 +96,7 @@ class SpaceParam(BaseModel):
 class StudySummary(StudyCard):
     space: list[SpaceParam]
     rungs: list[float] = Field(description="resource level of each rung")
+    note: str | None = Field(description="the study's note (PATCH .../notes sets it)")
 
 
 class HistoryPoint(BaseModel):
@@ -170,6 +172,13 @@ class Importance(BaseModel):
     params: list[ParamImportance] = Field(description="most important first")
     trials_used: int
     resource: float | None = Field(description="the resource at which the values were read")
+    rung: int | None = Field(
+        description="the rung whose values were used (None: the completed trials' final values)"
+    )
+    rung_trials: int = Field(
+        description="trials a rung needs for its values to be used (the highest such rung is)"
+    )
+    basis: str = Field(description="why these values: which rung, and how many trials reached it")
     computed_at: datetime
 
 
@@ -201,6 +210,8 @@ class DashboardTrial(TrialOut):
     # The list of attempts in place of the public trial's count of them (its length).
     attempts: list[AttemptDetail]  # type: ignore[assignment]
     resources: TrialResources
+    note: str | None = Field(description="the trial's note (PATCH .../notes sets it)")
+    tags: list[str]
 
 
 class WorkerCard(BaseModel):
@@ -267,6 +278,7 @@ def _card(c: Card) -> dict[str, Any]:
         "budget": {"used": c.budget_used, "total": None},
         "best": c.best,
         "version": c.version,
+        "tags": c.tags,
     }
 
 
@@ -276,9 +288,13 @@ def studies(
     dash: DashboardDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=20, description="only the studies that carry this tag (repeat: all)"),
+    ] = None,
 ) -> StudyCardPage:
     """Study cards, newest first, in pages: pass ``next_cursor`` back as ``cursor``."""
-    cards, nxt = dash.studies(limit, cursor)
+    cards, nxt = dash.studies(limit, cursor, tag or ())
     return StudyCardPage.model_validate({"items": [_card(c) for c in cards], "next_cursor": nxt})
 
 
@@ -287,7 +303,9 @@ def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
     card, rungs = dash.study(study_id)
     space = space_items(StudySpec.from_stored(card.study.spec))
-    return StudySummary.model_validate({**_card(card), "space": space, "rungs": rungs})
+    return StudySummary.model_validate(
+        {**_card(card), "space": space, "rungs": rungs, "note": card.study.note}
+    )
 
 
 @router.get("/studies/{study_id}/history", response_model=History, responses={**E404, **E422})
@@ -424,7 +442,16 @@ def trial(trial_id: Id, dash: DashboardDep) -> DashboardTrial:
     host and GPUs, its duration) in place of their count, and the resources the trial used."""
     detail, attempts, resources = dash.trial(trial_id)
     base = _trial_out(detail).model_dump()
-    return DashboardTrial.model_validate({**base, "attempts": attempts, "resources": resources})
+    t = detail.trial
+    return DashboardTrial.model_validate(
+        {
+            **base,
+            "attempts": attempts,
+            "resources": resources,
+            "note": t.note,
+            "tags": list(t.tags or []),
+        }
+    )
 
 
 @router.get("/workers", response_model=WorkerList, responses=E422)

@@ -1,9 +1,10 @@
 """The web dashboard and the API's documentation pages, served by the API itself.
 
 ``mount(app)`` adds the single-page dashboard (the same HTML at ``/``, ``/studies/{id}``,
-``/trials/{id}`` and ``/workers``; the script routes on the path), its static files under
-``/static/``, plotly.js from the installed ``plotly`` package, and Swagger UI at ``/docs`` from
-a vendored copy (no ReDoc: its standalone page always fetches a logo from its vendor's CDN).
+``/trials/{id}``, ``/workers`` and ``/timeline``; the script routes on the path), its static
+files under ``/static/``, plotly.js from the installed ``plotly`` package, and Swagger UI at
+``/docs`` from a vendored copy (no ReDoc: its standalone page always fetches a logo from its
+vendor's CDN).
 Every asset comes from this server: the pages work on a machine without internet access.
 
 Caching: the HTML names each asset with ``?v=<digest of the file>``, and a URL carrying the
@@ -200,7 +201,7 @@ def mount(app: FastAPI) -> None:
     def page() -> Response:
         return site.page()
 
-    for path in ("/", "/studies/{study_id:int}", "/trials/{trial_id:int}", "/workers"):
+    for path in ("/", "/studies/{study_id:int}", "/trials/{trial_id:int}", "/workers", "/timeline"):
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
 
     vendor = Assets(site.plotly.parent, cache) if site.plotly else None

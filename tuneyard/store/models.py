@@ -85,6 +85,8 @@ class Study(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The SHA-256 of the study's code archive (execution.code), when it carries its code.
     code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The user's free-text note (its tags are rows of study_tags, to filter by them).
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index("ix_studies_state_id", "state", "id"),
@@ -136,6 +138,9 @@ class Trial(Base):
     # for this trial: set when a checkpoint is superseded, when the trial ends, and when a
     # completed trial's model arrives; None when there is nothing to look at.
     sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The user's free-text note and tags (a JSON list of strings; None: none yet).
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
@@ -287,7 +292,26 @@ class Attempt(Base):
         # A worker's attempts by time, with their ends: its busy fraction over the last hour
         # from the index alone.
         Index("ix_attempts_worker_started", "worker", "started_at", "ended_at"),
+        # The dashboard's timeline of a time window: the attempts that started in it, and
+        # those that started before it and ended in it or run still.
+        Index("ix_attempts_started", "started_at", "id"),
+        Index("ix_attempts_ended", "ended_at"),
     )
+
+
+class StudyTag(Base):
+    """A tag the user put on a study, a row each, so the study list filters by tag through
+    an index."""
+
+    __tablename__ = "study_tags"
+
+    study_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_study_tags_tag_study", "tag", "study_id"),)
 
 
 class TrialLog(Base):

@@ -8,6 +8,7 @@ import { $, fill, h } from "./js/dom.js";
 import { setLive, showBanner } from "./js/status.js";
 import { studiesPage } from "./js/studies.js";
 import { studyPage } from "./js/study.js";
+import { timelinePage } from "./js/timeline.js";
 import { trialPage } from "./js/trial.js";
 import { workersPage } from "./js/workers.js";
 
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^\/studies\/(\d+)\/?$/, "studies", (main, m) => studyPage(main, Number(m[1]))],
   [/^\/trials\/(\d+)\/?$/, "studies", (main, m) => trialPage(main, Number(m[1]))],
   [/^\/workers\/?$/, "workers", (main) => workersPage(main)],
+  [/^\/timeline\/?$/, "timeline", (main) => timelinePage(main)],
 ];
 
 function start() {

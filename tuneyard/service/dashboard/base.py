@@ -92,6 +92,7 @@ class Card:
     best: dict[str, Any] | None
     version: str
     age_s: float
+    tags: list[str] = field(default_factory=list)
 
 
 def version_token(

@@ -14,8 +14,8 @@ from sqlalchemy import Text, func, select
 from sqlalchemy import cast as sa_cast
 from sqlalchemy.orm import Session
 
-from tuneyard.scheduler.importance import MIN_TRIALS as MIN_IMPORTANCE_TRIALS
-from tuneyard.scheduler.importance import first_order_importance
+from tuneyard.scheduler.importance import RUNG_TRIALS as IMPORTANCE_RUNG_TRIALS
+from tuneyard.scheduler.importance import first_order_importance, pick_rung
 from tuneyard.scheduler.importance import ranked as ranked_importance
 from tuneyard.service.dashboard.base import CachedImportance, DashboardBase, study_key
 from tuneyard.spec import StudySpec
@@ -24,8 +24,6 @@ from tuneyard.store.models import Rung, RungEntry, Study, Trial
 
 # Importance is fitted on at most this many trials, and needs at least MIN_IMPORTANCE_TRIALS.
 IMPORTANCE_SAMPLE = 2000
-# Importance reads the values at the highest rung at least this many trials reached.
-IMPORTANCE_RUNG_TRIALS = 50
 # A cached importance is kept at least this long, and after that until the trials it would be
 # fitted on grew by IMPORTANCE_GROWTH (or its rung changed).
 IMPORTANCE_MIN_AGE_S = 10.0
@@ -66,13 +64,10 @@ class Importance(DashboardBase):
             .order_by(Rung.rung)
         ).all()
         rungs = [(int(k), int(n or 0), float(r)) for k, n, r in rows]
-        enough = [r for r in rungs if r[1] >= IMPORTANCE_RUNG_TRIALS]
-        if enough:
-            k, n, r = enough[-1]
+        chosen = pick_rung(rungs, IMPORTANCE_RUNG_TRIALS)
+        if chosen is not None:
+            k, n, r = chosen
             return ("rung", k, r, n)
-        most = max(rungs, key=lambda r: r[1], default=None)
-        if most is not None and most[1] >= MIN_IMPORTANCE_TRIALS:
-            return ("rung", most[0], most[2], most[1])
         completed = s.scalar(
             select(func.count())
             .select_from(Trial)
@@ -104,8 +99,18 @@ class Importance(DashboardBase):
                 .where((ranked.c.rn - 1) % every == 0)
             ).all()
             source = f"values at rung {k} (resource {resource:g})"
+            rung: int | None = k
+            why = (
+                f"rung {k} (resource {resource:g}) is the highest rung that at least "
+                f"{IMPORTANCE_RUNG_TRIALS} trials reached ({n})"
+                if n >= IMPORTANCE_RUNG_TRIALS
+                else f"no rung has {IMPORTANCE_RUNG_TRIALS} trials yet: rung {k} (resource "
+                f"{resource:g}) is the one the most reached ({n})"
+            )
         else:
             resource = None
+            rung = None
+            why = "no rung has values yet: the completed trials' final values"
             n = basis[1]
             ranked = (
                 select(
@@ -142,6 +147,9 @@ class Importance(DashboardBase):
             ],
             "trials_used": len(configs),
             "resource": resource,
+            "rung": rung,
+            "rung_trials": IMPORTANCE_RUNG_TRIALS,
+            "basis": why,
             "computed_at": self.kit.clock(),
         }
 

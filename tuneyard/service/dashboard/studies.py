@@ -18,7 +18,8 @@ from tuneyard.service.dashboard.base import (
     study_key,
     version_token,
 )
-from tuneyard.service.studies import study_page
+from tuneyard.service.dashboard.notes import clean_tags, study_tags, tagged
+from tuneyard.service.studies import KEY, decode_cursor, encode_cursor
 from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
@@ -102,6 +103,7 @@ class StudyCards(DashboardBase):
     def _cards(self, s: Session, studies: Sequence[Study]) -> list[Card]:
         aggs = self._aggregates(s, studies)
         bests = self._bests(s, studies) if studies else {}
+        tags = study_tags(s, [st.id for st in studies])
         now = self.kit.clock()
         return [
             Card(
@@ -111,15 +113,25 @@ class StudyCards(DashboardBase):
                 best=bests.get(st.id),
                 version=aggs[st.id].version,
                 age_s=max(0.0, (now - st.created_at).total_seconds()),
+                tags=tags[st.id],
             )
             for st in studies
         ]
 
     # -- studies -----------------------------------------------------------------------------
-    def studies(self, limit: int, cursor: str | None) -> tuple[list[Card], str | None]:
+    def studies(
+        self, limit: int, cursor: str | None, tags: Sequence[str] = ()
+    ) -> tuple[list[Card], str | None]:
+        """Study cards, newest first, of the studies that carry every one of ``tags``."""
+        wanted = clean_tags(tags, field="tag")
+        q = select(Study).where(*tagged(wanted)).order_by(Study.id.desc()).limit(limit + 1)
+        if cursor:
+            (last_id,) = decode_cursor(cursor, KEY)
+            q = q.where(Study.id < last_id)
         with self.kit.transaction() as s:
-            rows, nxt = study_page(s, limit, cursor)
-            return self._cards(s, rows), nxt
+            rows = list(s.scalars(q))
+            nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
+            return self._cards(s, rows[:limit]), nxt
 
     def study(self, study_id: int) -> tuple[Card, list[float]]:
         """A study's card and the resource of each rung."""

@@ -23,13 +23,18 @@ class HttpError extends Error {
   }
 }
 
-async function request(path, as = "json", method = "GET") {
+async function request(path, as = "json", method = "GET", body = undefined) {
   const headers = { Accept: as === "json" ? "application/json" : "*/*" };
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
   let r;
   try {
-    r = await fetch(path, { method, headers, cache: "no-store" });
+    r = await fetch(path, init);
   } catch {
     throw new HttpError(0, "the server can't be reached");
   }
@@ -53,6 +58,26 @@ async function request(path, as = "json", method = "GET") {
 }
 
 export const getJSON = (path) => request(path, "json");
+
+// A change (POST, PATCH, DELETE) with a JSON body; its errors are thrown with the server's
+// detail, for the caller to show.
+export const sendJSON = (path, method, body) => request(path, "json", method, body);
+
+// What the stored token may do ({scope, grants: [...]}), asked once per page.
+let who = null;
+export function whoAmI() {
+  if (!who) who = request(`${API}/whoami`, "json");
+  return who;
+}
+
+export async function canWrite() {
+  try {
+    const me = await whoAmI();
+    return (me.grants || []).includes("write");
+  } catch {
+    return false;
+  }
+}
 
 export function query(params) {
   const q = new URLSearchParams();

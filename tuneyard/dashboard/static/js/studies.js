@@ -13,11 +13,42 @@ import {
   secondsSince,
 } from "./format.js";
 import { keepFresh } from "./live.js";
+import { parseTags, tagChips } from "./notes.js";
 import { Cursors, badge, card, pager, progressBar, rowLink, stopPropagation } from "./widgets.js";
 
 export async function studiesPage(main) {
   document.title = "Studies · tuneyard";
-  const cursors = new Cursors();
+  let cursors = new Cursors();
+  // The tag filter lives in the URL (/?tag=a&tag=b: studies with every one of them).
+  let tags = new URLSearchParams(location.search).getAll("tag");
+  const filter = h("input", {
+    type: "search",
+    class: "tags-input",
+    placeholder: "filter by tag",
+    value: tags.join(", "),
+    "data-testid": "studies-tag-filter",
+    "aria-label": "Show the studies with these tags",
+  });
+  const filterError = h("span", { class: "control-error", role: "alert", hidden: true });
+  const filterForm = h(
+    "form",
+    { class: "tag-filter", "data-testid": "studies-filter" },
+    filter,
+    h("button", { type: "submit", class: "btn" }, "Filter"),
+    filterError,
+  );
+  filterForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    tags = parseTags(filter.value);
+    const q = new URLSearchParams();
+    for (const t of tags) q.append("tag", t);
+    history.replaceState(null, "", q.toString() ? `/?${q}` : "/");
+    cursors = new Cursors();
+    load().catch((e) => {
+      filterError.textContent = e.message;
+      filterError.hidden = false;
+    });
+  });
   const tbody = h("tbody");
   const summary = h("span", { class: "meta", "data-testid": "studies-summary" });
   const table = h(
@@ -42,7 +73,7 @@ export async function studiesPage(main) {
   const empty = h(
     "div",
     { class: "empty", hidden: true },
-    h("p", {}, "No studies yet."),
+    h("p", { "data-testid": "studies-empty" }, "No studies yet."),
     h(
       "p",
       { class: "muted" },
@@ -64,6 +95,7 @@ export async function studiesPage(main) {
       "div",
       { class: "page-head" },
       h("div", {}, h("h1", {}, "Studies"), h("div", { class: "sub" }, summary)),
+      filterForm,
     ),
     card({
       title: "All studies",
@@ -79,16 +111,24 @@ export async function studiesPage(main) {
   );
 
   async function load() {
-    const page = await getJSON(`${DASH}/studies${query({ limit: 50, cursor: cursors.current })}`);
+    const q = query({ limit: 50, cursor: cursors.current });
+    const byTag = tags.map((t) => `&tag=${encodeURIComponent(t)}`).join("");
+    const page = await getJSON(`${DASH}/studies${q || "?"}${byTag}`);
+    filterError.hidden = true;
+    table.dataset.tags = tags.join(",");
     cursors.next = page.next_cursor;
     const items = page.items || [];
     fill(tbody, items.map(studyRow));
     empty.hidden = items.length > 0 || cursors.page > 1;
+    empty.firstChild.textContent = tags.length
+      ? `No study carries the tag${tags.length > 1 ? "s" : ""} ${tags.join(", ")}.`
+      : "No studies yet.";
     table.hidden = !empty.hidden;
     pages.update(cursors.page, items.length, Boolean(page.next_cursor));
     const running = items.filter((s) => s.state === "running").length;
     const n = `${items.length}${page.next_cursor ? "+" : ""}`;
-    summary.textContent = `${n} ${n === "1" ? "study" : "studies"} · ${running} running`;
+    const tagged = tags.length ? ` tagged ${tags.join(" + ")}` : "";
+    summary.textContent = `${n} ${n === "1" ? "study" : "studies"}${tagged} · ${running} running`;
   }
   await keepFresh(load);
 }
@@ -113,6 +153,9 @@ function studyRow(s) {
       {},
       h("a", { class: "name", href }, s.name),
       h("div", { class: "sub" }, `#${s.id} · ${s.metric || ""} ${directionArrow(s.direction)}`),
+      s.tags && s.tags.length
+        ? tagChips(s.tags, (t) => `/?tag=${encodeURIComponent(t)}`, "study-tags")
+        : null,
     ),
     h("td", {}, badge(s.state)),
     h(

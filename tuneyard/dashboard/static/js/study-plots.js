@@ -3,7 +3,7 @@
 
 import { DASH, getJSON } from "./api.js";
 import { $, cssVar, fill, h } from "./dom.js";
-import { TRIAL_STATES, fmtAmount, fmtInt, fmtValue } from "./format.js";
+import { TRIAL_STATES, fmtAmount, fmtInt } from "./format.js";
 import {
   MARK_LOOK,
   decisionMark,
@@ -19,6 +19,7 @@ import {
   rungsLogScale,
   theme,
 } from "./plots.js";
+import { drawParcoords } from "./parcoords.js";
 import { card, metaEl } from "./widgets.js";
 
 // The plot cards of study `studyId`, in page order, and `load(detail)` that (re)draws them.
@@ -228,87 +229,6 @@ function drawStudyCurves(el, t, d, data) {
   linkPoints(el);
 }
 
-function dimension(spec, values) {
-  const label = plotText(spec.name);
-  if (spec.type === "categorical" || spec.choices) {
-    const choices = (spec.choices || []).map((c) => String(c));
-    const index = new Map(choices.map((c, i) => [c, i]));
-    return {
-      label,
-      values: values.map((v) => (index.has(String(v)) ? index.get(String(v)) : NaN)),
-      tickvals: choices.map((_, i) => i),
-      // Parcoords draws its tick labels as plain text (its axis titles as markup).
-      ticktext: choices,
-      range: [0, Math.max(choices.length - 1, 1)],
-    };
-  }
-  if (spec.log) {
-    const lo = Math.log10(spec.low);
-    const hi = Math.log10(spec.high);
-    const ticks = [];
-    for (let e = Math.ceil(lo); e <= Math.floor(hi); e += 1) ticks.push(e);
-    return {
-      label: `${label} (log)`,
-      values: values.map((v) => (typeof v === "number" && v > 0 ? Math.log10(v) : NaN)),
-      range: [lo, hi],
-      tickvals: ticks,
-      ticktext: ticks.map((e) => fmtValue(10 ** e)),
-    };
-  }
-  const dim = { label, values: values.map((v) => (typeof v === "number" ? v : NaN)) };
-  if (typeof spec.low === "number" && typeof spec.high === "number")
-    dim.range = [spec.low, spec.high];
-  return dim;
-}
-
-function drawParcoords(el, t, d, data) {
-  const space = data.space || d.space || [];
-  const trials = (data.trials || []).filter((tr) => typeof tr.value === "number");
-  $("#meta-parcoords").textContent =
-    data.total && data.shown < data.total
-      ? `${fmtInt(trials.length)} of ${fmtInt(data.total)} trials · the best in the strongest colour`
-      : `${fmtInt(trials.length)} trials with a value · the best in the strongest colour`;
-  if (!trials.length || !space.length) {
-    draw(el, [], emptyLayout(t, "No trials with a value yet"));
-    return;
-  }
-  const values = trials.map((tr) => tr.value);
-  const dims = space.map((spec) =>
-    dimension(
-      spec,
-      trials.map((tr) => (tr.params || {})[spec.name]),
-    ),
-  );
-  dims.push({ label: plotText(d.metric), values });
-  const minimize = d.direction !== "maximize";
-  draw(
-    el,
-    [
-      {
-        type: "parcoords",
-        dimensions: dims,
-        line: {
-          color: values,
-          colorscale: t.scale,
-          reversescale: minimize,
-          showscale: true,
-          colorbar: {
-            thickness: 10,
-            len: 0.9,
-            outlinewidth: 0,
-            tickfont: { size: 10.5 },
-            title: { text: plotText(d.metric), side: "right", font: { size: 11 } },
-          },
-        },
-        labelfont: { size: 12, color: t.text },
-        tickfont: { size: 10.5, color: t.muted },
-        rangefont: { size: 9, color: t.muted },
-      },
-    ],
-    { ...layout(t, { showlegend: false }), margin: { l: 60, r: 70, t: 40, b: 20 } },
-  );
-}
-
 function drawSlices(slices, sliceEls, t, d, data) {
   const space = data.space || d.space || [];
   const trials = (data.trials || []).filter((tr) => typeof tr.value === "number");
@@ -404,13 +324,19 @@ function drawSlices(slices, sliceEls, t, d, data) {
 function drawImportance(el, importanceNote, t, data) {
   const params = [...(data.params || [])].sort((a, b) => a.importance - b.importance);
   const parts = [];
+  if (data.rung !== null && data.rung !== undefined)
+    parts.push(`rung ${data.rung} (step ${fmtAmount(data.resource)})`);
+  else if (data.trials_used) parts.push("final values");
   if (data.trials_used) parts.push(`${fmtInt(data.trials_used)} trials`);
-  if (data.resource !== null && data.resource !== undefined)
-    parts.push(`values at step ${fmtAmount(data.resource)}`);
-  $("#meta-importance").textContent = parts.join(" · ");
-  importanceNote.textContent = data.method || "";
-  importanceNote.title = data.method || "";
-  importanceNote.hidden = !data.method;
+  const meta = $("#meta-importance");
+  meta.textContent = parts.join(" · ");
+  meta.dataset.rung = data.rung ?? "";
+  meta.dataset.trials = data.trials_used ?? 0;
+  // Which values and why (the highest rung enough trials reached), then the method.
+  const note = [data.basis, data.method].filter(Boolean).join(". ");
+  importanceNote.textContent = note;
+  importanceNote.title = note;
+  importanceNote.hidden = !note;
   if (!params.length || params.every((p) => !p.importance)) {
     importanceNote.hidden = true;
     draw(el, [], emptyLayout(t, "Needs more finished trials"));

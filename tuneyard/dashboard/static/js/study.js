@@ -1,7 +1,8 @@
 // The study page, at /studies/{id}: its head, its plots and its trials, kept up to date from
 // the study's event stream.
 
-import { DASH, getJSON } from "./api.js";
+import { API, DASH, getJSON } from "./api.js";
+import { studyControls } from "./controls.js";
 import { $, fill, h } from "./dom.js";
 import {
   TRIAL_STATES,
@@ -14,6 +15,7 @@ import {
   secondsSince,
 } from "./format.js";
 import { coalesce, watchStudy } from "./live.js";
+import { notesCard } from "./notes.js";
 import { clearBanner, showBanner } from "./status.js";
 import { studyPlots } from "./study-plots.js";
 import { trialsTable } from "./study-trials.js";
@@ -31,13 +33,28 @@ export async function studyPage(main, studyId) {
   );
   const plots = studyPlots(studyId);
   const trials = trialsTable(studyId);
-  fill(main, crumbs, head, h("div", { class: "grid" }, plots.cards, trials.el));
+  const controls = studyControls(studyId, () => refresh(0));
+  const notes = notesCard({ path: `${API}/studies/${studyId}/notes`, what: "study" });
+  const timeline = h(
+    "a",
+    { class: "btn", href: `/timeline?study=${studyId}`, "data-testid": "study-timeline" },
+    "Timeline",
+  );
+  fill(
+    main,
+    crumbs,
+    head,
+    h("div", { class: "actions-bar" }, controls.el, timeline),
+    h("div", { class: "grid" }, notes.el, plots.cards, trials.el),
+  );
 
   async function loadDetail() {
     const d = await getJSON(`${DASH}/studies/${studyId}`);
     state.detail = d;
     state.version = d.version ?? null;
     renderHead(head, d);
+    controls.update(d);
+    notes.show(d);
     trials.showStudy(d);
     return d;
   }

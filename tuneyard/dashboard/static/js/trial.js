@@ -14,6 +14,7 @@ import {
   fmtValue,
 } from "./format.js";
 import { coalesce, watchStudy } from "./live.js";
+import { notesCard } from "./notes.js";
 import {
   MARK_LOOK,
   decisionMark,
@@ -46,6 +47,7 @@ export async function trialPage(main, trialId) {
   const logMeta = metaEl("meta-log");
   let studyCache = null;
   let watching = false;
+  const notes = notesCard({ path: `${API}/trials/${trialId}/notes`, what: "trial" });
 
   fill(
     main,
@@ -105,6 +107,7 @@ export async function trialPage(main, trialId) {
           ),
         }),
       ),
+      notes.el,
       card({
         title: "Attempts",
         testid: "attempts",
@@ -158,6 +161,7 @@ export async function trialPage(main, trialId) {
 
   async function load() {
     const t = await getJSON(`${DASH}/trials/${trialId}`);
+    notes.show(t);
     if (!studyCache || studyCache.id !== t.study_id || ACTIVE_TRIAL.has(t.state)) {
       studyCache = await getJSON(`${DASH}/studies/${t.study_id}`).catch(() => null);
     }
