@@ -316,3 +316,12 @@ class TokenOut(BaseModel):
 
 class NewTokenOut(TokenOut):
     token: str = Field(description="the secret: shown only in this answer")
+
+
+class CallerOut(BaseModel):
+    """Who a request's token is: what a worker or a dispatcher checks when it starts."""
+
+    name: str = Field(description="the token's name ('anonymous (auth off)' without auth)")
+    scope: TokenScope
+    queues: list[str] | None = Field(description="the queues a worker token serves (None: any)")
+    auth: bool = Field(description="whether the server checks tokens at all")
