@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -76,8 +76,17 @@ def server(
             "no API token exists yet: create the first admin token with "
             "`tuneyard token create --scope admin --db` (same TUNEYARD_DATABASE_URL)"
         )
+    # uvicorn sets logging up in each of its processes: tuneyard's own lines (one per job
+    # start and end) at INFO, the access log off, the rest at warnings.
+    log_config = _server_logging()
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=log_config,
+        )
         return
     # Each process builds its own app from the environment: hand it what the options changed.
     if not settings.auth:
@@ -89,7 +98,25 @@ def server(
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=log_config,
     )
+
+
+def _server_logging() -> dict[str, Any]:
+    """uvicorn's logging configuration plus a handler for tuneyard's loggers at INFO."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["tuneyard"] = {"format": "%(asctime)s %(name)s %(message)s"}
+    config["handlers"]["tuneyard"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "tuneyard",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["tuneyard"] = {"handlers": ["tuneyard"], "level": "INFO", "propagate": False}
+    return config
 
 
 @db_app.command("upgrade")
