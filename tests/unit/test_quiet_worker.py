@@ -150,3 +150,57 @@ def test_the_slots_of_one_pool_say_a_refusal_once(
     monkeypatch.setenv("TUNEYARD_POOL_ID", "box:456:2")  # another pool says it for itself
     jobs.refuse(Job(), study, "this worker does not run it")  # type: ignore[arg-type]
     assert len([r for r in caplog.records if r.name == "tuneyard.worker"]) == 2
+
+
+# -- a slot's view of Redis, and what it shares with its pool --------------------------------
+def test_a_slot_says_a_lost_redis_once_and_silences_rq_s_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tuneyard.worker.slots import watch_redis
+
+    answers = [RedisConnectionError("Error 111 connecting")] * 3 + [True] * 1000
+
+    class Connection:
+        class connection_pool:
+            connection_kwargs = {"host": "redis.test", "port": 6379}
+
+        def ping(self) -> bool:
+            answer = answers.pop(0) if len(answers) > 1 else answers[0]
+            if isinstance(answer, Exception):
+                raise answer
+            return True
+
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO):
+        up = watch_redis(Connection(), stop, every=0.001, cap=0.001)
+        try:
+            assert up.wait(10), "Redis seen again"
+            # RQ's own line at each retry is dropped: the watch said it once.
+            logging.getLogger("rq.worker").error(
+                "Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
+                "w",
+                "Error 111",
+                2,
+            )
+        finally:
+            stop.set()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("lost Redis at redis.test:6379 (Error 111 connecting)")
+    assert said[1].startswith("Redis at redis.test:6379 answers again")
+
+
+def test_slot_state_holds_one_job_and_one_worker_id() -> None:
+    from tuneyard.worker.slots import SlotState
+
+    class Handle:
+        trial_id, attempt = 2**40 + 5, 3
+
+    state = SlotState()
+    assert state.trial() is None and state.worker() is None
+    state.set_trial(Handle())
+    state.set_worker(17)
+    assert state.trial() == (2**40 + 5, 3) and state.worker() == 17
+    state.set_trial(None)
+    state.set_worker(None)
+    assert state.trial() is None and state.worker() is None
