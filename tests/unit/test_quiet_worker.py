@@ -64,13 +64,22 @@ def test_a_lost_api_is_one_warning_not_one_per_try(caplog: pytest.LogCaptureFixt
     assert all(r.exc_info is None for r in said), "no traceback"
 
 
-def test_the_dispatcher_says_a_lost_redis_once(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("lost", ["redis", "database"])
+def test_the_dispatcher_says_a_lost_redis_or_database_once(
+    lost: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from redis import Redis
+    from sqlalchemy.exc import OperationalError
 
     from tuneyard.service.dispatch import Dispatcher
 
     passes = {"n": 0}
     stop = threading.Event()
+    error: Exception = (
+        RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+        if lost == "redis"
+        else OperationalError("SELECT 1", {}, Exception("connection refused\nIs the server up?"))
+    )
 
     class Failing(Dispatcher):
         def tick(self) -> list[Any]:
@@ -78,18 +87,20 @@ def test_the_dispatcher_says_a_lost_redis_once(caplog: pytest.LogCaptureFixture)
             if passes["n"] >= 12:
                 stop.set()
             if passes["n"] <= 8:
-                raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+                raise error
             return []
 
-    d = Failing(None, Redis(), "http://api")  # type: ignore[arg-type]
-    d.redis_outage = Outage("Redis at 127.0.0.1:6379", logging.getLogger("tuneyard.dispatcher"))
-    d.redis_outage.base = d.redis_outage.cap = 0.001
+    d = Failing(None, Redis(host="127.0.0.1"), "http://api")  # type: ignore[arg-type]
+    for outage in (d.redis_outage, d.database_outage):
+        outage.base = outage.cap = 0.001
     with caplog.at_level(logging.INFO, logger="tuneyard"):
         d.run(interval=0.001, stop=stop)
     said = [r for r in caplog.records if r.name == "tuneyard.dispatcher"]
     assert len(said) == 2, [r.getMessage() for r in said]
-    assert said[0].getMessage().startswith("lost Redis at 127.0.0.1:6379 (Error 111")
-    assert said[1].getMessage().startswith("Redis at 127.0.0.1:6379 answers again")
+    what = "Redis at 127.0.0.1:6379" if lost == "redis" else "the database"
+    why = "Error 111" if lost == "redis" else "connection refused)"
+    assert said[0].getMessage().startswith(f"lost {what} ({why}")
+    assert said[1].getMessage().startswith(f"{what} answers again")
     assert all(r.exc_info is None for r in said)
 
 

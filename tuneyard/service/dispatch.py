@@ -17,7 +17,13 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tuneyard.outage import Outage
 from tuneyard.protocol import PENDING_KEY, SLOT_JOB
@@ -120,9 +126,10 @@ class Dispatcher:
             except RedisError as exc:
                 self.database_outage.ok()  # the pass read the database before Redis failed
                 wait = max(interval, self.redis_outage.failed(redact_text(str(exc))))
-            except DBAPIError as exc:
-                if exc.connection_invalidated or _lost_connection(exc):
-                    why = redact_text((str(exc.orig or exc).strip().splitlines() or ["?"])[0])
+            except SQLAlchemyError as exc:
+                if _lost_connection(exc):
+                    cause = getattr(exc, "orig", None) or exc
+                    why = redact_text((str(cause).strip().splitlines() or ["?"])[0])
                     wait = max(interval, self.database_outage.failed(why))
                 else:
                     last_error = self._unexpected(exc, last_error)
@@ -140,9 +147,8 @@ class Dispatcher:
         return kind
 
 
-def _lost_connection(exc: DBAPIError) -> bool:
-    """Whether the database error is one of reaching the database (OperationalError: the
-    server is down or restarting), not one of the statement."""
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError)
+def _lost_connection(exc: SQLAlchemyError) -> bool:
+    """Whether the error is one of reaching the database (down, restarting, saturated), as
+    the API answers 503 for, not one of the statement."""
+    lost = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+    return isinstance(exc, lost) or bool(getattr(exc, "connection_invalidated", False))
