@@ -178,8 +178,8 @@ def check_redis(
     if not url:
         raise StartupError(
             REDIS,
-            "no Redis URL given: name the Redis that the dispatcher fills, e.g. "
-            "redis://:PASSWORD@host:6379/0 (the same for the dispatcher and every worker)",
+            "no Redis URL given: set it to the Redis that the dispatcher and every worker "
+            "share, e.g. redis://:PASSWORD@host:6379/0",
         )
     shown = redact_url(url)
     try:
