@@ -215,3 +215,35 @@ def test_slot_state_holds_one_job_and_one_worker_id() -> None:
     state.set_trial(None)
     state.set_worker(None)
     assert state.trial() is None and state.worker() is None
+
+
+def test_a_revoked_token_is_said_once_not_once_per_job(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.fake_api import problem
+
+    api = FakeApi()
+    api.on("GET", "/studies/7", problem(401, "the token is unknown, revoked or expired"))
+    real = jobs.QuietClient
+
+    def client(url: str, token: str | None, retries: int) -> jobs.QuietClient:
+        return real(url, token=token, retries=0, transport=httpx.MockTransport(api.handle))
+
+    monkeypatch.setattr(jobs, "QuietClient", client)
+    monkeypatch.setenv("TUNEYARD_API_URL", "http://api.test")
+    jobs._OUTAGES.clear()
+    jobs.REFUSED.clear()
+    quick = Outage("the API at http://api.test for this worker's token", jobs.log, base=0.001)
+    jobs._OUTAGES["token http://api.test"] = quick
+    with caplog.at_level(logging.INFO, logger="tuneyard"):
+        outcomes = [jobs.run_slot(7, "http://api.test") for _ in range(4)]
+    assert outcomes == ["unauthorized"] * 4
+    said = [r for r in caplog.records if r.name == "tuneyard.worker"]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert (
+        said[0]
+        .getMessage()
+        .startswith(
+            "lost the API at http://api.test for this worker's token (401: the token is unknown"
+        )
+    )

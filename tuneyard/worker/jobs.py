@@ -46,10 +46,14 @@ _OUTAGES: dict[str, Outage] = {}
 log = logging.getLogger("tuneyard.worker")
 
 
-def api_outage(url: str) -> Outage:
-    found = _OUTAGES.get(url)
+def api_outage(url: str, token: bool = False) -> Outage:
+    """How this process says that the API at ``url`` is lost (or, with ``token``, that it
+    refuses this worker's token)."""
+    key = f"token {url}" if token else url
+    found = _OUTAGES.get(key)
     if found is None:
-        found = _OUTAGES[url] = Outage(f"the API at {redact_url(url)}", log)
+        what = f"the API at {redact_url(url)}" + (" for this worker's token" if token else "")
+        found = _OUTAGES[key] = Outage(what, log)
     return found
 
 
@@ -100,7 +104,9 @@ def run_slot(study_id: int, api_url: str) -> str:
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
     with QuietClient(url, token=token, retries=10) as client:
         try:
-            return _run_slot(client, job, study_id, url, token, data_dir)
+            outcome = _run_slot(client, job, study_id, url, token, data_dir)
+            api_outage(url, token=True).ok()
+            return outcome
         except Unreachable:
             return "unreachable"  # said by the client's outage; the lease covers its trial
         except ApiError as exc:
@@ -108,7 +114,8 @@ def run_slot(study_id: int, api_url: str) -> str:
                 raise
             # The token was revoked, or lost its scope: said once, and the slot waits a while
             # before its next job rather than refuse one job after another.
-            CONTROL.stopping.wait(api_outage(url).failed(f"{exc.status}: {exc.detail}"))
+            refused = api_outage(url, token=True)
+            CONTROL.stopping.wait(refused.failed(f"{exc.status}: {exc.detail}"))
             return "unauthorized"
 
 
