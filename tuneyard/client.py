@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from tuneyard.protocol import (
     Assignment,
+    CallerOut,
     CheckpointOut,
     CodeOut,
     LogChunkOut,
@@ -226,17 +227,22 @@ class Client:
             except httpx.TransportError as exc:
                 if last:
                     raise Unreachable(0, "Unreachable", f"{self.shown_url}: {exc}") from exc
-                self._wait(attempt, None)
+                self._wait(attempt, None, str(exc) or type(exc).__name__)
                 continue
             if resp.status_code in RETRY_STATUS and not last:
-                self._wait(attempt, retry_after_seconds(resp.headers.get("Retry-After")))
+                self._wait(
+                    attempt,
+                    retry_after_seconds(resp.headers.get("Retry-After")),
+                    f"{resp.status_code} {resp.reason_phrase}",
+                )
                 continue
             if resp.status_code >= 400:
                 raise _error(resp)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, attempt: int, retry_after: float | None) -> None:
+    def _wait(self, attempt: int, retry_after: float | None, why: str = "") -> None:
+        """Sleep before retry ``attempt`` + 1; ``why`` is what failed (an error, a status)."""
         delay = min(self.max_backoff, self.backoff * 2**attempt)
         delay *= 0.5 + random.random() / 2  # jitter: retrying workers don't arrive together
         if retry_after is not None:
@@ -548,6 +554,10 @@ class Client:
 
     def revoke_token(self, token_id: int) -> TokenOut:
         return self._call("DELETE", f"{API}/tokens/{token_id}", TokenOut)
+
+    def whoami(self) -> CallerOut:
+        """The token this client presents: name, scope, queues (any valid token may ask)."""
+        return self._call("GET", f"{API}/whoami", CallerOut)
 
     def health(self) -> dict[str, Any]:
         """``/readyz``: the server is up and its database reachable (503 otherwise)."""

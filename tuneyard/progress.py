@@ -56,12 +56,16 @@ def watch_study(
     interval: float,
     problem: Callable[[], str | None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
+    plain: bool = False,
 ) -> Watched:
     """Poll the study every ``interval`` seconds, drawing its progress, until it is over.
 
     ``problem`` names a component that died (e.g. the embedded server): it ends the watch,
     and it explains an API that stopped answering; without one an :class:`ApiError` is raised.
+    ``plain`` prints a line at each change instead of a live bar (for a pipe or a log file).
     """
+    if plain:
+        return _watch_plain(client, study_id, console, interval, problem, sleep)
     with Progress(
         TextColumn("[bold]trials"),
         BarColumn(),
@@ -91,3 +95,40 @@ def watch_study(
             if trouble is not None:
                 return Watched(s, trouble)
             sleep(interval)
+
+
+def progress_line(s: StudyOut) -> str:
+    """One line of a plain watch: trials done of the budget, then the status."""
+    return f"trials {trials_done(s.counts)}/{s.spec.limits.max_trials}  {status_line(s)}"
+
+
+def _watch_plain(
+    client: Client,
+    study_id: int,
+    console: Console,
+    interval: float,
+    problem: Callable[[], str | None],
+    sleep: Callable[[float], None],
+) -> Watched:
+    """``watch_study`` for an output that is no terminal: a line each time the progress
+    changes, with the time, and nothing while it does not."""
+    last = None
+    while True:
+        try:
+            s = client.get_study(study_id)
+        except ApiError:
+            trouble = problem()
+            if trouble is not None:
+                return Watched(None, trouble)
+            raise
+        line = progress_line(s)
+        if line != last:
+            console.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False, highlight=False)
+            console.file.flush()
+            last = line
+        if s.state in FINISHED_STUDIES:
+            return Watched(s)
+        trouble = problem()
+        if trouble is not None:
+            return Watched(s, trouble)
+        sleep(interval)

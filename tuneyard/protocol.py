@@ -330,3 +330,16 @@ class TokenOut(BaseModel):
 
 class NewTokenOut(TokenOut):
     token: str = Field(description="the secret: shown only in this answer")
+
+
+class CallerOut(BaseModel):
+    """Who a request's token is: what a worker or a dispatcher checks when it starts, and what
+    the dashboard asks to offer only what the token may do."""
+
+    name: str = Field(description="the token's name ('anonymous (auth off)' without auth)")
+    scope: TokenScope
+    grants: list[TokenScope] = Field(
+        default_factory=list, description="every scope the token's scope includes"
+    )
+    queues: list[str] | None = Field(description="the queues a worker token serves (None: any)")
+    auth: bool = Field(description="whether the server checks tokens at all")

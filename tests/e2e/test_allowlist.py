@@ -1,5 +1,6 @@
-"""A worker runs only what its operator allowed: a job outside its allowlist fails its trial
-with the reason, nothing of it is imported or started, and the worker goes on serving."""
+"""A worker runs only what its operator allowed: it takes no trial of a study outside its
+allowlist (nothing of it is imported or started, no trial is failed), says so once per study,
+and goes on serving; a worker that allows the study runs its trials."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Deployment
+from tests.e2e.stack import Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
@@ -39,7 +40,7 @@ def spec(queue: str, name: str, **execution: Any) -> dict[str, Any]:
     }
 
 
-def test_a_job_outside_the_allowlist_fails_its_trial_and_the_worker_serves_on(
+def test_a_study_outside_the_allowlist_is_left_to_a_worker_that_allows_it(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     d = deployment
@@ -57,19 +58,29 @@ def test_a_job_outside_the_allowlist_fails_its_trial_and_the_worker_serves_on(
             spec(queue, "shell", command=["sh", "-c", f"touch {tmp_path}/command-ran"])
         ),
     }
+    log = tmp_path / "pool.log"
+
+    def said(sid: int) -> list[str]:
+        return [ln for ln in log.read_text().splitlines() if f"study {sid} (" in ln]
+
     for sid in refused.values():
-        assert d.wait_finished(sid)["state"] == "completed"
+        wait_for(lambda sid=sid: said(sid), 60, f"the refusal of study {sid} logged")
+    # The dispatcher goes on sending the studies' jobs, and the pool ends each one at once,
+    # taking none of their trials.
+    from redis import Redis
+    from rq.registry import FinishedJobRegistry
+
+    finished = FinishedJobRegistry(queue, connection=Redis.from_url(d.env["TUNEYARD_REDIS_URL"]))
+    wait_for(lambda: finished.count >= 8, 60, "refused jobs ended")
     for what, sid in refused.items():
-        trials = d.trials(sid)
-        assert [t["state"] for t in trials] == ["failed", "failed"], what
-        for t in trials:
-            assert t["error"].startswith("NotAllowed: this worker does not run"), t["error"]
-            assert len(t["attempt_log"]) == 2, "each retry refused as well"
-            assert t["reports"] == []
-    entry_error = d.trials(refused["entrypoint"])[0]["error"]
-    assert "'tests.e2e.forbidden:run'" in entry_error
-    assert "'tests.e2e.objectives:*'" in entry_error
-    assert "executable 'sh'" in d.trials(refused["command"])[0]["error"]
+        study = d.study(sid)
+        assert study["state"] == "running", what
+        assert d.trials(sid) == [], f"{what}: no trial taken, none failed"
+        (line,) = said(sid)  # once per study, not once per job or per slot
+        assert "not taking its jobs, they are left to other workers" in line
+    assert "'tests.e2e.forbidden:run'" in said(refused["entrypoint"])[0]
+    assert "'tests.e2e.objectives:*'" in said(refused["entrypoint"])[0]
+    assert "executable 'sh'" in said(refused["command"])[0]
     # Nothing of the refused jobs ran: the module was never imported, the shell never started.
     assert not (tmp_path / "pool" / "forbidden-imported").exists()
     assert not (tmp_path / "command-ran").exists()
@@ -79,4 +90,10 @@ def test_a_job_outside_the_allowlist_fails_its_trial_and_the_worker_serves_on(
     assert d.wait_finished(ok)["state"] == "completed"
     assert {t["state"] for t in d.trials(ok)} == {"completed"}
     assert pool.poll() is None
-    assert "starting it again" not in (tmp_path / "pool.log").read_text()
+    assert "starting it again" not in log.read_text()
+
+    # A worker that allows the refused entrypoint runs its trials (the module is harmless: it
+    # notes that it was imported).
+    d.start_pool("other", queue, 1, allow=("tests.e2e.*",), allow_command=())
+    assert d.wait_finished(refused["entrypoint"])["state"] == "completed"
+    assert {t["worker"].split("/")[0] for t in d.trials(refused["entrypoint"])} != set()

@@ -66,5 +66,5 @@ def test_a_dispatcher_pass_that_cannot_reach_redis_does_not_log_the_password(
         redis.close()
         engine.dispose()
     text = _logged(caplog)
-    assert "redis unavailable" in text
+    assert "lost Redis at 127.0.0.1:1" in text
     assert SECRET not in text

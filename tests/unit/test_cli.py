@@ -300,6 +300,11 @@ def test_both_names_run_the_dispatcher(
 
     monkeypatch.setenv("TUNEYARD_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     monkeypatch.setattr(tuneyard.service.dispatch, "Dispatcher", Dispatcher)
+    # Its start-up checks pass (tests/unit/test_startup_checks.py checks them).
+    import tuneyard.cli.startup
+
+    monkeypatch.setattr(tuneyard.cli.startup, "check_redis", lambda url, **kw: url)
+    monkeypatch.setattr(tuneyard.cli.startup, "check_api_answers", lambda url, **kw: None)
     args = ["--api", "http://api:1", "--redis", "redis://r:2/0", "--interval", "0.25"]
     r = run(name, *args)
     assert r.exit_code == 0, r.output

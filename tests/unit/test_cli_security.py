@@ -27,6 +27,18 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     seen: list[dict[str, Any]] = []
     monkeypatch.setattr(tuneyard.worker.pool, "run_pool", lambda *a, **kw: seen.append(kw) or 0)
+    # The start-up checks pass: an API that takes any token, a Redis that answers
+    # (tests/unit/test_startup_checks.py checks them).
+    import tuneyard.cli.startup
+    from tuneyard.protocol import CallerOut
+
+    monkeypatch.setattr(
+        tuneyard.cli.startup,
+        "check_api",
+        lambda *a, **kw: CallerOut(name="t", scope="worker", queues=None, auth=True),
+    )
+    monkeypatch.setattr(tuneyard.cli.startup, "check_redis", lambda url, **kw: url)
+    monkeypatch.setenv("TUNEYARD_REDIS_URL", "redis://127.0.0.1:1/5")
     monkeypatch.setenv("TUNEYARD_TOKEN", "ty_test")
     monkeypatch.delenv("TUNEYARD_ALLOW", raising=False)
     monkeypatch.delenv("TUNEYARD_ALLOW_COMMAND", raising=False)
@@ -48,12 +60,14 @@ def test_the_allowlist_can_come_from_the_environment(pools: list[dict[str, Any]]
     assert pools[-1]["allow"].entrypoints == ("examples.*", "other.mod:fit")
 
 
-def test_a_worker_without_an_allowlist_says_it_refuses_everything(
+def test_a_worker_without_an_allowlist_refuses_to_start(
     pools: list[dict[str, Any]],
 ) -> None:
     r = run("worker")
-    assert r.exit_code == 0 and "every job will be refused" in r.output
-    assert not pools[-1]["allow"]
+    assert r.exit_code == 2 and pools == []
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith("tuneyard worker: --allow / TUNEYARD_ALLOW")
+    assert "--allow-command" in line and "refuse every job" in line
 
 
 def test_up_and_demo_pass_the_auth_switch_and_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:

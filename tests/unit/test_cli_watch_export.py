@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,33 @@ def test_watch_polls_until_the_study_ends_then_prints_a_summary(api: FakeApi, en
         f"study 1 {end}: 6/6 trials done (4 completed, 1 stopped, 1 failed); "
         "best loss 0.25 (trial #0)"
     ]
+
+
+def test_watch_not_on_a_terminal_prints_a_plain_line_per_change(api: FakeApi) -> None:
+    """Piped (as under CliRunner), no live display: a line when the progress changes, none
+    while it stays the same."""
+    spec = {**study_json()["spec"], "limits": {"max_trials": 4}}
+    same = study_json(spec=spec, counts={"running": 2}, best=None)
+    api.on(
+        "GET",
+        "/studies/1",
+        polls(
+            same,
+            same,
+            study_json(spec=spec, counts={"running": 1, "completed": 1}),
+            study_json(spec=spec, state="completed", counts={"completed": 4}),
+        ),
+    )
+    r = run("study", "watch", "1", "--interval", "0")
+    assert r.exit_code == 0, r.output
+    assert len(api.requests) == 4
+    lines = [ln[9:] for ln in r.output.splitlines() if re.match(r"\d\d:\d\d:\d\d trials ", ln)]
+    assert lines == [
+        "trials 0/4  running 2  paused 0  queued 0  failed 0  best loss -  [running]",
+        "trials 1/4  running 1  paused 0  queued 0  failed 0  best loss 0.2500  [running]",
+        "trials 4/4  running 0  paused 0  queued 0  failed 0  best loss 0.2500  [completed]",
+    ]
+    assert "\x1b" not in r.output and "━" not in r.output, "no live bar"
 
 
 def test_watch_keeps_going_while_the_study_is_paused(api: FakeApi) -> None:

@@ -25,6 +25,18 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return 0
 
     monkeypatch.setattr(tuneyard.worker.pool, "run_pool", run_pool)
+    # The start-up checks pass: an API that takes any token, a Redis that answers
+    # (tests/unit/test_startup_checks.py checks them).
+    import tuneyard.cli.startup
+    from tuneyard.protocol import CallerOut
+
+    monkeypatch.setattr(
+        tuneyard.cli.startup,
+        "check_api",
+        lambda *a, **kw: CallerOut(name="t", scope="worker", queues=None, auth=True),
+    )
+    monkeypatch.setattr(tuneyard.cli.startup, "check_redis", lambda url, **kw: url)
+    monkeypatch.setenv("TUNEYARD_REDIS_URL", "redis://127.0.0.1:1/5")
     # Set, then removed, so that monkeypatch restores the environment after each test: the
     # command puts the token it was given there.
     for name in ("TUNEYARD_TOKEN", "TUNEYARD_API_URL"):

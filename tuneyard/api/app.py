@@ -22,8 +22,8 @@ from tuneyard.api.metrics import router as metrics_router
 from tuneyard.api.model_routes import router as model_router
 from tuneyard.api.notes_routes import notes_router, timeline_router
 from tuneyard.api.routes import router
-from tuneyard.api.session_routes import router as session_router
 from tuneyard.api.token_routes import router as token_router
+from tuneyard.api.token_routes import self_router as whoami_router
 from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
@@ -96,8 +96,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(model_router)
     app.include_router(metrics_router)
     app.include_router(token_router)
-    app.include_router(session_router)
     app.include_router(notes_router)
+    app.include_router(whoami_router)
     # The dashboard's JSON is read scope; its page and static files (dashboard.mount) are
     # public: the page asks for a token and sends it (its event stream, a ticket).
     app.include_router(dashboard_routes.router)

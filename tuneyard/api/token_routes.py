@@ -1,5 +1,5 @@
 """Managing API tokens (admin scope): create one (its secret is in the answer, once), list
-them, revoke one."""
+them, revoke one; and, for any token, asking who it is (``GET /whoami``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from tuneyard.api.auth import ADMIN, TokenCache, token_cache
+from tuneyard.api.auth import ADMIN, READ, CallerDep, TokenCache, token_cache
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422
 from tuneyard.api.schemas import NewTokenOut, TokenIn, TokenOut
-from tuneyard.service.tokens import TokenService
+from tuneyard.protocol import CallerOut
+from tuneyard.service.tokens import GRANTS, Scope, TokenService
 from tuneyard.store.models import ApiToken
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"], dependencies=[ADMIN])
+# Any valid token may ask who it is: every scope includes read.
+self_router = APIRouter(prefix="/api/v1", tags=["tokens"])
 
 
 def _out(row: ApiToken) -> TokenOut:
@@ -43,3 +46,18 @@ def revoke_token(token_id: Id, kit: KitDep, request: Request) -> TokenOut:
     cache: TokenCache = token_cache(request)
     cache.forget(token_id)
     return _out(row)
+
+
+@self_router.get("/whoami", response_model=CallerOut, dependencies=[READ])
+def whoami(kit: KitDep, who: CallerDep) -> CallerOut:
+    """The token this request presents: its name, scope and queues. A worker and the
+    dispatcher ask it when they start, to say at once which setting is wrong rather than fail
+    every job later; the dashboard, to offer only what the token may do. Read-only; it names
+    no secret."""
+    return CallerOut(
+        name=who.name,
+        scope=who.scope.value,
+        grants=[g.value for g in sorted(GRANTS[who.scope], key=list(Scope).index)],
+        queues=list(who.queues) if who.queues is not None else None,
+        auth=kit.settings.auth,
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
 from rich.markup import escape
 
+from tuneyard.cli import startup
 from tuneyard.cli.common import ApiOpt, api_url, app, console, db_app, err, is_loopback
+from tuneyard.cli.startup import StartupError
 from tuneyard.cli.tokens import _active_tokens
 from tuneyard.settings import Settings
 
@@ -74,8 +76,17 @@ def server(
             "no API token exists yet: create the first admin token with "
             "`tuneyard token create --scope admin --db` (same TUNEYARD_DATABASE_URL)"
         )
+    # uvicorn sets logging up in each of its processes: tuneyard's own lines (one per job
+    # start and end) at INFO, the access log off, the rest at warnings.
+    log_config = _server_logging()
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=log_config,
+        )
         return
     # Each process builds its own app from the environment: hand it what the options changed.
     if not settings.auth:
@@ -87,7 +98,25 @@ def server(
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=log_config,
     )
+
+
+def _server_logging() -> dict[str, Any]:
+    """uvicorn's logging configuration plus a handler for tuneyard's loggers at INFO."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["tuneyard"] = {"format": "%(asctime)s %(name)s %(message)s"}
+    config["handlers"]["tuneyard"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "tuneyard",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["tuneyard"] = {"handlers": ["tuneyard"], "level": "INFO", "propagate": False}
+    return config
 
 
 @db_app.command("upgrade")
@@ -102,31 +131,74 @@ def db_upgrade(
     console.print(f"database at {escape(url.split('@')[-1])} is at revision {escape(revision)}")
 
 
+StartupWaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--startup-wait",
+        min=0,
+        envvar="TUNEYARD_STARTUP_WAIT",
+        help="Seconds an API or Redis that does not answer yet is tried again at start "
+        "(a server starting alongside) before the command gives up.",
+    ),
+]
+RedisOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis",
+        envvar="TUNEYARD_REDIS_URL",
+        show_default=False,
+        help="Redis URL, the same for the dispatcher and every worker (required).",
+    ),
+]
+
+
+def _cannot_start(command: str, exc: StartupError) -> typer.Exit:
+    """One line naming the setting to fix; exit code 2."""
+    err.print(f"tuneyard {command}: {escape(str(exc))}", markup=True, highlight=False)
+    return typer.Exit(2)
+
+
+def _log_setup() -> None:
+    """INFO lines of tuneyard's own loggers (a line per job, a lost and found dependency),
+    warnings of the libraries."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("tuneyard").setLevel(logging.INFO)
+
+
 @app.command()
 def dispatcher(
     api: ApiOpt = None,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
-    ] = None,
+    redis_url: RedisOpt = None,
     interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 0.5,
+    startup_wait: StartupWaitOpt = startup.PATIENCE,
 ) -> None:
     """The dispatcher: keep each running study's queue filled with slot jobs.
 
-    Its old name, `tuneyard scheduler`, still runs it."""
-    import logging
-
+    It works on the database (TUNEYARD_DATABASE_URL) and Redis, and needs no API token. At
+    start it checks that the database, Redis and the API (whose URL its jobs carry) answer,
+    and exits with one line naming the setting to fix when one does not. Its old name,
+    `tuneyard scheduler`, still runs it."""
     from redis import Redis
 
     from tuneyard.service.context import Toolkit
     from tuneyard.service.dispatch import Dispatcher
     from tuneyard.store.db import make_engine, make_sessionmaker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
-    engine = make_engine(settings.resolved_database_url(), pool_size=2, max_overflow=2)
+    url = api_url(api)
+    database_url = settings.resolved_database_url()
+    try:
+        redis = startup.check_redis(redis_url, patience=startup_wait)
+        startup.check_database(database_url)
+        startup.check_api_answers(url, patience=startup_wait)
+    except StartupError as exc:
+        raise _cannot_start("dispatcher", exc) from None
+    _log_setup()
+    engine = make_engine(database_url, pool_size=2, max_overflow=2)
     kit = Toolkit(make_sessionmaker(engine), settings)
-    redis = Redis.from_url(redis_url or settings.redis_url)
-    Dispatcher(kit, redis, api_url(api)).run(interval)
+    Dispatcher(kit, Redis.from_url(redis), url).run(interval)
 
 
 # The command's name until the dispatcher was named for what it does; "scheduler" is the
@@ -142,9 +214,7 @@ app.command(
 @app.command()
 def worker(
     api: ApiOpt = None,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis", envvar="TUNEYARD_REDIS_URL", help="Redis URL.")
-    ] = None,
+    redis_url: RedisOpt = None,
     queue: Annotated[str, typer.Option(help="Queue to take jobs from.")] = "default",
     gpus: Annotated[str | None, typer.Option(help="GPU ids ('0,1,3'), 'auto' or 'none'.")] = None,
     slots: Annotated[int | None, typer.Option(help="CPU worker processes (no GPU).")] = None,
@@ -221,46 +291,69 @@ def worker(
             "--insecure-no-auth. Refused unless the API URL is a loopback address.",
         ),
     ] = False,
+    startup_wait: StartupWaitOpt = startup.PATIENCE,
 ) -> None:
     """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
-    pause at their next report and are handed back with a checkpoint. A job whose objective
-    no --allow or --allow-command pattern covers fails its trial with that reason; a study
-    that ships its code runs only with --accept-code (else its jobs are left to other
-    workers). It needs a worker token (TUNEYARD_TOKEN or --token) and refuses to start
-    without one."""
+    pause at their next report and are handed back with a checkpoint. A study whose objective
+    no --allow or --allow-command pattern covers is left to other workers (said once per
+    study); its trials are not failed. A study that ships its code runs only with --accept-code
+    (else its jobs are left to other workers).
+
+    At start it checks its settings: a worker token (TUNEYARD_TOKEN or --token) the API at
+    --api takes, with the worker scope and this queue; a Redis URL (--redis or
+    TUNEYARD_REDIS_URL) where Redis answers; an allowlist that is not empty (or
+    --accept-code). When one is wrong it exits 2 with one line naming it."""
     from tuneyard.worker.allow import Allowlist
     from tuneyard.worker.pool import plan_slots, run_pool
 
     settings = Settings()
     url = api_url(api)
-    if token:
-        # The slot processes (and the objectives' handles) read it from the environment.
-        os.environ["TUNEYARD_TOKEN"] = token
-    elif not insecure_no_auth:
-        err.print(
-            "[red]tuneyard worker: no API token[/red]: set TUNEYARD_TOKEN (or --token) to a "
-            "worker token, made with `tuneyard token create --scope worker`"
-        )
-        raise typer.Exit(2)
-    elif not is_loopback(urlsplit(url).hostname or ""):
-        err.print(
-            f"[red]tuneyard worker: --insecure-no-auth is for an API on this machine[/red], "
-            f"not {escape(url)}: set TUNEYARD_TOKEN (or --token) to a worker token"
-        )
-        raise typer.Exit(2)
+    allowed = Allowlist.of(allow or [], allow_command or [])
     try:
-        plan = plan_slots(gpus, slots)
-    except ValueError as exc:
-        err.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from exc
+        if token:
+            # The slot processes (and the objectives' handles) read it from the environment.
+            os.environ["TUNEYARD_TOKEN"] = token
+        elif not insecure_no_auth:
+            raise StartupError(
+                startup.TOKEN,
+                "no API token given: set it to a worker token, made with "
+                "`tuneyard token create --scope worker`",
+            )
+        elif not is_loopback(urlsplit(url).hostname or ""):
+            raise StartupError(
+                startup.TOKEN,
+                f"--insecure-no-auth is for an API on this machine, not {url}: "
+                "set a worker token instead",
+            )
+        if not redis_url:
+            startup.check_redis(redis_url)  # says which setting is missing
+        if not allowed and not accept_code:
+            raise StartupError(
+                startup.ALLOW,
+                "this worker may run nothing, so it would refuse every job: name the "
+                "entrypoints it runs, e.g. --allow 'myproj.*' (see docs/security.md)",
+            )
+        try:
+            plan = plan_slots(gpus, slots)
+        except ValueError as exc:
+            raise StartupError("--gpus", str(exc)) from exc
+        startup.check_api(
+            url,
+            token or "",
+            scopes=None if insecure_no_auth else startup.WORKER_SCOPES,
+            queue=queue,
+            patience=startup_wait,
+        )
+        redis = startup.check_redis(redis_url, patience=startup_wait)
+    except StartupError as exc:
+        raise _cannot_start("worker", exc) from None
     where = ", ".join(
         f"GPU {g.index}" + (f" ({g.name})" if g.name else "") if g is not None else "CPU"
         for g in plan
     )
     err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
-    allowed = Allowlist.of(allow or [], allow_command or [])
     if allowed:
         err.print(
             "runs entrypoints "
@@ -268,13 +361,12 @@ def worker(
             + "; executables "
             + (", ".join(escape(p) for p in allowed.commands) or "none")
         )
-    elif not accept_code:
-        err.print("[yellow]no --allow or --allow-command given: every job will be refused[/yellow]")
     if accept_code:
         err.print(f"runs the code studies ship on queue {queue!r} (--accept-code)")
+    _log_setup()
     code = run_pool(
         url,
-        redis_url or settings.redis_url,
+        redis,
         queue,
         plan,
         (data_dir or settings.data_dir).resolve(),

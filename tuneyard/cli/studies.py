@@ -323,9 +323,15 @@ def study_watch(
     interval: Annotated[float, typer.Option(min=0, help="Seconds between polls.")] = 2.0,
     api: ApiOpt = None,
 ) -> None:
-    """Follow a study live until it is completed or stopped, then print a summary line."""
+    """Follow a study live until it is completed or stopped, then print a summary line.
+
+    On a terminal it draws a live progress bar; piped or redirected, it prints a line each
+    time the progress changes."""
+    plain = not console.is_terminal
     try:
-        watched = _call(api, lambda c: watch_study(c, study_id, console, interval=interval))
+        watched = _call(
+            api, lambda c: watch_study(c, study_id, console, interval=interval, plain=plain)
+        )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     s = watched.study

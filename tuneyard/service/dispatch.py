@@ -17,8 +17,17 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
 from sqlalchemy import select
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from tuneyard.outage import Outage
 from tuneyard.protocol import PENDING_KEY, SLOT_JOB
+from tuneyard.redact import redact_text
 from tuneyard.service.context import Toolkit
 from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
@@ -41,6 +50,9 @@ class Dispatcher:
         self.kit = kit
         self.redis = redis
         self.api_url = api_url
+        where = redis.connection_pool.connection_kwargs
+        self.redis_outage = Outage(f"Redis at {where.get('host')}:{where.get('port')}", log)
+        self.database_outage = Outage("the database", log)
 
     def _pending(self, study_id: int, queue: str) -> int:
         """Jobs of the study still waiting in its queue. Ids whose job started, vanished with
@@ -96,15 +108,47 @@ class Dispatcher:
         return fills
 
     def run(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
+        """Pass after pass, ``interval`` seconds apart. A lost Redis or database is one
+        warning; the passes then back off (up to 30 s) until it answers, which is one line
+        more. An error of another kind is logged with its traceback, once per kind in a row."""
         stop = stop or threading.Event()
+        last_error: str | None = None
         while not stop.is_set():
+            wait = interval
             try:
                 for fill in self.tick():
                     log.info(
                         "study %s: %s slot jobs on %s", fill.study_id, fill.enqueued, fill.queue
                     )
+                self.redis_outage.ok()
+                self.database_outage.ok()
+                last_error = None
             except RedisError as exc:
-                log.warning("redis unavailable, retrying: %s", exc)
-            except Exception:
-                log.exception("dispatcher pass failed; retrying")
-            stop.wait(interval)
+                self.database_outage.ok()  # the pass read the database before Redis failed
+                wait = max(interval, self.redis_outage.failed(redact_text(str(exc))))
+            except SQLAlchemyError as exc:
+                if _lost_connection(exc):
+                    cause = getattr(exc, "orig", None) or exc
+                    why = redact_text((str(cause).strip().splitlines() or ["?"])[0])
+                    wait = max(interval, self.database_outage.failed(why))
+                else:
+                    last_error = self._unexpected(exc, last_error)
+            except Exception as exc:
+                last_error = self._unexpected(exc, last_error)
+            stop.wait(wait)
+
+    @staticmethod
+    def _unexpected(exc: Exception, last: str | None) -> str:
+        """Log a pass's unexpected error with its traceback, unless the last pass failed
+        with the same; returns its text."""
+        kind = f"{type(exc).__name__}: {exc}"
+        if kind != last:
+            log.exception("dispatcher pass failed; retrying")
+        return kind
+
+
+def _lost_connection(exc: SQLAlchemyError) -> bool:
+    """Whether the error is one of reaching the database (down, restarting, saturated), as
+    the API answers 503 for, not one of the statement."""
+    lost = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+    return isinstance(exc, lost) or bool(getattr(exc, "connection_invalidated", False))

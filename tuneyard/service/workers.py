@@ -1,25 +1,37 @@
 """The worker registry: which worker processes are attached, on what hardware, doing what.
 
-A worker registers when it starts (again after a restart: the name is the key), beats every
-few seconds and says goodbye when it stops cleanly. One that stops beating is shown as
-``lost``; its trial, if any, is dealt with by the trial's own lease, not here.
+A worker registers when it starts, beats every few seconds and says goodbye when it stops
+cleanly. One that stops beating is shown as ``lost``; its trial, if any, is dealt with by the
+trial's own lease, not here.
+
+The name is the key, but a live worker keeps its name: a second worker that registers under
+the name of one that is active and was seen within a lease gets the first free of
+``name-2``, ``name-3``…, so two workers started with the same ``--name`` show as two rows. The
+name of a worker that stopped or was lost is taken over by the next one to register it (a
+restarted worker gets its row back), as is the name of the same process registering again
+(same host and pid: an answer it never received).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from tuneyard.errors import NotFound
+from tuneyard.errors import Conflict, NotFound
 from tuneyard.service.context import Toolkit
 from tuneyard.states import WorkerState
 from tuneyard.store.models import Worker
 
 # A worker that sent nothing for this many lease periods is listed as lost.
 LOST_AFTER_LEASES = 1.0
+# How many suffixes a name is tried with before the registration is refused.
+MAX_SUFFIX = 1000
+NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -37,12 +49,33 @@ class WorkerService:
         self.kit = kit
 
     def register(self, info: WorkerInfo) -> Worker:
+        """The worker's row, under ``info.name`` or, when a live worker holds that name,
+        the first free ``name-N``. Two workers that register one new name at the same
+        moment both insert it; the one that loses tries again and gets a suffix."""
+        for _ in range(3):
+            try:
+                return self._register(info)
+            except IntegrityError:
+                continue  # another registration took the name in the meantime
+        raise Conflict(f"worker name {info.name!r}: too many registrations at once; try again")
+
+    def _register(self, info: WorkerInfo) -> Worker:
         now = self.kit.clock()
+        live_since = now - self._lost_after()
         with self.kit.transaction() as s:
-            w = s.scalar(select(Worker).where(Worker.name == info.name).with_for_update())
-            if w is None:
-                w = Worker(name=info.name)
-                s.add(w)
+            for name in _names(info.name):
+                w = s.scalar(select(Worker).where(Worker.name == name).with_for_update())
+                if w is None:
+                    w = Worker(name=name)
+                    s.add(w)
+                    break
+                same = w.host == info.host and w.pid == info.pid
+                if same or w.state != WorkerState.ACTIVE or w.last_seen_at < live_since:
+                    break  # a dead worker's name, or this very worker's: taken over
+            else:
+                raise Conflict(
+                    f"worker name {info.name!r}: every suffix up to {MAX_SUFFIX} is live"
+                )
             w.host = info.host
             w.pid = info.pid
             w.queue = info.queue
@@ -55,6 +88,9 @@ class WorkerService:
             w.stopped_at = None
             s.flush()
             return w
+
+    def _lost_after(self) -> timedelta:
+        return timedelta(seconds=self.kit.settings.lease_seconds * LOST_AFTER_LEASES)
 
     def beat(self, worker_id: int, trial_id: int | None) -> Worker:
         with self.kit.transaction() as s:
@@ -86,10 +122,16 @@ class WorkerService:
                 q = q.where(Worker.state != WorkerState.STOPPED)
             rows = list(s.scalars(q))
             s.expunge_all()
-        cutoff = self.kit.clock() - timedelta(
-            seconds=self.kit.settings.lease_seconds * LOST_AFTER_LEASES
-        )
+        cutoff = self.kit.clock() - self._lost_after()
         for w in rows:
             if w.state == WorkerState.ACTIVE and w.last_seen_at < cutoff:
                 w.state = WorkerState.LOST
         return rows
+
+
+def _names(name: str) -> Iterator[str]:
+    """``name``, then ``name-2``, ``name-3``… (the name shortened to leave room)."""
+    yield name
+    for n in range(2, MAX_SUFFIX + 1):
+        suffix = f"-{n}"
+        yield name[: NAME_LENGTH - len(suffix)] + suffix

@@ -93,6 +93,15 @@ def run_assignment(
         )
     started = time.monotonic()
     outcome = "fail"
+    log.info(
+        "trial %s (study %s, attempt %s) starts: %s, resource %g..%g",
+        job.trial_id,
+        study_id,
+        job.attempt,
+        job.kind,
+        job.resource_from,
+        job.resource_to,
+    )
     opts.control.attach(trial)
     try:
         beat = opts.heartbeat_every
@@ -108,13 +117,14 @@ def run_assignment(
         opts.control.attach(None)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
-            "trial %s (%s, resource %g..%g) ran %.1f s: %s",
+            "trial %s (study %s, attempt %s) ends after %.1f s: %s, resource %g..%g",
             job.trial_id,
-            job.kind,
-            job.resource_from,
-            trial.resource_to,
+            study_id,
+            job.attempt,
             time.monotonic() - started,
             outcome,
+            job.resource_from,
+            trial.resource_to,
         )
 
 

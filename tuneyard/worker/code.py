@@ -74,22 +74,6 @@ def accepts(execution: ExecutionSpec | None, environ: Mapping[str, str] | None =
     return execution.queue in accepted_queues(environ)
 
 
-def say_once(key: str, message: str, data_dir: Path) -> None:
-    """Log ``message`` once per worker (all its slot processes together): the first slot to
-    create the marker file of ``key`` says it."""
-    folder = data_dir / "notices" / str(os.getppid())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError:
-        pass  # can't coordinate: say it from this slot
-    else:
-        os.close(fd)
-    log.warning("%s", message)
-
-
 def refusal(study_id: int, execution: ExecutionSpec | None) -> str:
     code = (execution.code if execution else None) or ""
     queue = execution.queue if execution else "default"

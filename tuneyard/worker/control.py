@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,6 +103,8 @@ class Control:
         self.reason = "the worker is stopping"
         self._trial: Trial | None = None
         self._lock = threading.Lock()
+        # Told of each job's trial as it starts and ends (the pool's view of its slot).
+        self.on_attach: Callable[[Trial | None], None] | None = None
 
     def stop(self, reason: str | None = None) -> None:
         """Safe to call from a signal handler."""
@@ -120,6 +123,8 @@ class Control:
 
     def attach(self, trial: Trial | None) -> None:
         self._trial = trial
+        if self.on_attach is not None:
+            self.on_attach(trial)
         if trial is not None and self.stopping.is_set():
             trial.interrupt(self.reason)
 

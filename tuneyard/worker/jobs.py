@@ -7,21 +7,25 @@ paper's ``get_job()``), and one pool of workers can serve several studies.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Queue, get_current_job
 from rq.job import Job
 
-from tuneyard.client import Client, NotFound, StudyFinished
-from tuneyard.protocol import PENDING_KEY, Assignment
-from tuneyard.worker.allow import Allowlist
+from tuneyard.client import ApiError, Client, NotFound, StudyFinished, Unreachable
+from tuneyard.outage import Outage
+from tuneyard.protocol import PENDING_KEY, Assignment, StudyOut
+from tuneyard.redact import redact_url
+from tuneyard.worker.allow import Allowlist, NotAllowed
 from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
-from tuneyard.worker.code import accepts, prepare_objective, refusal, say_once
+from tuneyard.worker.code import accepts, prepare_objective, refusal
 from tuneyard.worker.control import Control, JobOptions
 from tuneyard.worker.reload import MODULES
 
@@ -30,6 +34,47 @@ from tuneyard.worker.reload import MODULES
 IDLE_PATIENCE = 5.0
 # This process's shutdown switch: the worker's SIGTERM handler flips it (see pool.py).
 CONTROL = Control()
+# Studies this process refuses to run (its allowlist does not cover their objective), with
+# the reason: their jobs end at once, without taking a trial.
+REFUSED: dict[int, str] = {}
+# Where the slots of one pool note the studies they refused, so that a refusal is said once
+# per pool rather than once per slot (the pool names itself in TUNEYARD_POOL_ID).
+REFUSED_KEY = "tuneyard:pool:{pool}:refused"
+REFUSED_TTL = 7 * 86400
+# How a lost API, or one that refuses this worker's token, is said: once, and once when it
+# answers again (the client retries quietly meanwhile).
+_OUTAGES: dict[str, Outage] = {}
+log = logging.getLogger("tuneyard.worker")
+
+
+def api_outage(url: str, token: bool = False) -> Outage:
+    """How this process says that the API at ``url`` is lost (or, with ``token``, that it
+    refuses this worker's token)."""
+    key = f"token {url}" if token else url
+    found = _OUTAGES.get(key)
+    if found is None:
+        what = f"the API at {redact_url(url)}" + (" for this worker's token" if token else "")
+        found = _OUTAGES[key] = Outage(what, log)
+    return found
+
+
+class QuietClient(Client):
+    """A client whose retries (a lost API, a 502/503 while it restarts) are said once per
+    process, with one line when the API answers again, instead of once per failed call."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.outage = api_outage(self.base_url)
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str = "") -> None:
+        if not why.startswith("429"):  # the server's rate limit is no outage
+            self.outage.failed(why or "no answer")
+        super()._wait(attempt, retry_after, why)
+
+    def request(self, *args: Any, **kw: Any) -> Any:
+        resp = super().request(*args, **kw)
+        self.outage.ok()
+        return resp
 
 
 def worker_name() -> str:
@@ -51,65 +96,112 @@ def run_slot(study_id: int, api_url: str) -> str:
         job.connection.srem(PENDING_KEY.format(study_id=study_id), job.id)
     if CONTROL.stopping.is_set():
         return "stopping"  # the worker is shutting down: take no new trial
+    if study_id in REFUSED:
+        return "refused"  # said once already; the dispatcher's jobs go to other workers
     data_dir = Path(os.environ.get("TUNEYARD_DATA_DIR", "."))
-    name = worker_name()
     # A worker knows how it reaches the API; the dispatcher's address is the fallback.
     url = os.environ.get("TUNEYARD_API_URL") or api_url
     token = os.environ.get("TUNEYARD_TOKEN")
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
-    with Client(url, token=token, retries=10) as client:
-        store = store_from_env(client, data_dir)
+    with QuietClient(url, token=token, retries=10) as client:
         try:
-            spec = client.get_study(study_id).spec
-        except NotFound:
-            return "finished"  # deleted since the job was sent
-        if not accepts(spec.execution):
-            # Before a trial is taken: the job goes back untouched, for a worker that accepts.
-            say_once(f"code-{study_id}", refusal(study_id, spec.execution), data_dir)
-            return "refused"
-        assignment = _first_assignment(client, study_id, name)
-        if isinstance(assignment, str):
-            return assignment
-        opts = JobOptions(
-            timeout=spec.execution.timeout if spec.execution else None,
-            grace=float(os.environ.get("TUNEYARD_STOP_GRACE", "60")),
-            hard_exit=True,
-            control=CONTROL,
-            checkpoint_every=spec.execution.checkpoint_every if spec.execution else None,
+            outcome = _run_slot(client, job, study_id, url, token, data_dir)
+            api_outage(url, token=True).ok()
+            return outcome
+        except Unreachable:
+            return "unreachable"  # said by the client's outage; the lease covers its trial
+        except ApiError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # The token was revoked, or lost its scope: said once, and the slot waits a while
+            # before its next job rather than refuse one job after another.
+            refused = api_outage(url, token=True)
+            CONTROL.stopping.wait(refused.failed(f"{exc.status}: {exc.detail}"))
+            return "unauthorized"
+
+
+def _run_slot(
+    client: Client, job: Job | None, study_id: int, url: str, token: str | None, data_dir: Path
+) -> str:
+    name = worker_name()
+    try:
+        study = client.get_study(study_id)
+    except NotFound:
+        return "finished"  # deleted since the job was sent
+    spec = study.spec
+    # Before anything is asked, imported or started: this worker runs only what it allows
+    # (shipped code: what --accept-code allowed), and a study it refuses is left to the
+    # others, its trials untouched.
+    if not accepts(spec.execution):
+        refuse(job, study, refusal(study_id, spec.execution))
+        return "refused"
+    try:
+        if not (spec.execution and spec.execution.code and spec.execution.entrypoint):
+            Allowlist.from_env().check(spec.execution)
+    except NotAllowed as exc:
+        refuse(job, study, str(exc))
+        return "refused"
+    store = store_from_env(client, data_dir)
+    assignment = _first_assignment(client, study_id, name)
+    if isinstance(assignment, str):
+        return assignment
+    opts = JobOptions(
+        timeout=spec.execution.timeout if spec.execution else None,
+        grace=float(os.environ.get("TUNEYARD_STOP_GRACE", "60")),
+        hard_exit=True,
+        control=CONTROL,
+        checkpoint_every=spec.execution.checkpoint_every if spec.execution else None,
+    )
+    workdir = data_dir / "work" / name.replace("/", "_")
+    while True:
+        try:
+            # Per job: a changed module of the user's is imported again.
+            objective = prepare_objective(spec.execution, url, token, client, data_dir)
+        except Exception as exc:  # an import error, a SyntaxError of an edited module...
+            client.fail(
+                assignment.trial_id, f"{type(exc).__name__}: {exc}", attempt=assignment.attempt
+            )
+            return "fail"
+        try:
+            outcome = run_assignment(client, study_id, assignment, objective, store, workdir, opts)
+        finally:
+            MODULES.note()  # what the objective imported while it ran
+        if opts.timeout is not None or CONTROL.stopping.is_set():
+            return outcome
+        if _others_waiting(job, study_id):
+            return outcome
+        try:
+            found = client.next(study_id, worker=name)
+        except StudyFinished:
+            return outcome
+        if found is None:
+            return outcome  # nothing to run now: the dispatcher sends a job when there is
+        assignment = found
+
+
+def refuse(job: Job | None, study: StudyOut, reason: str) -> None:
+    """Remember that this process does not run ``study``, and say so once per pool: the
+    first slot to refuse it logs the reason, the others and the later jobs stay quiet."""
+    REFUSED[study.id] = reason
+    first = True
+    pool = os.environ.get("TUNEYARD_POOL_ID")
+    if job is not None and pool:
+        key = REFUSED_KEY.format(pool=pool)
+        try:
+            pipe = job.connection.pipeline(transaction=False)
+            pipe.sadd(key, study.id)
+            pipe.expire(key, REFUSED_TTL)
+            added, _ = pipe.execute()
+            first = bool(added)
+        except RedisError:
+            first = True
+    if first:
+        log.warning(
+            "study %s (%s): not taking its jobs, they are left to other workers: %s",
+            study.id,
+            study.spec.name,
+            reason,
         )
-        workdir = data_dir / "work" / name.replace("/", "_")
-        while True:
-            try:
-                # Before anything is imported or started: this worker runs only what it allows
-                # (shipped code: what --accept-code allowed, checked above).
-                if not (spec.execution and spec.execution.code and spec.execution.entrypoint):
-                    Allowlist.from_env().check(spec.execution)
-                # Per job: a changed module of the user's is imported again.
-                objective = prepare_objective(spec.execution, url, token, client, data_dir)
-            except Exception as exc:  # an import error, a SyntaxError of an edited module...
-                client.fail(
-                    assignment.trial_id,
-                    f"{type(exc).__name__}: {exc}",
-                    attempt=assignment.attempt,
-                )
-                return "fail"
-            try:
-                outcome = run_assignment(
-                    client, study_id, assignment, objective, store, workdir, opts
-                )
-            finally:
-                MODULES.note()  # what the objective imported while it ran
-            if opts.timeout is not None or CONTROL.stopping.is_set():
-                return outcome
-            if _others_waiting(job, study_id):
-                return outcome
-            try:
-                found = client.next(study_id, worker=name)
-            except StudyFinished:
-                return outcome
-            if found is None:
-                return outcome  # nothing to run now: the dispatcher sends a job when there is
-            assignment = found
 
 
 def _first_assignment(client: Client, study_id: int, name: str) -> Assignment | str:

@@ -23,6 +23,7 @@ from tuneyard.worker.allow import ENV_VAR as ALLOW_ENV
 from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.code import ACCEPT_ENV as ACCEPT_CODE_ENV
 from tuneyard.worker.code import CACHE_ENV as CODE_CACHE_ENV
+from tuneyard.worker.slots import SlotState, die_with_parent, watch_redis
 
 log = logging.getLogger("tuneyard.worker")
 
@@ -84,23 +85,49 @@ def plan_slots(gpus: str | None, slots: int | None) -> list[Gpu | None]:
 class _Registration:
     """Registers this slot with the API, beats every ``every`` seconds with the trial it
     runs, and says goodbye at the end. Keeps trying while the API is unreachable; registers
-    again if the API forgot it."""
+    again if the API forgot it.
 
-    def __init__(self, api_url: str, info: dict[str, Any], every: float = 5.0) -> None:
-        self.api_url, self.info, self.every = api_url, info, every
+    The API may answer with another name than the one asked for (``host/slot-0-2``: a live
+    worker holds the name); the slot then goes by that name. ``state`` learns the worker's
+    id, so that the pool can sign off for a slot that died."""
+
+    def __init__(
+        self, api_url: str, info: dict[str, Any], state: SlotState, every: float = 5.0
+    ) -> None:
+        self.api_url, self.info, self.state, self.every = api_url, info, state, every
         self.worker_id: int | None = None
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="registration")
+
+    def register(self, client: Any) -> None:
+        out = client.register_worker(self.info)
+        self.worker_id = out.id
+        self.state.set_worker(out.id)
+        if out.name != self.info["name"]:
+            log.warning(
+                "worker name %r is taken by a live worker; this one is %r",
+                self.info["name"],
+                out.name,
+            )
+        os.environ["TUNEYARD_WORKER_NAME"] = out.name
+
+    def first(self) -> None:
+        """Register before the first job, so that its trials carry the name the registry
+        shows; the thread tries again if the API does not answer now."""
+        from tuneyard.client import Client
+
+        with contextlib.suppress(Exception), Client(self.api_url, retries=2, timeout=10) as c:
+            self.register(c)
 
     def _run(self) -> None:
         from tuneyard.client import Client, NotFound
         from tuneyard.worker.jobs import CONTROL
 
         with Client(self.api_url, retries=1, timeout=10) as client:
-            while True:
+            while not self.done.wait(self.every):
                 try:
                     if self.worker_id is None:
-                        self.worker_id = client.register_worker(self.info).id
+                        self.register(client)
                     else:
                         trial = CONTROL.current_trial_id()
                         client.worker_heartbeat(self.worker_id, trial)
@@ -108,11 +135,10 @@ class _Registration:
                     self.worker_id = None
                 except Exception as exc:
                     log.debug("worker registration/heartbeat failed: %s", exc)
-                if self.done.wait(self.every):
-                    break
             if self.worker_id is not None:
                 with contextlib.suppress(Exception):
                     client.stop_worker(self.worker_id)
+                self.state.set_worker(None)
 
     def start(self) -> None:
         self.thread.start()
@@ -130,11 +156,21 @@ def _slot_main(
     env: dict[str, str],
     paths: list[str],
     prefix: str | None = None,
+    state: SlotState | None = None,
+    parent: int | None = None,
 ) -> None:
     from redis import Redis
     from rq import SimpleWorker
 
     from tuneyard.worker.jobs import CONTROL
+
+    # First of all: this process must not outlive the worker that started it. In a process
+    # group of its own: a terminal's Ctrl-C reaches the pool, which forwards it once, and the
+    # group is what the pool kills of a slot at the end (processes its objective started).
+    die_with_parent(parent)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    state = state or SlotState()
 
     class SlotWorker(SimpleWorker):
         """On SIGTERM/SIGINT, the running trial pauses at its next report and is handed
@@ -154,7 +190,9 @@ def _slot_main(
     for p in reversed([os.getcwd(), *paths]):
         if p not in sys.path:
             sys.path.insert(0, p)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("tuneyard").setLevel(logging.INFO)
+    CONTROL.on_attach = state.set_trial
     registration = _Registration(
         env["TUNEYARD_API_URL"],
         {
@@ -165,22 +203,39 @@ def _slot_main(
             "slots": 1,
             "gpus": [] if gpu is None else [asdict(gpu)],
         },
+        state,
     )
+    registration.first()
     registration.start()
+    connection = Redis.from_url(redis_url)
+    redis_up = watch_redis(connection, CONTROL.stopping)
     # Jobs run in this process rather than in a fork per job (RQ's default): the objective's
     # imports (torch, sklearn), its cached data and an initialised CUDA context carry over to
     # the next trial, which would otherwise pay seconds per job before its first epoch. A
-    # process that dies with its trial is caught by the trial's lease, as any lost worker is.
-    worker = SlotWorker([queue], connection=Redis.from_url(redis_url), name=_rq_name(name))
+    # process that dies with its trial is caught by the pool, which hands the trial back.
+    generation = 0
     try:
-        worker.work(logging_level="WARNING")
+        while not CONTROL.stopping.is_set():
+            # RQ gives up on a Redis that went away; the watch says when it is back.
+            if not redis_up.wait(1.0):
+                continue
+            generation += 1
+            rq_name = _rq_name(os.environ["TUNEYARD_WORKER_NAME"], generation)
+            worker = SlotWorker([queue], connection=connection, name=rq_name)
+            try:
+                worker.work(logging_level="WARNING")
+            except Exception as exc:  # Redis lost between the watch's pings
+                log.debug("the RQ worker stopped: %s", exc)
+            CONTROL.stopping.wait(1.0)  # RQ's loop ended without a stop: Redis went away
     finally:
         registration.stop()
 
 
-def _rq_name(name: str) -> str:
-    """RQ worker names must be unique in Redis: a restarted slot gets a fresh suffix."""
-    return f"{name.replace('/', '.')}.{os.getpid()}"
+def _rq_name(name: str, generation: int = 1) -> str:
+    """RQ worker names must be unique in Redis: a restarted slot, and an RQ worker started
+    again after Redis came back, get a fresh suffix."""
+    suffix = f".{generation}" if generation > 1 else ""
+    return f"{name.replace('/', '.')}.{os.getpid()}{suffix}"
 
 
 def run_pool(
@@ -202,12 +257,15 @@ def run_pool(
     generation of processes (the ones stopped by the signal).
 
     A slot process that dies on its own (an objective that crashed the interpreter, an
-    out-of-memory kill, a stuck objective it ended itself) is started again; its trial's
-    lease runs out and the service deals with the trial.
+    out-of-memory kill, a stuck objective it ended itself) is started again, and the trial it
+    was running is handed back at once (failed with the reason, so it runs again while its
+    retries allow) rather than when its lease runs out.
 
-    On SIGTERM or SIGINT each slot hands its running trial back (paused at the next report
-    with a checkpoint, or as it started after ``grace`` seconds) and exits; a slot still
-    alive ``grace`` + 30 seconds later is killed.
+    Each slot runs in a process group of its own and is killed by the kernel if this process
+    dies (SIGKILL included): no slot outlives its worker. On SIGTERM or SIGINT each slot hands
+    its running trial back (paused at the next report with a checkpoint, or as it started
+    after ``grace`` seconds) and exits; a slot still alive ``grace`` + 30 seconds later is
+    killed, and what is left of each slot's process group with it.
 
     ``allow`` is what the slots may run; without it they refuse every job. With
     ``accept_code`` they also run the code studies ship (``execution.code``) on ``queue``,
@@ -220,14 +278,19 @@ def run_pool(
         ALLOW_ENV: (allow or Allowlist()).to_env(),
         ACCEPT_CODE_ENV: json.dumps([queue] if accept_code else []),
         CODE_CACHE_ENV: str(code_cache or data_dir / "code"),
+        # What the slots of this pool share in Redis (the studies they refused) is keyed by it.
+        "TUNEYARD_POOL_ID": f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}",
     }
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    states = [SlotState(ctx) for _ in slots]
 
     def start(i: int, gpu: Gpu | None) -> multiprocessing.process.BaseProcess:
+        states[i].set_trial(None)
+        states[i].set_worker(None)
         p = ctx.Process(
             target=_slot_main,
-            args=(redis_url, queue, gpu, i, env, list(paths or []), name),
+            args=(redis_url, queue, gpu, i, env, list(paths or []), name, states[i], os.getpid()),
             name=f"tuneyard-worker-{i}",
         )
         p.start()
@@ -246,25 +309,85 @@ def run_pool(
     signal.signal(signal.SIGINT, forward)
     worst = 0
     stop_deadline: float | None = None
-    while any(p.is_alive() for p in procs) or not stopping:
-        if stopping and stop_deadline is None:
-            stop_deadline = time.monotonic() + grace + 30
-        if stop_deadline is not None and time.monotonic() > stop_deadline:
-            for p in procs:
-                if p.is_alive() and p.pid is not None:
-                    log.error("%s did not stop within %.0f s; killing it", p.name, grace + 30)
-                    os.kill(p.pid, signal.SIGKILL)
-        for i, p in enumerate(procs):
-            if p.is_alive():
-                continue
+    try:
+        while any(p.is_alive() for p in procs) or not stopping:
+            if stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + grace + 30
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                for p in procs:
+                    if p.is_alive() and p.pid is not None:
+                        log.error("%s did not stop within %.0f s; killing it", p.name, grace + 30)
+                        os.kill(p.pid, signal.SIGKILL)
+            for i, p in enumerate(procs):
+                if p.is_alive():
+                    continue
+                p.join()
+                if not stopping:
+                    _hand_back(api_url, p, states[i])
+                    procs[i] = start(i, slots[i])
+            if stopping and not any(p.is_alive() for p in procs):
+                break
+            time.sleep(poll)
+    finally:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGKILL)
             p.join()
-            if not stopping:
-                log.error("%s exited with %s; starting it again", p.name, p.exitcode)
-                procs[i] = start(i, slots[i])
-        if stopping and not any(p.is_alive() for p in procs):
-            break
-        time.sleep(poll)
-    for p in procs:
-        p.join()
-        worst = max(worst, abs(p.exitcode or 0))
+            worst = max(worst, abs(p.exitcode or 0))
+            _kill_group(p.pid)
     return worst
+
+
+def _died(p: multiprocessing.process.BaseProcess) -> str:
+    code = p.exitcode
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _hand_back(api_url: str, p: multiprocessing.process.BaseProcess, state: SlotState) -> None:
+    """A slot died on its own: fail the attempt it was running, with the reason, so that the
+    trial runs again now (while its retries allow) instead of after its lease; and sign the
+    slot off the worker registry, so that the slot started in its place takes its name back.
+    A call the API refuses (the slot had ended the attempt itself, the trial moved on) or
+    cannot take (the API is down: the lease then does it) changes nothing."""
+    from tuneyard.client import ApiError, Client
+
+    how = _died(p)
+    job = state.trial()
+    worker_id = state.worker()
+    if job is None:
+        log.error("%s (pid %s) %s; starting it again", p.name, p.pid, how)
+    else:
+        log.error(
+            "%s (pid %s) %s while running trial %s (attempt %s); starting it again, and "
+            "the trial runs again now",
+            p.name,
+            p.pid,
+            how,
+            *job,
+        )
+    if job is None and worker_id is None:
+        return
+    with Client(api_url, retries=2, timeout=10) as client:
+        if job is not None:
+            trial_id, attempt = job
+            try:
+                client.fail(trial_id, f"the worker process running it {how}", attempt=attempt)
+            except ApiError as exc:
+                log.info("trial %s: not handed back: %s", trial_id, exc)
+        if worker_id is not None:
+            with contextlib.suppress(ApiError):
+                client.stop_worker(worker_id)
+    state.set_trial(None)
+    state.set_worker(None)
+
+
+def _kill_group(pid: int | None) -> None:
+    """SIGKILL what is left of a slot's process group (processes its objective started)."""
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)

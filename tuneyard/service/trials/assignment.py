@@ -15,6 +15,7 @@ from tuneyard.errors import (
 )
 from tuneyard.scheduler.decisions import Promotion
 from tuneyard.scheduler.engine import NEW_TRIAL
+from tuneyard.service import joblog
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.transitions import move
@@ -139,6 +140,8 @@ class TrialService(Lifecycle):
         with s.no_autoflush:
             trial = self._insert_trial(s, ctx, study, board, worker, now, early)
         s.add(self._attempt(trial, worker, now))
+        what = f"new trial, resource {trial.resource_from:g}..{trial.resource_to:g}"
+        joblog.started(s, trial.id, trial.study_id, trial.attempts, worker, what)
         self._log(s, trial, LogKind.START, trial.reason or "", None, trial.resource_to)
         return trial, JobKind.NEW, trial.reason or ""
 

@@ -15,6 +15,7 @@ from tuneyard.errors import (
     NotFound,
     StaleAttempt,
 )
+from tuneyard.service import joblog
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import move, move_study
@@ -105,15 +106,19 @@ class TrialCore:
     def _end_attempt(
         self, s: Session, trial: Trial, state: AttemptState, error: str | None = None
     ) -> None:
-        s.execute(
+        now = self.kit.clock()
+        began = s.scalar(
             update(Attempt)
             .where(
                 Attempt.trial_id == trial.id,
                 Attempt.number == trial.attempts,
                 Attempt.ended_at.is_(None),
             )
-            .values(state=state, error=error, ended_at=self.kit.clock())
+            .values(state=state, error=error, ended_at=now)
+            .returning(Attempt.started_at)
         )
+        if began is not None:  # the attempt was running: it ends here
+            joblog.ended(s, trial.id, trial.study_id, trial.attempts, state, began, now)
 
     @staticmethod
     def _ended_as(s: Session, trial: Trial, attempt: int, state: AttemptState) -> bool:
@@ -134,6 +139,8 @@ class TrialCore:
     def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
         trial.attempts += 1
         s.add(self._attempt(trial, worker, now))
+        what = f"resource {trial.resource_from:g}..{trial.resource_to:g}"
+        joblog.started(s, trial.id, trial.study_id, trial.attempts, worker, what)
 
     @staticmethod
     def _attempt(trial: Trial, worker: str | None, now: datetime) -> Attempt:
