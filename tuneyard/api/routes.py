@@ -26,6 +26,8 @@ from tuneyard.api.schemas import (
     Problem,
     ReportIn,
     ReportOut,
+    RungBest,
+    StudyError,
     StudyOut,
     StudyPage,
     StudyPatch,
@@ -72,7 +74,31 @@ def _study_out(v: StudyView) -> StudyOut:
         trials_started=st.trials_started,
         counts=v.counts,
         best=_summary(v.best) if v.best is not None else None,
+        reason=st.reason,
+        error=_study_error(v),
+        warnings=v.warnings,
+        best_by_rung=(
+            None
+            if v.rungs is None
+            else [RungBest.model_validate(r, from_attributes=True) for r in v.rungs]
+        ),
     )
+
+
+def _study_error(v: StudyView) -> StudyError | None:
+    st = v.study
+    if st.last_error is None or st.state not in SHOWS_ERROR:
+        return None
+    return StudyError(
+        summary=st.last_error,
+        type=st.last_error_type,
+        trial_id=st.last_error_trial_id,
+        count=st.error_streak,
+    )
+
+
+# The states in which a study shows the error its trials failed with.
+SHOWS_ERROR = frozenset({StudyState.FAILING, StudyState.FAILED, StudyState.EXHAUSTED})
 
 
 def _trial_out(d: TrialDetail) -> TrialOut:

@@ -67,8 +67,8 @@ class TrialService(Lifecycle):
             board = ctx.board(s, study.id)
             now = self.kit.clock()
             self._reap_expired(s, ctx, study, board, now)
-            if study.state == StudyState.PAUSED:
-                return None
+            if study.state in (StudyState.PAUSED, StudyState.FAILING):
+                return None  # its running trials finish; it starts nothing until resumed
             if study.active >= ctx.spec.limits.max_concurrent:
                 return None
             # A queued trial (a retry, or one handed back) goes preferably to the worker that
