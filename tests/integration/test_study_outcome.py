@@ -108,6 +108,45 @@ def test_three_first_trials_failing_alike_make_the_study_fail_fast(http: TestCli
     assert study(http, sid)["state"] == "failing"
 
 
+def test_the_dashboards_study_json_carries_the_error_and_the_best_per_rung(
+    http: TestClient,
+) -> None:
+    sid = create(http, spec())
+    first = start(http, sid)
+    report(http, first, 1, 0.25)  # reaches rung 0, then it and the next ones crash alike
+    fail(http, first)
+    for _ in range(3):
+        fail(http, start(http, sid))
+    dash = f"{API}/dashboard/studies"
+    (card,) = http.get(dash).json()["items"]
+    assert card["state"] == "running" and card["error"] is None  # it reached a rung: no fail fast
+    http.patch(f"{API}/studies/{sid}", json={"state": "stopped"})
+    sid = create(http, spec())
+    jobs = [start(http, sid)]
+    fail(http, jobs[0])
+    for _ in range(2):
+        jobs.append(start(http, sid))
+        fail(http, jobs[-1])
+    card = http.get(dash).json()["items"][0]
+    assert card["id"] == sid and card["state"] == "failing"
+    assert card["error"]["summary"] == SUMMARY and card["error"]["trial_id"] == jobs[-1]["trial_id"]
+    assert card["reason"].startswith("failing: the first 3 trials")
+    page = http.get(f"{dash}/{sid}").json()
+    assert page["error"] == card["error"] and page["best_by_rung"] == []
+    (old,) = [c for c in http.get(dash).json()["items"] if c["id"] != sid]
+    detail = http.get(f"{dash}/{old['id']}").json()
+    assert detail["best_by_rung"] == [
+        {
+            "rung": 0,
+            "resource": 1.0,
+            "entries": 1,
+            "value": 0.25,
+            "trial_id": first["trial_id"],
+            "number": 0,
+        }
+    ]
+
+
 def test_a_failing_study_can_be_stopped_and_not_paused(http: TestClient) -> None:
     sid = create(http, spec(fail_fast=1))
     fail(http, start(http, sid))

@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from tuneyard.api.auth import READ, STREAM, CallerDep
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
-from tuneyard.api.schemas import GpuInfo, TrialOut
+from tuneyard.api.schemas import GpuInfo, RungBest, StudyError, TrialOut
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
+from tuneyard.service.studies import study_error
 from tuneyard.service.tokens import StreamTickets
 from tuneyard.spec import StudySpec
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState, WorkerState
@@ -74,6 +75,11 @@ class StudyCard(BaseModel):
     budget: Budget
     best: BestTrial | None = Field(description="the best completed trial")
     version: str = Field(description="changes whenever the study or one of its trials does")
+    reason: str | None = Field(default=None, description="why the study is in its state")
+    error: StudyError | None = Field(
+        default=None,
+        description="set while the study is failing, or when it ended failed or exhausted",
+    )
 
 
 class StudyCardPage(BaseModel):
@@ -95,6 +101,9 @@ class SpaceParam(BaseModel):
 class StudySummary(StudyCard):
     space: list[SpaceParam]
     rungs: list[float] = Field(description="resource level of each rung")
+    best_by_rung: list[RungBest] = Field(
+        default_factory=list, description="the best value seen at each rung reached so far"
+    )
 
 
 class HistoryPoint(BaseModel):
@@ -267,6 +276,8 @@ def _card(c: Card) -> dict[str, Any]:
         "budget": {"used": c.budget_used, "total": None},
         "best": c.best,
         "version": c.version,
+        "reason": st.reason,
+        "error": study_error(st),
     }
 
 
@@ -285,9 +296,12 @@ def studies(
 @router.get("/studies/{study_id}", response_model=StudySummary, responses=E404)
 def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
-    card, rungs = dash.study(study_id)
+    card, rungs, bests = dash.study(study_id)
     space = space_items(StudySpec.from_stored(card.study.spec))
-    return StudySummary.model_validate({**_card(card), "space": space, "rungs": rungs})
+    by_rung = [RungBest.model_validate(b, from_attributes=True) for b in bests]
+    return StudySummary.model_validate(
+        {**_card(card), "space": space, "rungs": rungs, "best_by_rung": by_rung}
+    )
 
 
 @router.get("/studies/{study_id}/history", response_model=History, responses={**E404, **E422})

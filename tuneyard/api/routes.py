@@ -35,7 +35,7 @@ from tuneyard.api.schemas import (
     TrialPage,
     TrialSummary,
 )
-from tuneyard.service.studies import StudyView, TrialDetail
+from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
 
@@ -75,7 +75,7 @@ def _study_out(v: StudyView) -> StudyOut:
         counts=v.counts,
         best=_summary(v.best) if v.best is not None else None,
         reason=st.reason,
-        error=_study_error(v),
+        error=_error(study_error(st)),
         warnings=v.warnings,
         best_by_rung=(
             None
@@ -85,20 +85,8 @@ def _study_out(v: StudyView) -> StudyOut:
     )
 
 
-def _study_error(v: StudyView) -> StudyError | None:
-    st = v.study
-    if st.last_error is None or st.state not in SHOWS_ERROR:
-        return None
-    return StudyError(
-        summary=st.last_error,
-        type=st.last_error_type,
-        trial_id=st.last_error_trial_id,
-        count=st.error_streak,
-    )
-
-
-# The states in which a study shows the error its trials failed with.
-SHOWS_ERROR = frozenset({StudyState.FAILING, StudyState.FAILED, StudyState.EXHAUSTED})
+def _error(fields: dict[str, Any] | None) -> StudyError | None:
+    return None if fields is None else StudyError.model_validate(fields)
 
 
 def _trial_out(d: TrialDetail) -> TrialOut:

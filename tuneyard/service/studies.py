@@ -112,6 +112,23 @@ def decode_cursor(cursor: str, *shape: str) -> list[int | float]:
     return out
 
 
+# The states in which a study shows the error its trials failed with.
+SHOWS_ERROR = frozenset({StudyState.FAILING, StudyState.FAILED, StudyState.EXHAUSTED})
+
+
+def study_error(study: Study) -> dict[str, Any] | None:
+    """The error a failing study stopped on, or that the trials of a study which ended with no
+    completed trial failed with last (the API's ``StudyError``); None otherwise."""
+    if study.last_error is None or study.state not in SHOWS_ERROR:
+        return None
+    return {
+        "summary": study.last_error,
+        "type": study.last_error_type,
+        "trial_id": study.last_error_trial_id,
+        "count": study.error_streak,
+    }
+
+
 def rung_bests(s: Session, study: Study) -> list[RungBest]:
     """The best value seen at each rung of ``study``: one probe of the rung entries' ranking
     index per (bracket, rung) with entries, the best over brackets kept per rung."""

@@ -18,7 +18,7 @@ from tuneyard.service.dashboard.base import (
     study_key,
     version_token,
 )
-from tuneyard.service.studies import study_page
+from tuneyard.service.studies import RungBest, rung_bests, study_page
 from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
@@ -121,12 +121,13 @@ class StudyCards(DashboardBase):
             rows, nxt = study_page(s, limit, cursor)
             return self._cards(s, rows), nxt
 
-    def study(self, study_id: int) -> tuple[Card, list[float]]:
-        """A study's card and the resource of each rung."""
+    def study(self, study_id: int) -> tuple[Card, list[float], list[RungBest]]:
+        """A study's card, the resource of each rung and the best value seen at each."""
         with self.kit.transaction() as s:
             study = self._study(s, study_id)
             (card,) = self._cards(s, [study])
-            return card, list(self.kit.context(study).scheduler.resources)
+            resources = list(self.kit.context(study).scheduler.resources)
+            return card, resources, rung_bests(s, study)
 
     def version(self, study_id: int) -> Version:
         """One query: the study's row and the latest change to any of its trials."""

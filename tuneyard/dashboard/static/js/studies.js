@@ -13,6 +13,7 @@ import {
   secondsSince,
 } from "./format.js";
 import { keepFresh } from "./live.js";
+import { studyErrorLine } from "./study-outcome.js";
 import { Cursors, badge, card, pager, progressBar, rowLink, stopPropagation } from "./widgets.js";
 
 export async function studiesPage(main) {
@@ -114,7 +115,7 @@ function studyRow(s) {
       h("a", { class: "name", href }, s.name),
       h("div", { class: "sub" }, `#${s.id} · ${s.metric || ""} ${directionArrow(s.direction)}`),
     ),
-    h("td", {}, badge(s.state)),
+    h("td", {}, badge(s.state), studyErrorLine(s)),
     h(
       "td",
       {},

@@ -15,6 +15,7 @@ import {
 } from "./format.js";
 import { coalesce, watchStudy } from "./live.js";
 import { clearBanner, showBanner } from "./status.js";
+import { outcomePanel } from "./study-outcome.js";
 import { studyPlots } from "./study-plots.js";
 import { trialsTable } from "./study-trials.js";
 import { badge, progressBar } from "./widgets.js";
@@ -123,6 +124,7 @@ function renderHead(head, d) {
           ),
         ),
       ),
+      outcomePanel(d),
     ),
     h(
       "div",
