@@ -66,3 +66,11 @@ def test_show_lists_the_best_value_at_each_rung(api: FakeApi) -> None:
     assert "rung 0: best loss=0.61 at resource 1 (trial 4, id 12; 9 reached it)" in out
     assert "rung 1: best loss=0.42 at resource 3 (trial 2, id 10; 3 reached it)" in out
     assert "the best completed trial" in out
+
+
+def test_watch_ends_when_the_study_starts_failing(api: FakeApi) -> None:
+    # It would wait forever otherwise: a failing study starts nothing until resumed.
+    api.on("GET", "/studies/3", httpx.Response(200, json=FAILING))
+    r = run("study", "watch", "3", "--interval", "0")
+    assert len(api.requests) == 1, r.output
+    assert "study 3 failing" in r.output
