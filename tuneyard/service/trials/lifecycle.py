@@ -139,10 +139,10 @@ class Lifecycle(Reports):
         if s.scalar(select(done.exists())) or s.scalar(select(ranked.exists())):
             return
         move_study(study, StudyState.FAILING)
-        study.reason = (
-            f"failing: the first {study.error_streak} trials failed with the same error, "
-            f"{study.last_error}; fix it and resume the study"
-        )
+        n = study.error_streak
+        first = "the first trial failed with" if n == 1 else f"the first {n} trials failed with"
+        same = "" if n == 1 else " the same error,"
+        study.reason = f"failing: {first}{same} {study.last_error}; fix it and resume the study"
 
     def release(
         self,

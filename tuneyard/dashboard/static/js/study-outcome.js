@@ -18,7 +18,7 @@ export function studyErrorLine(s) {
   if (!s.error) return null;
   return h(
     "div",
-    { class: "sub study-error", "data-testid": "study-error", title: s.reason || "" },
+    { class: "study-error", "data-testid": "study-error", title: s.reason || "" },
     s.error.summary,
   );
 }
@@ -30,7 +30,7 @@ export function outcomePanel(d) {
     TOLD.has(d.state) && (d.reason || e)
       ? h(
           "div",
-          { class: "banner study-outcome", "data-testid": "study-outcome" },
+          { class: "study-outcome", "data-testid": "study-outcome" },
           d.reason ? h("div", {}, d.reason) : null,
           e
             ? h(
@@ -39,7 +39,7 @@ export function outcomePanel(d) {
                 e.summary,
                 h(
                   "div",
-                  { class: "sub" },
+                  { class: "study-error-where" },
                   `${e.type || "error"} · ${e.count} trial(s) in a row · last from `,
                   e.trial_id != null ? trialLink(e.trial_id, `trial ${e.trial_id}`) : "a trial",
                   d.state === "failing" ? " · fix the code, then resume the study" : "",
@@ -52,7 +52,7 @@ export function outcomePanel(d) {
   const best = rungs.length
     ? h(
         "div",
-        { class: "sub rung-bests", "data-testid": "rung-bests" },
+        { class: "rung-bests", "data-testid": "rung-bests" },
         "Best per rung: ",
         rungs.map((r, i) => [
           i ? " · " : "",
