@@ -58,7 +58,7 @@ def test_a_job_outside_the_allowlist_fails_its_trial_and_the_worker_serves_on(
         ),
     }
     for sid in refused.values():
-        assert d.wait_finished(sid)["state"] == "completed"
+        assert d.wait_finished(sid)["state"] == "failed"  # every trial failed
     for what, sid in refused.items():
         trials = d.trials(sid)
         assert [t["state"] for t in trials] == ["failed", "failed"], what

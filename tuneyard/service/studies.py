@@ -8,6 +8,7 @@ import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
@@ -45,7 +46,7 @@ class StudyView:
     # The best value seen at each rung; read for one study only (None in listings).
     rungs: list[RungBest] | None = None
 
-    @property
+    @cached_property
     def spec(self) -> StudySpec:
         """The study's definition as stored: checked when the study was created, not again."""
         return StudySpec.from_stored(self.study.spec)
