@@ -203,6 +203,40 @@ def test_fail_fast_zero_turns_it_off_and_a_study_of_failures_ends_failed(
     assert http.post(f"{API}/studies/{sid}/next", json={}).status_code == 409
 
 
+def test_a_streak_that_ends_the_budget_ends_the_study_failed_not_failing(
+    http: TestClient,
+) -> None:
+    # Nothing is left to start: failing would only wait for a resume that could do nothing.
+    sid = create(http, spec(max_trials=3))
+    for _ in range(3):
+        fail(http, start(http, sid))
+    st = study(http, sid)
+    assert st["state"] == "failed" and st["error"]["count"] == 3
+    assert st["reason"] == f"no trial completed: all 3 trials failed; the last error: {SUMMARY}"
+
+
+def test_a_failing_study_resumed_with_nothing_left_to_start_ends_failed(
+    http: TestClient,
+) -> None:
+    body = spec(max_trials=4)
+    body["limits"]["max_concurrent"] = 2
+    sid = create(http, body)
+    first, second = start(http, sid), start(http, sid)
+    fail(http, first)
+    fail(http, second)
+    third, fourth = start(http, sid), start(http, sid)
+    fail(http, third)  # the third alike: failing, with the fourth still running
+    assert study(http, sid)["state"] == "failing"
+    fail(http, fourth, "Traceback (most recent call last):\nOSError: disk full")
+    assert study(http, sid)["state"] == "failing", "it waits for a resume"
+    # Resumed with its budget spent, it ends at once.
+    r = http.patch(f"{API}/studies/{sid}", json={"state": "running"})
+    assert r.status_code == 200 and r.json()["state"] == "failed"
+    assert http.post(f"{API}/studies/{sid}/next", json={}).status_code == 409
+    st = study(http, sid)
+    assert st["state"] == "failed" and st["error"]["summary"] == "OSError: disk full"
+
+
 def test_fail_fast_is_validated(http: TestClient) -> None:
     r = http.post(f"{API}/studies", json=spec(fail_fast=-1))
     assert r.status_code == 422 and "fail_fast" in r.text

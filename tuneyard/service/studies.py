@@ -253,12 +253,19 @@ class StudyService:
                     stopped, why = StudyState.STOPPED, "stopped by request"
                     TrialService(self.kit)._finish(s, study, stopped, why)
                 else:
-                    if study.state == StudyState.FAILING:
+                    was = study.state
+                    if was == StudyState.FAILING:
                         # Resumed after fail fast (the code was fixed, presumably): the streak
                         # starts over, so the same error again makes it fail fast again.
                         study.error_streak = 0
                         study.reason = f"resumed after failing with: {study.last_error}"
                     move_study(study, StudyState(state))
+                    if was == StudyState.FAILING:
+                        # Its last trials may have ended while it was failing: with nothing
+                        # left to start, it ends now.
+                        trials = TrialService(self.kit)
+                        ctx = self.kit.context(study)
+                        trials._maybe_finish(s, ctx, study, ctx.board(s, study.id))
             return self._view(s, study)
 
     def delete(self, study_id: int) -> None:
