@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuneyard.client import ApiError, Client
-from tuneyard.states import FINAL_STUDY_STATES, FINAL_TRIAL_STATES, TrialState
+from tuneyard.states import FINAL_STUDY_STATES, FINAL_TRIAL_STATES, StudyState, TrialState
 
 if TYPE_CHECKING:
     from tuneyard.protocol import StudyOut
 
 # Trial states a trial does not leave: the bar counts these as done.
 FINISHED_TRIALS = FINAL_TRIAL_STATES
-# Study states it does not leave: watching ends there.
-FINISHED_STUDIES = FINAL_STUDY_STATES
+# Study states watching ends in: those it does not leave, and failing (it starts nothing
+# until someone fixes its code and resumes it).
+FINISHED_STUDIES = FINAL_STUDY_STATES | {StudyState.FAILING}
 
 
 @dataclass(frozen=True)

@@ -68,16 +68,50 @@ class TrialSummary(BaseModel):
     updated_at: datetime
 
 
+class StudyError(BaseModel):
+    """The error a failing study stopped on, or the last one its trials failed with."""
+
+    summary: str = Field(description="the error's summary: a traceback's exception line")
+    type: str | None = Field(description="the exception's class, when the error was a traceback")
+    trial_id: int | None = Field(description="the trial that failed with it last")
+    count: int = Field(description="trials in a row that failed with this same error")
+
+
+class RungBest(BaseModel):
+    rung: int
+    resource: float
+    entries: int = Field(description="trials that reached the rung")
+    value: float = Field(description="the best value of the study's metric seen at the rung")
+    trial_id: int
+    number: int
+
+
 class StudyOut(BaseModel):
     id: int
     name: str
     state: StudyState
+    reason: str | None = Field(
+        default=None, description="why the study is in its state (failing, ended, resumed)"
+    )
     spec: StudySpec
     created_at: datetime
     updated_at: datetime
     trials_started: int
     counts: dict[str, int] = Field(description="number of trials per state")
-    best: TrialSummary | None
+    best: TrialSummary | None = Field(description="the best completed trial")
+    error: StudyError | None = Field(
+        default=None,
+        description="set while the study is failing, or when it ended failed or exhausted",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what in the definition keeps the study from working as intended, "
+        "e.g. a max_trials too small to fill the rungs",
+    )
+    best_by_rung: list[RungBest] | None = Field(
+        default=None,
+        description="the best value seen at each rung (one study's GET only; null in lists)",
+    )
 
 
 class StudyPage(BaseModel):

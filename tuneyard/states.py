@@ -29,18 +29,32 @@ FINAL_TRIAL_STATES: Final = frozenset({TrialState.COMPLETED, TrialState.STOPPED,
 
 
 class StudyState(StrEnum):
+    """Where a study is in its life; the moves between them are in
+    :mod:`tuneyard.service.transitions`."""
+
     RUNNING = "running"
     PAUSED = "paused"
+    # Its first trials failed with the same error (``limits.fail_fast``): it starts nothing
+    # until it is resumed; the trials already running finish.
+    FAILING = "failing"
     STOPPED = "stopped"
+    # Ended by itself: with at least one completed trial, ...
     COMPLETED = "completed"
+    # ... with none, every trial having failed, ...
+    FAILED = "failed"
+    # ... or with none, its budget spent on trials that stopped early (and failed).
+    EXHAUSTED = "exhausted"
 
 
-FINAL_STUDY_STATES: Final = frozenset({StudyState.STOPPED, StudyState.COMPLETED})
+FINAL_STUDY_STATES: Final = frozenset(
+    {StudyState.STOPPED, StudyState.COMPLETED, StudyState.FAILED, StudyState.EXHAUSTED}
+)
 
 
 class SettableStudyState(StrEnum):
-    """The states a user may ask a study to take (``PATCH /studies/{id}``): a study completes
-    only by itself. Its members equal :class:`StudyState`'s of the same name."""
+    """The states a user may ask a study to take (``PATCH /studies/{id}``): a study ends
+    (completed, failed, exhausted) or starts failing only by itself; running resumes a paused
+    or a failing one. Its members equal :class:`StudyState`'s of the same name."""
 
     RUNNING = StudyState.RUNNING.value
     PAUSED = StudyState.PAUSED.value

@@ -140,12 +140,20 @@ def test_auth_stays_on_unless_the_server_is_loopback_only(tmp_path: Path) -> Non
 
 
 def test_embedded_demo_runs_the_example_study_to_the_end(tmp_path: Path) -> None:
+    # The example study with rungs 1/3/9, which 9 trials fill: one of them trains to the end,
+    # so the study completes (with rungs up to 27 they would not: it would end exhausted).
+    study = tmp_path / "study.yaml"
+    example = (ROOT / "examples" / "study.yaml").read_text()
+    assert "max_resource: 27," in example
+    study.write_text(example.replace("max_resource: 27,", "max_resource: 9,"))
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "tuneyard.cli",
             "demo",
+            "--study",
+            str(study),
             "--data-dir",
             str(tmp_path / "demo"),
             "--max-trials",

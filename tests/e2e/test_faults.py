@@ -156,7 +156,10 @@ def test_objectives_that_raise_exit_hang_or_report_nan_fail_with_the_reason(
         "nan": d.create(spec("nan", entrypoint="tests.e2e.objectives:reports_nan")),
     }
     for sid in studies.values():
-        assert d.wait_finished(sid)["state"] == "completed"
+        # Every trial failed: the study says so (never a "completed" with no result).
+        st = d.wait_finished(sid)
+        assert st["state"] == "failed", st
+        assert st["reason"].startswith("no trial completed: all 2 trials failed")
     results = {name: check_all_final(d, sid) for name, sid in studies.items()}
     for name, trials in results.items():
         assert [t["state"] for t in trials] == ["failed", "failed"], name

@@ -95,6 +95,8 @@ def test_the_api_holds_no_suggestion_once_its_next_calls_are_answered(
     with TestClient(create_app(settings)) as http:
         spec = study_spec(
             sampler={"type": "tpe", "seed": 11, "n_startup": 3},
+            # Rungs 1/3/9 that 12 trials can fill: a trial completes and so does the study.
+            scheduler={"max_resource": 9},
             limits={"max_trials": 12, "max_concurrent": 4},
         )
         sid = http.post(f"{API}/studies", json=spec).json()["id"]

@@ -38,9 +38,14 @@ SERVICE_TRIAL_MOVES = {
 SERVICE_STUDY_MOVES = {
     (StudyState.RUNNING, StudyState.PAUSED),
     (StudyState.RUNNING, StudyState.STOPPED),
-    (StudyState.RUNNING, StudyState.COMPLETED),  # the study finishes by itself
+    (StudyState.RUNNING, StudyState.COMPLETED),  # the study finishes by itself ...
+    (StudyState.RUNNING, StudyState.FAILED),  # ... with every trial failed
+    (StudyState.RUNNING, StudyState.EXHAUSTED),  # ... with its budget spent, none completed
+    (StudyState.RUNNING, StudyState.FAILING),  # its first trials failed with the same error
     (StudyState.PAUSED, StudyState.RUNNING),
     (StudyState.PAUSED, StudyState.STOPPED),
+    (StudyState.FAILING, StudyState.RUNNING),  # resumed
+    (StudyState.FAILING, StudyState.STOPPED),
 }
 
 
@@ -136,7 +141,15 @@ def test_every_enum_holds_todays_strings() -> None:
         WorkerState,
     )
 
-    assert [*StudyState] == ["running", "paused", "stopped", "completed"]
+    assert [*StudyState] == [
+        "running",
+        "paused",
+        "failing",
+        "stopped",
+        "completed",
+        "failed",
+        "exhausted",
+    ]
     assert [*SettableStudyState] == ["running", "paused", "stopped"]
     assert [*DecisionKind] == ["continue", "pause", "stop", "complete"]
     assert [*LogKind] == [

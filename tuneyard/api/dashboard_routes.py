@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from tuneyard.api.auth import READ, STREAM, CallerDep
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
-from tuneyard.api.schemas import GpuInfo, TrialOut
+from tuneyard.api.schemas import GpuInfo, RungBest, StudyError, TrialOut
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
+from tuneyard.service.studies import study_error
 from tuneyard.service.tokens import StreamTickets
 from tuneyard.spec import StudySpec
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState, WorkerState
@@ -75,6 +76,11 @@ class StudyCard(BaseModel):
     best: BestTrial | None = Field(description="the best completed trial")
     version: str = Field(description="changes whenever the study or one of its trials does")
     tags: list[str] = Field(description="the study's tags, in the order they were set")
+    reason: str | None = Field(default=None, description="why the study is in its state")
+    error: StudyError | None = Field(
+        default=None,
+        description="set while the study is failing, or when it ended failed or exhausted",
+    )
 
 
 class StudyCardPage(BaseModel):
@@ -97,6 +103,9 @@ class StudySummary(StudyCard):
     space: list[SpaceParam]
     rungs: list[float] = Field(description="resource level of each rung")
     note: str | None = Field(description="the study's note (PATCH .../notes sets it)")
+    best_by_rung: list[RungBest] = Field(
+        default_factory=list, description="the best value seen at each rung reached so far"
+    )
 
 
 class HistoryPoint(BaseModel):
@@ -279,6 +288,8 @@ def _card(c: Card) -> dict[str, Any]:
         "best": c.best,
         "version": c.version,
         "tags": c.tags,
+        "reason": st.reason,
+        "error": study_error(st),
     }
 
 
@@ -301,10 +312,17 @@ def studies(
 @router.get("/studies/{study_id}", response_model=StudySummary, responses=E404)
 def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
-    card, rungs = dash.study(study_id)
+    card, rungs, bests = dash.study(study_id)
     space = space_items(StudySpec.from_stored(card.study.spec))
+    by_rung = [RungBest.model_validate(b, from_attributes=True) for b in bests]
     return StudySummary.model_validate(
-        {**_card(card), "space": space, "rungs": rungs, "note": card.study.note}
+        {
+            **_card(card),
+            "space": space,
+            "rungs": rungs,
+            "note": card.study.note,
+            "best_by_rung": by_rung,
+        }
     )
 
 

@@ -26,6 +26,8 @@ from tuneyard.api.schemas import (
     Problem,
     ReportIn,
     ReportOut,
+    RungBest,
+    StudyError,
     StudyOut,
     StudyPage,
     StudyPatch,
@@ -33,7 +35,7 @@ from tuneyard.api.schemas import (
     TrialPage,
     TrialSummary,
 )
-from tuneyard.service.studies import StudyView, TrialDetail
+from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
 
@@ -72,7 +74,19 @@ def _study_out(v: StudyView) -> StudyOut:
         trials_started=st.trials_started,
         counts=v.counts,
         best=_summary(v.best) if v.best is not None else None,
+        reason=st.reason,
+        error=_error(study_error(st)),
+        warnings=v.warnings,
+        best_by_rung=(
+            None
+            if v.rungs is None
+            else [RungBest.model_validate(r, from_attributes=True) for r in v.rungs]
+        ),
     )
+
+
+def _error(fields: dict[str, Any] | None) -> StudyError | None:
+    return None if fields is None else StudyError.model_validate(fields)
 
 
 def _trial_out(d: TrialDetail) -> TrialOut:

@@ -129,6 +129,26 @@ def study_create(
         _dump(out)
     else:
         console.print(f"created study [bold]{out.id}[/bold] ({escape(out.name)}), {out.state}")
+    # On stderr, so that --json output stays one document.
+    for w in out.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+# How a study's state is coloured: green only for a study that completed with a result.
+STATE_STYLES = {
+    StudyState.RUNNING: "blue",
+    StudyState.PAUSED: "yellow",
+    StudyState.FAILING: "bold red",
+    StudyState.STOPPED: "dim",
+    StudyState.COMPLETED: "green",
+    StudyState.FAILED: "red",
+    StudyState.EXHAUSTED: "yellow",
+}
+
+
+def _state(state: str) -> str:
+    style = STATE_STYLES.get(StudyState(state)) if state in StudyState._value2member_map_ else None
+    return f"[{style}]{escape(state)}[/{style}]" if style else escape(state)
 
 
 def _study_table(studies: Iterable[StudyOut]) -> Table:
@@ -138,7 +158,7 @@ def _study_table(studies: Iterable[StudyOut]) -> Table:
         t.add_row(
             str(s.id),
             escape(s.name),
-            s.state,
+            _state(s.state),
             f"{s.trials_started}/{s.spec.limits.max_trials}: {_counts(s.counts)}",
             best,
             _age(s.created_at),
@@ -196,7 +216,26 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         return
     sp = s.spec
     sch = sp.scheduler
-    console.print(f"[bold]study {s.id}: {escape(s.name)}[/bold]  {s.state}, {_age(s.created_at)}")
+    console.print(
+        f"[bold]study {s.id}: {escape(s.name)}[/bold]  {_state(s.state)}, {_age(s.created_at)}"
+    )
+    if s.reason:
+        console.print(f"  reason:    {escape(s.reason)}")
+    if s.error is not None:
+        e = s.error
+        where = f"trial id {e.trial_id}" if e.trial_id is not None else "a trial"
+        console.print(
+            f"  [red]error:     {escape(e.summary)}[/red]\n"
+            f"             {escape(e.type or 'no exception class')}, last from {where}, "
+            f"{e.count} trial(s) in a row"
+        )
+        if s.state == StudyState.FAILING:
+            console.print(
+                f"             fix it, then: tuneyard study resume {s.id}"
+                f"  (the traceback: tuneyard trial show {e.trial_id})"
+            )
+    for w in s.warnings:
+        console.print(f"  [yellow]warning:[/yellow]   {escape(w)}")
     if sp.description:
         console.print(f"  {escape(sp.description)}")
     console.print(f"  objective: {sp.direction} {escape(sp.metric)}")
@@ -219,13 +258,19 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         f"  trials:    {s.trials_started}/{sp.limits.max_trials} started, "
         f"{sp.limits.max_concurrent} at a time; {_counts(s.counts)}"
     )
+    for r in s.best_by_rung or []:
+        console.print(
+            f"  rung {r.rung}:    best {escape(sp.metric)}={_fmt(r.value)} at resource "
+            f"{_fmt(r.resource)} (trial {r.number}, id {r.trial_id}; {r.entries} reached it)"
+        )
     if s.best is None:
-        console.print("  best:      - (no completed trial yet)")
+        ended = s.state in (StudyState.FAILED, StudyState.EXHAUSTED, StudyState.STOPPED)
+        console.print(f"  best:      - (no completed trial{'' if ended else ' yet'})")
         return
     b = s.best
     console.print(
         f"  best:      trial {b.number} (id {b.id}) {escape(sp.metric)}={_fmt(b.value)} "
-        f"at resource {_fmt(b.resource)}"
+        f"at resource {_fmt(b.resource)}, the best completed trial"
     )
     for k, v in b.params.items():
         console.print(f"    {escape(k)} = {escape(_fmt(v))}")
@@ -236,7 +281,7 @@ def _set_state(study_id: int, state: StudyState, api: str | None, as_json: bool)
     if as_json:
         _dump(s)
     else:
-        console.print(f"study {s.id} is {s.state}")
+        console.print(f"study {s.id} is {_state(s.state)}")
 
 
 @study_app.command("pause")
@@ -247,7 +292,7 @@ def study_pause(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> 
 
 @study_app.command("resume")
 def study_resume(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> None:
-    """Resume a paused study."""
+    """Resume a paused study, or a failing one once its code is fixed."""
     _set_state(study_id, StudyState.RUNNING, api, as_json)
 
 

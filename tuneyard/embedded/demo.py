@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from tuneyard.client import ApiError, Client
@@ -231,6 +232,8 @@ def _create(client: Client, spec: StudySpec) -> int:
         f"{spec.sampler.type}, {spec.limits.max_trials} trials, "
         f"{spec.direction} {spec.metric}"
     )
+    for w in study.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
     return study.id
 
 

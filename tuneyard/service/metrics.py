@@ -47,7 +47,7 @@ R = TypeVar("R")
 DECISION_KINDS = tuple(LogKind)
 REPORT_DECISIONS = tuple(DecisionKind)
 # Studies whose trials are shown by ``tuneyard_trials``: finished ones would only add series.
-LIVE_STUDY_STATES = (StudyState.RUNNING, StudyState.PAUSED)
+LIVE_STUDY_STATES = (StudyState.RUNNING, StudyState.PAUSED, StudyState.FAILING)
 # RQ's own bookkeeping: the set of queue keys, and the prefix of each queue's job list.
 RQ_QUEUES_KEY = "rq:queues"
 RQ_QUEUE_PREFIX = "rq:queue:"

@@ -9,33 +9,56 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.scheduler.sizing import rung_warnings
 from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, TrialState
-from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
+from tuneyard.store.models import Attempt, DecisionLog, Report, Rung, RungEntry, Study, Trial
 
 TRIAL_ORDERS = ("number", "-number", "value", "-value")
+
+
+@dataclass(frozen=True)
+class RungBest:
+    """The best value any trial reached at a rung (over the study's brackets)."""
+
+    rung: int
+    resource: float
+    entries: int
+    value: float
+    trial_id: int
+    number: int
 
 
 @dataclass(frozen=True)
 class StudyView:
     study: Study
     counts: dict[str, int]
+    # The best completed trial: a trial stopped early or failed is never the study's best.
     best: Trial | None
+    # The best value seen at each rung; read for one study only (None in listings).
+    rungs: list[RungBest] | None = None
 
-    @property
+    @cached_property
     def spec(self) -> StudySpec:
         """The study's definition as stored: checked when the study was created, not again."""
         return StudySpec.from_stored(self.study.spec)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What in the definition keeps the study from working as intended (a max_trials
+        too small to fill the rungs): given when it is created, and with it after."""
+        return rung_warnings(self.spec)
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,56 @@ def decode_cursor(cursor: str, *shape: str) -> list[int | float]:
     return out
 
 
+# The states in which a study shows the error its trials failed with.
+SHOWS_ERROR = frozenset({StudyState.FAILING, StudyState.FAILED, StudyState.EXHAUSTED})
+
+
+def study_error(study: Study) -> dict[str, Any] | None:
+    """The error a failing study stopped on, or that the trials of a study which ended with no
+    completed trial failed with last (the API's ``StudyError``); None otherwise."""
+    if study.last_error is None or study.state not in SHOWS_ERROR:
+        return None
+    return {
+        "summary": study.last_error,
+        "type": study.last_error_type,
+        "trial_id": study.last_error_trial_id,
+        "count": study.error_streak,
+    }
+
+
+def rung_bests(s: Session, study: Study) -> list[RungBest]:
+    """The best value seen at each rung of ``study``: one probe of the rung entries' ranking
+    index per (bracket, rung) with entries, the best over brackets kept per rung."""
+    sign = 1.0 if study.direction == "minimize" else -1.0
+    rungs = s.execute(
+        select(Rung.bracket, Rung.rung, Rung.resource, Rung.entries)
+        .where(Rung.study_id == study.id, Rung.entries > 0)
+        .order_by(Rung.rung, Rung.bracket)
+    ).all()
+    out: dict[int, RungBest] = {}
+    for bracket, rung, resource, entries in rungs:
+        top = s.execute(
+            select(RungEntry.score, Trial.id, Trial.number)
+            .join(Trial, Trial.id == RungEntry.trial_id)
+            .where(
+                RungEntry.study_id == study.id,
+                RungEntry.bracket == bracket,
+                RungEntry.rung == rung,
+            )
+            .order_by(RungEntry.score, RungEntry.id)
+            .limit(1)
+        ).first()
+        if top is None:
+            continue
+        seen = out.get(rung)
+        total = entries + (seen.entries if seen else 0)
+        if seen is None or top.score < sign * seen.value:
+            out[rung] = RungBest(rung, resource, total, sign * top.score, top.id, top.number)
+        else:
+            out[rung] = RungBest(rung, seen.resource, total, seen.value, seen.trial_id, seen.number)
+    return [out[k] for k in sorted(out)]
+
+
 class StudyService:
     def __init__(self, kit: Toolkit) -> None:
         self.kit = kit
@@ -120,6 +193,7 @@ class StudyService:
                 trials_started=0,
                 active=0,
                 brackets_opened=0,
+                error_streak=0,
                 created_at=now,
                 updated_at=now,
             )
@@ -157,7 +231,9 @@ class StudyService:
 
     def get(self, study_id: int) -> StudyView:
         with self.kit.transaction() as s:
-            return self._view(s, self._get(s, study_id))
+            study = self._get(s, study_id)
+            view = self._view(s, study)
+            return StudyView(view.study, view.counts, view.best, rung_bests(s, study))
 
     def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
         with self.kit.transaction() as s:
@@ -184,7 +260,19 @@ class StudyService:
                     stopped, why = StudyState.STOPPED, "stopped by request"
                     TrialService(self.kit)._finish(s, study, stopped, why)
                 else:
+                    was = study.state
+                    if was == StudyState.FAILING:
+                        # Resumed after fail fast (the code was fixed, presumably): the streak
+                        # starts over, so the same error again makes it fail fast again.
+                        study.error_streak = 0
+                        study.reason = f"resumed after failing with: {study.last_error}"
                     move_study(study, StudyState(state))
+                    if was == StudyState.FAILING:
+                        # Its last trials may have ended while it was failing: with nothing
+                        # left to start, it ends now.
+                        trials = TrialService(self.kit)
+                        ctx = self.kit.context(study)
+                        trials._maybe_finish(s, ctx, study, ctx.board(s, study.id))
             return self._view(s, study)
 
     def delete(self, study_id: int) -> None:

@@ -35,10 +35,26 @@ TRIAL_TRANSITIONS: Final[Mapping[TrialState, frozenset[TrialState]]] = {
 }
 
 STUDY_TRANSITIONS: Final[Mapping[StudyState, frozenset[StudyState]]] = {
-    StudyState.RUNNING: frozenset({StudyState.PAUSED, StudyState.STOPPED, StudyState.COMPLETED}),
+    # running -> failing: its first trials failed with the same error (limits.fail_fast);
+    # running -> completed, failed, exhausted: it ended by itself, with a completed trial,
+    # with every trial failed, or with its budget spent and no trial completed.
+    StudyState.RUNNING: frozenset(
+        {
+            StudyState.PAUSED,
+            StudyState.FAILING,
+            StudyState.STOPPED,
+            StudyState.COMPLETED,
+            StudyState.FAILED,
+            StudyState.EXHAUSTED,
+        }
+    ),
     StudyState.PAUSED: frozenset({StudyState.RUNNING, StudyState.STOPPED}),
+    # failing -> running: resumed (the code was fixed); failing -> stopped: given up.
+    StudyState.FAILING: frozenset({StudyState.RUNNING, StudyState.STOPPED}),
     StudyState.STOPPED: frozenset(),
     StudyState.COMPLETED: frozenset(),
+    StudyState.FAILED: frozenset(),
+    StudyState.EXHAUSTED: frozenset(),
 }
 
 

@@ -44,6 +44,18 @@ class LimitsSpec(StrictModel):
         le=10_000,
         description="completed trials whose final checkpoint (model) is kept: the best K",
     )
+    # Fail fast: when this many trials in a row fail with the same error before any trial
+    # has completed or reached a rung, the study stops starting trials (state "failing")
+    # until it is resumed. 0 turns it off.
+    fail_fast: int = Field(
+        default=3,
+        ge=0,
+        le=10_000,
+        description=(
+            "trials in a row that fail with the same error, before any trial completed or "
+            "reached a rung, after which the study starts no new trial until resumed (0: off)"
+        ),
+    )
 
 
 class ExecutionSpec(StrictModel):

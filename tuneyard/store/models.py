@@ -80,6 +80,14 @@ class Study(Base):
     active: Mapped[int] = mapped_column(Integer, default=0)
     brackets_opened: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The last error a trial of the study failed with (its summary line, its exception's class
+    # when the error was a traceback, the trial), and how many trials in a row failed with
+    # that same summary: what fail fast (limits.fail_fast) decides on and what a failing or
+    # failed study shows.
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    last_error_trial_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

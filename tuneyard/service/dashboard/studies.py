@@ -19,7 +19,13 @@ from tuneyard.service.dashboard.base import (
     version_token,
 )
 from tuneyard.service.dashboard.notes import clean_tags, study_tags, tagged
-from tuneyard.service.studies import KEY, decode_cursor, encode_cursor
+from tuneyard.service.studies import (
+    KEY,
+    RungBest,
+    decode_cursor,
+    encode_cursor,
+    rung_bests,
+)
 from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
@@ -133,12 +139,13 @@ class StudyCards(DashboardBase):
             nxt = encode_cursor([rows[limit - 1].id]) if len(rows) > limit else None
             return self._cards(s, rows[:limit]), nxt
 
-    def study(self, study_id: int) -> tuple[Card, list[float]]:
-        """A study's card and the resource of each rung."""
+    def study(self, study_id: int) -> tuple[Card, list[float], list[RungBest]]:
+        """A study's card, the resource of each rung and the best value seen at each."""
         with self.kit.transaction() as s:
             study = self._study(s, study_id)
             (card,) = self._cards(s, [study])
-            return card, list(self.kit.context(study).scheduler.resources)
+            resources = list(self.kit.context(study).scheduler.resources)
+            return card, resources, rung_bests(s, study)
 
     def version(self, study_id: int) -> Version:
         """One query: the study's row and the latest change to any of its trials."""

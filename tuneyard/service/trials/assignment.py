@@ -70,8 +70,8 @@ class TrialService(Lifecycle):
             board = ctx.board(s, study.id)
             now = self.kit.clock()
             self._reap_expired(s, ctx, study, board, now)
-            if study.state == StudyState.PAUSED:
-                return None
+            if study.state in (StudyState.PAUSED, StudyState.FAILING):
+                return None  # its running trials finish; it starts nothing until resumed
             if study.active >= ctx.spec.limits.max_concurrent:
                 return None
             # A queued trial (a retry, or one handed back) goes preferably to the worker that
@@ -121,9 +121,12 @@ class TrialService(Lifecycle):
                 return AssignmentResult(trial, JobKind.RESUME, promo.reason)
             if work is NEW_TRIAL:
                 return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
-            if self._maybe_finish(s, ctx, study, board):
-                raise StudyFinished(f"study {study_id} is completed")
-            return None
+            if not self._maybe_finish(s, ctx, study, board):
+                return None
+            ended = study.state
+        # Said once the transaction has stored the study's end: raised inside it, the end
+        # would be rolled back with it.
+        raise StudyFinished(f"study {study_id} is {ended}")
 
     def _new_trial(
         self,

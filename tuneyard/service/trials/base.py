@@ -272,15 +272,41 @@ class TrialCore:
         )
         if not over:
             return False
-        self._finish(s, study, StudyState.COMPLETED, "all trials finished")
+        self._finish(s, study, *self._final_state(s, study))
         return True
+
+    @staticmethod
+    def _final_state(s: Session, study: Study) -> tuple[StudyState, str]:
+        """The end of a study that is over, and why: completed when a trial completed; else
+        exhausted when its budget went to trials stopped early (or paused, never promoted),
+        else failed: every trial failed. Two EXISTS probes of the trials' (study, state)
+        index, so the cost does not grow with the study."""
+
+        # The trial that just ended may not be written yet (the report path holds autoflush
+        # back): the probes must see it.
+        s.flush()
+
+        def some(*states: TrialState) -> bool:
+            probe = select(Trial.id).where(Trial.study_id == study.id, Trial.state.in_(states))
+            return bool(s.scalar(select(probe.exists())))
+
+        if some(TrialState.COMPLETED):
+            return StudyState.COMPLETED, "all trials finished"
+        n = study.trials_started
+        if some(TrialState.STOPPED, TrialState.PAUSED):
+            return StudyState.EXHAUSTED, (
+                f"no trial completed: all {n} trials of the budget were started and each "
+                "stopped early or failed"
+            )
+        last = f"; the last error: {study.last_error}" if study.last_error else ""
+        return StudyState.FAILED, f"no trial completed: all {n} trials failed{last}"
 
     def _finish(self, s: Session, study: Study, state: StudyState, reason: str) -> None:
         now = self.kit.clock()
         move_study(study, state)
         study.reason = reason
         study.finished_at = now
-        ended = "finished" if state == StudyState.COMPLETED else "was stopped"
+        ended = "was stopped" if state == StudyState.STOPPED else "finished"
         why = f"not promoted: the study {ended}"
         leftovers = s.scalars(
             select(Trial).where(

@@ -3,6 +3,7 @@ and the reaping of leases that ran out."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +17,12 @@ from tuneyard.errors import (
 from tuneyard.scheduler.decisions import fmt
 from tuneyard.service.checkpoint_locations import check_location
 from tuneyard.service.context import StudyContext
-from tuneyard.service.transitions import move
+from tuneyard.service.transitions import move, move_study
 from tuneyard.service.trials.reports import Reports
-from tuneyard.states import AttemptState, DecisionKind, LogKind, TrialState
+from tuneyard.states import AttemptState, DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
+    RungEntry,
     Study,
     Trial,
 )
@@ -116,9 +118,34 @@ class Lifecycle(Reports):
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial can fail")
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
-            self._retry_or_fail(s, ctx, study, board, trial, error_summary(error), text)
+            summary = error_summary(error)
+            self._retry_or_fail(s, ctx, study, board, trial, summary, text)
+            if trial.state == TrialState.FAILED:
+                _note_failure(study, trial, summary, error_class(error))
             self._maybe_finish(s, ctx, study, board)
+            self._maybe_fail_fast(s, ctx, study)
             return trial
+
+    def _maybe_fail_fast(self, s: Session, ctx: StudyContext, study: Study) -> None:
+        """Move a running study to failing when its last ``limits.fail_fast`` failed trials
+        failed with the same error and none of its trials has completed or reached a rung yet
+        (the study's first trials: after one did, a failure says something about that
+        trial's parameters, not about the code). Two EXISTS probes on indexes, only once the
+        streak is long enough."""
+        limit = ctx.spec.limits.fail_fast
+        if study.state != StudyState.RUNNING or limit == 0 or study.error_streak < limit:
+            return
+        done = select(Trial.id).where(
+            Trial.study_id == study.id, Trial.state == TrialState.COMPLETED
+        )
+        ranked = select(RungEntry.id).where(RungEntry.study_id == study.id)
+        if s.scalar(select(done.exists())) or s.scalar(select(ranked.exists())):
+            return
+        move_study(study, StudyState.FAILING)
+        n = study.error_streak
+        first = "the first trial failed with" if n == 1 else f"the first {n} trials failed with"
+        same = "" if n == 1 else " the same error,"
+        study.reason = f"failing: {first}{same} {study.last_error}; fix it and resume the study"
 
     def release(
         self,
@@ -254,6 +281,28 @@ class Lifecycle(Reports):
             secs = fmt(self.kit.settings.lease_seconds)
             reason = f"lease expired: no report or heartbeat for {secs} s"
             self._retry_or_fail(s, ctx, study, board, t, reason, reason)
+
+
+def _note_failure(study: Study, trial: Trial, summary: str, kind: str | None) -> None:
+    """Remember the error a trial of the study failed with, and count the trials in a row
+    that failed with that same summary."""
+    same = study.last_error == summary and study.error_streak > 0
+    study.error_streak = study.error_streak + 1 if same else 1
+    study.last_error = summary
+    study.last_error_type = kind
+    study.last_error_trial_id = trial.id
+
+
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
+
+
+def error_class(error: str) -> str | None:
+    """The class of the exception a traceback ends with (``ValueError``, ``pkg.mod.MyError``);
+    None when the error is not a Python traceback."""
+    if not error.lstrip().startswith("Traceback"):
+        return None
+    found = _EXCEPTION.match(error_summary(error))
+    return found.group(1)[:200] if found else None
 
 
 def error_summary(error: str) -> str:

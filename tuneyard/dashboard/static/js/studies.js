@@ -14,6 +14,7 @@ import {
 } from "./format.js";
 import { keepFresh } from "./live.js";
 import { parseTags, tagChips } from "./notes.js";
+import { studyErrorLine } from "./study-outcome.js";
 import { Cursors, badge, card, pager, progressBar, rowLink, stopPropagation } from "./widgets.js";
 
 export async function studiesPage(main) {
@@ -157,7 +158,7 @@ function studyRow(s) {
         ? tagChips(s.tags, (t) => `/?tag=${encodeURIComponent(t)}`, "study-tags")
         : null,
     ),
-    h("td", {}, badge(s.state)),
+    h("td", {}, badge(s.state), studyErrorLine(s)),
     h(
       "td",
       {},

@@ -17,6 +17,7 @@ import {
 import { coalesce, watchStudy } from "./live.js";
 import { notesCard } from "./notes.js";
 import { clearBanner, showBanner } from "./status.js";
+import { outcomePanel } from "./study-outcome.js";
 import { studyPlots } from "./study-plots.js";
 import { trialsTable } from "./study-trials.js";
 import { badge, progressBar } from "./widgets.js";
@@ -140,6 +141,7 @@ function renderHead(head, d) {
           ),
         ),
       ),
+      outcomePanel(d),
     ),
     h(
       "div",
