@@ -120,15 +120,26 @@ class DecisionOut(BaseModel):
     created_at: datetime
 
 
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: str = Field(max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    memory_mib: int | None = Field(default=None, ge=0)
+    uuid: str | None = Field(default=None, max_length=100)
+
+
 class AttemptOut(BaseModel):
     number: int
     resource_from: float
     resource_to: float
     state: str
     worker: str | None
+    gpus: list[GpuInfo] = Field(default_factory=list, description="none: a CPU slot")
     error: str | None
     started_at: datetime
     ended_at: datetime | None
+    wall_seconds: float | None = Field(default=None, description="set when the attempt ends")
 
 
 class TrialOut(TrialSummary):
@@ -158,6 +169,12 @@ class TrialPage(BaseModel):
 
 class NextIn(_In):
     worker: str | None = Field(default=None, max_length=200)
+    gpus: list[GpuInfo] = Field(
+        default_factory=list,
+        max_length=64,
+        description="the GPUs the worker runs the job on (none: a CPU slot), recorded on the "
+        "attempt; a study's GPU-hours are its attempts' wall time times their GPUs",
+    )
 
 
 class Assignment(BaseModel):
@@ -237,15 +254,6 @@ class LogChunkOut(BaseModel):
 
 class CheckpointOut(BaseModel):
     location: str = Field(description="pass it to /pause, /complete or /release")
-
-
-class GpuInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    index: str = Field(max_length=64)
-    name: str | None = Field(default=None, max_length=200)
-    memory_mib: int | None = Field(default=None, ge=0)
-    uuid: str | None = Field(default=None, max_length=100)
 
 
 class WorkerIn(_In):

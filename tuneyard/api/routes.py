@@ -259,7 +259,8 @@ async def next_job(
     """The next piece of work: a promoted trial to resume (preferred) or a new trial."""
     # A model-based suggestion is made ahead of the study's lock, while the previous call of
     # this process holds it (see SuggestAhead).
-    res = await trials.kit.ahead.next(trials, study_id, body.worker if body else None)
+    gpus = [g.model_dump(exclude_none=True) for g in body.gpus] if body else []
+    res = await trials.kit.ahead.next(trials, study_id, body.worker if body else None, gpus)
     if res is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     t = res.trial

@@ -7,6 +7,7 @@ paper's ``get_job()``), and one pool of workers can serve several studies.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -27,12 +28,31 @@ from tuneyard.worker.objective import make_objective
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
 IDLE_PATIENCE = 5.0
+# The GPUs a slot runs its jobs on, as JSON (``[{"index": "0", "name": ...}]``; ``[]``: a
+# CPU slot), set by ``tuneyard worker`` for each slot process.
+GPUS_ENV = "TUNEYARD_WORKER_GPUS"
 # This process's shutdown switch: the worker's SIGTERM handler flips it (see pool.py).
 CONTROL = Control()
 
 
 def worker_name() -> str:
     return os.environ.get("TUNEYARD_WORKER_NAME") or f"{socket.gethostname()}/{os.getpid()}"
+
+
+def slot_gpus() -> list[dict[str, str]]:
+    """The GPUs this slot runs its jobs on (set by ``tuneyard worker``); none on a CPU slot
+    or when the variable is missing or unreadable."""
+    try:
+        found = json.loads(os.environ.get(GPUS_ENV) or "[]")
+    except ValueError:
+        return []
+    if not isinstance(found, list):
+        return []
+    return [
+        {str(k): str(v) for k, v in g.items() if k in ("index", "name", "uuid")}
+        for g in found
+        if isinstance(g, dict) and g.get("index") is not None
+    ]
 
 
 def run_slot(study_id: int, api_url: str) -> str:
@@ -52,13 +72,14 @@ def run_slot(study_id: int, api_url: str) -> str:
         return "stopping"  # the worker is shutting down: take no new trial
     data_dir = Path(os.environ.get("TUNEYARD_DATA_DIR", "."))
     name = worker_name()
+    gpus = slot_gpus()
     # A worker knows how it reaches the API; the dispatcher's address is the fallback.
     url = os.environ.get("TUNEYARD_API_URL") or api_url
     token = os.environ.get("TUNEYARD_TOKEN")
     # Patient retries (about two minutes): an API server restarting is a pause, not a failure.
     with Client(url, token=token, retries=10) as client:
         store = store_from_env(client, data_dir)
-        assignment = _first_assignment(client, study_id, name)
+        assignment = _first_assignment(client, study_id, name, gpus)
         if isinstance(assignment, str):
             return assignment
         spec = client.get_study(study_id).spec
@@ -85,7 +106,7 @@ def run_slot(study_id: int, api_url: str) -> str:
             if _others_waiting(job, study_id):
                 return outcome
             try:
-                found = client.next(study_id, worker=name)
+                found = client.next(study_id, worker=name, gpus=gpus)
             except StudyFinished:
                 return outcome
             if found is None:
@@ -93,14 +114,16 @@ def run_slot(study_id: int, api_url: str) -> str:
             assignment = found
 
 
-def _first_assignment(client: Client, study_id: int, name: str) -> Assignment | str:
+def _first_assignment(
+    client: Client, study_id: int, name: str, gpus: list[dict[str, str]]
+) -> Assignment | str:
     """The job's first piece of work, asked for while the study has nothing to run for up to
     IDLE_PATIENCE seconds; or how the job ends without one."""
     deadline = time.monotonic() + IDLE_PATIENCE
     delay = 0.1
     while True:
         try:
-            assignment = client.next(study_id, worker=name)
+            assignment = client.next(study_id, worker=name, gpus=gpus)
         except StudyFinished:
             return "finished"
         if assignment is not None:

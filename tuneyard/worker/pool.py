@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -131,7 +132,7 @@ def _slot_main(
     from redis import Redis
     from rq import SimpleWorker
 
-    from tuneyard.worker.jobs import CONTROL
+    from tuneyard.worker.jobs import CONTROL, GPUS_ENV
 
     class SlotWorker(SimpleWorker):
         """On SIGTERM/SIGINT, the running trial pauses at its next report and is handed
@@ -144,6 +145,8 @@ def _slot_main(
     os.environ.update(env)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
+    # The slot's jobs name its GPU when they ask for work: the attempt records it.
+    os.environ[GPUS_ENV] = json.dumps([] if gpu is None else [_gpu_ref(gpu)])
     slot = f"gpu-{gpu.index}" if gpu is not None else f"slot-{index}"
     host = socket.gethostname()
     name = f"{prefix or host}/{slot}"
@@ -173,6 +176,11 @@ def _slot_main(
         worker.work(logging_level="WARNING")
     finally:
         registration.stop()
+
+
+def _gpu_ref(gpu: Gpu) -> dict[str, str]:
+    """What an attempt records of its GPU: index, model and UUID when known."""
+    return {k: v for k, v in (("index", gpu.index), ("name", gpu.name), ("uuid", gpu.uuid)) if v}
 
 
 def _rq_name(name: str) -> str:

@@ -27,9 +27,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("gpu_count", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("wall_seconds", sa.Float(), nullable=True))
     with op.batch_alter_table("studies") as batch:
-        batch.add_column(
-            sa.Column("gpu_seconds", sa.Float(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("gpu_seconds", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(
             sa.Column("worker_seconds", sa.Float(), nullable=False, server_default="0")
         )

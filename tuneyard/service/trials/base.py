@@ -5,9 +5,11 @@ one transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import (
@@ -16,6 +18,7 @@ from tuneyard.errors import (
     StaleAttempt,
 )
 from tuneyard.service import metrics as meter
+from tuneyard.service.budget import add_usage, new_trial_barrier
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import move, move_study
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState
@@ -26,7 +29,9 @@ from tuneyard.store.models import (
     RungEntry,
     Study,
     Trial,
+    UTCDateTime,
 )
+from tuneyard.store.sql import seconds_between
 
 
 class TrialCore:
@@ -105,15 +110,30 @@ class TrialCore:
     def _end_attempt(
         self, s: Session, trial: Trial, state: AttemptState, error: str | None = None
     ) -> None:
-        s.execute(
+        """End the trial's live attempt, storing its wall time, and add what it used to its
+        study's counters (the study's row is locked and loaded: every caller holds it)."""
+        now = self.kit.clock()
+        ended = s.execute(
             update(Attempt)
             .where(
                 Attempt.trial_id == trial.id,
                 Attempt.number == trial.attempts,
                 Attempt.ended_at.is_(None),
             )
-            .values(state=state, error=error, ended_at=self.kit.clock())
-        )
+            .values(
+                state=state,
+                error=error,
+                ended_at=now,
+                wall_seconds=seconds_between(
+                    Attempt.started_at, bindparam("ended", now, type_=UTCDateTime)
+                ),
+            )
+            .returning(Attempt.wall_seconds, Attempt.gpu_count)
+        ).first()
+        if ended is not None:
+            study = s.get(Study, trial.study_id)
+            if study is not None:
+                add_usage(study, float(ended[0] or 0.0), int(ended[1] or 0))
 
     @staticmethod
     def _ended_as(s: Session, trial: Trial, attempt: int, state: AttemptState) -> bool:
@@ -131,13 +151,23 @@ class TrialCore:
         )
         return ended == state
 
-    def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
+    def _start_attempt(
+        self,
+        s: Session,
+        trial: Trial,
+        worker: str | None,
+        now: datetime,
+        gpus: Sequence[dict[str, Any]] = (),
+    ) -> None:
         trial.attempts += 1
-        s.add(self._attempt(trial, worker, now))
+        s.add(self._attempt(trial, worker, now, gpus))
 
     @staticmethod
-    def _attempt(trial: Trial, worker: str | None, now: datetime) -> Attempt:
-        """The row of the trial's attempt number ``trial.attempts``, starting now."""
+    def _attempt(
+        trial: Trial, worker: str | None, now: datetime, gpus: Sequence[dict[str, Any]] = ()
+    ) -> Attempt:
+        """The row of the trial's attempt number ``trial.attempts``, starting now on
+        ``gpus`` (none: a CPU slot)."""
         return Attempt(
             trial_id=trial.id,
             number=trial.attempts,
@@ -145,6 +175,8 @@ class TrialCore:
             resource_to=trial.resource_to,
             state=AttemptState.RUNNING,
             worker=worker,
+            gpus=list(gpus),
+            gpu_count=len(gpus),
             started_at=now,
         )
 
@@ -220,11 +252,18 @@ class TrialCore:
         self._end_attempt(s, trial, AttemptState.FAILED, error)
         self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
+    def _may_start_new(self, study: Study, ctx: StudyContext, now: datetime) -> bool:
+        """Whether the study may place a new trial now: the one place that decides it (its
+        trials, its GPU-hours and its wall time; see :func:`new_trial_barrier`)."""
+        return new_trial_barrier(study, ctx.spec.limits, ctx.capacity, now) is None
+
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
-        """Complete the study when nothing runs, nothing can be promoted and no trial is left."""
+        """Complete the study when nothing runs, nothing can be promoted and no new trial may
+        start: all its trials started, or a budget spent (which its reason then names)."""
         if study.state != StudyState.RUNNING or study.active > 0:
             return False
-        if study.trials_started < ctx.capacity:
+        barrier = new_trial_barrier(study, ctx.spec.limits, ctx.capacity, self.kit.clock())
+        if barrier is None:
             return False
         queued = s.scalar(
             select(Trial.id)
@@ -235,7 +274,7 @@ class TrialCore:
             return False
         if ctx.scheduler.next_promotion(board) is not None:
             return False
-        self._finish(s, study, StudyState.COMPLETED, "all trials finished")
+        self._finish(s, study, StudyState.COMPLETED, barrier.ending)
         return True
 
     def _finish(self, s: Session, study: Study, state: StudyState, reason: str) -> None:
