@@ -68,6 +68,26 @@ class TrialSummary(BaseModel):
     updated_at: datetime
 
 
+class BudgetLine(BaseModel):
+    used: float
+    limit: float | None = Field(description="the study's limit, null when it sets none")
+
+
+class StudyUsage(BaseModel):
+    """What a study has used of its budgets. GPU-hours are its ended attempts' wall time
+    times their GPUs (a CPU-only attempt counts none); worker-hours their wall time."""
+
+    trials: BudgetLine = Field(description="trials started, of the ones it may start")
+    gpu_hours: BudgetLine = Field(description="GPU-hours used, of limits.max_gpu_hours")
+    wall_seconds: BudgetLine = Field(
+        description="seconds since the study was created (to its end), of limits.max_wall_time"
+    )
+    worker_hours: float = Field(description="wall time of its ended attempts, CPU or GPU")
+    spent: str | None = Field(
+        default=None, description="why no new trial may start, once a budget is spent"
+    )
+
+
 class StudyOut(BaseModel):
     id: int
     name: str
@@ -78,6 +98,12 @@ class StudyOut(BaseModel):
     trials_started: int
     counts: dict[str, int] = Field(description="number of trials per state")
     best: TrialSummary | None
+    usage: StudyUsage | None = None
+    queue_warning: str | None = Field(
+        default=None,
+        description="set while the study waits for workers and no live worker serves its "
+        "queue, e.g. \"no live worker serves queue 'gpu'\"",
+    )
 
 
 class StudyPage(BaseModel):

@@ -29,6 +29,7 @@ from tuneyard.api.schemas import (
     StudyOut,
     StudyPage,
     StudyPatch,
+    StudyUsage,
     TrialOut,
     TrialPage,
     TrialSummary,
@@ -72,6 +73,8 @@ def _study_out(v: StudyView) -> StudyOut:
         trials_started=st.trials_started,
         counts=v.counts,
         best=_summary(v.best) if v.best is not None else None,
+        usage=StudyUsage.model_validate(v.usage.as_dict()) if v.usage is not None else None,
+        queue_warning=v.queue_warning,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tuneyard.scheduler.decisions import fmt
 from tuneyard.spec import LimitsSpec
@@ -63,6 +64,20 @@ class Usage:
     wall_seconds: Line
     worker_hours: float
     barrier: Barrier | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of the API's ``usage`` and the dashboard's budget lines."""
+
+        def line(x: Line) -> dict[str, float | None]:
+            return {"used": x.used, "limit": x.limit}
+
+        return {
+            "trials": line(self.trials),
+            "gpu_hours": line(self.gpu_hours),
+            "wall_seconds": line(self.wall_seconds),
+            "worker_hours": self.worker_hours,
+            "spent": self.barrier.reason if self.barrier is not None else None,
+        }
 
 
 def study_wall_seconds(study: Study, now: datetime) -> float:

@@ -6,7 +6,7 @@ import base64
 import json
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +14,10 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.service.budget import Usage, usage
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
+from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import Attempt, DecisionLog, Report, Study, Trial
@@ -28,6 +30,9 @@ class StudyView:
     study: Study
     counts: dict[str, int]
     best: Trial | None
+    usage: Usage | None = None
+    # Set while the study waits for workers and no live worker serves its queue.
+    queue_warning: str | None = None
 
     @property
     def spec(self) -> StudySpec:
@@ -119,7 +124,7 @@ class StudyService:
             s.add(study)
             s.flush()
             study.brackets_opened = ctx.engine.open(ctx.board(s, study.id))
-            return StudyView(study, {}, None)
+            return StudyView(study, {}, None, usage(study, spec.limits, ctx.capacity, now))
 
     def _get(self, s: Session, study_id: int) -> Study:
         study = s.get(Study, study_id)
@@ -127,7 +132,11 @@ class StudyService:
             raise NotFound(f"study {study_id} does not exist")
         return study
 
-    def _view(self, s: Session, study: Study) -> StudyView:
+    def _views(self, s: Session, studies: Sequence[Study]) -> list[StudyView]:
+        warnings = queue_warnings(s, self.kit, studies)
+        return [self._view(s, st, warnings.get(st.id)) for st in studies]
+
+    def _view(self, s: Session, study: Study, queue_warning: str | None = None) -> StudyView:
         counts = {state.value: 0 for state in TrialState}
         for state, n in s.execute(
             select(Trial.state, func.count())
@@ -146,16 +155,18 @@ class StudyService:
             .order_by(order, Trial.id)
             .limit(1)
         )
-        return StudyView(study, counts, best)
+        ctx = self.kit.context(study)
+        spent = usage(study, ctx.spec.limits, ctx.capacity, self.kit.clock())
+        return StudyView(study, counts, best, spent, queue_warning)
 
     def get(self, study_id: int) -> StudyView:
         with self.kit.transaction() as s:
-            return self._view(s, self._get(s, study_id))
+            return self._views(s, [self._get(s, study_id)])[0]
 
     def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
         with self.kit.transaction() as s:
             rows, nxt = study_page(s, limit, cursor)
-            return [self._view(s, st) for st in rows], nxt
+            return self._views(s, rows), nxt
 
     def set_state(self, study_id: int, state: str) -> StudyView:
         """Pause, resume or stop a study, as the table of its transitions allows; stopping
@@ -178,7 +189,7 @@ class StudyService:
                     TrialService(self.kit)._finish(s, study, stopped, why)
                 else:
                     move_study(study, StudyState(state))
-            return self._view(s, study)
+            return self._views(s, [study])[0]
 
     def delete(self, study_id: int) -> None:
         with self.kit.transaction() as s:
