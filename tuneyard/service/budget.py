@@ -65,6 +65,19 @@ class Usage:
     worker_hours: float
     barrier: Barrier | None
 
+    def binding(self) -> tuple[str, Line]:
+        """The budget closest to being spent, with its unit ("trials", "GPU-hours" or
+        "seconds" of wall time): trials when no other limit is set, as every study has one."""
+        lines = [
+            ("trials", self.trials),
+            ("GPU-hours", self.gpu_hours),
+            ("seconds", self.wall_seconds),
+        ]
+        # max() keeps the first of equals: trials before GPU-hours before wall time.
+        return max(
+            (x for x in lines if x[1].limit is not None), key=lambda x: min(1.0, x[1].fraction)
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON of the API's ``usage`` and the dashboard's budget lines."""
 

@@ -5,9 +5,9 @@ Every answer comes from bounded, indexed queries, so a study of 100,000 trials w
 each costs about what a small one does beyond the aggregation done in SQL (each part's module
 says how): study cards and the version stamp (:mod:`.studies`), history, curves and
 configurations (:mod:`.views`), importance (:mod:`.importance`, its statistics in
-:mod:`tuneyard.scheduler.importance`), a trial's page (:mod:`.trial`) and the workers
-(:mod:`.workers`). The version stamp of a study is one query: its row and max(updated_at) of
-its trials.
+:mod:`tuneyard.scheduler.importance`), a trial's page (:mod:`.trial`), the workers
+(:mod:`.workers`) and the best value against GPU-hours (:mod:`.budget`). The version stamp
+of a study is one query: its row and max(updated_at) of its trials.
 
 Caches here are per process and only caches: each entry is keyed by what it was computed from,
 as read from the database, so several API processes serving one database stay correct.
@@ -16,6 +16,7 @@ as read from the database, so several API processes serving one database stay co
 from __future__ import annotations
 
 from tuneyard.service.dashboard.base import Card, Version, version_token
+from tuneyard.service.dashboard.budget import BudgetViews
 from tuneyard.service.dashboard.importance import Importance
 from tuneyard.service.dashboard.studies import StudyCards
 from tuneyard.service.dashboard.trial import TrialPage
@@ -25,6 +26,6 @@ from tuneyard.service.dashboard.workers import Workers
 __all__ = ["Card", "DashboardService", "Version", "space_items", "version_token"]
 
 
-class DashboardService(StudyCards, StudyViews, Importance, TrialPage, Workers):
+class DashboardService(StudyCards, StudyViews, Importance, TrialPage, Workers, BudgetViews):
     """The dashboard's reads, one part per module; all share the toolkit and this process's
     caches (:class:`~tuneyard.service.dashboard.base.DashboardBase`)."""

@@ -4,12 +4,14 @@ version), and a study's version stamp in one query."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
+from tuneyard.service.budget import Usage, usage
 from tuneyard.service.dashboard.base import (
     Aggregates,
     Card,
@@ -19,6 +21,7 @@ from tuneyard.service.dashboard.base import (
     version_token,
 )
 from tuneyard.service.studies import study_page
+from tuneyard.service.workers import queue_warnings
 from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
@@ -102,6 +105,7 @@ class StudyCards(DashboardBase):
     def _cards(self, s: Session, studies: Sequence[Study]) -> list[Card]:
         aggs = self._aggregates(s, studies)
         bests = self._bests(s, studies) if studies else {}
+        warnings = queue_warnings(s, self.kit, studies)
         now = self.kit.clock()
         return [
             Card(
@@ -111,9 +115,15 @@ class StudyCards(DashboardBase):
                 best=bests.get(st.id),
                 version=aggs[st.id].version,
                 age_s=max(0.0, (now - st.created_at).total_seconds()),
+                usage=self._usage(st, now),
+                queue_warning=warnings.get(st.id),
             )
             for st in studies
         ]
+
+    def _usage(self, study: Study, now: datetime) -> Usage:
+        ctx = self.kit.context(study)
+        return usage(study, ctx.spec.limits, ctx.capacity, now)
 
     # -- studies -----------------------------------------------------------------------------
     def studies(self, limit: int, cursor: str | None) -> tuple[list[Card], str | None]:
