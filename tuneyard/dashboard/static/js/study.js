@@ -13,6 +13,7 @@ import {
   fmtValue,
   secondsSince,
 } from "./format.js";
+import { budgetPanel } from "./budget.js";
 import { coalesce, watchStudy } from "./live.js";
 import { clearBanner, showBanner } from "./status.js";
 import { studyPlots } from "./study-plots.js";
@@ -31,7 +32,8 @@ export async function studyPage(main, studyId) {
   );
   const plots = studyPlots(studyId);
   const trials = trialsTable(studyId);
-  fill(main, crumbs, head, h("div", { class: "grid" }, plots.cards, trials.el));
+  const budget = budgetPanel(studyId);
+  fill(main, crumbs, head, h("div", { class: "grid" }, plots.cards, budget.el, trials.el));
 
   async function loadDetail() {
     const d = await getJSON(`${DASH}/studies/${studyId}`);
@@ -45,7 +47,7 @@ export async function studyPage(main, studyId) {
   const refresh = coalesce(async () => {
     try {
       const d = await loadDetail();
-      await Promise.allSettled([plots.load(d), trials.load()]);
+      await Promise.allSettled([plots.load(d), budget.load(d), trials.load()]);
       clearBanner();
     } catch (e) {
       if (e.status === 404 && !state.detail) {
