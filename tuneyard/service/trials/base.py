@@ -18,7 +18,7 @@ from tuneyard.errors import (
     StaleAttempt,
 )
 from tuneyard.service import metrics as meter
-from tuneyard.service.budget import add_usage, new_trial_barrier
+from tuneyard.service.budget import Barrier, add_usage, new_trial_barrier
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import move, move_study
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState
@@ -252,17 +252,26 @@ class TrialCore:
         self._end_attempt(s, trial, AttemptState.FAILED, error)
         self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
-    def _may_start_new(self, study: Study, ctx: StudyContext, now: datetime) -> bool:
-        """Whether the study may place a new trial now: the one place that decides it (its
-        trials, its GPU-hours and its wall time; see :func:`new_trial_barrier`)."""
-        return new_trial_barrier(study, ctx.spec.limits, ctx.capacity, now) is None
+    def _may_start_new(self, study: Study, ctx: StudyContext, now: datetime | None = None) -> bool:
+        """Whether the study may place another trial (now: the clock's time when not given):
+        the one place that says so. Its trials, its GPU-hours and its wall time decide (see
+        :func:`tuneyard.service.budget.new_trial_barrier`)."""
+        return self._new_trial_barrier(study, ctx, now) is None
+
+    def _new_trial_barrier(
+        self, study: Study, ctx: StudyContext, now: datetime | None = None
+    ) -> Barrier | None:
+        """Why the study may place no other trial (every trial started, a budget spent), or
+        None when it may."""
+        when = now if now is not None else self.kit.clock()
+        return new_trial_barrier(study, ctx.spec.limits, ctx.capacity, when)
 
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
         """Complete the study when nothing runs, nothing can be promoted and no new trial may
         start: all its trials started, or a budget spent (which its reason then names)."""
         if study.state != StudyState.RUNNING or study.active > 0:
             return False
-        barrier = new_trial_barrier(study, ctx.spec.limits, ctx.capacity, self.kit.clock())
+        barrier = self._new_trial_barrier(study, ctx)
         if barrier is None:
             return False
         queued = s.scalar(
