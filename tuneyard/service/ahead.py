@@ -187,7 +187,7 @@ class SuggestAhead:
         try:
             async with turns.lock:
                 return await anyio.to_thread.run_sync(
-                    functools.partial(trials.next_job, study_id, worker, early, True, gpus)
+                    functools.partial(trials.next_job, study_id, worker, early, True, gpus=gpus)
                 )
         except BaseException:
             if early is not None:  # cancelled on the way: next_job may never have seen it
