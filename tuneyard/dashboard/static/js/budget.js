@@ -31,9 +31,9 @@ export function budgetPanel(studyId) {
       : "";
     fill(
       lines,
-      budgetLine("Trials", b.trials, fmtInt, "trials"),
-      budgetLine("GPU-hours", b.gpu_hours, fmtHours, "gpu-hours"),
-      budgetLine("Wall time", b.wall_seconds, fmtDuration, "wall-time"),
+      budgetLine("Trials", b.trials, fmtInt, "trials", false),
+      budgetLine("GPU-hours", b.gpu_hours, fmtHours, "gpu-hours", true),
+      budgetLine("Wall time", b.wall_seconds, fmtDuration, "wall-time", true),
       h(
         "div",
         { class: "stat", "data-testid": "budget-worker-hours" },
@@ -56,18 +56,16 @@ function fmtHours(v) {
   return v >= 100 ? fmtInt(Math.round(v)) : fmtAmount(Math.round(v * 100) / 100);
 }
 
-// One budget: used, "of" its limit when it has one, and a bar of the share used.
-function budgetLine(label, line, fmt, testid) {
+// One budget: used, "of" its limit when it has one, and a bar of the share used (red once
+// spent, for a budget that cuts a study short: all trials started is how a study ends).
+function budgetLine(label, line, fmt, testid, cuts) {
   const used = line ? line.used : null;
   const limit = line ? line.limit : null;
   const share = limit ? Math.min(1, (used || 0) / limit) : null;
   const bar = h("div", { class: "bar", role: "img" });
   if (share !== null) {
-    bar.append(
-      h("span", {
-        style: `width:${(100 * share).toFixed(1)}%;${share >= 1 ? "--c:var(--failed)" : ""}`,
-      }),
-    );
+    const red = cuts && share >= 1 ? "--c:var(--failed)" : "";
+    bar.append(h("span", { style: `width:${(100 * share).toFixed(1)}%;${red}` }));
     bar.setAttribute("aria-label", `${Math.round(100 * share)}% used`);
   }
   return h(
