@@ -273,3 +273,17 @@ def test_budget_limits_are_stored_in_seconds_and_hours(http: TestClient) -> None
     limits = http.get(f"{API}/studies/{sid}").json()["spec"]["limits"]
     assert (limits["max_wall_time"], limits["max_gpu_hours"]) == (5400, 12.5)
     assert usage(http, sid)["wall_seconds"]["limit"] == 5400
+
+
+def test_the_trials_budget_of_a_grid_is_its_size(http: TestClient) -> None:
+    grid = spec()
+    grid["sampler"] = {"type": "grid", "seed": 1}
+    grid["space"] = {
+        "a": {"type": "categorical", "choices": [1, 2]},
+        "b": {"type": "int", "low": 0, "high": 1},
+    }
+    sid = create(http, grid)
+    plain = create(http, spec())
+    assert usage(http, sid)["trials"] == {"used": 0, "limit": 4}  # 4 points, max_trials 10
+    listed = {s["id"]: s["usage"]["trials"] for s in http.get(f"{API}/studies").json()["items"]}
+    assert listed == {sid: {"used": 0, "limit": 4}, plain: {"used": 0, "limit": 10}}

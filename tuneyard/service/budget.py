@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from tuneyard.scheduler.decisions import fmt
-from tuneyard.spec import LimitsSpec
+from tuneyard.service.context import Toolkit
+from tuneyard.spec import LimitsSpec, StudySpec
 from tuneyard.spec.durations import format_duration
 from tuneyard.store.models import Study
 
@@ -120,6 +121,19 @@ def usage(study: Study, limits: LimitsSpec, capacity: int, now: datetime) -> Usa
             f"{format_duration(wall.used)} of {format_duration(wall.limit)}",
         )
     return Usage(trials, gpu, wall, (study.worker_seconds or 0.0) / HOUR, barrier)
+
+
+def read_usage(kit: Toolkit, study: Study, now: datetime) -> Usage:
+    """A study's usage for the read paths (a study shown, a page of them): the trials it may
+    start come from the context this process holds, else from its definition; only a grid,
+    whose size may be fewer trials than ``max_trials``, has its context built for it."""
+    ctx = kit.cached_context(study.id, study.created_at)
+    if ctx is None and (study.spec.get("sampler") or {}).get("type") == "grid":
+        ctx = kit.context(study)
+    if ctx is not None:
+        return usage(study, ctx.spec.limits, ctx.capacity, now)
+    limits = StudySpec.from_stored(study.spec).limits
+    return usage(study, limits, limits.max_trials, now)
 
 
 def new_trial_barrier(

@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
-from tuneyard.service.budget import Usage, usage
+from tuneyard.service.budget import Usage, read_usage, usage
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
 from tuneyard.service.workers import queue_warnings
@@ -155,8 +155,7 @@ class StudyService:
             .order_by(order, Trial.id)
             .limit(1)
         )
-        ctx = self.kit.context(study)
-        spent = usage(study, ctx.spec.limits, ctx.capacity, self.kit.clock())
+        spent = read_usage(self.kit, study, self.kit.clock())
         return StudyView(study, counts, best, spent, queue_warning)
 
     def get(self, study_id: int) -> StudyView:

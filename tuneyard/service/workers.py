@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
 from tuneyard.service.context import Toolkit
+from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, WorkerState
 from tuneyard.store.models import Study, Worker
 
@@ -124,7 +125,7 @@ def queue_warnings(s: Session, kit: Toolkit, studies: Sequence[Study]) -> dict[i
     for st in studies:
         if st.state != StudyState.RUNNING or st.active > 0:
             continue
-        execution = kit.context(st).spec.execution
+        execution = StudySpec.from_stored(st.spec).execution
         if execution is not None and (execution.entrypoint or execution.command):
             waiting[st.id] = execution.queue
     served = served_queues(s, set(waiting.values()), live_since(kit))

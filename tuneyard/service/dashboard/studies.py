@@ -4,14 +4,13 @@ version), and a study's version stamp in one query."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
-from tuneyard.service.budget import Usage, usage
+from tuneyard.service.budget import read_usage
 from tuneyard.service.dashboard.base import (
     Aggregates,
     Card,
@@ -115,15 +114,11 @@ class StudyCards(DashboardBase):
                 best=bests.get(st.id),
                 version=aggs[st.id].version,
                 age_s=max(0.0, (now - st.created_at).total_seconds()),
-                usage=self._usage(st, now),
+                usage=read_usage(self.kit, st, now),
                 queue_warning=warnings.get(st.id),
             )
             for st in studies
         ]
-
-    def _usage(self, study: Study, now: datetime) -> Usage:
-        ctx = self.kit.context(study)
-        return usage(study, ctx.spec.limits, ctx.capacity, now)
 
     # -- studies -----------------------------------------------------------------------------
     def studies(self, limit: int, cursor: str | None) -> tuple[list[Card], str | None]:
