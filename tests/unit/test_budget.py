@@ -130,6 +130,8 @@ def test_a_slot_names_the_gpus_its_worker_gave_it(monkeypatch: pytest.MonkeyPatc
     gpus = [{"index": "2", "name": "NVIDIA H100", "uuid": "GPU-1", "memory_mib": 81559}]
     monkeypatch.setenv(GPUS_ENV, json.dumps(gpus))
     assert slot_gpus() == [{"index": "2", "name": "NVIDIA H100", "uuid": "GPU-1"}]
+    monkeypatch.setenv(GPUS_ENV, json.dumps([{"index": 0, "name": "x" * 300, "uuid": None}]))
+    assert slot_gpus() == [{"index": "0", "name": "x" * 200}]
     for junk in ("not json", '{"index": "0"}', '[{"name": "no index"}]', "[3]"):
         monkeypatch.setenv(GPUS_ENV, junk)
         assert slot_gpus() == []

@@ -48,9 +48,11 @@ def slot_gpus() -> list[dict[str, str]]:
         return []
     if not isinstance(found, list):
         return []
+    # Cut to what the API takes, so that an odd name never costs the slot its jobs.
+    sizes = {"index": 64, "name": 200, "uuid": 100}
     return [
-        {str(k): str(v) for k, v in g.items() if k in ("index", "name", "uuid")}
-        for g in found
+        {k: str(v)[: sizes[k]] for k, v in g.items() if k in sizes and v is not None}
+        for g in found[:64]
         if isinstance(g, dict) and g.get("index") is not None
     ]
 
