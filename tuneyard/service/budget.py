@@ -107,14 +107,12 @@ def usage(study: Study, limits: LimitsSpec, capacity: int, now: datetime) -> Usa
     barrier: Barrier | None = None
     if trials.spent:
         barrier = Barrier("trials", f"all {capacity} trials have started")
-    elif gpu.spent:
-        assert gpu.limit is not None  # spent implies a limit
+    elif gpu.limit is not None and gpu.spent:
         barrier = Barrier(
             "gpu_hours",
             f"the GPU-hour budget is spent: {_hours(gpu.used)} of {_hours(gpu.limit)}",
         )
-    elif wall.spent:
-        assert wall.limit is not None
+    elif wall.limit is not None and wall.spent:
         barrier = Barrier(
             "wall_time",
             "the wall-time budget is spent: "
@@ -142,11 +140,8 @@ def new_trial_barrier(
     """Why the study may place no new trial now, or None when it may: every trial it may
     start has started, its GPU-hours reached ``max_gpu_hours``, or ``max_wall_time`` has
     passed since it was created."""
-    if (
-        study.trials_started < capacity
-        and limits.max_gpu_hours is None
-        and (limits.max_wall_time is None)
-    ):
+    unlimited = limits.max_gpu_hours is None and limits.max_wall_time is None
+    if study.trials_started < capacity and unlimited:
         return None  # the common case, decided without building the usage
     return usage(study, limits, capacity, now).barrier
 

@@ -93,9 +93,9 @@ class Card:
     best: dict[str, Any] | None
     version: str
     age_s: float
-    # Its budgets (trials, GPU-hours, wall time) and, while it waits for workers that no
-    # live one serves its queue, a warning (see tuneyard.service.dashboard.budget).
-    usage: Usage | None = None
+    # Its budgets (trials, GPU-hours, wall time) and, while it waits for workers and no live
+    # one serves its queue, a warning.
+    usage: Usage
     queue_warning: str | None = None
 
 
