@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -346,15 +346,22 @@ class Client:
         return self._call("GET", f"{API}/trials/{trial_id}", TrialOut)
 
     # -- ask / tell ------------------------------------------------------------------------
-    def next(self, study_id: int, worker: str | None = None) -> Assignment | None:
-        """The next piece of work: a new trial or a promoted one to resume.
+    def next(
+        self,
+        study_id: int,
+        worker: str | None = None,
+        gpus: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Assignment | None:
+        """The next piece of work: a new trial or a promoted one to resume. ``gpus``: the
+        GPUs the job will run on (``{"index": "0", "name": ...}``), none on a CPU slot.
 
         None when nothing can run right now (all slots busy, or waiting on a rung);
         raises :class:`StudyFinished` when the study is finished or stopped."""
+        body: dict[str, Any] = {"worker": worker}
+        if gpus:
+            body["gpus"] = [dict(g) for g in gpus]
         try:
-            resp = self.request(
-                "POST", f"{API}/studies/{study_id}/next", json_body={"worker": worker}
-            )
+            resp = self.request("POST", f"{API}/studies/{study_id}/next", json_body=body)
         except Conflict as exc:
             raise StudyFinished(exc.status, exc.title, exc.detail, exc.errors) from exc
         if resp.status_code == 204:

@@ -86,6 +86,26 @@ class RungBest(BaseModel):
     number: int
 
 
+class BudgetLine(BaseModel):
+    used: float
+    limit: float | None = Field(description="the study's limit, null when it sets none")
+
+
+class StudyUsage(BaseModel):
+    """What a study has used of its budgets. GPU-hours are its ended attempts' wall time
+    times their GPUs (a CPU-only attempt counts none); worker-hours their wall time."""
+
+    trials: BudgetLine = Field(description="trials started, of the ones it may start")
+    gpu_hours: BudgetLine = Field(description="GPU-hours used, of limits.max_gpu_hours")
+    wall_seconds: BudgetLine = Field(
+        description="seconds since the study was created (to its end), of limits.max_wall_time"
+    )
+    worker_hours: float = Field(description="wall time of its ended attempts, CPU or GPU")
+    spent: str | None = Field(
+        default=None, description="why no new trial may start, once a budget is spent"
+    )
+
+
 class StudyOut(BaseModel):
     id: int
     name: str
@@ -111,6 +131,12 @@ class StudyOut(BaseModel):
     best_by_rung: list[RungBest] | None = Field(
         default=None,
         description="the best value seen at each rung (one study's GET only; null in lists)",
+    )
+    usage: StudyUsage | None = None
+    queue_warning: str | None = Field(
+        default=None,
+        description="set while the study waits for workers and no live worker serves its "
+        "queue, e.g. \"no live worker serves queue 'gpu'\"",
     )
 
 
@@ -154,15 +180,26 @@ class DecisionOut(BaseModel):
     created_at: datetime
 
 
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: str = Field(max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    memory_mib: int | None = Field(default=None, ge=0)
+    uuid: str | None = Field(default=None, max_length=100)
+
+
 class AttemptOut(BaseModel):
     number: int
     resource_from: float
     resource_to: float
     state: str
     worker: str | None
+    gpus: list[GpuInfo] = Field(default_factory=list, description="none: a CPU slot")
     error: str | None
     started_at: datetime
     ended_at: datetime | None
+    wall_seconds: float | None = Field(default=None, description="set when the attempt ends")
 
 
 class TrialOut(TrialSummary):
@@ -192,6 +229,12 @@ class TrialPage(BaseModel):
 
 class NextIn(_In):
     worker: str | None = Field(default=None, max_length=200)
+    gpus: list[GpuInfo] = Field(
+        default_factory=list,
+        max_length=64,
+        description="the GPUs the worker runs the job on (none: a CPU slot), recorded on the "
+        "attempt; a study's GPU-hours are its attempts' wall time times their GPUs",
+    )
 
 
 class Assignment(BaseModel):
@@ -285,15 +328,6 @@ class CheckpointIn(_AttemptIn):
 
     checkpoint: str = Field(min_length=1, max_length=2000)
     step: float = Field(ge=0, description="the reported step the checkpoint was saved at")
-
-
-class GpuInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    index: str = Field(max_length=64)
-    name: str | None = Field(default=None, max_length=200)
-    memory_mib: int | None = Field(default=None, ge=0)
-    uuid: str | None = Field(default=None, max_length=100)
 
 
 class WorkerIn(_In):

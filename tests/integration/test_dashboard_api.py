@@ -77,8 +77,10 @@ def test_study_cards_count_trials_and_resource_and_name_the_best(http: TestClien
     card = page["items"][1]
     expected = {s: sum(t["state"] == s for t in trials) for s in {t["state"] for t in trials}}
     assert {k: v for k, v in card["counts"].items() if v} == expected
-    assert card["budget"]["used"] == pytest.approx(sum(t["resource"] or 0 for t in trials))
-    assert card["budget"]["total"] is None
+    assert card["budget"]["resource"] == pytest.approx(sum(t["resource"] or 0 for t in trials))
+    # No GPU-hour or wall-time limit: the budget shown is the trials', all of them started.
+    assert (card["budget"]["used"], card["budget"]["total"]) == (20, 20)
+    assert card["budget"]["unit"] == "trials" and card["budget"]["spent"]
     best = true_best(http, sid)
     assert card["best"] == {
         "trial_id": best["id"],

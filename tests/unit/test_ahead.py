@@ -107,7 +107,12 @@ class _Trials:
         return early
 
     def next_job(
-        self, study_id: int, worker: str | None, early: Suggestion | None, presuggested: bool
+        self,
+        study_id: int,
+        worker: str | None,
+        early: Suggestion | None,
+        presuggested: bool,
+        gpus: Any = (),
     ) -> Any:
         assert presuggested
         self.seen.append(self.ahead.held(study_id))

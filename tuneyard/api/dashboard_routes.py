@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from tuneyard.api.auth import READ, STREAM, CallerDep
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
-from tuneyard.api.schemas import GpuInfo, RungBest, StudyError, TrialOut
+from tuneyard.api.schemas import BudgetLine, GpuInfo, RungBest, StudyError, TrialOut
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
 from tuneyard.service.studies import study_error
@@ -49,8 +49,33 @@ DashboardDep = Annotated[DashboardService, Depends(_dashboard)]
 
 # -- response bodies -------------------------------------------------------------------------
 class Budget(BaseModel):
-    used: float = Field(description="resource trained so far, summed over the trials")
-    total: float | None = Field(description="the study's limit in the same unit, if it has one")
+    """The study's budgets: trials, GPU-hours and wall time, each used of its limit (a null
+    limit: none set), and the one closest to being spent as ``used`` of ``total``."""
+
+    used: float = Field(description="used of the budget closest to being spent, in ``unit``")
+    total: float | None = Field(description="that budget's limit, in ``unit``")
+    unit: str = Field(description='"trials", "GPU-hours" or "seconds" (of wall time)')
+    resource: float = Field(description="resource trained so far, summed over the trials")
+    trials: BudgetLine = Field(description="trials started, of the ones the study may start")
+    gpu_hours: BudgetLine = Field(description="GPU-hours of its ended attempts, of the limit")
+    wall_seconds: BudgetLine = Field(description="seconds since it was created, of the limit")
+    worker_hours: float = Field(description="wall time of its ended attempts, CPU or GPU")
+    spent: str | None = Field(description="why no new trial starts, once a budget is spent")
+
+
+class BudgetPoint(BaseModel):
+    gpu_hours: float = Field(description="GPU-hours used when the best improved")
+    worker_hours: float
+    value: float = Field(description="the best completed trial's value from then on")
+    trial_id: int
+    number: int
+
+
+class BudgetCurve(BaseModel):
+    direction: str
+    points: list[BudgetPoint] = Field(description="each improvement of the best, in order")
+    gpu_hours: float = Field(description="GPU-hours used so far")
+    worker_hours: float
 
 
 class BestTrial(BaseModel):
@@ -80,6 +105,9 @@ class StudyCard(BaseModel):
     error: StudyError | None = Field(
         default=None,
         description="set while the study is failing, or when it ended failed or exhausted",
+    )
+    queue_warning: str | None = Field(
+        default=None, description="set while the study waits and no live worker serves its queue"
     )
 
 
@@ -284,12 +312,24 @@ def _card(c: Card) -> dict[str, Any]:
         "counts": c.counts,
         "trials_started": st.trials_started,
         "max_trials": int(st.spec["limits"]["max_trials"]),
-        "budget": {"used": c.budget_used, "total": None},
+        "budget": _budget(c),
         "best": c.best,
         "version": c.version,
         "tags": c.tags,
         "reason": st.reason,
         "error": study_error(st),
+        "queue_warning": c.queue_warning,
+    }
+
+
+def _budget(c: Card) -> dict[str, Any]:
+    unit, line = c.usage.binding()
+    return {
+        "used": line.used,
+        "total": line.limit,
+        "unit": unit,
+        "resource": c.budget_used,
+        **c.usage.as_dict(),
     }
 
 
@@ -358,6 +398,13 @@ def params(
 ) -> Response:
     """Configurations and values of the best trials and an even spread of the rest."""
     return _json(dash.view("params", study_id, trials))
+
+
+@router.get("/studies/{study_id}/budget", response_model=BudgetCurve, responses=E404)
+def budget(study_id: Id, dash: DashboardDep) -> Response:
+    """The best value against the GPU-hours (and worker-hours) used: a point at each
+    improvement of the best completed trial, in the order the attempts ended."""
+    return _json(dash.budget_curve(study_id))
 
 
 @router.get("/studies/{study_id}/importance", response_model=Importance, responses=E404)

@@ -31,6 +31,7 @@ from tuneyard.api.schemas import (
     StudyOut,
     StudyPage,
     StudyPatch,
+    StudyUsage,
     TrialOut,
     TrialPage,
     TrialSummary,
@@ -82,6 +83,8 @@ def _study_out(v: StudyView) -> StudyOut:
             if v.rungs is None
             else [RungBest.model_validate(r, from_attributes=True) for r in v.rungs]
         ),
+        usage=StudyUsage.model_validate(v.usage.as_dict()) if v.usage is not None else None,
+        queue_warning=v.queue_warning,
     )
 
 
@@ -273,7 +276,8 @@ async def next_job(
     """The next piece of work: a promoted trial to resume (preferred) or a new trial."""
     # A model-based suggestion is made ahead of the study's lock, while the previous call of
     # this process holds it (see SuggestAhead).
-    res = await trials.kit.ahead.next(trials, study_id, body.worker if body else None)
+    gpus = [g.model_dump(exclude_none=True) for g in body.gpus] if body else []
+    res = await trials.kit.ahead.next(trials, study_id, body.worker if body else None, gpus)
     if res is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     t = res.trial

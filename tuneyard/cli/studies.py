@@ -36,10 +36,11 @@ from tuneyard.cli.common import (
     trials_app,
 )
 from tuneyard.progress import trials_done, watch_study
+from tuneyard.spec.durations import format_duration
 from tuneyard.states import StudyState, TrialState
 
 if TYPE_CHECKING:
-    from tuneyard.protocol import StudyOut, TrialSummary
+    from tuneyard.protocol import StudyOut, StudyUsage, TrialSummary
     from tuneyard.spec import StudySpec
 
 
@@ -166,6 +167,35 @@ def _study_table(studies: Iterable[StudyOut]) -> Table:
     return t
 
 
+def _usage_line(u: StudyUsage) -> str:
+    """GPU-hours, wall time and worker-hours used, each against its limit when it has one:
+    "GPU-hours 1.5 of 2 (75%); wall time 1h5m of 8h; worker-hours 3"."""
+
+    def of(used: str, limit: str | None, frac: float | None) -> str:
+        if limit is None:
+            return used
+        return f"{used} of {limit}" + (f" ({frac:.0%})" if frac is not None else "")
+
+    g, w = u.gpu_hours, u.wall_seconds
+    gpu = of(
+        _fmt(round(g.used, 2)),
+        _fmt(g.limit) if g.limit is not None else None,
+        g.used / g.limit if g.limit else None,
+    )
+    wall = of(
+        format_duration(w.used) if w.used > 0 else "0s",
+        format_duration(w.limit) if w.limit is not None else None,
+        w.used / w.limit if w.limit else None,
+    )
+    return f"GPU-hours {gpu}; wall time {wall}; worker-hours {_fmt(round(u.worker_hours, 2))}"
+
+
+def _study_warnings(studies: Iterable[StudyOut]) -> None:
+    for s in studies:
+        if s.queue_warning:
+            err.print(f"[yellow]warning:[/yellow] study {s.id}: {escape(s.queue_warning)}")
+
+
 def _more(next_cursor: str | None) -> None:
     if next_cursor:
         err.print(f"more: --cursor {escape(next_cursor)} (or --all)")
@@ -190,6 +220,7 @@ def study_ls(
         _dump(items)
         return
     console.print(_study_table(items))
+    _study_warnings(items)
     _more(nxt)
 
 
@@ -263,6 +294,12 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
             f"  rung {r.rung}:    best {escape(sp.metric)}={_fmt(r.value)} at resource "
             f"{_fmt(r.resource)} (trial {r.number}, id {r.trial_id}; {r.entries} reached it)"
         )
+    if s.usage is not None:
+        console.print(f"  budget:    {escape(_usage_line(s.usage))}")
+        if s.usage.spent:
+            console.print(f"  spent:     {escape(s.usage.spent)}: no new trial starts")
+    if s.queue_warning:
+        err.print(f"[yellow]warning:[/yellow] study {s.id}: {escape(s.queue_warning)}")
     if s.best is None:
         ended = s.state in (StudyState.FAILED, StudyState.EXHAUSTED, StudyState.STOPPED)
         console.print(f"  best:      - (no completed trial{'' if ended else ' yet'})")

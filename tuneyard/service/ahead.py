@@ -18,10 +18,12 @@ is taken (``TrialService.presuggest``). Two objects keep what this takes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from sqlalchemy import select
@@ -166,7 +168,11 @@ class SuggestAhead:
         self._turns: dict[int, _Turns] = {}
 
     async def next(
-        self, trials: TrialService, study_id: int, worker: str | None
+        self,
+        trials: TrialService,
+        study_id: int,
+        worker: str | None,
+        gpus: Sequence[dict[str, Any]] = (),
     ) -> AssignmentResult | None:
         """The study's next piece of work (``TrialService.next_job``), its suggestion made
         ahead of the study's lock while the previous call of this process holds it. The calls
@@ -181,7 +187,7 @@ class SuggestAhead:
         try:
             async with turns.lock:
                 return await anyio.to_thread.run_sync(
-                    trials.next_job, study_id, worker, early, True
+                    functools.partial(trials.next_job, study_id, worker, early, True, gpus=gpus)
                 )
         except BaseException:
             if early is not None:  # cancelled on the way: next_job may never have seen it

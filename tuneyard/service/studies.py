@@ -7,8 +7,8 @@ import json
 import math
 import secrets
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
 from tuneyard.scheduler.sizing import rung_warnings
+from tuneyard.service.budget import Usage, read_usage, usage
 from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import check_study, move_study
+from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import Attempt, DecisionLog, Report, Rung, RungEntry, Study, Trial
@@ -48,6 +50,9 @@ class StudyView:
     best: Trial | None
     # The best value seen at each rung; read for one study only (None in listings).
     rungs: list[RungBest] | None = None
+    usage: Usage | None = None
+    # Set while the study waits for workers and no live worker serves its queue.
+    queue_warning: str | None = None
 
     @cached_property
     def spec(self) -> StudySpec:
@@ -200,7 +205,7 @@ class StudyService:
             s.add(study)
             s.flush()
             study.brackets_opened = ctx.engine.open(ctx.board(s, study.id))
-            return StudyView(study, {}, None)
+            return StudyView(study, {}, None, usage=usage(study, spec.limits, ctx.capacity, now))
 
     def _get(self, s: Session, study_id: int) -> Study:
         study = s.get(Study, study_id)
@@ -208,7 +213,11 @@ class StudyService:
             raise NotFound(f"study {study_id} does not exist")
         return study
 
-    def _view(self, s: Session, study: Study) -> StudyView:
+    def _views(self, s: Session, studies: Sequence[Study]) -> list[StudyView]:
+        warnings = queue_warnings(s, self.kit, studies)
+        return [self._view(s, st, warnings.get(st.id)) for st in studies]
+
+    def _view(self, s: Session, study: Study, queue_warning: str | None = None) -> StudyView:
         counts = {state.value: 0 for state in TrialState}
         for state, n in s.execute(
             select(Trial.state, func.count())
@@ -227,18 +236,18 @@ class StudyService:
             .order_by(order, Trial.id)
             .limit(1)
         )
-        return StudyView(study, counts, best)
+        spent = read_usage(self.kit, study, self.kit.clock())
+        return StudyView(study, counts, best, usage=spent, queue_warning=queue_warning)
 
     def get(self, study_id: int) -> StudyView:
         with self.kit.transaction() as s:
-            study = self._get(s, study_id)
-            view = self._view(s, study)
-            return StudyView(view.study, view.counts, view.best, rung_bests(s, study))
+            view = self._views(s, [self._get(s, study_id)])[0]
+            return replace(view, rungs=rung_bests(s, view.study))
 
     def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
         with self.kit.transaction() as s:
             rows, nxt = study_page(s, limit, cursor)
-            return [self._view(s, st) for st in rows], nxt
+            return self._views(s, rows), nxt
 
     def set_state(self, study_id: int, state: str) -> StudyView:
         """Pause, resume or stop a study, as the table of its transitions allows; stopping
@@ -273,7 +282,7 @@ class StudyService:
                         trials = TrialService(self.kit)
                         ctx = self.kit.context(study)
                         trials._maybe_finish(s, ctx, study, ctx.board(s, study.id))
-            return self._view(s, study)
+            return self._views(s, [study])[0]
 
     def delete(self, study_id: int) -> None:
         with self.kit.transaction() as s:

@@ -14,18 +14,20 @@ restarted worker gets its row back), as is the name of the same process register
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict, NotFound
 from tuneyard.service.context import Toolkit
-from tuneyard.states import WorkerState
-from tuneyard.store.models import Worker
+from tuneyard.spec import StudySpec
+from tuneyard.states import StudyState, WorkerState
+from tuneyard.store.models import Study, Worker
 
 # A worker that sent nothing for this many lease periods is listed as lost.
 LOST_AFTER_LEASES = 1.0
@@ -122,7 +124,7 @@ class WorkerService:
                 q = q.where(Worker.state != WorkerState.STOPPED)
             rows = list(s.scalars(q))
             s.expunge_all()
-        cutoff = self.kit.clock() - self._lost_after()
+        cutoff = live_since(self.kit)
         for w in rows:
             if w.state == WorkerState.ACTIVE and w.last_seen_at < cutoff:
                 w.state = WorkerState.LOST
@@ -135,3 +137,43 @@ def _names(name: str) -> Iterator[str]:
     for n in range(2, MAX_SUFFIX + 1):
         suffix = f"-{n}"
         yield name[: NAME_LENGTH - len(suffix)] + suffix
+
+
+def live_since(kit: Toolkit) -> datetime:
+    """An active worker seen after this is live; one silent since is lost."""
+    return kit.clock() - timedelta(seconds=kit.settings.lease_seconds * LOST_AFTER_LEASES)
+
+
+def served_queues(s: Session, queues: Collection[str], since: datetime) -> set[str]:
+    """Which of ``queues`` a live worker (active, seen after ``since``) serves: one query."""
+    if not queues:
+        return set()
+    rows = s.scalars(
+        select(Worker.queue)
+        .where(
+            Worker.queue.in_(sorted(queues)),
+            Worker.state == WorkerState.ACTIVE,
+            Worker.last_seen_at >= since,
+        )
+        .distinct()
+    )
+    return {q for q in rows if q is not None}
+
+
+def queue_warnings(s: Session, kit: Toolkit, studies: Sequence[Study]) -> dict[int, str]:
+    """A warning for each study that waits for workers while no live worker serves its
+    queue: a running study whose trials run from its queue (it has an entrypoint or a
+    command), none of them running now. Ask/tell studies bring their own workers."""
+    waiting: dict[int, str] = {}
+    for st in studies:
+        if st.state != StudyState.RUNNING or st.active > 0:
+            continue
+        execution = StudySpec.from_stored(st.spec).execution
+        if execution is not None and (execution.entrypoint or execution.command):
+            waiting[st.id] = execution.queue
+    served = served_queues(s, set(waiting.values()), live_since(kit))
+    return {
+        sid: f"no live worker serves queue {queue!r}"
+        for sid, queue in waiting.items()
+        if queue not in served
+    }

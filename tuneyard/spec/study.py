@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from tuneyard.spec.algorithms import SamplerSpec, SchedulerSpec
+from tuneyard.spec.durations import parse_duration
 from tuneyard.spec.grid import GridTooComplex, grid_size
 from tuneyard.spec.params import (
     MAX_GRID_POINTS,
@@ -30,6 +31,9 @@ from tuneyard.spec.params import (
 # A word of an execution.command, and the number of words.
 MAX_ARG_LENGTH = 4_096
 MAX_ARGS = 256
+# The largest budgets a definition may set: a million GPU-hours, a year of wall time.
+MAX_GPU_HOURS = 1_000_000.0
+MAX_WALL_TIME = 366 * 86_400.0
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -56,6 +60,23 @@ class LimitsSpec(StrictModel):
             "reached a rung, after which the study starts no new trial until resumed (0: off)"
         ),
     )
+    # No new trial starts once the study's attempts have used this much GPU time (wall time
+    # times GPUs, summed over its ended attempts), or once this long has passed since the
+    # study was created; running trials finish.
+    max_gpu_hours: float | None = Field(default=None, gt=0, le=MAX_GPU_HOURS)
+    max_wall_time: float | None = Field(
+        default=None, description="seconds, or a duration such as '8h' or '1h30m'"
+    )
+
+    @field_validator("max_wall_time", mode="before")
+    @classmethod
+    def _parse_wall_time(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        seconds = parse_duration(v)
+        if seconds > MAX_WALL_TIME:
+            raise ValueError(f"at most {MAX_WALL_TIME:,.0f} seconds (a year), got {v!r}")
+        return seconds
 
 
 class ExecutionSpec(StrictModel):

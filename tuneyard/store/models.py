@@ -79,6 +79,11 @@ class Study(Base):
     trials_started: Mapped[int] = mapped_column(Integer, default=0)
     active: Mapped[int] = mapped_column(Integer, default=0)
     brackets_opened: Mapped[int] = mapped_column(Integer, default=0)
+    # What the study's ended attempts used, added as each one ends (never summed over its
+    # attempts): GPU-seconds (wall time times GPUs; a CPU-only attempt adds none) and wall
+    # seconds of every attempt, CPU or GPU ("worker time").
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    worker_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The last error a trial of the study failed with (its summary line, its exception's class
     # when the error was a traceback, the trial), and how many trials in a row failed with
@@ -291,9 +296,15 @@ class Attempt(Base):
     # AttemptState: running until the attempt ends (ended_at set) in the state it ended in.
     state: Mapped[str] = mapped_column(String(16), default=AttemptState.RUNNING)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The GPUs the attempt ran on, as its worker named them ([{"index": "0", "name": ...}]),
+    # and how many: none for a CPU slot.
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Seconds from its start to its end, set when it ends.
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("trial_id", "number", name="uq_attempts_trial_number"),

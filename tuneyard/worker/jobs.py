@@ -7,6 +7,7 @@ paper's ``get_job()``), and one pool of workers can serve several studies.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -32,6 +33,9 @@ from tuneyard.worker.reload import MODULES
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
 # running trials), before it gives the slot back to the dispatcher.
 IDLE_PATIENCE = 5.0
+# The GPUs a slot runs its jobs on, as JSON (``[{"index": "0", "name": ...}]``; ``[]``: a
+# CPU slot), set by ``tuneyard worker`` for each slot process.
+GPUS_ENV = "TUNEYARD_WORKER_GPUS"
 # This process's shutdown switch: the worker's SIGTERM handler flips it (see pool.py).
 CONTROL = Control()
 # Studies this process refuses to run (its allowlist does not cover their objective), with
@@ -81,6 +85,24 @@ def worker_name() -> str:
     return os.environ.get("TUNEYARD_WORKER_NAME") or f"{socket.gethostname()}/{os.getpid()}"
 
 
+def slot_gpus() -> list[dict[str, str]]:
+    """The GPUs this slot runs its jobs on (set by ``tuneyard worker``); none on a CPU slot
+    or when the variable is missing or unreadable."""
+    try:
+        found = json.loads(os.environ.get(GPUS_ENV) or "[]")
+    except ValueError:
+        return []
+    if not isinstance(found, list):
+        return []
+    # Cut to what the API takes, so that an odd name never costs the slot its jobs.
+    sizes = {"index": 64, "name": 200, "uuid": 100}
+    return [
+        {k: str(v)[: sizes[k]] for k, v in g.items() if k in sizes and v is not None}
+        for g in found[:64]
+        if isinstance(g, dict) and g.get("index") is not None
+    ]
+
+
 def run_slot(study_id: int, api_url: str) -> str:
     """Run pieces of work of ``study_id``; returns how the last one ended.
 
@@ -124,6 +146,7 @@ def _run_slot(
     client: Client, job: Job | None, study_id: int, url: str, token: str | None, data_dir: Path
 ) -> str:
     name = worker_name()
+    gpus = slot_gpus()
     try:
         study = client.get_study(study_id)
     except NotFound:
@@ -142,7 +165,7 @@ def _run_slot(
         refuse(job, study, str(exc))
         return "refused"
     store = store_from_env(client, data_dir)
-    assignment = _first_assignment(client, study_id, name)
+    assignment = _first_assignment(client, study_id, name, gpus)
     if isinstance(assignment, str):
         return assignment
     opts = JobOptions(
@@ -171,7 +194,7 @@ def _run_slot(
         if _others_waiting(job, study_id):
             return outcome
         try:
-            found = client.next(study_id, worker=name)
+            found = client.next(study_id, worker=name, gpus=gpus)
         except StudyFinished:
             return outcome
         if found is None:
@@ -204,14 +227,16 @@ def refuse(job: Job | None, study: StudyOut, reason: str) -> None:
         )
 
 
-def _first_assignment(client: Client, study_id: int, name: str) -> Assignment | str:
+def _first_assignment(
+    client: Client, study_id: int, name: str, gpus: list[dict[str, str]]
+) -> Assignment | str:
     """The job's first piece of work, asked for while the study has nothing to run for up to
     IDLE_PATIENCE seconds; or how the job ends without one."""
     deadline = time.monotonic() + IDLE_PATIENCE
     delay = 0.1
     while True:
         try:
-            assignment = client.next(study_id, worker=name)
+            assignment = client.next(study_id, worker=name, gpus=gpus)
         except StudyFinished:
             return "finished"
         if assignment is not None:

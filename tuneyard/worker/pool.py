@@ -162,7 +162,7 @@ def _slot_main(
     from redis import Redis
     from rq import SimpleWorker
 
-    from tuneyard.worker.jobs import CONTROL
+    from tuneyard.worker.jobs import CONTROL, GPUS_ENV
 
     # First of all: this process must not outlive the worker that started it. In a process
     # group of its own: a terminal's Ctrl-C reaches the pool, which forwards it once, and the
@@ -183,6 +183,8 @@ def _slot_main(
     os.environ.update(env)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
+    # The slot's jobs name its GPU when they ask for work: the attempt records it.
+    os.environ[GPUS_ENV] = json.dumps([] if gpu is None else [_gpu_ref(gpu)])
     slot = f"gpu-{gpu.index}" if gpu is not None else f"slot-{index}"
     host = socket.gethostname()
     name = f"{prefix or host}/{slot}"
@@ -229,6 +231,11 @@ def _slot_main(
             CONTROL.stopping.wait(1.0)  # RQ's loop ended without a stop: Redis went away
     finally:
         registration.stop()
+
+
+def _gpu_ref(gpu: Gpu) -> dict[str, str]:
+    """What an attempt records of its GPU: index, model and UUID when known."""
+    return {k: v for k, v in (("index", gpu.index), ("name", gpu.name), ("uuid", gpu.uuid)) if v}
 
 
 def _rq_name(name: str, generation: int = 1) -> str:

@@ -6,9 +6,9 @@ each costs about what a small one does beyond the aggregation done in SQL (each 
 says how): study cards and the version stamp (:mod:`.studies`), history, curves and
 configurations (:mod:`.views`), importance (:mod:`.importance`, its statistics in
 :mod:`tuneyard.scheduler.importance`), a trial's page (:mod:`.trial`), the workers
-(:mod:`.workers`) and their attempts over time (:mod:`.timeline`). The user's notes and tags
-are :mod:`.notes`. The version stamp of a study is one query: its row and max(updated_at) of
-its trials.
+(:mod:`.workers`), their attempts over time (:mod:`.timeline`) and the best value against
+GPU-hours (:mod:`.budget`). The user's notes and tags are :mod:`.notes`. The version stamp
+of a study is one query: its row and max(updated_at) of its trials.
 
 Caches here are per process and only caches: each entry is keyed by what it was computed from,
 as read from the database, so several API processes serving one database stay correct.
@@ -17,6 +17,7 @@ as read from the database, so several API processes serving one database stay co
 from __future__ import annotations
 
 from tuneyard.service.dashboard.base import Card, Version, version_token
+from tuneyard.service.dashboard.budget import BudgetViews
 from tuneyard.service.dashboard.importance import Importance
 from tuneyard.service.dashboard.studies import StudyCards
 from tuneyard.service.dashboard.timeline import Timeline
@@ -27,6 +28,8 @@ from tuneyard.service.dashboard.workers import Workers
 __all__ = ["Card", "DashboardService", "Version", "space_items", "version_token"]
 
 
-class DashboardService(StudyCards, StudyViews, Importance, TrialPage, Workers, Timeline):
+class DashboardService(
+    StudyCards, StudyViews, Importance, TrialPage, Workers, Timeline, BudgetViews
+):
     """The dashboard's reads, one part per module; all share the toolkit and this process's
     caches (:class:`~tuneyard.service.dashboard.base.DashboardBase`)."""

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
 from tuneyard.lru import LRU
+from tuneyard.service.budget import Usage
 from tuneyard.service.context import Toolkit
 from tuneyard.states import FINAL_TRIAL_STATES
 from tuneyard.store.models import Study, Trial
@@ -92,6 +93,10 @@ class Card:
     best: dict[str, Any] | None
     version: str
     age_s: float
+    # Its budgets (trials, GPU-hours, wall time) and, while it waits for workers and no live
+    # one serves its queue, a warning.
+    usage: Usage
+    queue_warning: str | None = None
     tags: list[str] = field(default_factory=list)
 
 

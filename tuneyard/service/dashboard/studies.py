@@ -10,6 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import NotFound
+from tuneyard.service.budget import read_usage
 from tuneyard.service.dashboard.base import (
     Aggregates,
     Card,
@@ -26,6 +27,7 @@ from tuneyard.service.studies import (
     encode_cursor,
     rung_bests,
 )
+from tuneyard.service.workers import queue_warnings
 from tuneyard.states import TrialState
 from tuneyard.store.models import Study, Trial
 
@@ -110,6 +112,7 @@ class StudyCards(DashboardBase):
         aggs = self._aggregates(s, studies)
         bests = self._bests(s, studies) if studies else {}
         tags = study_tags(s, [st.id for st in studies])
+        warnings = queue_warnings(s, self.kit, studies)
         now = self.kit.clock()
         return [
             Card(
@@ -120,6 +123,8 @@ class StudyCards(DashboardBase):
                 version=aggs[st.id].version,
                 age_s=max(0.0, (now - st.created_at).total_seconds()),
                 tags=tags[st.id],
+                usage=read_usage(self.kit, st, now),
+                queue_warning=warnings.get(st.id),
             )
             for st in studies
         ]

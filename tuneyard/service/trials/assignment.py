@@ -3,8 +3,10 @@ a new trial placed in a bracket; all under the study's row lock."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, literal, select
 from sqlalchemy.orm import Session
@@ -44,23 +46,29 @@ class TrialService(Lifecycle):
         worker: str | None = None,
         early: Suggestion | None = None,
         presuggested: bool = False,
+        gpus: Sequence[dict[str, Any]] = (),
     ) -> AssignmentResult | None:
         """A promoted trial to resume, a queued one to run again, or a new trial. The study's
         row lock is held throughout, and that lock orders every new trial and every rung
         decision of the study; a model-based suggestion, the one costly step, is therefore
         made before it is taken: by ``presuggest``, here or, so that one call's suggestion
         overlaps the previous call's transaction, by the caller (``early``, or None with
-        ``presuggested`` when it made none)."""
+        ``presuggested`` when it made none). ``gpus`` are the GPUs the worker runs the job
+        on (none: a CPU slot), recorded on the attempt it starts."""
         if not presuggested:
             early = self.presuggest(study_id)
         try:
-            return self._next_job(study_id, worker, early)
+            return self._next_job(study_id, worker, early, gpus)
         finally:
             if early is not None:
                 self.kit.ahead.forget(study_id, early)
 
     def _next_job(
-        self, study_id: int, worker: str | None, early: Suggestion | None
+        self,
+        study_id: int,
+        worker: str | None,
+        early: Suggestion | None,
+        gpus: Sequence[dict[str, Any]] = (),
     ) -> AssignmentResult | None:
         with self.kit.transaction() as s:
             study = self._lock_study(s, study_id)
@@ -87,7 +95,7 @@ class TrialService(Lifecycle):
                     .with_for_update()
                 ),
                 board,
-                may_start_new=self._may_start_new(study, ctx),
+                may_start_new=self._may_start_new(study, ctx, now),
                 running=study.active,
             )
             if isinstance(work, Trial):
@@ -96,7 +104,7 @@ class TrialService(Lifecycle):
                 move(retry, TrialState.RUNNING)
                 retry.worker = worker
                 retry.lease_expires_at = self._lease(now)
-                self._start_attempt(s, retry, worker, now)
+                self._start_attempt(s, retry, worker, now, gpus)
                 study.active += 1
                 kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
                 return AssignmentResult(retry, kind, retry.reason or "retry")
@@ -113,14 +121,16 @@ class TrialService(Lifecycle):
                 trial.resource_to = promo.resource_to
                 trial.worker = worker
                 trial.lease_expires_at = self._lease(now)
-                self._start_attempt(s, trial, worker, now)
+                self._start_attempt(s, trial, worker, now, gpus)
                 study.active += 1
                 self._log(
                     s, trial, LogKind.PROMOTE, promo.reason, promo.from_rung, promo.resource_to
                 )
                 return AssignmentResult(trial, JobKind.RESUME, promo.reason)
             if work is NEW_TRIAL:
-                return AssignmentResult(*self._new_trial(s, ctx, study, board, worker, now, early))
+                return AssignmentResult(
+                    *self._new_trial(s, ctx, study, board, worker, now, early, gpus)
+                )
             if not self._maybe_finish(s, ctx, study, board):
                 return None
             ended = study.state
@@ -137,12 +147,13 @@ class TrialService(Lifecycle):
         worker: str | None,
         now: datetime,
         early: Suggestion | None = None,
+        gpus: Sequence[dict[str, Any]] = (),
     ) -> tuple[Trial, JobKind, str]:
         # What changed so far (expired leases handed back) is written already: the queued-
         # trial query flushed it. The counters changed here go out with the new trial's row.
         with s.no_autoflush:
             trial = self._insert_trial(s, ctx, study, board, worker, now, early)
-        s.add(self._attempt(trial, worker, now))
+        s.add(self._attempt(trial, worker, now, gpus))
         what = f"new trial, resource {trial.resource_from:g}..{trial.resource_to:g}"
         joblog.started(s, trial.id, trial.study_id, trial.attempts, worker, what)
         self._log(s, trial, LogKind.START, trial.reason or "", None, trial.resource_to)

@@ -5,9 +5,11 @@ one transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import (
@@ -17,6 +19,7 @@ from tuneyard.errors import (
 )
 from tuneyard.service import joblog
 from tuneyard.service import metrics as meter
+from tuneyard.service.budget import Barrier, add_usage, new_trial_barrier
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import move, move_study
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState
@@ -27,7 +30,9 @@ from tuneyard.store.models import (
     RungEntry,
     Study,
     Trial,
+    UTCDateTime,
 )
+from tuneyard.store.sql import seconds_between
 
 
 class TrialCore:
@@ -106,19 +111,32 @@ class TrialCore:
     def _end_attempt(
         self, s: Session, trial: Trial, state: AttemptState, error: str | None = None
     ) -> None:
+        """End the trial's live attempt, storing its wall time, and add what it used to its
+        study's counters (the study's row is locked and loaded: every caller holds it)."""
         now = self.kit.clock()
-        began = s.scalar(
+        ended = s.execute(
             update(Attempt)
             .where(
                 Attempt.trial_id == trial.id,
                 Attempt.number == trial.attempts,
                 Attempt.ended_at.is_(None),
             )
-            .values(state=state, error=error, ended_at=now)
-            .returning(Attempt.started_at)
-        )
-        if began is not None:  # the attempt was running: it ends here
+            .values(
+                state=state,
+                error=error,
+                ended_at=now,
+                wall_seconds=seconds_between(
+                    Attempt.started_at, bindparam("ended", now, type_=UTCDateTime)
+                ),
+            )
+            .returning(Attempt.started_at, Attempt.wall_seconds, Attempt.gpu_count)
+        ).first()
+        if ended is not None:  # the attempt was running: it ends here
+            began, wall, gpu_count = ended
             joblog.ended(s, trial.id, trial.study_id, trial.attempts, state, began, now)
+            study = s.get(Study, trial.study_id)
+            if study is not None:
+                add_usage(study, float(wall or 0.0), int(gpu_count or 0))
 
     @staticmethod
     def _ended_as(s: Session, trial: Trial, attempt: int, state: AttemptState) -> bool:
@@ -136,15 +154,25 @@ class TrialCore:
         )
         return ended == state
 
-    def _start_attempt(self, s: Session, trial: Trial, worker: str | None, now: datetime) -> None:
+    def _start_attempt(
+        self,
+        s: Session,
+        trial: Trial,
+        worker: str | None,
+        now: datetime,
+        gpus: Sequence[dict[str, Any]] = (),
+    ) -> None:
         trial.attempts += 1
-        s.add(self._attempt(trial, worker, now))
+        s.add(self._attempt(trial, worker, now, gpus))
         what = f"resource {trial.resource_from:g}..{trial.resource_to:g}"
         joblog.started(s, trial.id, trial.study_id, trial.attempts, worker, what)
 
     @staticmethod
-    def _attempt(trial: Trial, worker: str | None, now: datetime) -> Attempt:
-        """The row of the trial's attempt number ``trial.attempts``, starting now."""
+    def _attempt(
+        trial: Trial, worker: str | None, now: datetime, gpus: Sequence[dict[str, Any]] = ()
+    ) -> Attempt:
+        """The row of the trial's attempt number ``trial.attempts``, starting now on
+        ``gpus`` (none: a CPU slot)."""
         return Attempt(
             trial_id=trial.id,
             number=trial.attempts,
@@ -152,6 +180,8 @@ class TrialCore:
             resource_to=trial.resource_to,
             state=AttemptState.RUNNING,
             worker=worker,
+            gpus=list(gpus),
+            gpu_count=len(gpus),
             started_at=now,
         )
 
@@ -249,18 +279,29 @@ class TrialCore:
         self._end_attempt(s, trial, AttemptState.FAILED, error)
         self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
-    def _may_start_new(self, study: Study, ctx: StudyContext) -> bool:
-        """Whether the study may place another trial: the one place that says so."""
-        return study.trials_started < ctx.capacity
+    def _may_start_new(self, study: Study, ctx: StudyContext, now: datetime | None = None) -> bool:
+        """Whether the study may place another trial (now: the clock's time when not given):
+        the one place that says so. Its trials, its GPU-hours and its wall time decide (see
+        :func:`tuneyard.service.budget.new_trial_barrier`)."""
+        return self._new_trial_barrier(study, ctx, now) is None
+
+    def _new_trial_barrier(
+        self, study: Study, ctx: StudyContext, now: datetime | None = None
+    ) -> Barrier | None:
+        """Why the study may place no other trial (every trial started, a budget spent), or
+        None when it may."""
+        when = now if now is not None else self.kit.clock()
+        return new_trial_barrier(study, ctx.spec.limits, ctx.capacity, when)
 
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
-        """End the study when the engine says it is over (nothing runs, is queued, can
-        start or can be promoted). The queued-trial query runs only once nothing runs and
+        """End the study when the engine says it is over: nothing runs, is queued or can be
+        promoted, and no new trial may start (all its trials started, or a budget spent,
+        which its reason then names). The queued-trial query runs only once nothing runs and
         nothing can start: at the end of a study, not on every job's end."""
         if study.state != StudyState.RUNNING or study.active > 0:
             return False
-        may_start_new = self._may_start_new(study, ctx)
-        if may_start_new:
+        barrier = self._new_trial_barrier(study, ctx)
+        if barrier is None:
             return False
         queued = s.scalar(
             select(Trial.id)
@@ -268,11 +309,12 @@ class TrialCore:
             .limit(1)
         )
         over = ctx.engine.finished(
-            board, running=study.active, queued=queued is not None, may_start_new=may_start_new
+            board, running=study.active, queued=queued is not None, may_start_new=False
         )
         if not over:
             return False
-        self._finish(s, study, *self._final_state(s, study))
+        state, reason = self._final_state(s, study)
+        self._finish(s, study, state, barrier.ending if state == StudyState.COMPLETED else reason)
         return True
 
     @staticmethod

@@ -14,6 +14,7 @@ import {
   fmtValue,
   secondsSince,
 } from "./format.js";
+import { budgetPanel } from "./budget.js";
 import { coalesce, watchStudy } from "./live.js";
 import { notesCard } from "./notes.js";
 import { clearBanner, showBanner } from "./status.js";
@@ -34,6 +35,7 @@ export async function studyPage(main, studyId) {
   );
   const plots = studyPlots(studyId);
   const trials = trialsTable(studyId);
+  const budget = budgetPanel(studyId);
   const controls = studyControls(studyId, () => refresh(0));
   const notes = notesCard({ path: `${API}/studies/${studyId}/notes`, what: "study" });
   const timeline = h(
@@ -46,7 +48,7 @@ export async function studyPage(main, studyId) {
     crumbs,
     head,
     h("div", { class: "actions-bar" }, controls.el, timeline),
-    h("div", { class: "grid" }, notes.el, plots.cards, trials.el),
+    h("div", { class: "grid" }, notes.el, plots.cards, budget.el, trials.el),
   );
 
   async function loadDetail() {
@@ -63,7 +65,7 @@ export async function studyPage(main, studyId) {
   const refresh = coalesce(async () => {
     try {
       const d = await loadDetail();
-      await Promise.allSettled([plots.load(d), trials.load()]);
+      await Promise.allSettled([plots.load(d), budget.load(d), trials.load()]);
       clearBanner();
     } catch (e) {
       if (e.status === 404 && !state.detail) {
