@@ -35,6 +35,7 @@ from tuneyard.scheduler.multi.dominance import (
     as_points,
     front_numbers,
     total_violations,
+    unique_rows,
 )
 
 Method = Literal["nsga2", "epsnet"]
@@ -97,23 +98,31 @@ def rank_scale(points: FloatArray) -> FloatArray:
     itself, unchanged by any increasing transformation of an objective (seconds or log-seconds
     rank alike). The paper's authors normalise the same way in their reference code.
     """
-    n = len(points)
-    if n <= 1:
+    return _doubled_ranks(points) / (2.0 * max(len(points) - 1, 1))
+
+
+def _doubled_ranks(points: FloatArray) -> FloatArray:
+    """Twice the 0-based average ranks per objective: integers, so distances compare exactly."""
+    if len(points) == 0:
         return np.zeros_like(points)
-    return (rankdata(points, axis=0, method="average") - 1.0) / (n - 1)
+    return 2.0 * rankdata(points, axis=0, method="average") - 2.0
 
 
 def _farthest_first(z: FloatArray, start: int, tie: IntArray) -> list[int]:
-    """Greedy farthest-point order of the rows of ``z`` from ``start``; ties to lower ``tie``."""
+    """Greedy farthest-point order of the rows of ``z`` from ``start``; ties to lower ``tie``.
+
+    ``z`` holds integers (doubled ranks), so squared distances are exact and points at equal
+    distances really tie, whatever the rounding of a square root would say.
+    """
     n = len(z)
     picked = [start]
-    nearest = np.linalg.norm(z - z[start], axis=1)
+    nearest = ((z - z[start]) ** 2).sum(axis=1)
     nearest[start] = -np.inf
     for _ in range(n - 1):
         far = np.flatnonzero(nearest == nearest.max())
         pick = int(far[np.argmin(tie[far])])
         picked.append(pick)
-        nearest = np.minimum(nearest, np.linalg.norm(z - z[pick], axis=1))
+        nearest = np.minimum(nearest, ((z - z[pick]) ** 2).sum(axis=1))
         nearest[pick] = -np.inf
     return picked
 
@@ -137,7 +146,7 @@ def epsnet_order(points: ArrayLike, keys: Sequence[float] | ArrayLike | None = N
     if len(p) == 0:
         return []
     tie = _tie_ranks(_keys(keys, len(p)))
-    return _farthest_first(rank_scale(p), _epsnet_start(p, tie), tie)
+    return _farthest_first(_doubled_ranks(p), _epsnet_start(p, tie), tie)
 
 
 @dataclass(frozen=True)
@@ -198,7 +207,7 @@ def rank(
     n_fronts = int(fronts.max()) + 1 if n else 0
     within = np.zeros(n, dtype=np.intp)
     tie = _tie_ranks(k)
-    scaled = rank_scale(p) if method == "epsnet" else p
+    scaled = _doubled_ranks(p) if method == "epsnet" else p
     for f in range(n_fronts):
         members = np.flatnonzero(fronts == f)
         if method == "nsga2":
@@ -212,17 +221,14 @@ def rank(
     order = np.lexsort((tie, within, fronts))
     positions = np.empty(n, dtype=np.intp)
     positions[order] = np.arange(n)
-    if n:
-        _, results = np.unique(np.column_stack([p, v]), axis=0, return_inverse=True)
-    else:
-        results = np.empty(0, dtype=np.intp)
+    _, results = unique_rows(np.column_stack([p, v]))
     return Ranking(
         order=tuple(order.tolist()),
         fronts=tuple(fronts.tolist()),
         n_fronts=n_fronts,
         feasible=tuple((v == 0).tolist()),
         positions=tuple(positions.tolist()),
-        results=tuple(np.asarray(results).reshape(-1).tolist()),
+        results=tuple(results.tolist()),
     )
 
 
