@@ -25,7 +25,6 @@ from tuneyard.scheduler.multi.dominance import (
     FloatArray,
     as_points,
     non_dominated_rows,
-    unique_rows,
 )
 
 # Share of each objective's range that reference_point adds beyond the worst observed value.
@@ -65,8 +64,10 @@ def _hv3(q: FloatArray, r: FloatArray) -> float:
     passed so far and its area, updated per insertion (Beume et al. 2009's slicing, with a
     sorted list for the staircase). O(N log N) comparisons plus the points each one evicts.
     """
-    u = unique_rows(q)[0]
-    u = u[np.argsort(u[:, 2], kind="stable")]
+    # Lexicographic within each level of the third objective: a canonical order, so the sums
+    # run in the same order for any permutation of the points. A repeated point is covered by
+    # its twin on the staircase and adds nothing.
+    u = q[np.lexsort((q[:, 1], q[:, 0], q[:, 2]))]
     xs: list[float] = []  # the staircase: x ascending, y descending
     ys: list[float] = []
     area = total = 0.0
@@ -105,10 +106,9 @@ def _hv(q: FloatArray, r: FloatArray) -> float:
         return _hv2(q, r)
     if m == 3:
         return _hv3(q, r)
-    # Canonical order (lexicographic, then stably worst-first in the last objective) so that
-    # the same set always sums in the same order: the result does not depend on input order.
-    q = unique_rows(q)[0]
-    q = q[np.argsort(-q[:, -1], kind="stable")]
+    # Worst first in the last objective, ties in lexicographic order: a canonical order, so the
+    # same set always sums in the same order and the result does not depend on input order.
+    q = q[np.lexsort((*q[:, :-1].T[::-1], -q[:, -1]))]
     head, rh = q[:, :-1], r[:-1]
     total = 0.0
     for i in range(len(q)):
