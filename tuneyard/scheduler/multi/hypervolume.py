@@ -5,13 +5,20 @@ points; it grows whenever the front improves anywhere, so a study reports it ove
 that is not strictly better than the reference in every objective spans an empty box and adds
 nothing.
 
-Two objectives: one sweep in O(N log N). Three or more: the slicing recursion of WFG (While,
-Bradstreet and Barone 2012, https://doi.org/10.1109/TEVC.2010.2077298). With the points sorted
+Two objectives: one sweep in O(N log N). Three: a sweep up the third objective that keeps the
+two-objective staircase of the points passed and its area (the dimension sweep of Beume et
+al. 2009, "On the complexity of computing the hypervolume indicator"), O(N log N) plus
+evictions. Four or more: the
+recursion of WFG (While, Bradstreet and Barone 2012, https://doi.org/10.1109/TEVC.2010.2077298)
+down to three objectives. With the points sorted
 worst-first in the last objective, the part of point ``p``'s box that no later point covers is
 its slab ``[p_last, ref_last]`` times the (M-1)-dimensional box of ``p`` minus the union of the
 later points' boxes limited to it (``max(p, q)``); that union is a hypervolume one dimension
 lower, of the limited points that stay non-dominated, which are usually few. Every result is a
 sum of products of coordinate differences, so on integer coordinates it is exact.
+
+Fronts of 200 points take about a millisecond in 3 objectives and ten in 4; five objectives
+work but the recursion's cost grows quickly with each one.
 """
 
 from __future__ import annotations
@@ -74,10 +81,10 @@ def _hv3(q: FloatArray, r: FloatArray) -> float:
     rx, ry = float(r[0]), float(r[1])
     rows = u.tolist()
     for i, (x, y, z) in enumerate(rows):
-        j = bisect.bisect_right(xs, x) - 1
+        j = bisect.bisect_right(xs, x) - 1  # the last step at or left of x
         if j < 0 or ys[j] > y:  # not covered by the staircase: insert it
-            above = ys[j] if j >= 0 else ry
-            k = end = j + 1
+            k = end = bisect.bisect_left(xs, x)  # steps from k on that it covers are evicted
+            above = ys[k - 1] if k > 0 else ry
             while end < len(xs) and ys[end] >= y:
                 end += 1
             right = xs[end] if end < len(xs) else rx
