@@ -399,3 +399,19 @@ def test_the_derived_reference_lies_beyond_every_point_by_a_tenth_of_the_range(
     varied = span > 0
     assert np.allclose(ref[varied], p.max(axis=0)[varied] + 0.1 * span[varied])
     assert hypervolume(p, ref) > 0
+
+
+def test_the_first_front_of_a_large_set_matches_the_sorted_fronts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the matrix limit the front is found by one pass over the lexicographic order."""
+    from tuneyard.scheduler.multi import dominance
+
+    rng = np.random.default_rng(11)
+    p = np.vstack([rng.integers(0, 6, (150, 3)), rng.integers(0, 6, (150, 4))[:, :3]])
+    p = p.astype(float)
+    want = front_numbers(p) == 0
+    monkeypatch.setattr(dominance, "MATRIX_LIMIT", 8)
+    assert pareto_mask(p).tolist() == want.tolist()
+    ref = np.full(3, 6.0)
+    assert hypervolume(p, ref) == grid_volume(p, ref)

@@ -180,17 +180,49 @@ def non_dominated_fronts(points: ArrayLike, violations: ArrayLike | None = None)
     return out
 
 
+# Above this many distinct points, the first front is found by a pass that keeps only the
+# front so far in memory rather than an N x N dominance matrix (a study of 10,000 trials would
+# need 100 MB for it).
+MATRIX_LIMIT = 1024
+
+
+def _first_front(u: FloatArray) -> NDArray[np.bool_]:
+    """Which distinct, lexicographically sorted points no other point dominates.
+
+    A dominating point is lexicographically smaller, so it comes earlier: one pass that checks
+    each point against the front found so far suffices, O(N F M) for a front of F points.
+    """
+    n, m = u.shape
+    if m == 1:
+        return np.arange(n) == 0
+    if m == 2:
+        # A point survives when its second objective beats every point before it.
+        best_before = np.minimum.accumulate(np.concatenate(([np.inf], u[:-1, 1])))
+        return np.asarray(u[:, 1] < best_before)
+    if n <= MATRIX_LIMIT:
+        return np.asarray(~_dominance_matrix(u).any(axis=0))
+    keep = np.zeros(n, dtype=bool)
+    front = np.empty((0, m))
+    for i in range(n):
+        if not np.any(np.all(front <= u[i], axis=1)):
+            keep[i] = True
+            front = np.vstack([front, u[i]])
+    return keep
+
+
 def pareto_mask(points: ArrayLike, violations: ArrayLike | None = None) -> NDArray[np.bool_]:
     """The feasible non-dominated points: what a study's Pareto front shows.
 
     Empty when no point is feasible (the least-violating infeasible points are not a front of
-    trade-offs anyone asked for).
+    trade-offs anyone asked for). Repeated points are all kept.
     """
     p = as_points(points)
     v = total_violations(violations, len(p))
     mask = np.zeros(len(p), dtype=bool)
     feasible = np.flatnonzero(v == 0)
-    mask[feasible] = pareto_fronts(p[feasible]) == 0
+    if feasible.size:
+        u, inverse = unique_rows(p[feasible])
+        mask[feasible] = _first_front(u)[inverse]
     return mask
 
 
@@ -199,10 +231,4 @@ def non_dominated_rows(points: FloatArray) -> FloatArray:
     if len(points) <= 1:
         return points
     u, _ = unique_rows(points)
-    if u.shape[1] == 1:
-        return u[:1]
-    if u.shape[1] == 2:
-        # Lexicographic order: a point survives when its second objective beats all before it.
-        best_before = np.minimum.accumulate(np.concatenate(([np.inf], u[:-1, 1])))
-        return u[u[:, 1] < best_before]
-    return u[~_dominance_matrix(u).any(axis=0)]
+    return u[_first_front(u)]
