@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 
 from tuneyard.scheduler.board import MemoryBoard
 from tuneyard.scheduler.multi import (
+    constraint_dominates,
     crowding_distance,
     epsnet_order,
     front_numbers,
@@ -31,6 +32,7 @@ from tuneyard.scheduler.multi import (
     reference_point,
     within_top,
 )
+from tuneyard.scheduler.multi import dominates as pareto_dominates
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -144,6 +146,22 @@ def test_duplicates_share_a_front_and_the_pareto_mask_is_the_first_front(p: np.n
     rows = [tuple(r) for r in p.tolist()]
     expected = [not any(dominates(q, r) for q in rows) for r in rows]
     assert pareto_mask(p).tolist() == expected
+
+
+@FAST
+@given(
+    a=st.lists(st.integers(0, 3), min_size=3, max_size=3),
+    b=st.lists(st.integers(0, 3), min_size=3, max_size=3),
+    va=st.sampled_from([0.0, 0.0, 1.0, 2.0]),
+    vb=st.sampled_from([0.0, 0.0, 1.0, 2.0]),
+)
+def test_the_pairwise_relations_match_their_definitions(
+    a: list[int], b: list[int], va: float, vb: float
+) -> None:
+    x, y = tuple(map(float, a)), tuple(map(float, b))
+    assert pareto_dominates(x, y) == dominates(x, y)
+    assert constraint_dominates(x, y, va, vb) == cdominates(x, va, y, vb)
+    assert not (constraint_dominates(x, y, va, vb) and constraint_dominates(y, x, vb, va))
 
 
 def test_infeasible_points_follow_every_feasible_point_by_total_violation() -> None:

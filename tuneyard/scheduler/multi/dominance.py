@@ -13,7 +13,9 @@ each other, so duplicates always share a front.
 
 Cost: the feasible points are reduced to their distinct rows, then sorted by a sweep in
 O(N log N) for one or two objectives, and by Deb's fast non-dominated sort, O(M N^2) time and
-O(N^2) memory (a boolean dominance matrix), for three or more.
+O(N^2) memory (a boolean dominance matrix), for three or more. The first front alone
+(:func:`pareto_mask`) of more than ``MATRIX_LIMIT`` points takes one pass that holds only the
+front in memory.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def rank_scale(points: FloatArray) -> FloatArray:
     than min-max scaling keep one outlier (a run that took ten times longer) from squashing
     every other point together, and make the epsilon-net order, like non-dominated sorting
     itself, unchanged by any increasing transformation of an objective (seconds or log-seconds
-    rank alike). The paper's authors normalise the same way in their reference code.
+    rank alike). Published epsilon-net sorts, GluonTS's tsbench for one, rank-scale too.
     """
     return _doubled_ranks(points) / (2.0 * max(len(points) - 1, 1))
 
