@@ -69,6 +69,15 @@ def test_the_warning_names_the_fields_and_the_numbers() -> None:
     assert rung_warnings(spec(27)) == []
 
 
+def test_the_warning_says_what_the_end_of_study_promotions_leave() -> None:
+    """ASHA's promotion mode still trains one trial to the top, after the rest of the study;
+    SHA's upper rungs stay empty."""
+    (asha,) = rung_warnings(spec(20))
+    assert "only the one trial that the end-of-study promotions train to 27" in asha
+    (sha,) = rung_warnings(spec(20, type="sha"))
+    assert "the upper rungs stay empty" in sha
+
+
 @pytest.mark.parametrize(
     "scheduler",
     [

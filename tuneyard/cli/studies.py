@@ -260,7 +260,14 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
             f"             {escape(e.type or 'no exception class')}, last from {where}, "
             f"{e.count} trial(s) in a row"
         )
-        if s.state == StudyState.FAILING:
+        if s.state == StudyState.FAILING and sp.execution and sp.execution.code:
+            # Its code is fixed when it is created: a fix ships with a new study.
+            console.print(
+                "             fix the code, then create the study again with --code (this "
+                f"one runs the code it was created with); the traceback: tuneyard trial "
+                f"show {e.trial_id}"
+            )
+        elif s.state == StudyState.FAILING:
             console.print(
                 f"             fix it, then: tuneyard study resume {s.id}"
                 f"  (the traceback: tuneyard trial show {e.trial_id})"

@@ -6,7 +6,10 @@ mode, where a trial is promoted once it ranks in the top ``floor(n / eta)`` of i
 bracket that admits ``a`` trials at its first rung therefore sends ``floor(a / eta^k)`` of them
 ``k`` rungs up: for one to reach ``max_resource`` by promotion from the first of ``K`` rungs,
 the bracket needs ``eta^(K - 1)`` trials. A ``max_trials`` below that leaves the upper rungs
-empty: the study ends with its trials paused or stopped below ``max_resource``.
+empty in SHA and Hyperband: the study ends with its trials stopped below ``max_resource``. In
+ASHA's promotion mode the engine's end-of-study promotions then train one trial to
+``max_resource`` after the rest of the study (:meth:`HalvingScheduler.final_promotion`): the
+upper rungs see that one trial only.
 
 ASHA's stopping mode lets a trial run on unless it falls out of the top ``ceil(n / eta)``, so
 its first trial at each rung goes on: it needs no such budget. FIFO and median stopping have no
@@ -41,11 +44,17 @@ def rung_warnings(spec: StudySpec) -> list[str]:
     out: list[str] = []
     ladder = ", ".join(fmt(r) for r in rungs)
     if need is not None and trials < need:
+        ending = (
+            "the upper rungs see only the one trial that the end-of-study promotions train "
+            f"to {fmt(sch.max_resource)} after the rest of the study"
+            if sch.type == "asha"
+            else "the upper rungs stay empty"
+        )
         out.append(
             f"limits.max_trials ({trials}) is too small for scheduler {sch.type} with "
             f"reduction_factor {eta} and {len(rungs)} rungs ({ladder}): a trial reaches "
             f"max_resource ({fmt(sch.max_resource)}) by promotion only when at least {need} "
-            f"trials are started; with {trials} the upper rungs stay empty. Raise "
+            f"trials are started; with {trials} {ending}. Raise "
             f"limits.max_trials to {need} or more, or use fewer rungs (a larger "
             "scheduler.min_resource or a smaller scheduler.max_resource)."
         )

@@ -145,7 +145,14 @@ class Lifecycle(Reports):
         n = study.error_streak
         first = "the first trial failed with" if n == 1 else f"the first {n} trials failed with"
         same = "" if n == 1 else " the same error,"
-        study.reason = f"failing: {first}{same} {study.last_error}; fix it and resume the study"
+        shipped = ctx.spec.execution is not None and ctx.spec.execution.code is not None
+        # A study's shipped code is fixed when it is created: a fix ships with a new study.
+        fix = (
+            "fix the code and create the study again with --code"
+            if shipped
+            else "fix it and resume the study"
+        )
+        study.reason = f"failing: {first}{same} {study.last_error}; {fix}"
 
     def release(
         self,
