@@ -16,6 +16,7 @@ from tests.helpers import API, serve, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.code_archive import pack
 from tuneyard.settings import Settings
+from tuneyard.worker import jobs
 from tuneyard.worker.jobs import run_slot
 
 OBJECTIVES = """\
@@ -29,6 +30,11 @@ def value(trial):
 
 def broken(trial):
     raise ValueError("learning rate too high")
+
+
+def saves(trial):
+    trial.save({"weights": [1, 2, 3]})
+    trial.report(1, loss=0.5)  # completes the trial: max_resource is 1
 """
 # A shipped command: run in the code's directory, its modules importable.
 SCRIPT = """\
@@ -81,6 +87,8 @@ def test_a_shipped_entrypoint_completes_with_its_value_or_fails_with_its_error(
         assert trials(refused) == []
         assert not (tmp_path / "cache").exists(), "nothing fetched"
 
+        # A worker started again, with --accept-code: a new process, which refused nothing.
+        monkeypatch.setattr(jobs, "REFUSED", {})
         monkeypatch.setenv("TUNEYARD_WORKER_ACCEPT_CODE", '["default"]')
         assert run_slot(refused, url) == "complete"
         (done,) = trials(refused)
@@ -98,5 +106,13 @@ def test_a_shipped_entrypoint_completes_with_its_value_or_fails_with_its_error(
         assert run_slot(command, url) == "complete"
         (ran,) = trials(command)
         assert ran["state"] == "completed" and ran["value"] == 0.75, ran
-        # Fetched once, for all three studies.
+        # A report of the shipped process completed the trial: its last save is the model.
+        saving = study("shipjob.obj:saves")
+        assert run_slot(saving, url) == "complete"
+        (kept,) = trials(saving)
+        assert kept["state"] == "completed", kept
+        model = http.get(f"{API}/trials/{kept['id']}/model")
+        assert model.status_code == 200, model.text
+        assert model.content[:2] == b"\x1f\x8b"  # a tar.gz
+        # Fetched once, for all four studies.
         assert [p.name for p in (tmp_path / "cache").iterdir()] == [packed.digest]

@@ -222,7 +222,10 @@ def _run(
                 trial, job.attempt, shipper, opts.timeout, opts.control.stopping, sys.stdout
             )
             ended = _after_command(client, trial, code, shipper, opts)
-            if ended is not None:
+            if ended == "complete":
+                # A report of the process completed the trial: its last save is the model.
+                trial.decision = "complete"
+            elif ended is not None:
                 return ended
             error, result = objective.outcome()  # a shipped entrypoint's error or value
             if error is not None and trial.decision == "fail":
