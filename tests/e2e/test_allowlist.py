@@ -95,5 +95,6 @@ def test_a_study_outside_the_allowlist_is_left_to_a_worker_that_allows_it(
     # A worker that allows the refused entrypoint runs its trials (the module is harmless: it
     # notes that it was imported).
     d.start_pool("other", queue, 1, allow=("tests.e2e.*",), allow_command=())
-    assert d.wait_finished(refused["entrypoint"])["state"] == "completed"
+    done = d.wait_finished(refused["entrypoint"])
+    assert done["state"] == "completed", done["reason"]
     assert {t["worker"].split("/")[0] for t in d.trials(refused["entrypoint"])} != set()

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import API
 from tuneyard.api.app import create_app
-from tuneyard.service.tokens import Scope, TokenService
+from tuneyard.service.tokens import GRANTS, Scope, TokenService
 from tuneyard.settings import Settings
 
 
@@ -40,7 +40,14 @@ def ask(http: TestClient, token: str | None) -> tuple[int, dict]:  # type: ignor
 def test_every_scope_learns_who_it_is(http: TestClient, scope: Scope) -> None:
     status, body = ask(http, make(http, f"the {scope} one", scope))
     assert status == 200, body
-    assert body == {"name": f"the {scope} one", "scope": scope.value, "queues": None, "auth": True}
+    grants = sorted(g.value for g in GRANTS[scope])
+    assert {**body, "grants": sorted(body["grants"])} == {
+        "name": f"the {scope} one",
+        "scope": scope.value,
+        "grants": grants,
+        "queues": None,
+        "auth": True,
+    }
 
 
 def test_a_worker_token_learns_its_queues(http: TestClient) -> None:

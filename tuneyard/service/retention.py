@@ -220,15 +220,20 @@ class Sweeper:
         self.kit = kit
         self.interval = interval
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="checkpoint-sweep", daemon=True)
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self.interval > 0:
-            self.thread.start()
+        """Start sweeping; an app whose lifespan runs again (a test client per test) gets a
+        thread of its own each time."""
+        if self.interval <= 0 or (self.thread is not None and self.thread.is_alive()):
+            return
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="checkpoint-sweep", daemon=True)
+        self.thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=10)
 
     def _loop(self) -> None:

@@ -277,6 +277,8 @@ def run_pool(
     ``allow`` is what the slots may run; without it they refuse every job. With
     ``accept_code`` they also run the code studies ship (``execution.code``) on ``queue``,
     cached in ``code_cache`` (default: ``data_dir/code``)."""
+    # The slots work (and objectives may write) under it from their first job on.
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "TUNEYARD_API_URL": api_url,
         "TUNEYARD_DATA_DIR": str(data_dir),
