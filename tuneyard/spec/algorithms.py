@@ -10,7 +10,15 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, mod
 
 from tuneyard.spec.params import StrictModel
 
-SamplerType = Literal["random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb"]
+SamplerType = Literal[
+    "random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
+]
+# The samplers a study with several objectives may name: tpe runs as MOTPE, gp as ParEGO. nsga2
+# and motpe also run a single-objective study (a genetic algorithm and TPE, constraints
+# included); see tuneyard.scheduler.samplers.registry.
+MULTI_OBJECTIVE_SAMPLERS: frozenset[str] = frozenset(
+    {"random", "grid", "sobol", "tpe", "gp", "nsga2", "motpe"}
+)
 
 # Which options each sampler reads; any other option given is an error that says so.
 SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
@@ -40,6 +48,10 @@ SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
             "min_bandwidth",
         }
     ),
+    "nsga2": frozenset(
+        {"population_size", "tournament_size", "crossover_rate", "mutation_rate", "mutation_scale"}
+    ),
+    "motpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar", "max_history"}),
 }
 
 
