@@ -20,6 +20,7 @@ from tuneyard.scheduler.samplers.motpe import MOTPESampler
 from tuneyard.scheduler.samplers.nsga2 import NSGA2Sampler
 from tuneyard.scheduler.samplers.objectives import ObjectiveRecord, select_by_hypervolume
 from tuneyard.scheduler.samplers.parego import ParEGOSampler
+from tuneyard.scheduler.samplers.registry import MULTI_OBJECTIVE, SAMPLERS
 from tuneyard.scheduler.samplers.tpe import TPESampler
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, StudySpec
@@ -342,6 +343,11 @@ def test_each_type_takes_its_multi_objective_form_and_the_others_are_refused() -
         assert kind not in MULTI_OBJECTIVE_SAMPLERS
         with pytest.raises(ValueError, match=f"{kind} optimises one objective; a study with 2"):
             make_sampler(SamplerSpec(type=kind), space, 0, 2)  # type: ignore[arg-type]
+
+
+def test_the_definition_and_the_registry_agree_on_the_multi_objective_samplers() -> None:
+    assert set(MULTI_OBJECTIVE) == MULTI_OBJECTIVE_SAMPLERS
+    assert set(SAMPLERS) > MULTI_OBJECTIVE_SAMPLERS
 
 
 def test_a_single_objective_study_may_name_nsga2_or_motpe_and_gets_their_one_objective_form() -> (
