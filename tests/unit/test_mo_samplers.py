@@ -146,8 +146,10 @@ def test_the_front_is_far_better_than_random_search_on_zdt1(kind: str, trials: i
     seeds = range(3)
     model = np.mean([front_volume(run(build(kind, seed=sd), trials)) for sd in seeds])
     rand = np.mean([front_volume(run(build("random", seed=sd), trials)) for sd in seeds])
-    # The best possible is 1.1^2 - 1/3 = 0.877; random search stays near 0.1.
-    assert model > rand + 0.3, (model, rand)
+    # The best possible is 1.1^2 - 1/3 = 0.877; random search stays near 0.1. Over seeds
+    # 0-8 in threes, the models' means ranged 0.40-0.55 (NSGA-II) and 0.36-0.65 (MOTPE),
+    # random search's 0.04-0.13.
+    assert model > rand + 0.2, (model, rand)
 
 
 def test_parego_beats_random_search_on_zdt1() -> None:

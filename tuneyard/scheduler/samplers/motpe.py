@@ -18,9 +18,10 @@ any infeasible one. As in TPE, trials that trained further come first (see
 With one objective and no constraint the good set is exactly TPE's: the fronts are the
 distinct scores, and ties go to the lower trial number.
 
-The components of l(x) are weighted equally (the paper weights them by hypervolume
-contribution; the split already carries that information, and equal weights keep l(x) the
-TPE density it is with one objective).
+The components of l(x) are weighted equally. The journal version weights them by hypervolume
+contribution, as Optuna does; on ZDT1 in 4 dimensions that did worse here (mean hypervolume
+0.46 to 0.47 against 0.57 after 120 trials over 9 seeds, floors of 1e-12, 0.05 and 0.2 on
+the relative weight), and equal weights keep l(x) TPE's density with one objective.
 
 Cost: TPE's, plus non-dominated sorting of the levels needed to fill the good set and the
 greedy subset selection of one front (k hypervolumes of at most k points each, k the size of
