@@ -18,7 +18,7 @@ from tuneyard.scheduler.samplers.registry import SAMPLERS
 from tuneyard.store.models import Observation, SamplerState, Trial
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-MODEL = {"tpe", "gp", "cmaes", "genetic", "bohb"}
+MODEL = {"tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"}
 
 
 def client_loop(url: str, sid: int, errors: list[str]) -> None:

@@ -9,7 +9,13 @@ and the scheduler (:mod:`.algorithms`), the grid's size and points (:mod:`.grid`
 definition itself (:mod:`.study`). Import the names from here.
 """
 
-from tuneyard.spec.algorithms import SAMPLER_OPTIONS, SamplerSpec, SamplerType, SchedulerSpec
+from tuneyard.spec.algorithms import (
+    MULTI_OBJECTIVE_SAMPLERS,
+    SAMPLER_OPTIONS,
+    SamplerSpec,
+    SamplerType,
+    SchedulerSpec,
+)
 from tuneyard.spec.grid import MAX_GRID_WORK, GridIndex, GridTooComplex, grid_size
 from tuneyard.spec.params import (
     MAX_CHOICES,
@@ -32,6 +38,7 @@ __all__ = [
     "MAX_GRID_POINTS",
     "MAX_GRID_WORK",
     "MAX_PARAMS",
+    "MULTI_OBJECTIVE_SAMPLERS",
     "SAMPLER_OPTIONS",
     "CategoricalParam",
     "ChoiceKey",

@@ -10,7 +10,15 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, mod
 
 from tuneyard.spec.params import StrictModel
 
-SamplerType = Literal["random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb"]
+SamplerType = Literal[
+    "random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
+]
+# The samplers a study with several objectives may name: tpe runs as MOTPE, gp as ParEGO. nsga2
+# and motpe also run a single-objective study (a genetic algorithm and TPE, constraints
+# included); see tuneyard.scheduler.samplers.registry.
+MULTI_OBJECTIVE_SAMPLERS: frozenset[str] = frozenset(
+    {"random", "grid", "sobol", "tpe", "gp", "nsga2", "motpe"}
+)
 
 # Which options each sampler reads; any other option given is an error that says so.
 SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
@@ -40,6 +48,10 @@ SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
             "min_bandwidth",
         }
     ),
+    "nsga2": frozenset(
+        {"population_size", "tournament_size", "crossover_rate", "mutation_rate", "mutation_scale"}
+    ),
+    "motpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar", "max_history"}),
 }
 
 
@@ -50,11 +62,11 @@ class SamplerSpec(StrictModel):
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     # Model-based samplers: random configurations before the model is used.
     n_startup: int | None = Field(default=None, ge=1, le=10_000)
-    # tpe, bohb: the fraction of observations modelled as "good".
+    # tpe, motpe, bohb: the fraction of observations modelled as "good".
     gamma: float | None = Field(default=None, gt=0, le=0.5)
-    # tpe, gp, bohb: candidates scored by the acquisition function per suggestion.
+    # tpe, motpe, gp, bohb: candidates scored by the acquisition function per suggestion.
     n_candidates: int | None = Field(default=None, ge=1, le=100_000)
-    # tpe: running trials count as bad results, so parallel workers spread out.
+    # tpe, motpe: running trials count as bad results, so parallel workers spread out.
     constant_liar: bool | None = None
     # gp: the most recent observations the Gaussian process is fitted on; tpe: the most
     # recent trials outside the good set that its density of bad results is fitted on.
@@ -64,7 +76,8 @@ class SamplerSpec(StrictModel):
     sigma0: float | None = Field(default=None, gt=0, le=1)
     popsize: int | None = Field(default=None, ge=2, le=10_000)
     restarts: bool | None = None
-    # genetic: see tuneyard.scheduler.samplers.genetic.
+    # genetic, nsga2: see tuneyard.scheduler.samplers.genetic and .nsga2 (no elitism option:
+    # NSGA-II's survival keeps the best).
     population_size: int | None = Field(default=None, ge=2, le=10_000)
     tournament_size: int | None = Field(default=None, ge=1, le=100)
     crossover_rate: float | None = Field(default=None, ge=0, le=1)

@@ -38,12 +38,26 @@ from tuneyard.spec import SamplerSpec
 
 @dataclass(frozen=True)
 class Observation:
-    """A trial's score (lower is better) at a resource."""
+    """A trial's score (lower is better) at a resource.
+
+    A multi-objective study also gives ``scores``, every objective minimised (callers negate
+    the maximised ones), and ``violation``, the trial's total constraint violation there (0:
+    feasible). Single-objective samplers read ``score`` alone; the multi-objective ones read
+    :attr:`objectives`, which is ``(score,)`` when ``scores`` is not given, so they also run
+    on a single-objective study.
+    """
 
     number: int
     params: Mapping[str, Any]
     resource: float
     score: float
+    scores: tuple[float, ...] | None = None
+    violation: float = 0.0
+
+    @property
+    def objectives(self) -> tuple[float, ...]:
+        """The minimised objective vector: ``scores``, or ``(score,)`` without them."""
+        return (float(self.score),) if self.scores is None else tuple(map(float, self.scores))
 
 
 class Sampler(Protocol):
@@ -373,11 +387,23 @@ class ModelSampler(ABC):
         self.load_extra_state(state.get("extra", {}))
 
 
-def make_sampler(spec: SamplerSpec, space: SearchSpace, seed: int) -> Sampler | ModelSampler:
-    """The sampler ``spec`` names, seeded with ``seed`` (the service draws one if spec has none)."""
+def make_sampler(
+    spec: SamplerSpec, space: SearchSpace, seed: int, objectives: int = 1
+) -> Sampler | ModelSampler:
+    """The sampler ``spec`` names, seeded with ``seed`` (the service draws one if spec has none),
+    in its multi-objective form when the study has several ``objectives``."""
     from tuneyard.scheduler.samplers import registry
 
-    factory = registry.SAMPLERS.get(spec.type)
+    if objectives < 1:
+        raise ValueError(f"sampler: a study needs at least one objective, got {objectives}")
+    table = registry.SAMPLERS if objectives == 1 else registry.MULTI_OBJECTIVE
+    factory = table.get(spec.type)
     if factory is None:
+        if spec.type in registry.SAMPLERS:
+            takes = ", ".join(sorted(registry.MULTI_OBJECTIVE))
+            raise ValueError(
+                f"sampler: {spec.type} optimises one objective; a study with {objectives} "
+                f"objectives takes one of {takes}"
+            )
         raise ValueError(f"sampler: unknown type {spec.type!r}")
     return factory(space, seed, spec)

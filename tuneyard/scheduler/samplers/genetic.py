@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -64,15 +64,18 @@ class Member(NamedTuple):
 class GeneticSampler(ModelSampler):
     kind = "genetic"
     version = 1
+    # Defaults of the options a subclass may change (NSGA-II is elitist by its survival).
+    default_population: ClassVar[int] = 20
+    default_elitism: ClassVar[int] = 2
 
     def __init__(self, space: SearchSpace, seed: int, spec: SamplerSpec) -> None:
         super().__init__(space, seed, spec)
-        self.population_size = int(spec.option("population_size", 20))
+        self.population_size = int(spec.option("population_size", self.default_population))
         self.tournament_size = int(spec.option("tournament_size", 3))
         self.crossover_rate = float(spec.option("crossover_rate", 0.9))
         self.mutation_rate = float(spec.option("mutation_rate", 0.1))
         self.mutation_scale = float(spec.option("mutation_scale", 0.1))
-        self.elitism = int(spec.option("elitism", 2))
+        self.elitism = int(spec.option("elitism", self.default_elitism))
         if self.elitism >= self.population_size:
             raise ValueError(
                 f"sampler: elitism ({self.elitism}) must be smaller than population_size "

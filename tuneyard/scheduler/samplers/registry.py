@@ -1,4 +1,4 @@
-"""Sampler type name → constructor ``(space, seed, spec)``.
+"""Sampler type name → constructor ``(space, seed, spec)``, for one objective and for several.
 
 Model-based samplers are imported when first used, so a study of random search never loads
 scipy's optimisers or the cmaes package.
@@ -35,4 +35,21 @@ SAMPLERS: dict[str, Factory] = {
     "cmaes": _lazy(f"{_PKG}.cma", "CMASampler"),
     "genetic": _lazy(f"{_PKG}.genetic", "GeneticSampler"),
     "bohb": _lazy(f"{_PKG}.bohb", "BOHBSampler"),
+    # Multi-objective samplers; with one objective they reduce to a genetic algorithm and to
+    # TPE, constraints included (see their modules).
+    "nsga2": _lazy(f"{_PKG}.nsga2", "NSGA2Sampler"),
+    "motpe": _lazy(f"{_PKG}.motpe", "MOTPESampler"),
+}
+
+# With two or more objectives: the sampler each type names. ``tpe`` becomes MOTPE and ``gp``
+# ParEGO (random scalarizations); random, grid and sobol ignore scores anyway. The others
+# optimise one number and have no entry.
+MULTI_OBJECTIVE: dict[str, Factory] = {
+    "random": SAMPLERS["random"],
+    "grid": SAMPLERS["grid"],
+    "sobol": SAMPLERS["sobol"],
+    "nsga2": SAMPLERS["nsga2"],
+    "motpe": SAMPLERS["motpe"],
+    "tpe": SAMPLERS["motpe"],
+    "gp": _lazy(f"{_PKG}.parego", "ParEGOSampler"),
 }
