@@ -80,5 +80,13 @@ def test_a_study_runs_with_four_parallel_clients(
             assert row is not None and row.kind == kind
             last = s.scalar(select(func.max(Observation.id)).where(Observation.study_id == sid))
             assert last is not None and 0 < row.watermark <= last
-            assert len(row.state["history"]["trials"]) > 20
+            # The state is saved lazily (every few dozen observations), so it may lag the
+            # study; what it holds is exactly the trials observed up to its watermark.
+            observed = s.scalar(
+                select(func.count(func.distinct(Observation.trial_id))).where(
+                    Observation.study_id == sid, Observation.id <= row.watermark
+                )
+            )
+            assert observed is not None and observed >= 8
+            assert len(row.state["history"]["trials"]) == observed
     engine.dispose()
