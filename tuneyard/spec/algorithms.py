@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from tuneyard.spec.objectives import RankingMethod, ScalarizationSpec
 from tuneyard.spec.params import StrictModel
 
 SamplerType = Literal[
@@ -143,6 +144,10 @@ class SchedulerSpec(StrictModel):
     min_trials: int = Field(default=3, ge=1)
     # median: evaluate every `interval` resource units from min_resource on (default min_resource).
     interval: float | None = Field(default=None, gt=0)
+    # Several objectives or constraints: how a front is ordered inside (sha, hyperband, asha).
+    ranking: RankingMethod = "nsga2"
+    # median with several objectives: the weighted sum it compares.
+    scalarization: ScalarizationSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SchedulerSpec:

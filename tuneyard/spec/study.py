@@ -15,9 +15,15 @@ from pydantic import (
     model_validator,
 )
 
-from tuneyard.spec.algorithms import SamplerSpec, SchedulerSpec
+from tuneyard.spec.algorithms import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, SchedulerSpec
 from tuneyard.spec.durations import parse_duration
 from tuneyard.spec.grid import GridTooComplex, grid_size
+from tuneyard.spec.objectives import (
+    MAX_CONSTRAINTS,
+    MAX_OBJECTIVES,
+    ConstraintSpec,
+    ObjectiveSpec,
+)
 from tuneyard.spec.params import (
     MAX_GRID_POINTS,
     MAX_PARAMS,
@@ -135,11 +141,65 @@ class StudySpec(StrictModel):
     description: str = Field(default="", max_length=10_000)
     metric: str = Field(default="value", pattern=_NAME)
     direction: Literal["minimize", "maximize"] = "minimize"
+    # Several objectives (the first one is also ``metric``/``direction``), and bounds on
+    # reported metrics that a feasible trial keeps.
+    objectives: list[ObjectiveSpec] | None = Field(
+        default=None, min_length=1, max_length=MAX_OBJECTIVES
+    )
+    constraints: list[ConstraintSpec] = Field(default_factory=list, max_length=MAX_CONSTRAINTS)
+    reference_point: list[float] | None = Field(
+        default=None,
+        max_length=MAX_OBJECTIVES,
+        description="per objective, in its own units: the worst value that still counts for "
+        "the hypervolume (default: derived from the trials and reported)",
+    )
     space: dict[str, Param] = Field(min_length=1, max_length=MAX_PARAMS)
     sampler: SamplerSpec = SamplerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     limits: LimitsSpec = LimitsSpec()
     execution: ExecutionSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_objective(cls, data: Any) -> Any:
+        # With ``objectives``, ``metric``/``direction`` name the first one: given as well,
+        # they must agree with it.
+        if not isinstance(data, dict) or not data.get("objectives"):
+            return data
+        objectives = data["objectives"]
+        if not isinstance(objectives, list) or not isinstance(objectives[0], dict | ObjectiveSpec):
+            return data  # the field's own validation says what is wrong
+        first = objectives[0]
+        metric: Any
+        direction: Any
+        if isinstance(first, ObjectiveSpec):
+            metric, direction = first.metric, first.direction
+        else:
+            metric, direction = first.get("metric"), first.get("direction", "minimize")
+        for key, value in (("metric", metric), ("direction", direction)):
+            if key in data and data[key] != value:
+                raise ValueError(
+                    f"{key}: {data[key]!r} disagrees with objectives[0] ({value!r}); "
+                    f"with objectives, leave {key} out"
+                )
+        return {**data, "metric": metric, "direction": direction}
+
+    @property
+    def objective_list(self) -> list[ObjectiveSpec]:
+        """The objectives, one or several; a single-objective study's is its metric."""
+        if self.objectives:
+            return list(self.objectives)
+        return [ObjectiveSpec(metric=self.metric, direction=self.direction)]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective_list) > 1
+
+    @property
+    def ranked_by_fronts(self) -> bool:
+        """Whether rungs rank trials by non-dominated sorting (several objectives, or any
+        constraint) rather than by one score."""
+        return self.multi_objective or bool(self.constraints)
 
     @field_validator("space")
     @classmethod
@@ -194,6 +254,7 @@ class StudySpec(StrictModel):
                             f"{_shorten(pp.choices)}"
                         )
         topological_order(self.space)  # raises on a cycle
+        self._check_objectives()
         if self.sampler.type == "grid":
             for name, p in self.space.items():
                 if p.grid_size() is None:
@@ -210,6 +271,44 @@ class StudySpec(StrictModel):
                     f"sampler: the grid has {float(size):.3g} points, more than the "
                     f"{MAX_GRID_POINTS:,} that can be enumerated; add steps or narrow the space"
                 )
+
+    def _check_objectives(self) -> None:
+        objectives = self.objective_list
+        metrics = [o.metric for o in objectives]
+        for i, m in enumerate(metrics):
+            if m in metrics[:i]:
+                raise ValueError(f"objectives[{i}]: {m!r} is already objective {metrics.index(m)}")
+        for i, c in enumerate(self.constraints):
+            if c.metric in metrics:
+                raise ValueError(
+                    f"constraints[{i}]: {c.metric!r} is an objective; bound another metric"
+                )
+        if self.reference_point is not None and len(self.reference_point) != len(objectives):
+            raise ValueError(
+                f"reference_point: {len(self.reference_point)} values for "
+                f"{len(objectives)} objectives"
+            )
+        multi = len(objectives) > 1
+        if multi and self.sampler.type not in MULTI_OBJECTIVE_SAMPLERS:
+            raise ValueError(
+                f"sampler.type: {self.sampler.type} optimises one objective; with several use "
+                f"one of {', '.join(sorted(MULTI_OBJECTIVE_SAMPLERS))}"
+            )
+        sched = self.scheduler
+        weights = sched.scalarization.weights if sched.scalarization else None
+        if multi and sched.type == "median" and weights is None:
+            raise ValueError(
+                "scheduler.scalarization: the median rule compares one number per trial; give "
+                "scalarization: {weights: [...]} (one weight per objective) or use asha, sha "
+                "or hyperband, which rank rungs by non-dominated sorting"
+            )
+        if weights is not None and sched.type != "median":
+            raise ValueError("scheduler.scalarization applies to median only")
+        if weights is not None and len(weights) != len(objectives):
+            raise ValueError(
+                f"scheduler.scalarization.weights: {len(weights)} weights for "
+                f"{len(objectives)} objectives"
+            )
 
     @classmethod
     def from_stored(cls, data: Any) -> StudySpec:

@@ -128,6 +128,12 @@ class Trial(Base):
     # Latest value of the study's metric and the step it was reported at.
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
     resource: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A study with several objectives or constraints: every objective's latest value (in
+    # the objectives' order, the user's units), the total constraint violation there (0:
+    # feasible) and, when infeasible, which constraints failed.
+    values: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    violation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    infeasible: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Running statistics of the score (value, negated when maximising) for median stopping.
     best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     score_sum: Mapped[float] = mapped_column(Float, default=0.0)
@@ -244,6 +250,10 @@ class RungEntry(Base):
     rung: Mapped[int] = mapped_column(Integer)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
     score: Mapped[float] = mapped_column(Float)
+    # Several objectives or constraints: the minimised objective vector and the total
+    # constraint violation, which rank the rung by non-dominated sorting.
+    scores: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    violation: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     promoted: Mapped[bool] = mapped_column(Boolean, default=False)
     waiting: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -386,6 +396,8 @@ class Observation(Base):
     number: Mapped[int] = mapped_column(Integer)
     resource: Mapped[float] = mapped_column(Float)
     score: Mapped[float] = mapped_column(Float)
+    scores: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    violation: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
