@@ -20,6 +20,21 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Vector:
+    """A result of a study with several objectives or with constraints: every objective,
+    minimised (maximised ones negated, as scores are), the total constraint violation (0:
+    feasible) and the constraints that failed, as reasons (``gpu_mem_gb 18.2 > 16``)."""
+
+    scores: tuple[float, ...]
+    violation: float = 0.0
+    failed: tuple[str, ...] = ()
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation == 0
+
+
+@dataclass(frozen=True)
 class Entry:
     trial_id: int
     score: float
@@ -28,6 +43,10 @@ class Entry:
     waiting: bool
     # Arrival order within the study; breaks ties between equal scores.
     seq: int = 0
+    # Several objectives or constraints: the minimised objective vector and total violation
+    # (None: the entry's one objective is ``score``).
+    scores: tuple[float, ...] | None = None
+    violation: float = 0.0
 
     @property
     def key(self) -> tuple[float, int]:
@@ -72,6 +91,11 @@ class Board(Protocol):
         """Best unpromoted entry that is waiting (or belongs to trial ``include``)."""
         ...
 
+    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
+        """Every entry of the rung, in arrival order: what a study with several objectives
+        ranks by non-dominated sorting (a rung's size, never the study's other rungs)."""
+        ...
+
 
 class MemoryBoard:
     """A Board kept in memory: sorted lists per rung. Used by the simulator and tests."""
@@ -110,13 +134,23 @@ class MemoryBoard:
         for index in indexes:
             self._brackets.pop(index, None)
 
-    def record(self, bracket: int, rung: int, trial_id: int, score: float) -> None:
+    def record(
+        self, bracket: int, rung: int, trial_id: int, score: float, vector: Vector | None = None
+    ) -> None:
         key = (bracket, rung, trial_id)
         if key in self._entries:
             return
         self._seq += 1
         bisect.insort(self._rungs.setdefault((bracket, rung), []), (score, self._seq, trial_id))
-        self._entries[key] = Entry(trial_id, score, promoted=False, waiting=False, seq=self._seq)
+        self._entries[key] = Entry(
+            trial_id,
+            score,
+            promoted=False,
+            waiting=False,
+            seq=self._seq,
+            scores=None if vector is None else vector.scores,
+            violation=0.0 if vector is None else vector.violation,
+        )
         s = self._stats.get((bracket, rung), RungStats())
         self._stats[(bracket, rung)] = replace(s, entries=s.entries + 1)
 
@@ -154,6 +188,13 @@ class MemoryBoard:
         if not 0 <= rank < len(rows):
             return None
         return self._entries[(bracket, rung, rows[rank][2])]
+
+    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
+        found = [
+            self._entries[(bracket, rung, tid)]
+            for _, _, tid in self._rungs.get((bracket, rung), [])
+        ]
+        return sorted(found, key=lambda e: e.seq)
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
         for _, _, tid in self._rungs.get((bracket, rung), []):

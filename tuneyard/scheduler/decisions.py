@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuneyard.scheduler.board import Vector
 from tuneyard.states import DecisionKind
 
 __all__ = ["Decision", "DecisionKind", "Placement", "Promotion", "RungRecord", "fmt"]
@@ -37,6 +38,8 @@ class RungRecord:
     bracket: int
     rung: int
     score: float
+    # Several objectives or constraints: the vector the rung ranks by fronts.
+    vector: Vector | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from tuneyard.scheduler.board import Board, BracketInfo
+from tuneyard.scheduler.board import Board, BracketInfo, Vector
 from tuneyard.scheduler.decisions import (
     Decision,
     DecisionKind,
@@ -59,7 +59,9 @@ class WritableBoard(Board, Protocol):
 
     def mark_done(self, indexes: Sequence[int]) -> None: ...
 
-    def record(self, bracket: int, rung: int, trial_id: int, score: float) -> object: ...
+    def record(
+        self, bracket: int, rung: int, trial_id: int, score: float, vector: Vector | None = None
+    ) -> object: ...
 
     def mark_promoted(self, bracket: int, rung: int, trial_id: int) -> None: ...
 
@@ -117,14 +119,22 @@ class Engine:
             board.close_all()  # the last trial is placed: no bracket admits another
         return Admission(placement, bracket.base, opened)
 
-    def report(self, trial: TrialView, step: float, score: float, board: WritableBoard) -> Outcome:
+    def report(
+        self,
+        trial: TrialView,
+        step: float,
+        score: float,
+        board: WritableBoard,
+        vector: Vector | None = None,
+    ) -> Outcome:
         """Decide a report of ``trial`` at ``step`` (``trial`` counts this score in its
-        statistics). Rungs the step reached are recorded first; a promotion on the spot is
-        marked on the rung it leaves."""
+        statistics; ``vector``: its objectives and constraints, in a study that has several
+        or any). Rungs the step reached are recorded first; a promotion on the spot is marked
+        on the rung it leaves."""
         sched = self.scheduler
-        records = tuple(sched.milestones(trial, step, score))
+        records = tuple(sched.milestones(trial, step, score, vector))
         for rec in records:
-            board.record(rec.bracket, rec.rung, trial.trial_id, rec.score)
+            board.record(rec.bracket, rec.rung, trial.trial_id, rec.score, rec.vector)
         decision = sched.decide(trial, step, score, list(records), board)
         if decision.kind == DecisionKind.CONTINUE and decision.promoted_from is not None:
             board.mark_promoted(trial.bracket, decision.promoted_from, trial.trial_id)

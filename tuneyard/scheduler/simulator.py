@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneyard.scheduler.board import MemoryBoard
+from tuneyard.scheduler.board import MemoryBoard, Vector
 from tuneyard.scheduler.decisions import Decision, Promotion
 from tuneyard.scheduler.engine import NEW_TRIAL, Engine
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation
@@ -30,6 +30,8 @@ from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 from tuneyard.states import DecisionKind, LogKind, TrialState
 
 Params = dict[str, Any]
+# What a curve gives for a step: one score, or a study's objectives and constraints.
+Score = float | Vector
 
 
 @dataclass
@@ -52,6 +54,8 @@ class SimTrial:
     # The live attempt: every job the trial starts is a new one.
     attempt: int = 0
     history: list[tuple[float, float]] = field(default_factory=list)
+    # Several objectives or constraints: the vector of each step, as ``history`` its score.
+    vectors: list[tuple[float, Vector]] = field(default_factory=list)
     decisions: list[tuple[float, str, str]] = field(default_factory=list)
 
 
@@ -93,14 +97,14 @@ class Simulator:
         self,
         scheduler: Scheduler,
         suggest: Callable[[int], Params],
-        curve: Callable[[Params, float], float] | None,
+        curve: Callable[[Params, float], Score] | None,
         max_trials: int,
         workers: int,
         step_time: Callable[[Params], float] = lambda p: 1.0,
         step: float = 1.0,
         snapshots: bool = False,
         sampler: ModelSampler | None = None,
-        trial_curve: Callable[[SimTrial, float], float] | None = None,
+        trial_curve: Callable[[SimTrial, float], Score] | None = None,
         on_end: Callable[[SimTrial], None] | None = None,
         budget: float | None = None,
         fails: Callable[[SimTrial, float], bool] | None = None,
@@ -109,6 +113,7 @@ class Simulator:
         speeds: list[float] | None = None,
         stalls: Callable[[SimTrial, float], bool] | None = None,
         lease: float = 5.0,
+        scalarize: Callable[[Vector], float] | None = None,
     ) -> None:
         """``suggest`` gives trial n's configuration; with a model-based ``sampler`` it is
         ignored and the sampler is used as the service uses it: told the running
@@ -138,7 +143,13 @@ class Simulator:
         first. ``stalls(trial, step)`` says whether the attempt freezes while training that
         step: after ``lease`` of silence the trial is reaped (a failed attempt, retried as a
         crash is) and the frozen worker, waking at three leases, sends a report that is
-        refused (``SimResult.stale_reports``) before it takes other work."""
+        refused (``SimResult.stale_reports``) before it takes other work.
+
+        A study with several objectives or constraints has its curve return a
+        :class:`Vector` (every objective minimised, the total violation, the failed
+        constraints); give the scheduler ``fronts=True`` to rank rungs by them. A step's
+        score, which ``history`` keeps and single-objective rules read, is then
+        ``scalarize(vector)`` (default: the first objective), as the service computes it."""
         if (curve is None) == (trial_curve is None):
             raise ValueError("give exactly one of curve and trial_curve")
         if budget is not None and budget <= 0:
@@ -148,7 +159,7 @@ class Simulator:
         self.sampler = sampler
         self.curve = curve
         self.trial_curve = trial_curve
-        self._score: Callable[[SimTrial, float], float]
+        self._score: Callable[[SimTrial, float], Score]
         if trial_curve is not None:
             self._score = trial_curve
         elif curve is not None:
@@ -168,6 +179,7 @@ class Simulator:
         self.speeds = speeds or [1.0] * workers
         self.stalls = stalls
         self.lease = lease
+        self.scalarize = scalarize or (lambda v: v.scores[0])
         self.running = 0
         self.queued: list[SimTrial] = []
         self.engine = Engine(scheduler, max_trials)
@@ -264,6 +276,7 @@ class Simulator:
             t.state = TrialState.QUEUED
             # The re-run starts where the job started, and its reports replace these.
             t.history = [(s, v) for s, v in t.history if s <= t.resource_from + 1e-9]
+            t.vectors = [(s, v) for s, v in t.vectors if s <= t.resource_from + 1e-9]
             self.queued.append(t)
             self._log(LogKind.RETRY, t, t.rung if t.rung >= 0 else None, again)
             return
@@ -273,13 +286,25 @@ class Simulator:
         if self.on_end is not None:
             self.on_end(t)
 
-    def _observe(self, t: SimTrial, resource: float, score: float) -> None:
+    def _observe(
+        self, t: SimTrial, resource: float, score: float, vector: Vector | None = None
+    ) -> None:
         if self.sampler is not None and math.isfinite(score):
-            self.sampler.observe([Observation(t.number, t.params, resource, score)])
+            if vector is None:
+                seen = Observation(t.number, t.params, resource, score)
+            else:
+                seen = Observation(
+                    t.number, t.params, resource, score, vector.scores, vector.violation
+                )
+            self.sampler.observe([seen])
 
     def _report(self, t: SimTrial, step: float) -> Decision:
-        score = self._score(t, step)
+        result = self._score(t, step)
+        vector = result if isinstance(result, Vector) else None
+        score = self.scalarize(result) if isinstance(result, Vector) else float(result)
         t.history.append((step, score))
+        if vector is not None:
+            t.vectors.append((step, vector))
         t.best_score = min(t.best_score, score)
         t.score_sum += score
         t.score_count += 1
@@ -293,13 +318,13 @@ class Simulator:
             mean_score=t.score_sum / t.score_count,
             base=t.base,
         )
-        outcome = self.engine.report(view, step, score, self.board)
+        outcome = self.engine.report(view, step, score, self.board, vector)
         for rec in outcome.records:
             t.rung = rec.rung
-            self._observe(t, self.sched.resources[rec.rung], score)
+            self._observe(t, self.sched.resources[rec.rung], score, vector)
         d = outcome.decision
         if d.kind in (DecisionKind.STOP, DecisionKind.COMPLETE):
-            self._observe(t, step, score)
+            self._observe(t, step, score, vector)
         if d.kind == DecisionKind.CONTINUE and d.promoted_from is not None:
             snap = self._snapshot(t.bracket, d.promoted_from)
             t.resource_to = d.resource_to or t.resource_to
@@ -387,7 +412,7 @@ class Simulator:
             more = d.kind == DecisionKind.CONTINUE and step < t.resource_to - 1e-9
             if d.kind == DecisionKind.CONTINUE and not more:
                 # The job reached its end without a terminal decision (FIFO without rungs).
-                self._observe(t, step, t.history[-1][1])
+                self._observe(t, step, t.history[-1][1], t.vectors[-1][1] if t.vectors else None)
                 self._end(t, DecisionKind.COMPLETE, None, "job finished")
             if self.budget is not None and spent >= self.budget - 1e-9:
                 # Spent: nothing more starts, and the steps in flight are cut.

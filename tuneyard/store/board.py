@@ -8,7 +8,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict
-from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats
+from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats, Vector
 from tuneyard.store.models import Bracket, Rung, RungEntry
 from tuneyard.store.sql import insert_new
 
@@ -140,6 +140,26 @@ class SqlBoard:
                 best = own
         return None if best is None else Entry(best[0], best[1], best[2], best[3], best[4])
 
+    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
+        # The rung's rows by the (study, bracket, rung, ...) index: its size, not the study's.
+        rows = self.s.execute(
+            select(
+                RungEntry.trial_id,
+                RungEntry.score,
+                RungEntry.promoted,
+                RungEntry.waiting,
+                RungEntry.id,
+                RungEntry.scores,
+                RungEntry.violation,
+            )
+            .where(*self._in_rung(bracket, rung))
+            .order_by(RungEntry.id)
+        ).all()
+        return [
+            Entry(t, score, p, w, i, None if v is None else tuple(v), viol)
+            for t, score, p, w, i, v, viol in rows
+        ]
+
     # -- writes --------------------------------------------------------------------------
     def open_bracket(self, info: BracketInfo) -> Bracket:
         row = Bracket(
@@ -183,7 +203,9 @@ class SqlBoard:
                 row.done = True
                 self._bracket_rows().pop(i, None)
 
-    def record(self, bracket: int, rung: int, trial_id: int, score: float) -> bool:
+    def record(
+        self, bracket: int, rung: int, trial_id: int, score: float, vector: Vector | None = None
+    ) -> bool:
         # Once per (trial, bracket, rung), by the unique key: one statement.
         entry_id = insert_new(
             self.s.connection(),
@@ -194,6 +216,8 @@ class SqlBoard:
                 "rung": rung,
                 "trial_id": trial_id,
                 "score": score,
+                "scores": None if vector is None else list(vector.scores),
+                "violation": 0.0 if vector is None else vector.violation,
                 "promoted": False,
                 "waiting": False,
             },

@@ -21,7 +21,11 @@ __all__ = [
 ]
 
 
-def make_scheduler(spec: SchedulerSpec, direction: str = "minimize") -> Scheduler:
+def make_scheduler(
+    spec: SchedulerSpec, direction: str = "minimize", fronts: bool = False
+) -> Scheduler:
+    """The scheduler ``spec`` names; ``fronts``: a study with several objectives or
+    constraints, whose rungs the halving schedulers rank by non-dominated sorting."""
     kinds: dict[str, type[Scheduler]] = {
         "fifo": FIFO,
         "median": MedianStopping,
@@ -29,4 +33,4 @@ def make_scheduler(spec: SchedulerSpec, direction: str = "minimize") -> Schedule
         "hyperband": Hyperband,
         "asha": ASHA,
     }
-    return kinds[spec.type](spec, direction)
+    return kinds[spec.type](spec, direction, fronts)

@@ -51,7 +51,7 @@ class ASHA(HalvingScheduler):
         for rec in records:
             if rec.rung >= self.ladder.top:
                 return self._complete(step)
-            keep, why = self._keep_in_top(rec.bracket, rec.rung, score, board)
+            keep, why = self._keep_in_top(rec, board, trial.trial_id)
             if not keep:
                 return Decision(DecisionKind.STOP, f"stopped at {why}", rung=rec.rung)
         if records:

@@ -17,7 +17,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from tuneyard.scheduler.board import Board, BracketInfo
+from tuneyard.scheduler.board import Board, BracketInfo, Vector
 from tuneyard.scheduler.decisions import (
     Decision,
     DecisionKind,
@@ -27,6 +27,7 @@ from tuneyard.scheduler.decisions import (
     fmt,
 )
 from tuneyard.scheduler.rungs import Ladder
+from tuneyard.scheduler.schedulers.fronts import rank_rung
 from tuneyard.spec import SchedulerSpec
 
 
@@ -50,10 +51,15 @@ class Scheduler(ABC):
     # Whether trials pause at rungs and are resumed later (promotion) or run on (stopping).
     pauses: bool = False
 
-    def __init__(self, spec: SchedulerSpec, direction: str = "minimize") -> None:
+    def __init__(
+        self, spec: SchedulerSpec, direction: str = "minimize", fronts: bool = False
+    ) -> None:
+        """``fronts``: rank rungs by non-dominated sorting of the entries' vectors (a study
+        with several objectives or constraints); schedulers that rank no rung ignore it."""
         self.spec = spec
         self.eta = spec.reduction_factor
         self.sign = 1.0 if direction == "minimize" else -1.0
+        self.fronts = fronts
         self.ladder = self._ladder()
 
     @abstractmethod
@@ -97,10 +103,14 @@ class Scheduler(ABC):
         )
 
     # -- reports -------------------------------------------------------------------------
-    def milestones(self, trial: TrialView, step: float, score: float) -> list[RungRecord]:
+    def milestones(
+        self, trial: TrialView, step: float, score: float, vector: Vector | None = None
+    ) -> list[RungRecord]:
         """Rung records a report creates: one per rung its step reached for the first time."""
         after = max(trial.rung, trial.base - 1)
-        return [RungRecord(trial.bracket, k, score) for k in self.ladder.crossed(after, step)]
+        return [
+            RungRecord(trial.bracket, k, score, vector) for k in self.ladder.crossed(after, step)
+        ]
 
     @abstractmethod
     def decide(
@@ -132,10 +142,15 @@ class Scheduler(ABC):
         """Rank (0-based, best first) of the cut-off entry of a rung holding ``n`` entries."""
         return -1
 
-    def _keep_in_top(self, b: int, k: int, score: float, board: Board) -> tuple[bool, str]:
-        """Whether ``score`` ranks within the rung's cut-off, and a reason."""
+    def _keep_in_top(self, rec: RungRecord, board: Board, trial_id: int) -> tuple[bool, str]:
+        """Whether trial ``trial_id``'s entry ``rec``, just recorded, ranks within the
+        rung's cut-off, and a reason."""
+        b, k, score = rec.bracket, rec.rung, rec.score
         n = board.stats(b, k).entries
         quota = self.cutoff_rank(n) + 1
+        if self.fronts:
+            failed = rec.vector.failed if rec.vector is not None else ()
+            return self._keep_in_fronts(b, k, n, quota, board, trial_id, failed)
         cut = board.cutoff(b, k)
         where = self.rung_name(k)
         if cut is not None and score <= cut.score:
@@ -145,6 +160,25 @@ class Scheduler(ABC):
             )
         cut_txt = f", cut-off {self.value(cut.score)}" if cut is not None else ""
         return False, f"{where}: {self.value(score)} is not in the top {quota} of {n}{cut_txt}"
+
+    def _keep_in_fronts(
+        self,
+        b: int,
+        k: int,
+        n: int,
+        quota: int,
+        board: Board,
+        trial_id: int,
+        failed: tuple[str, ...],
+    ) -> tuple[bool, str]:
+        """The stopping test by fronts: whether trial ``trial_id``'s entry ranks within the
+        first ``quota`` of the rung (or ties the last of them exactly), and a reason."""
+        ranked = rank_rung(board, b, k, self.spec.ranking)
+        where = self.rung_name(k)
+        label = ranked.label(trial_id, failed)
+        if ranked.within(trial_id, quota, keep_ties=True):
+            return True, f"{where}: {label}, within the top {quota} of {n}"
+        return False, f"{where}: {label}, only the top {quota} of {n} (1/{self.eta}) continue"
 
 
 def ceil_div(n: int, eta: int) -> int:

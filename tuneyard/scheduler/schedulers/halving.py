@@ -16,6 +16,7 @@ from tuneyard.scheduler.board import Board, BracketInfo, Entry
 from tuneyard.scheduler.decisions import Decision, DecisionKind, Promotion, RungRecord, fmt
 from tuneyard.scheduler.rungs import Ladder, geometric_rungs
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
+from tuneyard.scheduler.schedulers.fronts import rank_entries, rank_rung
 
 
 class HalvingScheduler(Scheduler):
@@ -57,6 +58,8 @@ class HalvingScheduler(Scheduler):
     ) -> tuple[Entry, str] | None:
         if not self.rung_complete(b, k, board):
             return None
+        if self.fronts:
+            return self._front_candidate(b, k, board, include)
         cut = board.cutoff(b.index, k)
         if cut is None:
             return None
@@ -68,6 +71,25 @@ class HalvingScheduler(Scheduler):
             f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])}: "
             f"{self.value(e.score)} is within the top {n // self.eta} of {n} "
             f"(1/{self.eta}, cut-off {self.value(cut.score)})"
+        )
+        return e, reason
+
+    def _front_candidate(
+        self, b: BracketInfo, k: int, board: Board, include: int | None
+    ) -> tuple[Entry, str] | None:
+        """The rung's best-ranked waiting entry (or ``include``'s) when it is within the top
+        ``floor(n/eta)`` by fronts. The rung is ranked only when it has such an entry."""
+        n = board.stats(b.index, k).entries
+        quota = self.cutoff_rank(n) + 1
+        if quota <= 0 or board.best_candidate(b.index, k, include) is None:
+            return None
+        ranked = rank_rung(board, b.index, k, self.spec.ranking)
+        e = ranked.best_waiting(include)
+        if e is None or ranked.position(e.trial_id) >= quota:
+            return None
+        reason = (
+            f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])}: "
+            f"{ranked.label(e.trial_id)}, within the top {quota} of {n} (1/{self.eta})"
         )
         return e, reason
 
@@ -113,11 +135,15 @@ class HalvingScheduler(Scheduler):
             ]
             if not found:
                 continue
-            e, index = min(found, key=lambda f: f[0].key)
+            if self.fronts:
+                e, index, what = self._best_paused(found, board, k)
+            else:
+                e, index = min(found, key=lambda f: f[0].key)
+                what = self.value(e.score)
             reason = (
                 f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])} as the "
                 f"study ends: no new trial can start and none has reached "
-                f"{fmt(self.ladder.max_resource)}; {self.value(e.score)} is the best paused "
+                f"{fmt(self.ladder.max_resource)}; {what} is the best paused "
                 f"trial of the highest rung that has one"
             )
             return Promotion(
@@ -131,6 +157,20 @@ class HalvingScheduler(Scheduler):
                 final=True,
             )
         return None
+
+    def _best_paused(
+        self, found: list[tuple[Entry, int]], board: Board, k: int
+    ) -> tuple[Entry, int, str]:
+        """By fronts: each bracket's best-ranked paused entry of rung k, then the best of
+        those ranked among themselves; with its bracket and its place, for the reason."""
+        best: list[tuple[Entry, int, str]] = []
+        for _, index in found:
+            ranked = rank_rung(board, index, k, self.spec.ranking)
+            e = ranked.best_waiting(None)
+            if e is not None:
+                best.append((e, index, f"the trial in {ranked.label(e.trial_id)}"))
+        among = rank_entries([e for e, _, _ in best], self.spec.ranking)
+        return best[among.ranking.order[0]]
 
     # -- reports -------------------------------------------------------------------------
     def decide(
@@ -157,6 +197,12 @@ class HalvingScheduler(Scheduler):
             why = f"a trial in {self.rung_name(promo.from_rung)} is promoted first"
         elif self.synchronous and not self._bracket_rung_complete(trial.bracket, k, board):
             why = "waiting for the rest of the rung to finish"
+        elif self.fronts:
+            n = board.stats(trial.bracket, k).entries
+            ranked = rank_rung(board, trial.bracket, k, self.spec.ranking)
+            vector = records[-1].vector
+            label = ranked.label(trial.trial_id, vector.failed if vector is not None else ())
+            why = f"{label}, not in the top {n // self.eta} of {n} (1/{self.eta})"
         else:
             n = board.stats(trial.bracket, k).entries
             cut = board.cutoff(trial.bracket, k)

@@ -10,7 +10,7 @@ entry, kept up to date by the store, never a scan of all trials.
 
 from __future__ import annotations
 
-from tuneyard.scheduler.board import Board
+from tuneyard.scheduler.board import Board, Vector
 from tuneyard.scheduler.decisions import Decision, DecisionKind, RungRecord
 from tuneyard.scheduler.rungs import Ladder, linear_rungs
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
@@ -27,7 +27,11 @@ class MedianStopping(Scheduler):
     def cutoff_rank(self, n: int) -> int:
         return (n - 1) // 2
 
-    def milestones(self, trial: TrialView, step: float, score: float) -> list[RungRecord]:
+    def milestones(
+        self, trial: TrialView, step: float, score: float, vector: Vector | None = None
+    ) -> list[RungRecord]:
+        # Several objectives reach the rule as one scalarized score (the definition's
+        # weights): the rule ranks no vector.
         return [
             RungRecord(trial.bracket, k, trial.mean_score)
             for k in self.ladder.crossed(trial.rung, step)
