@@ -93,7 +93,7 @@ def curve(params: dict[str, Any], step: float) -> float:
 def run_job(
     http: Any,
     job: dict[str, Any],
-    objective: Callable[[dict[str, Any], float], float] = curve,
+    objective: Callable[[dict[str, Any], float], float | dict[str, float]] = curve,
     on_report: Callable[[dict[str, Any], float, dict[str, Any]], None] | None = None,
 ) -> str:
     """Run one assignment: report every integer step, obey the decisions. Returns the ending."""
@@ -102,9 +102,12 @@ def run_job(
     to = job["resource_to"]
     while step < to:
         step += 1
+        result = objective(job["params"], step)
+        # Several metrics (objectives, constrained ones) go as metrics.
+        measured = {"metrics": result} if isinstance(result, dict) else {"value": result}
         r = http.post(
             f"{API}/trials/{tid}/reports",
-            json={"attempt": job["attempt"], "step": step, "value": objective(job["params"], step)},
+            json={"attempt": job["attempt"], "step": step, **measured},
         )
         assert r.status_code == 200, r.text
         ans = r.json()

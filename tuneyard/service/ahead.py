@@ -105,6 +105,8 @@ class StudySampler:
                 Observation.resource,
                 Observation.score,
                 Trial.params,
+                Observation.scores,
+                Observation.violation,
             )
             .join(Trial, Trial.id == Observation.trial_id)
             .where(Observation.study_id == study_id, Observation.id > self.watermark)
@@ -112,7 +114,12 @@ class StudySampler:
         ).all()
         if new:
             self.sampler.observe(
-                [SamplerObservation(n, params, r, score) for _, n, r, score, params in new]
+                [
+                    SamplerObservation(
+                        n, params, r, score, None if v is None else tuple(v), violation
+                    )
+                    for _, n, r, score, params, v, violation in new
+                ]
             )
             self.watermark = new[-1][0]
             self.unsaved += len(new)

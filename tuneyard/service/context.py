@@ -17,6 +17,7 @@ from tuneyard.scheduler.samplers.base import ModelSampler, Sampler
 from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.service.ahead import StudySampler, SuggestAhead
+from tuneyard.service.objectives import Objectives
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.store.board import SqlBoard
@@ -47,6 +48,8 @@ class StudyContext:
     sign: float
     # The scheduling rules, as the simulator runs them too.
     engine: Engine
+    # How reports are read: the objectives and constraints.
+    objectives: Objectives
     # A model-based sampler as this process holds it (None for a stateless one): the same
     # sampler, with its lock and where it stands against the stored state.
     model: StudySampler | None = None
@@ -57,10 +60,10 @@ class StudyContext:
     @classmethod
     def build(cls, spec: StudySpec, seed: int) -> StudyContext:
         space = SearchSpace(spec.space)
-        sampler = make_sampler(spec.sampler, space, seed)
+        sampler = make_sampler(spec.sampler, space, seed, objectives=len(spec.objective_list))
         cap = sampler.capacity()
         capacity = spec.limits.max_trials if cap is None else min(cap, spec.limits.max_trials)
-        scheduler = make_scheduler(spec.scheduler, spec.direction)
+        scheduler = make_scheduler(spec.scheduler, spec.direction, fronts=spec.ranked_by_fronts)
         return cls(
             spec=spec,
             space=space,
@@ -69,6 +72,7 @@ class StudyContext:
             capacity=capacity,
             sign=1.0 if spec.direction == "minimize" else -1.0,
             engine=Engine(scheduler, capacity),
+            objectives=Objectives(spec),
             model=StudySampler(sampler) if isinstance(sampler, ModelSampler) else None,
         )
 

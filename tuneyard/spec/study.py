@@ -302,6 +302,12 @@ class StudySpec(StrictModel):
                 "scalarization: {weights: [...]} (one weight per objective) or use asha, sha "
                 "or hyperband, which rank rungs by non-dominated sorting"
             )
+        if self.constraints and sched.type == "median":
+            raise ValueError(
+                "constraints: the median rule compares one number per trial and cannot weigh "
+                "constraints; use asha, sha or hyperband, which rank rungs by constraint-"
+                "dominance"
+            )
         if weights is not None and sched.type != "median":
             raise ValueError("scheduler.scalarization applies to median only")
         if weights is not None and len(weights) != len(objectives):

@@ -4,6 +4,7 @@ and the reaping of leases that ran out."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from tuneyard.errors import (
 from tuneyard.scheduler.decisions import fmt
 from tuneyard.service.checkpoint_locations import check_location
 from tuneyard.service.context import StudyContext
+from tuneyard.service.objectives import Measure, bad_value
 from tuneyard.service.transitions import move, move_study
 from tuneyard.service.trials.reports import Reports
 from tuneyard.states import AttemptState, DecisionKind, LogKind, StudyState, TrialState
@@ -80,27 +82,60 @@ class Lifecycle(Reports):
                 return trial
             ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
-            if value is None:
-                value = metrics.get(ctx.spec.metric)
-            if value is None:
-                value = trial.value
             step = trial.resource if trial.resource is not None else trial.resource_to
-            bad = self._bad_value(ctx.spec.metric, value, step)
             if trial.state != TrialState.RUNNING:
                 raise Conflict(f"trial {trial_id} is {trial.state}; only a running trial completes")
-            if bad is not None:
-                self._end_job(s, ctx, study, board, trial, TrialState.FAILED, bad, error=bad)
+            measured = self._final_measure(ctx, trial, value, metrics, step)
+            if isinstance(measured, str):
+                self._end_job(
+                    s, ctx, study, board, trial, TrialState.FAILED, measured, error=measured
+                )
             else:
-                trial.value = value
+                trial.value = measured.value
+                if measured.vector is not None:
+                    trial.values = measured.values
+                    trial.violation = measured.vector.violation
+                    trial.infeasible = measured.infeasible
                 if trial.resource is None:
                     trial.resource = trial.resource_to
-                assert value is not None  # guaranteed by _bad_value
-                self._observe(s, ctx, trial, trial.resource, ctx.sign * value)
+                self._observe(s, ctx, trial, trial.resource, measured.score, measured.vector)
                 self._end_job(
                     s, ctx, study, board, trial, TrialState.COMPLETED, "objective returned"
                 )
             self._maybe_finish(s, ctx, study, board)
             return trial
+
+    @staticmethod
+    def _final_measure(
+        ctx: StudyContext,
+        trial: Trial,
+        value: float | None,
+        metrics: dict[str, Any],
+        step: float,
+    ) -> Measure | str:
+        """The result an objective returned, or why it fails the trial. Given no value (or,
+        with several objectives or constraints, none of the metrics), the trial's last
+        report stands; given some of the metrics, the report must carry them all."""
+        objectives = ctx.objectives
+        if not objectives.by_fronts:
+            if value is None:
+                value = metrics.get(ctx.spec.metric)
+            if value is None:
+                value = trial.value
+            return objectives.measure(value, {}, step)
+        given = value is not None or any(m in metrics for m in objectives.needed)
+        if given:
+            return objectives.measure(value, metrics, step)
+        if trial.values is None:
+            return bad_value(objectives.metrics[0], None, step) or "no result"
+        measure = objectives.of_values(trial.values, {})
+        # The last report's feasibility stands: its metrics were checked then.
+        vector = measure.vector
+        assert vector is not None
+        failed = tuple(trial.infeasible.split(", ")) if trial.infeasible else ()
+        return replace(
+            measure, vector=replace(vector, violation=trial.violation or 0.0, failed=failed)
+        )
 
     def fail(self, trial_id: int, error: str, output: str | None = None, *, attempt: int) -> Trial:
         """The objective of the live attempt crashed: ``error`` is what went wrong (a message

@@ -23,6 +23,7 @@ from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
+from tuneyard.service.objectives import Measure, bad_value
 from tuneyard.service.trials.suggestions import Suggestions
 from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
@@ -101,10 +102,12 @@ class Reports(Suggestions):
                     Study(id=study_id, spec=spec, seed=seed, created_at=created_at)
                 )
             sched = ctx.scheduler
+            if ctx.objectives.by_fronts:
+                return None  # the trial's vector and feasibility are the general path's
             if value is None:
                 value = metrics.get(ctx.spec.metric)
             if (
-                self._bad_value(ctx.spec.metric, value, step) is not None
+                bad_value(ctx.spec.metric, value, step) is not None
                 or study_state == StudyState.STOPPED
             ):
                 return None
@@ -117,7 +120,7 @@ class Reports(Suggestions):
                 self._check_report(ctx, trial, step)
             except TuneyardError:
                 return None
-            assert value is not None  # guaranteed by _bad_value
+            assert value is not None  # guaranteed by bad_value
             score = ctx.sign * value
             trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
             trial.score_sum += score
@@ -189,10 +192,12 @@ class Reports(Suggestions):
             if stored is not None and stored.attempt == attempt:
                 return stored
             ctx = self.kit.context(study)
-            metric = ctx.spec.metric
-            if value is None:
-                value = metrics.get(metric)
-            bad = self._bad_value(metric, value, step)
+            # A metric the study needs and the report lacks is refused here, before anything
+            # changes; a NaN fails the trial below.
+            measured = ctx.objectives.measure(value, metrics, step)
+            bad = measured if isinstance(measured, str) else None
+            measure = measured if not isinstance(measured, str) else None
+            value = measure.value if measure is not None else value
             sched = ctx.scheduler
             crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
             heavy = bad is not None or crosses or study.state == StudyState.STOPPED
@@ -228,12 +233,14 @@ class Reports(Suggestions):
                     decision = Decision(DecisionKind.STOP, "the study was stopped")
                     self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
                     trial.value, trial.resource = value, step
+                    if measure is not None:
+                        _keep_values(trial, measure)
                 elif stored is not None and stored.decision == DecisionKind.PAUSE:
-                    assert value is not None  # guaranteed by _bad_value
-                    decision = self._pause_again(s, ctx, trial, step, value, stored, now)
+                    assert measure is not None  # a bad value is the first branch
+                    decision = self._pause_again(s, trial, step, measure, stored, now)
                 else:
-                    assert value is not None  # guaranteed by _bad_value
-                    decision = self._decide(s, ctx, study, board, trial, step, value, now)
+                    assert measure is not None
+                    decision = self._decide(s, ctx, study, board, trial, step, measure, now)
             fields = {
                 "attempt": attempt,
                 "value": value if bad is None else None,
@@ -257,18 +264,18 @@ class Reports(Suggestions):
     def _pause_again(
         self,
         s: Session,
-        ctx: StudyContext,
         trial: Trial,
         step: float,
-        value: float,
+        measure: Measure,
         stored: Report,
         now: datetime,
     ) -> Decision:
         """A re-run's report of the step at which an earlier attempt was told to pause (that
         attempt died before it saved its checkpoint). The rung was recorded, and decided, then:
         the decision stands, and this attempt pauses there too, with its own value stored."""
-        score = ctx.sign * value
-        trial.value, trial.resource = value, step
+        score = measure.score
+        trial.value, trial.resource = measure.value, step
+        _keep_values(trial, measure)
         trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
         trial.lease_expires_at = self._lease(now)
         trial.pending = DecisionKind.PAUSE
@@ -282,16 +289,6 @@ class Reports(Suggestions):
             .where(Report.trial_id == trial_id, Report.step == step)
             .execution_options(populate_existing=True)
         )
-
-    @staticmethod
-    def _bad_value(metric: str, value: float | None, step: float) -> str | None:
-        if value is None:
-            return f"metric {metric!r} missing from the report at step {fmt(step)}"
-        if math.isnan(value):
-            return f"metric {metric!r} is NaN at step {fmt(step)}"
-        if math.isinf(value):
-            return f"metric {metric!r} is infinite ({value}) at step {fmt(step)}"
-        return None
 
     def _check_report(self, ctx: StudyContext, trial: Trial, step: float) -> None:
         if trial.state != TrialState.RUNNING:
@@ -329,21 +326,22 @@ class Reports(Suggestions):
         board: SqlBoard,
         trial: Trial,
         step: float,
-        value: float,
+        measure: Measure,
         now: datetime,
     ) -> Decision:
-        score = ctx.sign * value
-        trial.value = value
+        score = measure.score
+        trial.value = measure.value
+        _keep_values(trial, measure)
         trial.resource = step
         trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
         trial.score_sum += score
         trial.score_count += 1
         trial.lease_expires_at = self._lease(now)
         view = _view(trial, trial.best_score)
-        outcome = ctx.engine.report(view, step, score, board)
+        outcome = ctx.engine.report(view, step, score, board, measure.vector)
         for rec in outcome.records:
             trial.rung = rec.rung
-            self._observe(s, ctx, trial, ctx.scheduler.resources[rec.rung], score)
+            self._observe(s, ctx, trial, ctx.scheduler.resources[rec.rung], score, measure.vector)
         decision = outcome.decision
         if decision.kind == DecisionKind.CONTINUE and decision.promoted_from is not None:
             trial.resource_to = decision.resource_to or trial.resource_to
@@ -360,11 +358,11 @@ class Reports(Suggestions):
             trial.reason = decision.reason
             self._log(s, trial, LogKind.PAUSE, decision.reason, decision.rung, step)
         elif decision.kind == DecisionKind.STOP:
-            self._observe(s, ctx, trial, step, score)
+            self._observe(s, ctx, trial, step, score, measure.vector)
             self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
             self._maybe_finish(s, ctx, study, board)
         elif decision.kind == DecisionKind.COMPLETE:
-            self._observe(s, ctx, trial, step, score)
+            self._observe(s, ctx, trial, step, score, measure.vector)
             self._end_job(s, ctx, study, board, trial, TrialState.COMPLETED, decision.reason)
             self._maybe_finish(s, ctx, study, board)
         return decision
@@ -467,6 +465,16 @@ def _view(trial: Trial, best_score: float) -> TrialView:
         mean_score=trial.score_sum / trial.score_count,
         base=trial.base_rung,
     )
+
+
+def _keep_values(trial: Trial, measure: Measure) -> None:
+    """A study with several objectives or constraints: the trial's latest values, total
+    violation and failed constraints, as the report gave them."""
+    if measure.vector is None:
+        return
+    trial.values = measure.values
+    trial.violation = measure.vector.violation
+    trial.infeasible = measure.infeasible
 
 
 def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:

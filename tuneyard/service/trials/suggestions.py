@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from threadpoolctl import ThreadpoolController
 
+from tuneyard.scheduler.board import Vector
 from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.service import metrics as meter
 from tuneyard.service.ahead import SAVE_EVERY, SAVE_FRACTION, StudySampler
@@ -162,7 +163,13 @@ class Suggestions(TrialCore):
             return sampler.suggest(number, running)
 
     def _observe(
-        self, s: Session, ctx: StudyContext, trial: Trial, resource: float, score: float
+        self,
+        s: Session,
+        ctx: StudyContext,
+        trial: Trial,
+        resource: float,
+        score: float,
+        vector: Vector | None = None,
     ) -> None:
         """Record a result for model-based samplers (once per trial and resource)."""
         if ctx.model is None or not math.isfinite(score):
@@ -181,6 +188,8 @@ class Suggestions(TrialCore):
                 "number": trial.number,
                 "resource": resource,
                 "score": score,
+                "scores": None if vector is None else list(vector.scores),
+                "violation": 0.0 if vector is None else vector.violation,
                 "created_at": self.kit.clock(),
             },
             key=(Observation.trial_id, Observation.resource),
