@@ -83,3 +83,26 @@ def recorded_curve(trial: Any) -> None:
             f.write(json.dumps(line) + "\n")
         if trial.should_stop:
             return
+
+
+def trade_off(trial: Any) -> None:
+    """Two objectives and a constrained metric: a wider model (``width``) learns to a lower
+    error but answers slower and takes more memory; ``lr`` sets how fast it gets there.
+    Strict about resuming, as ``curve`` is."""
+    state = trial.load(default={"epochs": 0})
+    if state["epochs"] != int(trial.resource_from):
+        raise RuntimeError(
+            f"checkpoint holds {state['epochs']} epochs but the job starts at {trial.resource_from}"
+        )
+    width, lr = trial.params["width"], trial.params["lr"]
+    for epoch in trial.epochs():
+        time.sleep(0.02)
+        state["epochs"] = epoch
+        error = 0.05 + 1.0 / width + abs(math.log10(lr) + 2) * 0.1 + 0.5 / math.sqrt(epoch)
+        trial.report(
+            epoch,
+            val_error=error,
+            latency_ms=2.0 + 0.05 * width,
+            gpu_mem_gb=4 + 0.1 * width,
+        )
+    trial.save(state)
