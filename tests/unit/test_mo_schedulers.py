@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuneyard.scheduler.board import MemoryBoard, Vector
+from tuneyard.scheduler.multi import rank
 from tuneyard.scheduler.schedulers import make_scheduler
 from tuneyard.scheduler.schedulers.fronts import rank_rung
 from tuneyard.scheduler.simulator import SimResult, Simulator
@@ -112,3 +113,25 @@ def test_a_rung_ranks_feasible_entries_before_infeasible_ones() -> None:
     # 6 entries, eta 3: the top 2 go on: trials 2 and 3, the first front.
     assert promo is not None and promo.trial_id in (2, 3)
     assert "front 1 of 5, within the top 2 of 6 (1/3)" in promo.reason
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 5), st.sampled_from([0, 0, 0, 1, 2])),
+        min_size=1,
+        max_size=40,
+    ),
+    k=st.integers(0, 45),
+    method=st.sampled_from(["nsga2", "epsnet"]),
+)
+def test_a_quota_test_on_a_partial_ranking_answers_as_on_the_whole(
+    data: list[tuple[int, int, int]], k: int, method: str
+) -> None:
+    points = [(a, b) for a, b, _ in data]
+    violations = [v for _, _, v in data]
+    whole = rank(points, violations, method, keys=range(len(data)))  # type: ignore[arg-type]
+    part = rank(points, violations, method, keys=range(len(data)), upto=k)  # type: ignore[arg-type]
+    for i in range(len(data)):
+        for ties in (False, True):
+            assert part.within_top(i, k, ties) == whole.within_top(i, k, ties)

@@ -56,17 +56,38 @@ def crowding_distance(points: ArrayLike) -> FloatArray:
     be sorted.
     """
     p = as_points(points)
-    n, m = p.shape
+    return crowding_by_front(p, np.zeros(len(p), dtype=np.intp))
+
+
+def crowding_by_front(points: FloatArray, fronts: IntArray) -> FloatArray:
+    """:func:`crowding_distance` of every point within its own front, for all fronts at once.
+
+    The same rule, vectorised: per objective, the distinct (front, value) pairs are sorted,
+    each point finds its pair, and its neighbours are the pairs before and after it when they
+    belong to the same front; a pair at either end of its front gets infinity. A rung of
+    infeasible points has a front per distinct violation, so a loop over fronts would cost a
+    Python step per front."""
+    n, m = points.shape
     distance = np.zeros(n)
+    if n == 0:
+        return distance
     for k in range(m):
-        values = np.unique(p[:, k])
-        if len(values) < 2:
-            continue
-        span = values[-1] - values[0]
-        at = np.searchsorted(values, p[:, k])
-        inner = (at > 0) & (at < len(values) - 1)
-        distance[~inner] = np.inf
-        distance[inner] += (values[at[inner] + 1] - values[at[inner] - 1]) / span
+        pairs, at = np.unique(np.column_stack([fronts, points[:, k]]), axis=0, return_inverse=True)
+        at = at.reshape(-1)
+        front_of, value = pairs[:, 0], pairs[:, 1]
+        starts = np.flatnonzero(np.r_[True, front_of[1:] != front_of[:-1]])
+        ends = np.r_[starts[1:], len(pairs)] - 1
+        span = np.repeat(value[ends] - value[starts], ends - starts + 1)
+        first = np.zeros(len(pairs), dtype=bool)
+        last = np.zeros(len(pairs), dtype=bool)
+        first[starts], last[ends] = True, True
+        gap = np.zeros(len(pairs))
+        inner = ~(first | last)
+        idx = np.flatnonzero(inner)
+        gap[idx] = (value[idx + 1] - value[idx - 1]) / span[idx]
+        # An objective with one value in a front adds nothing there.
+        gap[(first | last) & (span > 0)] = np.inf
+        distance += gap[at]
     return distance
 
 
@@ -185,17 +206,42 @@ class Ranking:
         return self.results[index] == self.results[self.order[k - 1]]
 
 
+def _epsnet_by_front(
+    p: FloatArray, fronts: IntArray, n_fronts: int, tie: IntArray, upto: int | None
+) -> IntArray:
+    """Each point's place in its front's epsilon-net order. With ``upto``, the fronts after
+    the one that holds the ``upto``-th place are left in key order: whether a point is in
+    the first ``upto`` does not depend on them, and the greedy order costs a front's size
+    squared."""
+    within = np.zeros(len(p), dtype=np.intp)
+    # Ranks over the whole rung, so one scale serves every front.
+    scaled = _doubled_ranks(p)
+    placed = 0
+    for f in range(n_fronts):
+        if upto is not None and placed >= upto:
+            break
+        members = np.flatnonzero(fronts == f)
+        start = _epsnet_start(p[members], tie[members])
+        local = np.asarray(_farthest_first(scaled[members], start, tie[members]))
+        within[members[local]] = np.arange(len(members))
+        placed += len(members)
+    return within
+
+
 def rank(
     points: ArrayLike,
     violations: ArrayLike | None = None,
     method: Method = "nsga2",
     keys: Sequence[float] | ArrayLike | None = None,
+    upto: int | None = None,
 ) -> Ranking:
     """Order points by (front, tie-break rank inside the front, key, index).
 
     ``points``: shape (n, objectives), minimised. ``violations``: shape (n,) total or
     (n, constraints), each ``>= 0``; None when there are no constraints. ``keys``: a stable key
-    per point such as the entry's sequence number (default: the index).
+    per point such as the entry's sequence number (default: the index). ``upto``: only the
+    first ``upto`` places need to be exact (a quota test); the epsilon-net order of the fronts
+    beyond them is then skipped, and those points follow in (front, key) order.
     """
     if method not in METHODS:
         raise ValueError(f"ranking must be one of {', '.join(METHODS)}, not {method!r}")
@@ -205,19 +251,11 @@ def rank(
     k = _keys(keys, n)
     fronts = front_numbers(p, v)
     n_fronts = int(fronts.max()) + 1 if n else 0
-    within = np.zeros(n, dtype=np.intp)
     tie = _tie_ranks(k)
-    scaled = _doubled_ranks(p) if method == "epsnet" else p
-    for f in range(n_fronts):
-        members = np.flatnonzero(fronts == f)
-        if method == "nsga2":
-            crowd = crowding_distance(p[members])
-            local = np.lexsort((tie[members], -crowd))
-        else:
-            # Ranks over the whole rung, so one scale serves every front.
-            start = _epsnet_start(p[members], tie[members])
-            local = np.asarray(_farthest_first(scaled[members], start, tie[members]))
-        within[members[local]] = np.arange(len(members))
+    if method == "nsga2":
+        within: NDArray[np.float64] | IntArray = -crowding_by_front(p, fronts)
+    else:
+        within = _epsnet_by_front(p, fronts, n_fronts, tie, upto)
     order = np.lexsort((tie, within, fronts))
     positions = np.empty(n, dtype=np.intp)
     positions[order] = np.arange(n)

@@ -173,7 +173,7 @@ class Scheduler(ABC):
     ) -> tuple[bool, str]:
         """The stopping test by fronts: whether trial ``trial_id``'s entry ranks within the
         first ``quota`` of the rung (or ties the last of them exactly), and a reason."""
-        ranked = rank_rung(board, b, k, self.spec.ranking)
+        ranked = rank_rung(board, b, k, self.spec.ranking, upto=quota)
         where = self.rung_name(k)
         label = ranked.label(trial_id, failed)
         if ranked.within(trial_id, quota, keep_ties=True):

@@ -71,14 +71,18 @@ def points(entries: Sequence[Entry]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(vectors, dtype=float), np.asarray([e.violation for e in entries], dtype=float)
 
 
-def rank_rung(board: Board, bracket: int, rung: int, method: Method) -> RankedRung:
+def rank_rung(
+    board: Board, bracket: int, rung: int, method: Method, upto: int | None = None
+) -> RankedRung:
+    """The rung ranked; ``upto``: only places below it are asked about (a quota test), so
+    only they need be exact (see :func:`tuneyard.scheduler.multi.rank`)."""
     entries = board.entries(bracket, rung)
-    return rank_entries(entries, method)
+    return rank_entries(entries, method, upto)
 
 
-def rank_entries(entries: Sequence[Entry], method: Method) -> RankedRung:
+def rank_entries(entries: Sequence[Entry], method: Method, upto: int | None = None) -> RankedRung:
     p, v = points(entries)
     if not entries:
         p = p.reshape(0, 1)
-    ranking = rank(p, v, method, keys=[e.seq for e in entries])
+    ranking = rank(p, v, method, keys=[e.seq for e in entries], upto=upto)
     return RankedRung(entries, ranking, {e.trial_id: i for i, e in enumerate(entries)})

@@ -83,7 +83,7 @@ class HalvingScheduler(Scheduler):
         quota = self.cutoff_rank(n) + 1
         if quota <= 0 or board.best_candidate(b.index, k, include) is None:
             return None
-        ranked = rank_rung(board, b.index, k, self.spec.ranking)
+        ranked = rank_rung(board, b.index, k, self.spec.ranking, upto=quota)
         e = ranked.best_waiting(include)
         if e is None or ranked.position(e.trial_id) >= quota:
             return None
