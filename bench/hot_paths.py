@@ -1,11 +1,16 @@
 """Cost of the report and next paths as a study grows.
 
     python bench/hot_paths.py [--database-url URL] [--sizes 100,1000,10000] [--calls 200]
+                              [--multi]
 
 Prefills an ASHA study with N finished trials (each with rung records, as a real run leaves
 them), then times in-process service calls: a plain report (no rung), a report that reaches a
 rung (the study lock, a rank query, a promotion search) and ``next``. It also counts the SQL
 statements each call issues: that number must not grow with N.
+
+``--multi``: the study has two objectives and a constraint (a fifth of the trials infeasible),
+so a report that reaches a rung ranks that rung by fronts (MO-ASHA): that cost grows with the
+rung's size, and this measures by how much.
 """
 
 from __future__ import annotations
@@ -40,9 +45,21 @@ SPEC = {
     "scheduler": {"type": "asha", "min_resource": 1, "max_resource": 27, "reduction_factor": 3},
     "limits": {"max_trials": 10_000_000, "max_concurrent": 10_000},
 }
+MULTI = {
+    **{k: v for k, v in SPEC.items() if k not in ("metric",)},
+    "objectives": [{"metric": "loss"}, {"metric": "latency", "direction": "minimize"}],
+    "constraints": [{"metric": "mem", "max": 0.8}],
+}
 
 
-def prefill(kit: Toolkit, study_id: int, n: int) -> None:
+def metrics(rng: np.random.Generator, multi: bool) -> dict[str, float]:
+    """The other metrics of a report: the second objective and the constrained one."""
+    if not multi:
+        return {}
+    return {"latency": float(rng.uniform()), "mem": float(rng.uniform())}
+
+
+def prefill(kit: Toolkit, study_id: int, n: int, multi: bool = False) -> None:
     """N finished trials: all reached rung 0, a third rung 1, a ninth rung 2, ..."""
     rng = np.random.default_rng(0)
     now = kit.clock()
@@ -80,13 +97,17 @@ def prefill(kit: Toolkit, study_id: int, n: int) -> None:
         for i, tid in enumerate(ids):
             top = trials[i]["rung"]
             for k in range(top + 1):
+                score = float(rng.uniform())
+                other = metrics(rng, multi)
                 entries.append(
                     dict(
                         study_id=study_id,
                         bracket=0,
                         rung=k,
                         trial_id=tid,
-                        score=float(rng.uniform()),
+                        score=score,
+                        scores=[score, other["latency"]] if multi else None,
+                        violation=max(0.0, other["mem"] - 0.8) if multi else 0.0,
                         promoted=k < top,
                         waiting=False,
                         created_at=now,
@@ -153,13 +174,14 @@ class QueryCounter:
         self.n += 1
 
 
-def measure(url: str, n: int, calls: int) -> dict[str, Any]:
+def measure(url: str, n: int, calls: int, multi: bool = False) -> dict[str, Any]:
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     kit = Toolkit(make_sessionmaker(engine), Settings(database_url=url))
-    sid = StudyService(kit).create(StudySpec.model_validate(SPEC)).study.id
-    prefill(kit, sid, n)
+    spec = StudySpec.model_validate(MULTI if multi else SPEC)
+    sid = StudyService(kit).create(spec).study.id
+    prefill(kit, sid, n, multi)
     trials = TrialService(kit)
     counter = QueryCounter(engine)
     t_next, t_plain, t_rung, q_next, q_plain, q_rung = [], [], [], [], [], []
@@ -172,12 +194,21 @@ def measure(url: str, n: int, calls: int) -> dict[str, Any]:
         tid = job.trial.id
         c0, a = counter.n, time.perf_counter()
         # Half way through the job's range: a report that reaches no rung.
-        trials.report(tid, job.trial.resource_from + 0.5, 0.7, {}, attempt=job.trial.attempts)
+        rng = np.random.default_rng(tid)
+        trials.report(
+            tid,
+            job.trial.resource_from + 0.5,
+            0.7,
+            metrics(rng, multi),
+            attempt=job.trial.attempts,
+        )
         t_plain.append(time.perf_counter() - a)
         q_plain.append(counter.n - c0)
         c0, a = counter.n, time.perf_counter()
-        value = float(np.random.default_rng(tid).uniform())
-        d = trials.report(tid, job.trial.resource_to, value, {}, attempt=job.trial.attempts)
+        value = float(rng.uniform())
+        d = trials.report(
+            tid, job.trial.resource_to, value, metrics(rng, multi), attempt=job.trial.attempts
+        )
         t_rung.append(time.perf_counter() - a)
         q_rung.append(counter.n - c0)
         if d.decision == "pause":
@@ -208,6 +239,7 @@ def main() -> None:
     ap.add_argument("--database-url", default="")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--multi", action="store_true", help="two objectives and a constraint")
     args = ap.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     print(f"database: {url.split('@')[-1]}")
@@ -216,7 +248,7 @@ def main() -> None:
         f" {'SQL: next/report/rung':>22}"
     )
     for n in [int(x) for x in args.sizes.split(",")]:
-        r = measure(url, n, args.calls)
+        r = measure(url, n, args.calls, args.multi)
         print(
             f"{r['n']:>8} {r['next_p50']:>7.2f}/{r['next_p95']:<7.2f}"
             f" {r['plain_p50']:>6.2f}/{r['plain_p95']:<7.2f}"

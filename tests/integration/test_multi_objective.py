@@ -42,11 +42,13 @@ def two_objectives(params: dict[str, Any], step: float) -> dict[str, float]:
 
 def mo_spec(**overrides: Any) -> dict[str, Any]:
     spec = study_spec(
-        objectives=OBJECTIVES,
-        constraints=CONSTRAINTS,
-        sampler={"type": "nsga2", "seed": 5},
-        limits={"max_trials": 27, "max_concurrent": 4},
-        **overrides,
+        **{
+            "objectives": OBJECTIVES,
+            "constraints": CONSTRAINTS,
+            "sampler": {"type": "nsga2", "seed": 5},
+            "limits": {"max_trials": 27, "max_concurrent": 4},
+            **overrides,
+        }
     )
     del spec["metric"], spec["direction"]
     return spec
@@ -208,3 +210,36 @@ def test_a_bad_multi_objective_definition_is_a_422_naming_the_field(
     r = http.post(f"{API}/studies", json=spec)
     assert r.status_code == 422, r.text
     assert field in r.text
+
+
+def test_the_median_rule_compares_the_weighted_sum_it_is_given(
+    http: TestClient, settings: Settings
+) -> None:
+    spec = mo_spec(
+        scheduler={
+            "type": "median",
+            "min_resource": 1,
+            "max_resource": 9,
+            "min_trials": 2,
+            "scalarization": {"weights": [1.0, 0.5]},
+        },
+        constraints=[],
+        limits={"max_trials": 12, "max_concurrent": 4},
+    )
+    r = http.post(f"{API}/studies", json=spec)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    drive(http, sid, objective=two_objectives)
+    engine = create_engine(settings.database_url)
+    with Session(engine) as s:
+        trials = s.scalars(select(Trial).where(Trial.study_id == sid)).all()
+        for t in trials:
+            assert t.values is not None
+            error, proxy = t.values
+            # The rule's running statistics hold the weighted sum of the minimised objectives
+            # (the maximised proxy negated), so the best is at most the last one's sum.
+            assert t.best_score is not None
+            assert t.best_score <= error - 0.5 * proxy + 1e-9
+        reasons = s.scalars(select(DecisionLog.reason).where(DecisionLog.study_id == sid)).all()
+        assert any("median" in why for why in reasons), reasons
+    engine.dispose()
