@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 
@@ -56,6 +56,39 @@ class Entry:
 CutoffRank = Callable[[int], int]
 
 
+@dataclass(eq=False)
+class RungVectors:
+    """The part of a rung's entries that never changes once written (trial, arrival, vector,
+    violation), in arrival order: what ranking by fronts reads. Promotions and pauses change
+    only flags, so a store may keep one of these per rung and extend it as entries arrive;
+    ``rankings`` memoises the orders computed on it."""
+
+    trial_ids: tuple[int, ...] = ()
+    seqs: tuple[int, ...] = ()
+    # Minimised objective vectors (an entry without one is its score alone).
+    scores: tuple[tuple[float, ...], ...] = ()
+    violations: tuple[float, ...] = ()
+    rankings: dict[object, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.trial_ids)
+
+    @property
+    def last_seq(self) -> int:
+        return self.seqs[-1] if self.seqs else 0
+
+    def extended(self, entries: Sequence[Entry]) -> RungVectors:
+        """These and ``entries`` (later arrivals) after them."""
+        if not entries:
+            return self
+        return RungVectors(
+            self.trial_ids + tuple(e.trial_id for e in entries),
+            self.seqs + tuple(e.seq for e in entries),
+            self.scores + tuple(e.scores if e.scores is not None else (e.score,) for e in entries),
+            self.violations + tuple(e.violation for e in entries),
+        )
+
+
 @dataclass(frozen=True)
 class RungStats:
     entries: int = 0
@@ -91,9 +124,13 @@ class Board(Protocol):
         """Best unpromoted entry that is waiting (or belongs to trial ``include``)."""
         ...
 
-    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
-        """Every entry of the rung, in arrival order: what a study with several objectives
-        ranks by non-dominated sorting (a rung's size, never the study's other rungs)."""
+    def vectors(self, bracket: int, rung: int) -> RungVectors:
+        """What a study with several objectives ranks a rung by: every entry's vector, in
+        arrival order (a rung's size, never the study's other rungs)."""
+        ...
+
+    def candidates(self, bracket: int, rung: int, include: int | None) -> frozenset[int]:
+        """Trials whose entry in the rung is unpromoted and waits (or is ``include``'s)."""
         ...
 
 
@@ -106,6 +143,7 @@ class MemoryBoard:
         self._rungs: dict[tuple[int, int], list[tuple[float, int, int]]] = {}
         self._entries: dict[tuple[int, int, int], Entry] = {}
         self._stats: dict[tuple[int, int], RungStats] = {}
+        self._vectors: dict[tuple[int, int], RungVectors] = {}
         self._seq = 0
 
     # -- writes (what the service would persist) ------------------------------------------
@@ -189,12 +227,27 @@ class MemoryBoard:
             return None
         return self._entries[(bracket, rung, rows[rank][2])]
 
-    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
-        found = [
+    def _rung_entries(self, bracket: int, rung: int) -> list[Entry]:
+        return [
             self._entries[(bracket, rung, tid)]
             for _, _, tid in self._rungs.get((bracket, rung), [])
         ]
-        return sorted(found, key=lambda e: e.seq)
+
+    def vectors(self, bracket: int, rung: int) -> RungVectors:
+        key = (bracket, rung)
+        kept = self._vectors.get(key, RungVectors())
+        if len(kept) < self.stats(bracket, rung).entries:
+            found = self._rung_entries(bracket, rung)
+            new = sorted((e for e in found if e.seq > kept.last_seq), key=lambda e: e.seq)
+            kept = self._vectors[key] = kept.extended(new)
+        return kept
+
+    def candidates(self, bracket: int, rung: int, include: int | None) -> frozenset[int]:
+        return frozenset(
+            e.trial_id
+            for e in self._rung_entries(bracket, rung)
+            if not e.promoted and (e.waiting or e.trial_id == include)
+        )
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
         for _, _, tid in self._rungs.get((bracket, rung), []):

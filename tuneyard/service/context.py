@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from tuneyard.service.ahead import StudySampler, SuggestAhead
 from tuneyard.service.objectives import Objectives
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
-from tuneyard.store.board import SqlBoard
+from tuneyard.store.board import RungCache, SqlBoard
 from tuneyard.store.db import READ_ONLY
 from tuneyard.store.models import Study
 
@@ -53,9 +53,13 @@ class StudyContext:
     # A model-based sampler as this process holds it (None for a stateless one): the same
     # sampler, with its lock and where it stands against the stored state.
     model: StudySampler | None = None
+    # The study's rung vectors this process read (a study ranked by fronts).
+    rungs: RungCache = field(default_factory=RungCache)
 
     def board(self, session: Session, study_id: int) -> SqlBoard:
-        return SqlBoard(session, study_id, self.scheduler.resources, self.scheduler.cutoff_rank)
+        return SqlBoard(
+            session, study_id, self.scheduler.resources, self.scheduler.cutoff_rank, self.rungs
+        )
 
     @classmethod
     def build(cls, spec: StudySpec, seed: int) -> StudyContext:

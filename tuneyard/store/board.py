@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import Conflict
-from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats, Vector
+from tuneyard.lru import LRU
+from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats, RungVectors, Vector
 from tuneyard.store.models import Bracket, Rung, RungEntry
 from tuneyard.store.sql import insert_new
+
+
+class RungCache:
+    """A process's committed :class:`RungVectors` per (study, bracket, rung), so ranking a rung
+    by fronts reads only the entries that arrived since (by id, the rung's index) and reuses
+    the order it computed while nothing arrived. An entry's vector never changes once written,
+    and a rung's entries are written under its study's lock, so ids grow in commit order; the
+    rung's count (read in the caller's transaction) checks each use, and a copy that does not
+    match it is read again whole."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._kept: LRU[tuple[int, int, int], RungVectors] = LRU(size)
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, int]) -> RungVectors | None:
+        with self._lock:
+            return self._kept.get(key)
+
+    def put(self, key: tuple[int, int, int], vectors: RungVectors) -> None:
+        with self._lock:
+            self._kept.put(key, vectors)
 
 
 class SqlBoard:
@@ -22,11 +45,16 @@ class SqlBoard:
         study_id: int,
         resources: Sequence[float],
         cutoff_rank: CutoffRank,
+        rung_cache: RungCache | None = None,
     ) -> None:
         self.s = session
         self.study_id = study_id
         self.resources = resources
         self.cutoff_rank = cutoff_rank
+        self.rung_cache = rung_cache if rung_cache is not None else RungCache(64)
+        # Entries this transaction recorded, by rung: not committed yet, so never cached.
+        self._own: dict[tuple[int, int], list[Entry]] = {}
+        self._combined: dict[tuple[int, int], tuple[RungVectors, RungVectors]] = {}
         self._brackets: dict[int, Bracket] | None = None
         self._rungs: dict[tuple[int, int], Rung] = {}
         # Entries read along with a rung or as its new cut-off, by id: the session's identity
@@ -140,25 +168,69 @@ class SqlBoard:
                 best = own
         return None if best is None else Entry(best[0], best[1], best[2], best[3], best[4])
 
-    def entries(self, bracket: int, rung: int) -> Sequence[Entry]:
-        # The rung's rows by the (study, bracket, rung, ...) index: its size, not the study's.
+    def vectors(self, bracket: int, rung: int) -> RungVectors:
+        own = self._own.get((bracket, rung), [])
+        n = self.stats(bracket, rung).entries - len(own)
+        key = (self.study_id, bracket, rung)
+        kept = self.rung_cache.get(key) or RungVectors()
+        if len(kept) > n:
+            kept = RungVectors()  # read in a transaction that was rolled back
+        if len(kept) < n:
+            kept = kept.extended(self._read_entries(bracket, rung, after=kept.last_seq))
+            if len(kept) != n:
+                kept = RungVectors().extended(self._read_entries(bracket, rung, after=0))
+            self.rung_cache.put(key, kept)
+        if not own:
+            return kept
+        # The same object while nothing changes, so its memoised order serves this call.
+        combined = self._combined.get((bracket, rung))
+        if combined is None or combined[0] is not kept or len(combined[1]) != len(kept) + len(own):
+            combined = (kept, kept.extended(own))
+            self._combined[(bracket, rung)] = combined
+        return combined[1]
+
+    def _read_entries(self, bracket: int, rung: int, after: int) -> list[Entry]:
+        """The rung's committed entries after id ``after``, by the rung's index."""
+        own = {e.seq for e in self._own.get((bracket, rung), [])}
         rows = self.s.execute(
             select(
                 RungEntry.trial_id,
                 RungEntry.score,
-                RungEntry.promoted,
-                RungEntry.waiting,
                 RungEntry.id,
                 RungEntry.scores,
                 RungEntry.violation,
             )
-            .where(*self._in_rung(bracket, rung))
+            .where(*self._in_rung(bracket, rung), RungEntry.id > after)
             .order_by(RungEntry.id)
         ).all()
         return [
-            Entry(t, score, p, w, i, None if v is None else tuple(v), viol)
-            for t, score, p, w, i, v, viol in rows
+            Entry(t, score, False, False, i, None if v is None else tuple(v), viol)
+            for t, score, i, v, viol in rows
+            if i not in own
         ]
+
+    def candidates(self, bracket: int, rung: int, include: int | None) -> frozenset[int]:
+        waiting = self.s.scalars(
+            select(RungEntry.trial_id).where(
+                *self._in_rung(bracket, rung),
+                # Spelled as the partial index's predicate, so the planner can use it.
+                RungEntry.waiting,
+                ~RungEntry.promoted,
+            )
+        ).all()
+        found = set(waiting)
+        if include is not None and include not in found:
+            own = self.s.scalar(
+                select(RungEntry.id).where(
+                    RungEntry.trial_id == include,
+                    RungEntry.bracket == bracket,
+                    RungEntry.rung == rung,
+                    RungEntry.promoted.is_(False),
+                )
+            )
+            if own is not None:
+                found.add(include)
+        return frozenset(found)
 
     # -- writes --------------------------------------------------------------------------
     def open_bracket(self, info: BracketInfo) -> Bracket:
@@ -226,6 +298,17 @@ class SqlBoard:
         )
         if entry_id is None:
             return False
+        self._own.setdefault((bracket, rung), []).append(
+            Entry(
+                trial_id,
+                score,
+                False,
+                False,
+                entry_id,
+                None if vector is None else vector.scores,
+                0.0 if vector is None else vector.violation,
+            )
+        )
         row = self._rung_for_write(bracket, rung)
         self._move_cutoff(row, (score, entry_id))
         row.entries += 1

@@ -72,16 +72,22 @@ def crowding_by_front(points: FloatArray, fronts: IntArray) -> FloatArray:
     if n == 0:
         return distance
     for k in range(m):
-        pairs, at = np.unique(np.column_stack([fronts, points[:, k]]), axis=0, return_inverse=True)
-        at = at.reshape(-1)
-        front_of, value = pairs[:, 0], pairs[:, 1]
+        # The distinct (front, value) pairs in order, and each point's pair.
+        order = np.lexsort((points[:, k], fronts))
+        f_sorted, v_sorted = fronts[order], points[order, k]
+        new = np.ones(n, dtype=bool)
+        new[1:] = (f_sorted[1:] != f_sorted[:-1]) | (v_sorted[1:] != v_sorted[:-1])
+        at = np.empty(n, dtype=np.intp)
+        at[order] = np.cumsum(new) - 1
+        front_of, value = f_sorted[new], v_sorted[new]
+        distinct = len(value)
         starts = np.flatnonzero(np.r_[True, front_of[1:] != front_of[:-1]])
-        ends = np.r_[starts[1:], len(pairs)] - 1
+        ends = np.r_[starts[1:], distinct] - 1
         span = np.repeat(value[ends] - value[starts], ends - starts + 1)
-        first = np.zeros(len(pairs), dtype=bool)
-        last = np.zeros(len(pairs), dtype=bool)
+        first = np.zeros(distinct, dtype=bool)
+        last = np.zeros(distinct, dtype=bool)
         first[starts], last[ends] = True, True
-        gap = np.zeros(len(pairs))
+        gap = np.zeros(distinct)
         inner = ~(first | last)
         idx = np.flatnonzero(inner)
         gap[idx] = (value[idx + 1] - value[idx - 1]) / span[idx]

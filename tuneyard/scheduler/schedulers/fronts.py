@@ -4,38 +4,40 @@ https://arxiv.org/abs/2106.12639).
 
 The rung's entries are put in one total order, (front under constraint-dominance, tie-break
 inside the front, arrival), by :func:`tuneyard.scheduler.multi.rank`; the quota tests of the
-single-objective schedulers then read positions in that order where they compared scores with
-a cut-off. With one objective and no constraint the order is the sort by (score, arrival) of
+single-objective schedulers then read places in that order where they compared scores with a
+cut-off. With one objective and no constraint the order is the sort by (score, arrival) of
 the single-objective board, so every decision is the one the single-objective code makes.
 
-Cost: ranking reads the rung (one indexed query of its entries) and sorts it, O(n log n) for
-two objectives; the schedulers rank a rung only when it has an entry that could be promoted,
-and once per decision. It grows with the rung, not with the study's other rungs or trials.
+Cost: the order depends only on what never changes in an entry (its vector and arrival), so
+it is computed once per rung and state of the rung (:class:`RungVectors` memoises it, and the
+store keeps those between calls, extended as entries arrive): O(n log n) numpy work for two
+objectives when an entry arrives, nothing more until the next. Which entries may be promoted
+(waiting, unpromoted) is a small indexed lookup. Nothing reads the study's other rungs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tuneyard.scheduler.board import Board, Entry
+from tuneyard.scheduler.board import Board, RungVectors
 from tuneyard.scheduler.multi import Method, Ranking, rank
 
 
 @dataclass(frozen=True)
 class RankedRung:
-    """The entries of one rung and their order by fronts."""
+    """A rung's vectors and their order by fronts."""
 
-    entries: Sequence[Entry]
+    vectors: RungVectors
     ranking: Ranking
-    # Index of each trial's entry in ``entries``.
+    # Index of each trial's entry in ``vectors``.
     index: dict[int, int]
 
     @property
     def size(self) -> int:
-        return len(self.entries)
+        return len(self.vectors)
 
     def position(self, trial_id: int) -> int:
         """0-based place of the trial's entry in the order, best first."""
@@ -55,34 +57,28 @@ class RankedRung:
             return text
         return f"{text} (infeasible: {', '.join(failed)})" if failed else f"{text} (infeasible)"
 
-    def best_waiting(self, include: int | None) -> Entry | None:
-        """The best-placed unpromoted entry that waits (or is trial ``include``'s)."""
-        for i in self.ranking.order:
-            e = self.entries[i]
-            if not e.promoted and (e.waiting or e.trial_id == include):
-                return e
-        return None
+    def best_of(self, trials: Collection[int]) -> int | None:
+        """The best-placed of ``trials`` (trial ids with an entry here), None when empty."""
+        placed = [self.position(t) for t in trials if t in self.index]
+        if not placed:
+            return None
+        return self.vectors.trial_ids[self.ranking.order[min(placed)]]
 
 
-def points(entries: Sequence[Entry]) -> tuple[np.ndarray, np.ndarray]:
-    """The minimised objective vectors and total violations of entries (an entry without a
-    vector is its one score)."""
-    vectors = [e.scores if e.scores is not None else (e.score,) for e in entries]
-    return np.asarray(vectors, dtype=float), np.asarray([e.violation for e in entries], dtype=float)
+def rank_vectors(vectors: RungVectors, method: Method, upto: int | None = None) -> RankedRung:
+    """The order of ``vectors``, memoised on them; ``upto``: only places below it are asked
+    about (a quota test), so only they need be exact (see :func:`tuneyard.scheduler.multi.rank`).
+    """
+    key = (method, upto)
+    ranking = vectors.rankings.get(key)
+    if not isinstance(ranking, Ranking):
+        points = np.asarray(vectors.scores, dtype=float) if len(vectors) else np.zeros((0, 1))
+        ranking = rank(points, np.asarray(vectors.violations), method, vectors.seqs, upto)
+        vectors.rankings[key] = ranking
+    return RankedRung(vectors, ranking, {t: i for i, t in enumerate(vectors.trial_ids)})
 
 
 def rank_rung(
     board: Board, bracket: int, rung: int, method: Method, upto: int | None = None
 ) -> RankedRung:
-    """The rung ranked; ``upto``: only places below it are asked about (a quota test), so
-    only they need be exact (see :func:`tuneyard.scheduler.multi.rank`)."""
-    entries = board.entries(bracket, rung)
-    return rank_entries(entries, method, upto)
-
-
-def rank_entries(entries: Sequence[Entry], method: Method, upto: int | None = None) -> RankedRung:
-    p, v = points(entries)
-    if not entries:
-        p = p.reshape(0, 1)
-    ranking = rank(p, v, method, keys=[e.seq for e in entries], upto=upto)
-    return RankedRung(entries, ranking, {e.trial_id: i for i, e in enumerate(entries)})
+    return rank_vectors(board.vectors(bracket, rung), method, upto)

@@ -12,11 +12,11 @@ Cost: per rung, one ``best_candidate`` lookup and one comparison with the rung's
 
 from __future__ import annotations
 
-from tuneyard.scheduler.board import Board, BracketInfo, Entry
+from tuneyard.scheduler.board import Board, BracketInfo, Entry, RungVectors
 from tuneyard.scheduler.decisions import Decision, DecisionKind, Promotion, RungRecord, fmt
 from tuneyard.scheduler.rungs import Ladder, geometric_rungs
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
-from tuneyard.scheduler.schedulers.fronts import rank_entries, rank_rung
+from tuneyard.scheduler.schedulers.fronts import rank_rung, rank_vectors
 
 
 class HalvingScheduler(Scheduler):
@@ -55,7 +55,8 @@ class HalvingScheduler(Scheduler):
 
     def _candidate(
         self, b: BracketInfo, k: int, board: Board, include: int | None
-    ) -> tuple[Entry, str] | None:
+    ) -> tuple[int, str] | None:
+        """The trial the rung promotes now, and why; None when it promotes none."""
         if not self.rung_complete(b, k, board):
             return None
         if self.fronts:
@@ -72,35 +73,38 @@ class HalvingScheduler(Scheduler):
             f"{self.value(e.score)} is within the top {n // self.eta} of {n} "
             f"(1/{self.eta}, cut-off {self.value(cut.score)})"
         )
-        return e, reason
+        return e.trial_id, reason
 
     def _front_candidate(
         self, b: BracketInfo, k: int, board: Board, include: int | None
-    ) -> tuple[Entry, str] | None:
+    ) -> tuple[int, str] | None:
         """The rung's best-ranked waiting entry (or ``include``'s) when it is within the top
         ``floor(n/eta)`` by fronts. The rung is ranked only when it has such an entry."""
         n = board.stats(b.index, k).entries
         quota = self.cutoff_rank(n) + 1
-        if quota <= 0 or board.best_candidate(b.index, k, include) is None:
+        if quota <= 0:
+            return None
+        candidates = board.candidates(b.index, k, include)
+        if not candidates:
             return None
         ranked = rank_rung(board, b.index, k, self.spec.ranking, upto=quota)
-        e = ranked.best_waiting(include)
-        if e is None or ranked.position(e.trial_id) >= quota:
+        best = ranked.best_of(candidates)
+        if best is None or ranked.position(best) >= quota:
             return None
         reason = (
             f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])}: "
-            f"{ranked.label(e.trial_id)}, within the top {quota} of {n} (1/{self.eta})"
+            f"{ranked.label(best)}, within the top {quota} of {n} (1/{self.eta})"
         )
-        return e, reason
+        return best, reason
 
     def _find(self, board: Board, include: int | None) -> Promotion | None:
         for b, k in self._rungs_high_first(board):
             found = self._candidate(b, k, board, include)
             if found is None:
                 continue
-            e, reason = found
+            trial_id, reason = found
             return Promotion(
-                trial_id=e.trial_id,
+                trial_id=trial_id,
                 bracket=b.index,
                 from_rung=k,
                 to_rung=k + 1,
@@ -128,18 +132,11 @@ class HalvingScheduler(Scheduler):
         if any(board.stats(b.index, top).entries for b in brackets):
             return None
         for k in range(top - 1, -1, -1):
-            found = [
-                (e, b.index)
-                for b in brackets
-                if b.base <= k and (e := board.best_candidate(b.index, k, None)) is not None
-            ]
-            if not found:
+            here = [b.index for b in brackets if b.base <= k]
+            found = self._best_paused(here, board, k)
+            if found is None:
                 continue
-            if self.fronts:
-                e, index, what = self._best_paused(found, board, k)
-            else:
-                e, index = min(found, key=lambda f: f[0].key)
-                what = self.value(e.score)
+            trial_id, index, what = found
             reason = (
                 f"promoted from {self.rung_name(k)} to {fmt(self.resources[k + 1])} as the "
                 f"study ends: no new trial can start and none has reached "
@@ -147,7 +144,7 @@ class HalvingScheduler(Scheduler):
                 f"trial of the highest rung that has one"
             )
             return Promotion(
-                trial_id=e.trial_id,
+                trial_id=trial_id,
                 bracket=index,
                 from_rung=k,
                 to_rung=k + 1,
@@ -159,17 +156,39 @@ class HalvingScheduler(Scheduler):
         return None
 
     def _best_paused(
-        self, found: list[tuple[Entry, int]], board: Board, k: int
-    ) -> tuple[Entry, int, str]:
-        """By fronts: each bracket's best-ranked paused entry of rung k, then the best of
-        those ranked among themselves; with its bracket and its place, for the reason."""
-        best: list[tuple[Entry, int, str]] = []
-        for _, index in found:
+        self, brackets: list[int], board: Board, k: int
+    ) -> tuple[int, int, str] | None:
+        """The best paused trial of rung k over ``brackets``: its id, its bracket, and what
+        the reason says of it (its score; by fronts, its front). By fronts, each bracket's
+        best-ranked paused entry, then the best of those ranked among themselves."""
+        if not self.fronts:
+            scored = [
+                (e, index)
+                for index in brackets
+                if (e := board.best_candidate(index, k, None)) is not None
+            ]
+            if not scored:
+                return None
+            e, index = min(scored, key=lambda f: f[0].key)
+            return e.trial_id, index, self.value(e.score)
+        best: list[tuple[int, int, str]] = []
+        picked: list[Entry] = []
+        for index in brackets:
+            candidates = board.candidates(index, k, None)
+            if not candidates:
+                continue
             ranked = rank_rung(board, index, k, self.spec.ranking)
-            e = ranked.best_waiting(None)
-            if e is not None:
-                best.append((e, index, f"the trial in {ranked.label(e.trial_id)}"))
-        among = rank_entries([e for e, _, _ in best], self.spec.ranking)
+            trial = ranked.best_of(candidates)
+            if trial is None:
+                continue
+            best.append((trial, index, f"the trial in {ranked.label(trial)}"))
+            v, i = ranked.vectors, ranked.index[trial]
+            picked.append(
+                Entry(trial, v.scores[i][0], False, True, v.seqs[i], v.scores[i], v.violations[i])
+            )
+        if not best:
+            return None
+        among = rank_vectors(RungVectors().extended(picked), self.spec.ranking)
         return best[among.ranking.order[0]]
 
     # -- reports -------------------------------------------------------------------------
@@ -199,7 +218,7 @@ class HalvingScheduler(Scheduler):
             why = "waiting for the rest of the rung to finish"
         elif self.fronts:
             n = board.stats(trial.bracket, k).entries
-            ranked = rank_rung(board, trial.bracket, k, self.spec.ranking)
+            ranked = rank_rung(board, trial.bracket, k, self.spec.ranking, upto=n // self.eta)
             vector = records[-1].vector
             label = ranked.label(trial.trial_id, vector.failed if vector is not None else ())
             why = f"{label}, not in the top {n // self.eta} of {n} (1/{self.eta})"
