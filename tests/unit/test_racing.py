@@ -191,7 +191,7 @@ def test_tests_only_the_replicates_both_trials_have() -> None:
     assert decision.p_value == paired_p_value(np.array([0.30, 0.31]), np.array([0.20, 0.20]))
     assert decision.candidate is not None and decision.candidate.value == pytest.approx(0.305)
     assert "after fold 3 of 5" in decision.reason
-    assert "on the 2 folds" in decision.reason
+    assert "the incumbent's 0.2 on the 2 folds both ran" in decision.reason
 
 
 @FAST

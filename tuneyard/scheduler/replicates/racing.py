@@ -145,12 +145,12 @@ def race(
     level = look_level(rule, total)
     stop = p < level
     mine_agg, theirs_agg = aggregate(a), aggregate(b)
-    same = "on the same" if len(shared) == ran else f"on the {len(shared)}"
+    on = f"the same {unit}s" if len(shared) == ran else f"the {len(shared)} {unit}s both ran"
     verdict = "is worse than" if stop else "is not shown worse than"
     reason = (
         f"{'stopped' if stop else 'continue'} after {unit} {ran} of {total}: "
         f"mean {fmt(sign * mine_agg.value)} ± {fmt(mine_agg.stderr)} {verdict} the "
-        f"incumbent's {fmt(sign * theirs_agg.value)} {same} {unit}s "
+        f"incumbent's {fmt(sign * theirs_agg.value)} on {on} "
         f"({TEST_NAME}, p = {fmt(p)} {'<' if stop else '≥'} {fmt(level)})"
     )
     return RaceDecision(stop, reason, p, level, len(shared), mine_agg, theirs_agg)
