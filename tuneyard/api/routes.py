@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from tuneyard.api.auth import READ, WORKER, WRITE
-from tuneyard.api.deps import Id, SettingsDep, StudiesDep, TrialsDep
+from tuneyard.api.deps import Id, KitDep, SettingsDep, StudiesDep, TrialsDep
 from tuneyard.api.limits import StudyBody, limit_reports, parse_study
 from tuneyard.api.schemas import (
     Assignment,
@@ -21,7 +21,12 @@ from tuneyard.api.schemas import (
     DecisionOut,
     FailIn,
     HeartbeatIn,
+    HypervolumePoint,
     NextIn,
+    ParetoHistory,
+    ParetoOut,
+    ParetoSummary,
+    ParetoTrial,
     PauseIn,
     Problem,
     ReportIn,
@@ -36,6 +41,7 @@ from tuneyard.api.schemas import (
     TrialPage,
     TrialSummary,
 )
+from tuneyard.service.pareto import Front, FrontSummary, Objectives, ParetoService
 from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
@@ -85,7 +91,12 @@ def _study_out(v: StudyView) -> StudyOut:
         ),
         usage=StudyUsage.model_validate(v.usage.as_dict()) if v.usage is not None else None,
         queue_warning=v.queue_warning,
+        pareto=_pareto_summary(v.pareto),
     )
+
+
+def _pareto_summary(front: FrontSummary | None) -> ParetoSummary | None:
+    return None if front is None else ParetoSummary.model_validate(front.as_dict())
 
 
 def _error(fields: dict[str, Any] | None) -> StudyError | None:
@@ -107,7 +118,23 @@ def _trial_out(d: TrialDetail) -> TrialOut:
         reports=[ReportOut.model_validate(r, from_attributes=True) for r in d.reports],
         decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
         attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
+        **_objective_fields(d),
     )
+
+
+def _objective_fields(d: TrialDetail) -> dict[str, Any]:
+    """A trial's values per objective and its feasibility, for a study with several
+    objectives or constraints; nothing for a single unconstrained objective."""
+    if d.spec is None or not d.spec.ranked_by_fronts:
+        return {}
+    objectives = Objectives.of(d.spec)
+    t = d.trial
+    vector = objectives.vector(t.values, t.value)
+    return {
+        "values": None if vector is None else objectives.labelled(vector),
+        "feasible": objectives.feasible(t.violation),
+        "infeasible": t.infeasible,
+    }
 
 
 # -- studies ---------------------------------------------------------------------------------
@@ -246,6 +273,63 @@ def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
         _csv_chunks(studies.iter_trials(study_id), space),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="study-{study_id}-trials.csv"'},
+    )
+
+
+def _pareto_trial(m: Any) -> ParetoTrial:
+    base = TrialSummary.model_validate(m.trial, from_attributes=True).model_dump()
+    return ParetoTrial(**base, values=m.values, feasible=m.feasible)
+
+
+def _pareto_out(front: Front) -> ParetoOut:
+    return ParetoOut(
+        **front.summary.as_dict(),
+        resource=front.resource,
+        trials=[_pareto_trial(m) for m in front.members],
+    )
+
+
+@router.get(
+    "/studies/{study_id}/pareto",
+    response_model=ParetoOut,
+    responses={**E404, **E422},
+    dependencies=[READ],
+)
+def get_pareto(
+    study_id: Id,
+    kit: KitDep,
+    resource: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            allow_inf_nan=False,
+            description="the front among the rung entries recorded at this resource (a "
+            "rung's level, over brackets) instead of the completed trials",
+        ),
+    ] = None,
+) -> ParetoOut:
+    """The feasible non-dominated completed trials (the Pareto front), each with its value
+    per objective, and the hypervolume they dominate up to the reference point. With one
+    objective, the front is the best completed trial (and its ties)."""
+    return _pareto_out(ParetoService(kit).front(study_id, resource))
+
+
+@router.get(
+    "/studies/{study_id}/pareto/history",
+    response_model=ParetoHistory,
+    responses=E404,
+    dependencies=[READ],
+)
+def get_pareto_history(study_id: Id, kit: KitDep) -> ParetoHistory:
+    """The front's hypervolume as trials completed, in the order they completed, against
+    the reference point the study's front is measured against now."""
+    objectives, ref, completed, steps = ParetoService(kit).history(study_id)
+    return ParetoHistory(
+        objectives=objectives.as_list(),  # type: ignore[arg-type]
+        reference_point=None if ref is None else ref.user_units(objectives),
+        reference_derived=ref is not None and ref.derived,
+        completed=completed,
+        points=[HypervolumePoint.model_validate(x, from_attributes=True) for x in steps],
     )
 
 
