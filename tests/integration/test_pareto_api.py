@@ -4,6 +4,8 @@ rows written directly (ties, duplicates, infeasible and unfinished trials)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tests.helpers import API, study_spec
 from tuneyard.api.app import create_app
+from tuneyard.api.routes import CSV_COLUMNS
 from tuneyard.settings import Settings
 from tuneyard.store.db import make_engine, make_sessionmaker
 from tuneyard.store.models import Rung, RungEntry, Trial
@@ -322,3 +325,57 @@ def test_hypervolume_history_follows_the_order_trials_completed_in(
     assert got == expected and len(got) >= 2
     final = http.get(f"{API}/studies/{sid}/pareto").json()["hypervolume"]
     assert got[-1][1] == final
+
+
+def test_the_csv_export_has_a_column_per_objective_and_the_feasibility(
+    http: TestClient, db: Session
+) -> None:
+    sid = mo_study(http)
+    db.add_all(
+        [
+            Trial(
+                study_id=sid,
+                number=0,
+                state="completed",
+                params={"x": 0.5, "y": 0.1, "kind": "a"},
+                resource_to=27.0,
+                value=0.25,
+                values=[0.25, 0.75],
+                violation=0.0,
+            ),
+            Trial(
+                study_id=sid,
+                number=1,
+                state="stopped",
+                params={"x": 0.1, "y": 0.2, "kind": "b"},
+                resource_to=3.0,
+                value=0.5,
+                values=[0.5, -0.5],
+                violation=2.2,
+                infeasible="mem 18.2 > 16",
+            ),
+            Trial(study_id=sid, number=2, state="running", params={}, resource_to=1.0),
+        ]
+    )
+    db.commit()
+    r = http.get(f"{API}/studies/{sid}/trials.csv")
+    assert r.status_code == 200, r.text
+    reader = csv.DictReader(io.StringIO(r.text))
+    found = list(reader)
+    assert reader.fieldnames == [
+        *CSV_COLUMNS,
+        "err",
+        "acc",
+        "feasible",
+        "infeasible",
+        "param_x",
+        "param_y",
+        "param_kind",
+    ]
+    cells = [(row["err"], row["acc"], row["feasible"], row["infeasible"]) for row in found]
+    assert cells == [
+        ("0.25", "0.75", "true", ""),
+        ("0.5", "-0.5", "false", "mem 18.2 > 16"),
+        ("", "", "", ""),
+    ]
+    assert found[0]["param_kind"] == "a" and found[0]["value"] == "0.25"

@@ -241,16 +241,33 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _csv_chunks(trials: Iterable[Trial], params: list[str], size: int = 1 << 16) -> Iterator[str]:
+def _objective_cells(t: Trial, objectives: Objectives) -> list[Any]:
+    """A trial's value per objective, then whether it is feasible and why not."""
+    vector = objectives.vector(t.values, t.value)
+    cells: list[Any] = vector if vector is not None else [None] * len(objectives.metrics)
+    feasible = objectives.feasible(t.violation)
+    return [*cells, None if feasible is None else str(feasible).lower(), _cell(t.infeasible)]
+
+
+def _csv_chunks(
+    trials: Iterable[Trial],
+    params: list[str],
+    objectives: Objectives | None = None,
+    size: int = 1 << 16,
+) -> Iterator[str]:
     """The header, then a line per trial, in chunks of about ``size`` characters (a chunk per
-    line would cost the server a thread hop per trial). An inactive parameter is empty."""
+    line would cost the server a thread hop per trial). An inactive parameter is empty.
+    With ``objectives`` (several, or constraints), a column per objective's metric and the
+    trial's feasibility come before the parameters."""
     buf = io.StringIO()
     out = csv.writer(buf)
-    out.writerow([*CSV_COLUMNS, *(f"param_{p}" for p in params)])
+    extra = [] if objectives is None else [*objectives.metrics, "feasible", "infeasible"]
+    out.writerow([*CSV_COLUMNS, *(_cell(x) for x in extra), *(f"param_{p}" for p in params)])
     for t in trials:
-        out.writerow(
-            [_cell(getattr(t, c)) for c in CSV_COLUMNS] + [_cell(t.params.get(p)) for p in params]
-        )
+        row = [_cell(getattr(t, c)) for c in CSV_COLUMNS]
+        if objectives is not None:
+            row += [_cell(x) for x in _objective_cells(t, objectives)]
+        out.writerow(row + [_cell(t.params.get(p)) for p in params])
         if buf.tell() >= size:
             yield buf.getvalue()
             buf.seek(0)
@@ -266,11 +283,14 @@ def _csv_chunks(trials: Iterable[Trial], params: list[str], size: int = 1 << 16)
 )
 def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
     """Every trial of the study as CSV, by number: its fields, then a ``param_<name>`` column
-    per parameter of the space (empty where the parameter is inactive). Streamed a page at a
-    time, so the size of the study does not matter."""
-    space = list(studies.get(study_id).spec.space)
+    per parameter of the space (empty where the parameter is inactive). A study with several
+    objectives or constraints adds a column per objective (named by its metric), then
+    ``feasible`` and ``infeasible``, before the parameters. Streamed a page at a time, so the
+    size of the study does not matter."""
+    spec = studies.get(study_id).spec
+    objectives = Objectives.of(spec) if spec.ranked_by_fronts else None
     return StreamingResponse(
-        _csv_chunks(studies.iter_trials(study_id), space),
+        _csv_chunks(studies.iter_trials(study_id), list(spec.space), objectives),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="study-{study_id}-trials.csv"'},
     )
