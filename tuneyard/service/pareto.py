@@ -134,6 +134,8 @@ class Point:
     trial_id: int
     values: list[float]
     violation: float | None
+    number: int = -1
+    infeasible: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,18 @@ class Front:
     summary: FrontSummary
     members: list[Member]
     resource: float | None
+
+
+@dataclass(frozen=True)
+class PlotPoint:
+    """A completed trial on the dashboard's Pareto plot."""
+
+    trial_id: int
+    number: int
+    values: list[float]
+    feasible: bool | None
+    infeasible: str | None
+    front: bool
 
 
 @dataclass(frozen=True)
@@ -210,15 +224,15 @@ def completed_points(s: Session, study_id: int, objectives: Objectives) -> list[
     """Every completed trial's vector and violation: one query over narrow columns (not
     the trials' params or logs), by trial id."""
     rows = s.execute(
-        select(Trial.id, Trial.values, Trial.value, Trial.violation)
+        select(Trial.id, Trial.number, Trial.values, Trial.value, Trial.violation, Trial.infeasible)
         .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETED)
         .order_by(Trial.id)
     ).all()
     out = []
-    for tid, values, value, violation in rows:
+    for tid, number, values, value, violation, infeasible in rows:
         vector = objectives.vector(values, value)
         if vector is not None:
-            out.append(Point(tid, vector, violation))
+            out.append(Point(tid, vector, violation, number, infeasible))
     return out
 
 
@@ -340,6 +354,37 @@ class ParetoService:
             ]
             members.sort(key=lambda x: x.trial.number)
             return Front(found.summary, members, at)
+
+    def plot(self, study_id: int, limit: int) -> tuple[FrontSummary, list[PlotPoint], int]:
+        """The completed trials as the dashboard draws them against the front: every front
+        trial and an even spread of the others, ``limit`` in all at most (the front is kept
+        whole), by number; with the front's summary and the number of completed trials."""
+        with self.kit.transaction() as s:
+            _, spec = self._study(s, study_id)
+            objectives = Objectives.of(spec)
+            points = completed_points(s, study_id, objectives)
+        found = analyse(objectives, points)
+        on_front = found.on_front.tolist()
+        rest = [i for i, on in enumerate(on_front) if not on]
+        room = max(0, limit - found.summary.size)
+        if len(rest) > room:
+            rest = (
+                [rest[k] for k in np.linspace(0, len(rest) - 1, room).astype(int)] if room else []
+            )
+        shown = sorted([i for i, on in enumerate(on_front) if on] + rest)
+        out = [
+            PlotPoint(
+                points[i].trial_id,
+                points[i].number,
+                points[i].values,
+                objectives.feasible(points[i].violation),
+                points[i].infeasible,
+                on_front[i],
+            )
+            for i in shown
+        ]
+        out.sort(key=lambda p: p.number)
+        return found.summary, out, len(points)
 
     def summary(self, s: Session, spec: StudySpec, study_id: int) -> FrontSummary | None:
         """The front's size and hypervolume for a study's summary; None for a study with one

@@ -19,6 +19,7 @@ import { coalesce, watchStudy } from "./live.js";
 import { notesCard } from "./notes.js";
 import { clearBanner, showBanner } from "./status.js";
 import { outcomePanel } from "./study-outcome.js";
+import { paretoPanel } from "./study-pareto.js";
 import { studyPlots } from "./study-plots.js";
 import { trialsTable } from "./study-trials.js";
 import { badge, progressBar } from "./widgets.js";
@@ -34,6 +35,7 @@ export async function studyPage(main, studyId) {
     h("span", { id: "crumb-name" }, `Study ${studyId}`),
   );
   const plots = studyPlots(studyId);
+  const pareto = paretoPanel(studyId);
   const trials = trialsTable(studyId);
   const budget = budgetPanel(studyId);
   const controls = studyControls(studyId, () => refresh(0));
@@ -48,7 +50,7 @@ export async function studyPage(main, studyId) {
     crumbs,
     head,
     h("div", { class: "actions-bar" }, controls.el, timeline),
-    h("div", { class: "grid" }, notes.el, plots.cards, budget.el, trials.el),
+    h("div", { class: "grid" }, notes.el, pareto.cards, plots.cards, budget.el, trials.el),
   );
 
   async function loadDetail() {
@@ -65,7 +67,7 @@ export async function studyPage(main, studyId) {
   const refresh = coalesce(async () => {
     try {
       const d = await loadDetail();
-      await Promise.allSettled([plots.load(d), budget.load(d), trials.load()]);
+      await Promise.allSettled([pareto.load(d), plots.load(d), budget.load(d), trials.load()]);
       clearBanner();
     } catch (e) {
       if (e.status === 404 && !state.detail) {
