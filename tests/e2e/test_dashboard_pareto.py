@@ -38,6 +38,13 @@ TRIALS = [
     ("completed", 0.10, 0.70, 0.0),  # 7 a twin of 0: front too
 ]
 FRONT, DOMINATED, INFEASIBLE = {0, 1, 4, 7}, {2, 5}, {3}
+# (state, err, acc, latency_ms, violation): two on the front, one dominated, one infeasible.
+THREE = [
+    ("completed", 0.1, 0.9, 30.0, 0.0),
+    ("completed", 0.2, 0.95, 10.0, 0.0),
+    ("completed", 0.3, 0.8, 40.0, 0.0),
+    ("completed", 0.05, 0.99, 5.0, 1.0),
+]
 
 
 def _problem() -> str | None:
@@ -50,8 +57,9 @@ def _problem() -> str | None:
     return None
 
 
-def _fill(db: str, sid: int) -> dict[int, int]:
-    """The trials written as the report path stores them; their ids by number."""
+def _fill(db: str, sid: int, trials: list[tuple[Any, ...]]) -> dict[int, int]:
+    """The trials, (state, *values, violation), written as the report path stores them;
+    their ids by number."""
     engine = make_engine(db)
     try:
         with make_sessionmaker(engine)() as s:
@@ -63,19 +71,34 @@ def _fill(db: str, sid: int) -> dict[int, int]:
                     params={"x": i / 10, "y": 0.1, "kind": "a"},
                     resource_to=27.0,
                     resource=27.0,
-                    value=err,
-                    values=[err, acc],
+                    value=values[0],
+                    values=list(values),
                     violation=violation,
                     infeasible=f"mem {16 + violation:g} > 16" if violation else None,
                     ended_at=T0 + timedelta(minutes=i) if state == "completed" else None,
                 )
-                for i, (state, err, acc, violation) in enumerate(TRIALS)
+                for i, (state, *values, violation) in enumerate(trials)
             ]
             s.add_all(rows)
             s.commit()
             return {t.number: t.id for t in rows}
     finally:
         engine.dispose()
+
+
+def _three_objectives(http: httpx.Client) -> int:
+    spec = study_spec(
+        name="three",
+        objectives=[
+            {"metric": "err"},
+            {"metric": "acc", "direction": "maximize"},
+            {"metric": "latency_ms"},
+        ],
+        constraints=[{"metric": "mem", "max": 16}],
+    )
+    del spec["metric"], spec["direction"]
+    sid: int = http.post(f"{API}/studies", json=spec).json()["id"]
+    return sid
 
 
 def _traces(page: Any, selector: str) -> dict[str, dict[str, Any]]:
@@ -112,7 +135,9 @@ def test_the_pareto_view_draws_the_front_the_dominated_and_the_infeasible_trials
         r = http.post(f"{API}/studies", json=spec)
         assert r.status_code == 201, r.text
         sid = r.json()["id"]
-        ids = _fill(db, sid)
+        ids = _fill(db, sid, TRIALS)
+        three = _three_objectives(http)
+        ids3 = _fill(db, three, THREE)
         single = http.post(f"{API}/studies", json=study_spec(name="one-objective")).json()["id"]
         front = http.get(f"{API}/studies/{sid}/pareto").json()
         assert {t["number"] for t in front["trials"]} == FRONT
@@ -156,6 +181,13 @@ def test_the_pareto_view_draws_the_front_the_dominated_and_the_infeasible_trials
                 assert list(zip(hv["x"], hv["y"], strict=False))[: len(steps)] == steps
                 assert hv["y"][-1] == pytest.approx(front["hypervolume"])
                 assert hv["x"][-1] == 7
+                # The head shows the front, not a best trial (the infeasible #3 has the best err).
+                page.wait_for_function(
+                    "document.querySelector('[data-testid=stat-front]').textContent !== '—'"
+                )
+                assert page.inner_text("[data-testid=stat-front]").startswith("4")
+                objectives = page.inner_text("[data-testid=study-objectives]")
+                assert objectives == "err ↓ minimize · acc ↑ maximize"
                 page.screenshot(path=str(tmp_path / "pareto.png"), full_page=True)
 
                 # A point opens its trial, as the other plots do.
@@ -166,6 +198,19 @@ def test_the_pareto_view_draws_the_front_the_dominated_and_the_infeasible_trials
                     target,
                 )
                 page.wait_for_url(f"{url}/trials/{target}")
+
+                # Three objectives: an axis each, the front's lines in the strongest colour.
+                page.goto(f"{url}/studies/{three}")
+                page.wait_for_selector("#plot-pareto[data-points]")
+                coords = page.eval_on_selector(
+                    "#plot-pareto",
+                    "e => ({type: e.data[0].type, axes: e.data[0].dimensions.map(d => d.label),"
+                    " colour: e.data[0].line.color, ids: e.data[0].customdata})",
+                )
+                assert coords["type"] == "parcoords"
+                assert coords["axes"] == ["err ↓", "acc ↑", "latency_ms ↓"]
+                level = dict(zip(coords["ids"], coords["colour"], strict=True))
+                assert level == {ids3[0]: 1, ids3[1]: 1, ids3[2]: 0.5, ids3[3]: 0}
 
                 page.goto(f"{url}/studies/{single}")
                 page.wait_for_selector("#plot-history[data-points]")

@@ -4,7 +4,7 @@
 // with the front in the strongest colour) and the front's hypervolume as trials completed.
 
 import { API, DASH, getJSON } from "./api.js";
-import { $, cssVar, h } from "./dom.js";
+import { $, cssVar, fill, h } from "./dom.js";
 import { fmtInt, fmtValue } from "./format.js";
 import { draw, emptyLayout, ensurePlotly, layout, linkPoints, plotText, theme } from "./plots.js";
 import { card, metaEl } from "./widgets.js";
@@ -34,6 +34,7 @@ export function paretoPanel(studyId) {
     }),
   ];
   for (const c of cards) c.hidden = true;
+  let summary = null;
 
   async function load(d) {
     if (!d.pareto) return;
@@ -43,12 +44,23 @@ export function paretoPanel(studyId) {
       getJSON(`${API}/studies/${studyId}/pareto/history`),
       ensurePlotly(),
     ]);
+    summary = points;
+    const stat = $("[data-testid=stat-front]");
+    if (stat) fill(stat, frontStat(summary));
     const t = theme();
     drawFront(front, t, points);
     drawHypervolume(hv, t, history);
   }
 
-  return { cards, load };
+  return { cards, load, summary: () => summary };
+}
+
+// What the study page's head shows of the front instead of a best value: its size and
+// hypervolume (a dash until the front is loaded).
+export function frontStat(s) {
+  if (!s) return "—";
+  const hv = s.hypervolume === null ? null : h("small", {}, ` hv ${fmtValue(s.hypervolume)}`);
+  return [fmtInt(s.size), hv];
 }
 
 function axisTitle(o) {
