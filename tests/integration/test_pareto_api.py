@@ -45,7 +45,8 @@ def db(settings: Settings) -> Iterator[Session]:
 
 
 def mo_study(http: TestClient, **over: Any) -> int:
-    spec = study_spec(objectives=OBJECTIVES, constraints=[{"metric": "mem", "max": 16}], **over)
+    over = {"objectives": OBJECTIVES, "constraints": [{"metric": "mem", "max": 16}], **over}
+    spec = study_spec(**over)
     del spec["metric"], spec["direction"]
     r = http.post(f"{API}/studies", json=spec)
     assert r.status_code == 201, r.text
@@ -55,7 +56,9 @@ def mo_study(http: TestClient, **over: Any) -> int:
 
 # -- references ----------------------------------------------------------------------------
 def minimised(values: list[float]) -> tuple[float, ...]:
-    return tuple(s * v for s, v in zip(SIGNS, values, strict=True))
+    """Maximised objectives negated; objectives past the first two are minimised."""
+    signs = SIGNS + (1,) * (len(values) - len(SIGNS))
+    return tuple(s * v for s, v in zip(signs, values, strict=True))
 
 
 def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -80,13 +83,15 @@ def brute_hypervolume(front: list[tuple[float, ...]], ref: tuple[float, ...]) ->
 
 
 # -- stored rows -----------------------------------------------------------------------------
-def random_trials(db: Session, sid: int, rng: np.random.Generator, n: int) -> list[Trial]:
-    """``n`` trials in random states on a small grid of values (so ties and duplicates are
-    common), a quarter of them infeasible, some completed ones without a vector yet."""
+def random_trials(
+    db: Session, sid: int, rng: np.random.Generator, n: int, m: int = 2
+) -> list[Trial]:
+    """``n`` trials in random states on a small grid of ``m`` values (so ties and duplicates
+    are common), a quarter of them infeasible, some completed ones without a vector yet."""
     trials = []
     for i in range(n):
         state = str(rng.choice(STATES))
-        values = [float(rng.integers(0, 6)), float(rng.integers(0, 6))]
+        values = [float(rng.integers(0, 6)) for _ in range(m)]
         violation = float(rng.choice([0.0, 0.0, 0.0, 2.5]))
         t = Trial(
             study_id=sid,
@@ -151,6 +156,18 @@ def test_the_front_is_the_brute_force_non_dominated_set_of_feasible_completed_tr
     summary = http.get(f"{API}/studies/{sid}").json()["pareto"]
     assert summary == {k: body[k] for k in summary}
     assert summary["size"] == len(want)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_three_objective_front_is_the_brute_force_one(
+    http: TestClient, db: Session, seed: int
+) -> None:
+    sid = mo_study(http, objectives=[*OBJECTIVES, {"metric": "latency_ms"}])
+    trials = random_trials(db, sid, np.random.default_rng(seed), 80, m=3)
+    body = http.get(f"{API}/studies/{sid}/pareto").json()
+    assert {t["id"] for t in body["trials"]} == expected_front(trials)
+    assert body["reference_derived"] is True and len(body["reference_point"]) == 3
+    assert body["hypervolume"] > 0
 
 
 def test_a_derived_reference_point_is_reported_as_derived(http: TestClient, db: Session) -> None:

@@ -98,3 +98,13 @@ def test_show_of_a_single_objective_study_is_unchanged(api: FakeApi) -> None:
     assert "objective: minimize loss" in out
     assert "best: trial 0 (id 100) loss=0.25 at resource 27, the best completed trial" in out
     assert "front:" not in out and "objectives:" not in out
+
+
+def test_watch_of_a_multi_objective_study_ends_with_its_front(api: FakeApi) -> None:
+    summary = {k: v for k, v in front_json().items() if k not in ("resource", "trials")}
+    body = study_json(4, spec=MO_SPEC, pareto=summary, state="completed")
+    api.on("GET", "/studies/4", httpx.Response(200, json=body))
+    out = flat(run("study", "watch", "4", "--interval", "0").output)
+    summary_line = out[out.index("study 4 completed") :]
+    assert "front 2 trials, hypervolume 1.25" in summary_line
+    assert "best err" not in summary_line

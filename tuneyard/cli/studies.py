@@ -450,11 +450,12 @@ def study_watch(
     s = watched.study
     if s is None:  # only a ``problem`` callback ends a watch early, and this one has none
         raise typer.Exit(1)
-    best = (
-        f"best {escape(s.spec.metric)} {_fmt(s.best.value)} (trial #{s.best.number})"
-        if s.best is not None
-        else "no completed trial"
-    )
+    if s.pareto is not None and s.spec.multi_objective:
+        best = f"front {escape(front_line(s.pareto))}"
+    elif s.best is not None:
+        best = f"best {escape(s.spec.metric)} {_fmt(s.best.value)} (trial #{s.best.number})"
+    else:
+        best = "no completed trial"
     console.print(
         f"study {s.id} {s.state}: {trials_done(s.counts)}/{s.spec.limits.max_trials} trials "
         f"done ({_counts(s.counts)}); {best}"

@@ -91,9 +91,11 @@ class Objectives:
         """A trial's total violation for the front: as stored; 0 in a study without
         constraints; infinite (never on the front) when a constrained study's trial has
         none recorded, since its feasibility is unknown."""
-        if stored is not None:
-            return float(stored)
-        return math.inf if self.constrained else 0.0
+        if stored is None:
+            return math.inf if self.constrained else 0.0
+        if math.isnan(stored) or stored < 0:
+            return math.inf  # not a violation the report path writes: keep it off the front
+        return float(stored)
 
     def feasible(self, stored: float | None) -> bool | None:
         """Whether a trial kept every constraint: None without constraints or a violation."""
@@ -197,11 +199,8 @@ class HypervolumeStep:
 
 @dataclass(frozen=True)
 class FrontAnalysis:
-    """Candidates split into the front and the rest, with the front's hypervolume."""
+    """Which candidates are on the front, and the front's size and hypervolume."""
 
-    points: list[Point]
-    minimised: FloatArray
-    violations: FloatArray
     on_front: NDArray[np.bool_]
     summary: FrontSummary
 
@@ -217,7 +216,7 @@ def analyse(objectives: Objectives, points: list[Point]) -> FrontAnalysis:
     ref = choose_reference(objectives, minimised)
     hv = None if ref is None else hypervolume(minimised[on_front].reshape(-1, m), ref.point)
     summary = FrontSummary(objectives, int(on_front.sum()), hv, ref)
-    return FrontAnalysis(points, minimised, violations, on_front, summary)
+    return FrontAnalysis(on_front, summary)
 
 
 def completed_points(s: Session, study_id: int, objectives: Objectives) -> list[Point]:
