@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.helpers import API, study_spec
+from tests.helpers import API, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.api.routes import CSV_COLUMNS
 from tuneyard.settings import Settings
@@ -396,3 +397,46 @@ def test_the_csv_export_has_a_column_per_objective_and_the_feasibility(
         ("", "", "", ""),
     ]
     assert found[0]["param_kind"] == "a" and found[0]["value"] == "0.25"
+
+
+def err_and_acc(params: dict[str, Any], step: float) -> dict[str, float]:
+    """Two objectives at odds (x lowers the error and the accuracy alike) on a coarse grid,
+    so that trials tie, and a memory bound that y breaks."""
+    x, y = round(params["x"], 1), params["y"]
+    late = 0.5 / step
+    return {"err": x + late, "acc": round(x**0.5, 1) - late, "mem": 8 + 12 * y}
+
+
+def test_a_driven_study_s_fronts_are_the_brute_force_fronts_of_what_it_stored(
+    http: TestClient, db: Session
+) -> None:
+    # Trials report through the API; the fronts are checked against the rows they left.
+    sid = mo_study(
+        http,
+        sampler={"type": "nsga2", "seed": 5},
+        scheduler={"mode": "promotion", "max_resource": 9},
+        limits={"max_trials": 30, "max_concurrent": 3},
+    )
+    drive(http, sid, objective=err_and_acc)
+    assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
+    trials = list(db.scalars(select(Trial).where(Trial.study_id == sid)))
+    rungs = {
+        (r.bracket, r.rung): r.resource
+        for r in db.scalars(select(Rung).where(Rung.study_id == sid))
+    }
+    entries = list(db.scalars(select(RungEntry).where(RungEntry.study_id == sid)))
+    db.commit()  # no read left open: SQLite would hold the server's writes off
+    assert any(t.violation for t in trials) and any(t.state != "completed" for t in trials)
+    front = http.get(f"{API}/studies/{sid}/pareto").json()
+    assert {t["id"] for t in front["trials"]} == expected_front(trials)
+    assert front["size"] == len(front["trials"]) > 0
+
+    for resource in sorted(set(rungs.values())):
+        at = {
+            e.trial_id: tuple(e.scores or ())
+            for e in entries
+            if rungs[(e.bracket, e.rung)] == resource and e.violation == 0
+        }
+        r = http.get(f"{API}/studies/{sid}/pareto", params={"resource": resource})
+        assert r.status_code == 200, r.text
+        assert {t["id"] for t in r.json()["trials"]} == brute_front(at), resource
