@@ -43,7 +43,11 @@ export function paretoPanel(studyId) {
       getJSON(`${DASH}/studies/${studyId}/pareto?points=2000`),
       getJSON(`${API}/studies/${studyId}/pareto/history`),
       ensurePlotly(),
-    ]);
+    ]).catch((e) => {
+      // As the other plots do: the card's head says what failed.
+      $("#meta-pareto").textContent = e.status === 401 ? "" : `couldn't load: ${e.message}`;
+      throw e;
+    });
     summary = points;
     const stat = $("[data-testid=stat-front]");
     if (stat) fill(stat, frontStat(summary));
