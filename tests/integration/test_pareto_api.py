@@ -344,6 +344,25 @@ def test_hypervolume_history_follows_the_order_trials_completed_in(
     final = http.get(f"{API}/studies/{sid}/pareto").json()["hypervolume"]
     assert got[-1][1] == final
 
+    # A later completion that joins the front: the history (cached per process) follows.
+    best = Trial(
+        study_id=sid,
+        number=len(trials),
+        state="completed",
+        params={},
+        resource_to=27.0,
+        value=0.0,
+        values=[0.0, 5.0],
+        violation=0.0,
+        ended_at=T0 + timedelta(days=1),
+    )
+    db.add(best)
+    db.commit()
+    again = http.get(f"{API}/studies/{sid}/pareto/history").json()
+    assert again["completed"] == len(done) + 1
+    assert again["points"][-1]["trial_id"] == best.id
+    assert again["points"][-1]["hypervolume"] == 6.0 * 6.0  # (0, -5) dominates the whole box
+
 
 def test_the_csv_export_has_a_column_per_objective_and_the_feasibility(
     http: TestClient, db: Session

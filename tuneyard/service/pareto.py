@@ -19,10 +19,12 @@ trials complete and hypervolumes measured against different ones do not compare.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
+from tuneyard.lru import LRU
 from tuneyard.scheduler.multi import hypervolume, pareto_mask, reference_point
 from tuneyard.service.context import Toolkit
 from tuneyard.spec import StudySpec
@@ -300,7 +303,9 @@ def hypervolume_steps(
     front = np.empty((0, m))
     steps: list[HypervolumeStep] = []
     for point, (completed, tid, number, _, violation, at) in zip(everything, vectors, strict=True):
-        if violation != 0:
+        # Infeasible, or no better anywhere than a point of the front so far (a twin
+        # included): it adds no volume. The common case, so it is tested before the mask.
+        if violation != 0 or (len(front) and np.all(front <= point, axis=1).any()):
             continue
         candidate = np.vstack([front, point])
         mask = pareto_mask(candidate)
@@ -312,6 +317,22 @@ def hypervolume_steps(
             continue  # a twin of a front point, or a point beyond the reference
         steps.append(HypervolumeStep(completed, at, tid, number, hv))
     return ref, steps
+
+
+# The hypervolume histories computed by this process, keyed by what they were computed from
+# (the study, its completed trials' count and the last completion), so a dashboard polling a
+# study that has not changed costs a read, not the hypervolumes again.
+History = tuple[Reference | None, list[HypervolumeStep]]
+_HISTORIES: WeakKeyDictionary[Toolkit, LRU[Hashable, History]] = WeakKeyDictionary()
+_HISTORIES_LOCK = threading.Lock()
+
+
+def _history_cache(kit: Toolkit) -> LRU[Hashable, History]:
+    with _HISTORIES_LOCK:
+        cache = _HISTORIES.get(kit)
+        if cache is None:
+            cache = _HISTORIES[kit] = LRU(64)
+        return cache
 
 
 class ParetoService:
@@ -397,7 +418,7 @@ class ParetoService:
         """The hypervolume over the study's completions (see :func:`hypervolume_steps`), the
         reference point it is measured against and the number of completed trials."""
         with self.kit.transaction() as s:
-            _, spec = self._study(s, study_id)
+            study, spec = self._study(s, study_id)
             objectives = Objectives.of(spec)
             when = func.coalesce(Trial.ended_at, Trial.updated_at)
             rows = s.execute(
@@ -405,5 +426,12 @@ class ParetoService:
                 .where(Trial.study_id == study_id, Trial.state == TrialState.COMPLETED)
                 .order_by(when, Trial.id)
             ).all()
-        ref, steps = hypervolume_steps(objectives, [tuple(r) for r in rows])
+        last = (rows[-1][0], rows[-1][5].timestamp()) if rows else None
+        key = (study_id, study.created_at.timestamp(), len(rows), last)
+        cache = _history_cache(self.kit)
+        found = cache.get(key)
+        if found is None:
+            found = hypervolume_steps(objectives, [tuple(r) for r in rows])
+            cache.put(key, found)
+        ref, steps = found
         return objectives, ref, len(rows), steps
