@@ -33,6 +33,8 @@ from tuneyard.protocol import (
     CodeOut,
     LogChunkOut,
     NewTokenOut,
+    ParetoHistory,
+    ParetoOut,
     ReportOut,
     StudyOut,
     StudyPage,
@@ -344,6 +346,15 @@ class Client:
     def get_trial(self, trial_id: int) -> TrialOut:
         """A trial with its reports, decisions and attempts."""
         return self._call("GET", f"{API}/trials/{trial_id}", TrialOut)
+
+    def get_pareto(self, study_id: int, resource: float | None = None) -> ParetoOut:
+        """The feasible non-dominated completed trials, or a rung's front at ``resource``."""
+        params = {"resource": resource} if resource is not None else None
+        return self._call("GET", f"{API}/studies/{study_id}/pareto", ParetoOut, params=params)
+
+    def pareto_history(self, study_id: int) -> ParetoHistory:
+        """The front's hypervolume after each completion that changed it."""
+        return self._call("GET", f"{API}/studies/{study_id}/pareto/history", ParetoHistory)
 
     # -- ask / tell ------------------------------------------------------------------------
     def next(

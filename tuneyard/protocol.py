@@ -106,6 +106,30 @@ class StudyUsage(BaseModel):
     )
 
 
+class ParetoObjective(BaseModel):
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+
+class ParetoSummary(BaseModel):
+    """A study's Pareto front in brief: its size and the hypervolume it dominates."""
+
+    objectives: list[ParetoObjective]
+    size: int = Field(description="trials on the front (feasible and non-dominated)")
+    hypervolume: float | None = Field(
+        description="the volume the front dominates up to the reference point, measured on "
+        "minimised objectives (maximised ones negated); null before any trial completed"
+    )
+    reference_point: list[float] | None = Field(
+        description="per objective, in its own units: the definition's reference_point, or "
+        "one derived from every completed trial (then reference_derived is true)"
+    )
+    reference_derived: bool = Field(
+        description="the reference point was derived from the trials: it moves as they "
+        "complete, so hypervolumes read at different times do not compare"
+    )
+
+
 class StudyOut(BaseModel):
     id: int
     name: str
@@ -137,6 +161,11 @@ class StudyOut(BaseModel):
         default=None,
         description="set while the study waits for workers and no live worker serves its "
         "queue, e.g. \"no live worker serves queue 'gpu'\"",
+    )
+    pareto: ParetoSummary | None = Field(
+        default=None,
+        description="several objectives or constraints: the front's size and hypervolume "
+        "(one study's GET only; null in lists and for a single unconstrained objective)",
     )
 
 
@@ -220,6 +249,55 @@ class TrialOut(TrialSummary):
     reports: list[ReportOut]
     decisions: list[DecisionOut]
     attempt_log: list[AttemptOut]
+    values: dict[str, float] | None = Field(
+        default=None,
+        description="several objectives or constraints: each objective's latest value by "
+        "metric, in its own units (null for a single unconstrained objective: see value)",
+    )
+    feasible: bool | None = Field(
+        default=None,
+        description="whether the latest report kept every constraint (null without "
+        "constraints, or before the trial reported)",
+    )
+    infeasible: str | None = Field(
+        default=None, description="which constraints failed, e.g. 'gpu_mem_gb 18.2 > 16'"
+    )
+
+
+class ParetoTrial(TrialSummary):
+    values: dict[str, float] = Field(
+        description="each objective's value by metric, in its own units (at the rung, for a "
+        "rung's front)"
+    )
+    feasible: bool | None = Field(description="null when the study has no constraints")
+
+
+class ParetoOut(ParetoSummary):
+    """The feasible non-dominated trials of a study, or of one of its rungs."""
+
+    resource: float | None = Field(
+        description="the rung's resource when the front is a rung's; null: completed trials"
+    )
+    trials: list[ParetoTrial] = Field(description="the front, by trial number")
+
+
+class HypervolumePoint(BaseModel):
+    completed: int = Field(description="completed trials so far, this one included")
+    at: datetime = Field(description="when this trial completed")
+    trial_id: int
+    number: int
+    hypervolume: float
+
+
+class ParetoHistory(BaseModel):
+    """The hypervolume as trials completed, against the study's current reference point:
+    a point per completion that changed it (the others leave it as it was)."""
+
+    objectives: list[ParetoObjective]
+    reference_point: list[float] | None
+    reference_derived: bool
+    completed: int = Field(description="completed trials in all")
+    points: list[HypervolumePoint]
 
 
 class TrialPage(BaseModel):

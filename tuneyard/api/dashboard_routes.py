@@ -21,9 +21,18 @@ from starlette.concurrency import run_in_threadpool
 from tuneyard.api.auth import READ, STREAM, CallerDep
 from tuneyard.api.deps import Id, KitDep
 from tuneyard.api.routes import E404, E422, _trial_out
-from tuneyard.api.schemas import BudgetLine, GpuInfo, RungBest, StudyError, TrialOut
+from tuneyard.api.schemas import (
+    BudgetLine,
+    GpuInfo,
+    ParetoObjective,
+    ParetoSummary,
+    RungBest,
+    StudyError,
+    TrialOut,
+)
 from tuneyard.errors import NotFound
 from tuneyard.service.dashboard import Card, DashboardService, Version, space_items
+from tuneyard.service.pareto import Objectives, ParetoService
 from tuneyard.service.studies import study_error
 from tuneyard.service.tokens import StreamTickets
 from tuneyard.spec import StudySpec
@@ -134,6 +143,29 @@ class StudySummary(StudyCard):
     best_by_rung: list[RungBest] = Field(
         default_factory=list, description="the best value seen at each rung reached so far"
     )
+    objectives: list[ParetoObjective] = Field(
+        default_factory=list, description="the study's objectives, one or several"
+    )
+    pareto: bool = Field(
+        default=False,
+        description="several objectives or constraints: the study has a Pareto view",
+    )
+
+
+class ParetoPoint(BaseModel):
+    trial_id: int
+    number: int
+    values: list[float] = Field(description="per objective, in the objectives' order and units")
+    feasible: bool | None = Field(description="null when the study has no constraints")
+    infeasible: str | None = Field(description="which constraints failed")
+    front: bool = Field(description="on the Pareto front (feasible and non-dominated)")
+
+
+class ParetoPlot(ParetoSummary):
+    """The completed trials against the front: every front trial and a spread of the rest."""
+
+    points: list[ParetoPoint]
+    total: int = Field(description="completed trials with objective values")
 
 
 class HistoryPoint(BaseModel):
@@ -353,7 +385,8 @@ def studies(
 def study(study_id: Id, dash: DashboardDep) -> StudySummary:
     """A study's card with its search space and rungs."""
     card, rungs, bests = dash.study(study_id)
-    space = space_items(StudySpec.from_stored(card.study.spec))
+    spec = StudySpec.from_stored(card.study.spec)
+    space = space_items(spec)
     by_rung = [RungBest.model_validate(b, from_attributes=True) for b in bests]
     return StudySummary.model_validate(
         {
@@ -362,6 +395,28 @@ def study(study_id: Id, dash: DashboardDep) -> StudySummary:
             "rungs": rungs,
             "note": card.study.note,
             "best_by_rung": by_rung,
+            "objectives": Objectives.of(spec).as_list(),
+            "pareto": spec.ranked_by_fronts,
+        }
+    )
+
+
+@router.get("/studies/{study_id}/pareto", response_model=ParetoPlot, responses={**E404, **E422})
+def pareto(
+    study_id: Id,
+    kit: KitDep,
+    points: Annotated[
+        int, Query(ge=10, le=20_000, description="most trials to return (the front is whole)")
+    ] = 2000,
+) -> ParetoPlot:
+    """The completed trials' objective values, each marked on the front, dominated or
+    infeasible, with the front's size and hypervolume."""
+    summary, shown, total = ParetoService(kit).plot(study_id, points)
+    return ParetoPlot.model_validate(
+        {
+            **summary.as_dict(),
+            "points": [ParetoPoint.model_validate(p, from_attributes=True) for p in shown],
+            "total": total,
         }
     )
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from tuneyard.api.auth import READ, WORKER, WRITE
-from tuneyard.api.deps import Id, SettingsDep, StudiesDep, TrialsDep
+from tuneyard.api.deps import Id, KitDep, SettingsDep, StudiesDep, TrialsDep
 from tuneyard.api.limits import StudyBody, limit_reports, parse_study
 from tuneyard.api.schemas import (
     Assignment,
@@ -21,7 +21,12 @@ from tuneyard.api.schemas import (
     DecisionOut,
     FailIn,
     HeartbeatIn,
+    HypervolumePoint,
     NextIn,
+    ParetoHistory,
+    ParetoOut,
+    ParetoSummary,
+    ParetoTrial,
     PauseIn,
     Problem,
     ReportIn,
@@ -36,6 +41,7 @@ from tuneyard.api.schemas import (
     TrialPage,
     TrialSummary,
 )
+from tuneyard.service.pareto import Front, FrontSummary, Objectives, ParetoService
 from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
@@ -85,7 +91,12 @@ def _study_out(v: StudyView) -> StudyOut:
         ),
         usage=StudyUsage.model_validate(v.usage.as_dict()) if v.usage is not None else None,
         queue_warning=v.queue_warning,
+        pareto=_pareto_summary(v.pareto),
     )
+
+
+def _pareto_summary(front: FrontSummary | None) -> ParetoSummary | None:
+    return None if front is None else ParetoSummary.model_validate(front.as_dict())
 
 
 def _error(fields: dict[str, Any] | None) -> StudyError | None:
@@ -107,7 +118,23 @@ def _trial_out(d: TrialDetail) -> TrialOut:
         reports=[ReportOut.model_validate(r, from_attributes=True) for r in d.reports],
         decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
         attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
+        **_objective_fields(d),
     )
+
+
+def _objective_fields(d: TrialDetail) -> dict[str, Any]:
+    """A trial's values per objective and its feasibility, for a study with several
+    objectives or constraints; nothing for a single unconstrained objective."""
+    if d.spec is None or not d.spec.ranked_by_fronts:
+        return {}
+    objectives = Objectives.of(d.spec)
+    t = d.trial
+    vector = objectives.vector(t.values, t.value)
+    return {
+        "values": None if vector is None else objectives.labelled(vector),
+        "feasible": objectives.feasible(t.violation),
+        "infeasible": t.infeasible,
+    }
 
 
 # -- studies ---------------------------------------------------------------------------------
@@ -214,16 +241,33 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _csv_chunks(trials: Iterable[Trial], params: list[str], size: int = 1 << 16) -> Iterator[str]:
+def _objective_cells(t: Trial, objectives: Objectives) -> list[Any]:
+    """A trial's value per objective, then whether it is feasible and why not."""
+    vector = objectives.vector(t.values, t.value)
+    cells: list[Any] = vector if vector is not None else [None] * len(objectives.metrics)
+    feasible = objectives.feasible(t.violation)
+    return [*cells, None if feasible is None else str(feasible).lower(), _cell(t.infeasible)]
+
+
+def _csv_chunks(
+    trials: Iterable[Trial],
+    params: list[str],
+    objectives: Objectives | None = None,
+    size: int = 1 << 16,
+) -> Iterator[str]:
     """The header, then a line per trial, in chunks of about ``size`` characters (a chunk per
-    line would cost the server a thread hop per trial). An inactive parameter is empty."""
+    line would cost the server a thread hop per trial). An inactive parameter is empty.
+    With ``objectives`` (several, or constraints), a column per objective's metric and the
+    trial's feasibility come before the parameters."""
     buf = io.StringIO()
     out = csv.writer(buf)
-    out.writerow([*CSV_COLUMNS, *(f"param_{p}" for p in params)])
+    extra = [] if objectives is None else [*objectives.metrics, "feasible", "infeasible"]
+    out.writerow([*CSV_COLUMNS, *(_cell(x) for x in extra), *(f"param_{p}" for p in params)])
     for t in trials:
-        out.writerow(
-            [_cell(getattr(t, c)) for c in CSV_COLUMNS] + [_cell(t.params.get(p)) for p in params]
-        )
+        row = [_cell(getattr(t, c)) for c in CSV_COLUMNS]
+        if objectives is not None:
+            row += [_cell(x) for x in _objective_cells(t, objectives)]
+        out.writerow(row + [_cell(t.params.get(p)) for p in params])
         if buf.tell() >= size:
             yield buf.getvalue()
             buf.seek(0)
@@ -239,13 +283,73 @@ def _csv_chunks(trials: Iterable[Trial], params: list[str], size: int = 1 << 16)
 )
 def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
     """Every trial of the study as CSV, by number: its fields, then a ``param_<name>`` column
-    per parameter of the space (empty where the parameter is inactive). Streamed a page at a
-    time, so the size of the study does not matter."""
-    space = list(studies.get(study_id).spec.space)
+    per parameter of the space (empty where the parameter is inactive). A study with several
+    objectives or constraints adds a column per objective (named by its metric), then
+    ``feasible`` and ``infeasible``, before the parameters. Streamed a page at a time, so the
+    size of the study does not matter."""
+    spec = studies.get(study_id).spec
+    objectives = Objectives.of(spec) if spec.ranked_by_fronts else None
     return StreamingResponse(
-        _csv_chunks(studies.iter_trials(study_id), space),
+        _csv_chunks(studies.iter_trials(study_id), list(spec.space), objectives),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="study-{study_id}-trials.csv"'},
+    )
+
+
+def _pareto_trial(m: Any) -> ParetoTrial:
+    base = TrialSummary.model_validate(m.trial, from_attributes=True).model_dump()
+    return ParetoTrial(**base, values=m.values, feasible=m.feasible)
+
+
+def _pareto_out(front: Front) -> ParetoOut:
+    return ParetoOut(
+        **front.summary.as_dict(),
+        resource=front.resource,
+        trials=[_pareto_trial(m) for m in front.members],
+    )
+
+
+@router.get(
+    "/studies/{study_id}/pareto",
+    response_model=ParetoOut,
+    responses={**E404, **E422},
+    dependencies=[READ],
+)
+def get_pareto(
+    study_id: Id,
+    kit: KitDep,
+    resource: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            allow_inf_nan=False,
+            description="the front among the rung entries recorded at this resource (a "
+            "rung's level, over brackets) instead of the completed trials",
+        ),
+    ] = None,
+) -> ParetoOut:
+    """The feasible non-dominated completed trials (the Pareto front), each with its value
+    per objective, and the hypervolume they dominate up to the reference point. With one
+    objective, the front is the best completed trial (and its ties)."""
+    return _pareto_out(ParetoService(kit).front(study_id, resource))
+
+
+@router.get(
+    "/studies/{study_id}/pareto/history",
+    response_model=ParetoHistory,
+    responses=E404,
+    dependencies=[READ],
+)
+def get_pareto_history(study_id: Id, kit: KitDep) -> ParetoHistory:
+    """The front's hypervolume as trials completed, in the order they completed, against
+    the reference point the study's front is measured against now."""
+    objectives, ref, completed, steps = ParetoService(kit).history(study_id)
+    return ParetoHistory(
+        objectives=objectives.as_list(),  # type: ignore[arg-type]
+        reference_point=None if ref is None else ref.user_units(objectives),
+        reference_derived=ref is not None and ref.derived,
+        completed=completed,
+        points=[HypervolumePoint.model_validate(x, from_attributes=True) for x in steps],
     )
 
 

@@ -5,10 +5,10 @@ of the API prints its problem detail and exits 1; an invalid study file exits 2.
 
 The commands live by what they do: ``processes`` runs the service (server, db, dispatcher,
 worker, up, demo), ``tokens`` makes and revokes API tokens, ``studies`` calls the API about
-studies, trials and workers, ``models`` downloads a trial's model, ``report`` is the command
-objective's side; ``common`` holds the Typer apps, the shared options and the one way to call
-the API. Importing this package registers them all, in the order ``tuneyard --help`` lists
-them, and loads no server code.
+studies, trials and workers, ``pareto`` prints a study's Pareto front, ``models`` downloads
+a trial's model, ``report`` is the command objective's side; ``common`` holds the Typer
+apps, the shared options and the one way to call the API. Importing this package registers
+them all, in the order ``tuneyard --help`` lists them, and loads no server code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from tuneyard.cli import processes
 from tuneyard.cli import tokens
 from tuneyard.cli import studies
+from tuneyard.cli import pareto
 from tuneyard.cli import models
 from tuneyard.cli import report
 
@@ -35,6 +36,7 @@ __all__ = [
     "load_spec_file",
     "main",
     "models",
+    "pareto",
     "processes",
     "report",
     "studies",

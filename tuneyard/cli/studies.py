@@ -35,6 +35,7 @@ from tuneyard.cli.common import (
     trial_app,
     trials_app,
 )
+from tuneyard.cli.pareto import front_line
 from tuneyard.progress import trials_done, watch_study
 from tuneyard.spec.durations import format_duration
 from tuneyard.states import StudyState, TrialState
@@ -276,7 +277,13 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  [yellow]warning:[/yellow]   {escape(w)}")
     if sp.description:
         console.print(f"  {escape(sp.description)}")
-    console.print(f"  objective: {sp.direction} {escape(sp.metric)}")
+    if sp.multi_objective:
+        listed = ", ".join(f"{o.direction} {o.metric}" for o in sp.objective_list)
+        console.print(f"  objectives: {escape(listed)}")
+    else:
+        console.print(f"  objective: {sp.direction} {escape(sp.metric)}")
+    if sp.constraints:
+        console.print(f"  constraints: {escape(constraint_list(sp))}")
     console.print(
         f"  search:    {sp.sampler.type} sampler"
         + (f" (seed {sp.sampler.seed})" if sp.sampler.seed is not None else "")
@@ -307,6 +314,12 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
             console.print(f"  spent:     {escape(s.usage.spent)}: no new trial starts")
     if s.queue_warning:
         err.print(f"[yellow]warning:[/yellow] study {s.id}: {escape(s.queue_warning)}")
+    if s.pareto is not None:
+        console.print(
+            f"  front:     {escape(front_line(s.pareto))}; the trials: tuneyard study pareto {s.id}"
+        )
+        if sp.multi_objective:
+            return  # no single best trial: the front is the answer
     if s.best is None:
         ended = s.state in (StudyState.FAILED, StudyState.EXHAUSTED, StudyState.STOPPED)
         console.print(f"  best:      - (no completed trial{'' if ended else ' yet'})")
@@ -318,6 +331,17 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
     )
     for k, v in b.params.items():
         console.print(f"    {escape(k)} = {escape(_fmt(v))}")
+
+
+def constraint_list(sp: StudySpec) -> str:
+    """The definition's constraints as bounds, e.g. "gpu_mem_gb <= 16, accuracy >= 0.8"."""
+    bounds = []
+    for c in sp.constraints:
+        if c.min is not None:
+            bounds.append(f"{c.metric} >= {_fmt(c.min)}")
+        if c.max is not None:
+            bounds.append(f"{c.metric} <= {_fmt(c.max)}")
+    return ", ".join(bounds)
 
 
 def _set_state(study_id: int, state: StudyState, api: str | None, as_json: bool) -> None:
@@ -426,11 +450,12 @@ def study_watch(
     s = watched.study
     if s is None:  # only a ``problem`` callback ends a watch early, and this one has none
         raise typer.Exit(1)
-    best = (
-        f"best {escape(s.spec.metric)} {_fmt(s.best.value)} (trial #{s.best.number})"
-        if s.best is not None
-        else "no completed trial"
-    )
+    if s.pareto is not None and s.spec.multi_objective:
+        best = f"front {escape(front_line(s.pareto))}"
+    elif s.best is not None:
+        best = f"best {escape(s.spec.metric)} {_fmt(s.best.value)} (trial #{s.best.number})"
+    else:
+        best = "no completed trial"
     console.print(
         f"study {s.id} {s.state}: {trials_done(s.counts)}/{s.spec.limits.max_trials} trials "
         f"done ({_counts(s.counts)}); {best}"

@@ -21,6 +21,7 @@ from tuneyard.service.budget import Usage, read_usage, usage
 from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
+from tuneyard.service.pareto import FrontSummary, ParetoService
 from tuneyard.service.transitions import check_study, move_study
 from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
@@ -53,6 +54,8 @@ class StudyView:
     usage: Usage | None = None
     # Set while the study waits for workers and no live worker serves its queue.
     queue_warning: str | None = None
+    # Several objectives or constraints: the front's size and hypervolume (one study's GET).
+    pareto: FrontSummary | None = None
 
     @cached_property
     def spec(self) -> StudySpec:
@@ -72,6 +75,8 @@ class TrialDetail:
     reports: list[Report]
     decisions: list[DecisionLog]
     attempts: list[Attempt]
+    # The trial's study's definition, for what its objectives and constraints say of it.
+    spec: StudySpec | None = None
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -242,7 +247,8 @@ class StudyService:
     def get(self, study_id: int) -> StudyView:
         with self.kit.transaction() as s:
             view = self._views(s, [self._get(s, study_id)])[0]
-            return replace(view, rungs=rung_bests(s, view.study))
+            front = ParetoService(self.kit).summary(s, view.spec, study_id)
+            return replace(view, rungs=rung_bests(s, view.study), pareto=front)
 
     def list_studies(self, limit: int, cursor: str | None) -> tuple[list[StudyView], str | None]:
         with self.kit.transaction() as s:
@@ -371,4 +377,6 @@ class StudyService:
                     select(Attempt).where(Attempt.trial_id == trial_id).order_by(Attempt.number)
                 )
             )
-            return TrialDetail(trial, reports, decisions, attempts)
+            stored = s.scalar(select(Study.spec).where(Study.id == trial.study_id))
+            spec = StudySpec.from_stored(stored) if stored is not None else None
+            return TrialDetail(trial, reports, decisions, attempts, spec)

@@ -19,6 +19,7 @@ import { coalesce, watchStudy } from "./live.js";
 import { notesCard } from "./notes.js";
 import { clearBanner, showBanner } from "./status.js";
 import { outcomePanel } from "./study-outcome.js";
+import { frontStat, paretoPanel } from "./study-pareto.js";
 import { studyPlots } from "./study-plots.js";
 import { trialsTable } from "./study-trials.js";
 import { badge, progressBar } from "./widgets.js";
@@ -34,6 +35,7 @@ export async function studyPage(main, studyId) {
     h("span", { id: "crumb-name" }, `Study ${studyId}`),
   );
   const plots = studyPlots(studyId);
+  const pareto = paretoPanel(studyId);
   const trials = trialsTable(studyId);
   const budget = budgetPanel(studyId);
   const controls = studyControls(studyId, () => refresh(0));
@@ -48,14 +50,14 @@ export async function studyPage(main, studyId) {
     crumbs,
     head,
     h("div", { class: "actions-bar" }, controls.el, timeline),
-    h("div", { class: "grid" }, notes.el, plots.cards, budget.el, trials.el),
+    h("div", { class: "grid" }, notes.el, pareto.cards, plots.cards, budget.el, trials.el),
   );
 
   async function loadDetail() {
     const d = await getJSON(`${DASH}/studies/${studyId}`);
     state.detail = d;
     state.version = d.version ?? null;
-    renderHead(head, d);
+    renderHead(head, d, pareto.summary());
     controls.update(d);
     notes.show(d);
     trials.showStudy(d);
@@ -65,7 +67,7 @@ export async function studyPage(main, studyId) {
   const refresh = coalesce(async () => {
     try {
       const d = await loadDetail();
-      await Promise.allSettled([plots.load(d), budget.load(d), trials.load()]);
+      await Promise.allSettled([pareto.load(d), plots.load(d), budget.load(d), trials.load()]);
       clearBanner();
     } catch (e) {
       if (e.status === 404 && !state.detail) {
@@ -97,7 +99,7 @@ export async function studyPage(main, studyId) {
 }
 
 // The study's name, state, dates, counts and its best value, trials and budget so far.
-function renderHead(head, d) {
+function renderHead(head, d, front) {
   document.title = `${d.name} · tuneyard`;
   $("#crumb-name").textContent = d.name;
   const counts = d.counts || {};
@@ -117,7 +119,13 @@ function renderHead(head, d) {
         "div",
         { class: "sub" },
         h("span", {}, `#${d.id}`),
-        h("span", {}, `${d.metric} ${directionArrow(d.direction)}`),
+        h(
+          "span",
+          { "data-testid": "study-objectives" },
+          (d.objectives && d.objectives.length ? d.objectives : [d])
+            .map((o) => `${o.metric} ${directionArrow(o.direction)}`)
+            .join(" · "),
+        ),
         h(
           "span",
           { title: fmtTime(d.created_at) },
@@ -148,11 +156,19 @@ function renderHead(head, d) {
     h(
       "div",
       { class: "stats" },
-      stat(
-        "Best",
-        d.best ? fmtValue(d.best.value) : "—",
-        d.best ? h("a", { href: `/trials/${d.best.trial_id}` }, ` #${d.best.number}`) : null,
-      ),
+      // Several objectives have no one best trial: the front's size and hypervolume instead.
+      d.pareto && d.objectives.length > 1
+        ? h(
+            "div",
+            { class: "stat" },
+            h("div", { class: "label" }, "Pareto front"),
+            h("div", { class: "value", "data-testid": "stat-front" }, frontStat(front)),
+          )
+        : stat(
+            "Best",
+            d.best ? fmtValue(d.best.value) : "—",
+            d.best ? h("a", { href: `/trials/${d.best.trial_id}` }, ` #${d.best.number}`) : null,
+          ),
       stat(
         "Trials",
         fmtInt(d.trials_started),
