@@ -26,7 +26,16 @@ from typing import Any
 
 from bench.multi_objective import report
 from bench.multi_objective.methods import ALL, QUICK, Method
-from bench.multi_objective.problems import PROBLEMS
+from bench.multi_objective.problems import (
+    DIGITS_GRID,
+    DIGITS_MODEL_SEED,
+    DIGITS_TABLE,
+    PROBLEMS,
+    Params,
+    grid_key,
+    grid_points,
+    train_curve,
+)
 from bench.multi_objective.runners import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +81,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--problems", help=f"comma-separated subset of: {', '.join(PROBLEMS)}")
     p.add_argument(
         "--report-only", action="store_true", help="redo table and plot from results.json"
+    )
+    p.add_argument(
+        "--tabulate",
+        action="store_true",
+        help=f"train every grid point of the MLP and write {DIGITS_TABLE.name}",
     )
     args = p.parse_args(argv)
     if args.out is None:
@@ -143,8 +157,43 @@ def write_outputs(out: Path, payload: dict[str, Any], plot: bool = True) -> str:
     return text
 
 
+def _curve(params: Params) -> tuple[str, list[float]]:
+    return grid_key(params), train_curve(params)
+
+
+def tabulate(procs: int) -> None:
+    """Train every grid point of the MLP for its 27 epochs and write the table."""
+    points = grid_points()
+    # The costliest first, so that both processes stay busy to the end.
+    points.sort(key=lambda p: -p["layers"] * p["units"] * 256 / p["batch_size"])
+    started = time.perf_counter()
+    curves: dict[str, list[float]] = {}
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        for i, (key, curve) in enumerate(pool.imap_unordered(_curve, points, chunksize=4)):
+            curves[key] = curve
+            if (i + 1) % 48 == 0:
+                print(
+                    f"[{time.perf_counter() - started:6.1f}s] {i + 1}/{len(points)}",
+                    file=sys.stderr,
+                )
+    payload = {
+        "what": "validation error of examples/mlp_digits.py's MLP (SGD, momentum 0.9) after "
+        "each epoch, per grid point",
+        "model_seed": DIGITS_MODEL_SEED,
+        "grid": DIGITS_GRID,
+        "seconds": round(time.perf_counter() - started, 1),
+        "versions": _versions(),
+        "curves": {k: [round(e, 6) for e in curves[k]] for k in sorted(curves)},
+    }
+    DIGITS_TABLE.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
+    print(f"{len(curves)} curves in {payload['seconds']} s: {DIGITS_TABLE}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.tabulate:
+        tabulate(args.procs)
+        return 0
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
