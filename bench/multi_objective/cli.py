@@ -73,7 +73,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--budget-factor",
         type=int,
-        help="budget in full trials' epochs (default: the problem's, 100 or 30; quick 12)",
+        help="budget in full trials' epochs (default: the problem's, 100 or 40; quick 12)",
     )
     p.add_argument("--workers", type=int, default=4, help="simulated parallel workers")
     p.add_argument("--procs", type=int, default=2, help="processes running (method, seed) pairs")
