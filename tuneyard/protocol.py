@@ -66,6 +66,26 @@ class TrialSummary(BaseModel):
     reason: str | None = Field(description="why the trial is in its current state")
     created_at: datetime
     updated_at: datetime
+    values: dict[str, float] | None = Field(
+        default=None,
+        description="several objectives or constraints: each objective's latest value by "
+        "metric, in its own units (null for a single unconstrained objective: see value)",
+    )
+    feasible: bool | None = Field(
+        default=None,
+        description="whether the latest report kept every constraint (null without "
+        "constraints, or before the trial reported)",
+    )
+    infeasible: str | None = Field(
+        default=None, description="which constraints failed, e.g. 'gpu_mem_gb 18.2 > 16'"
+    )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _named_only(cls, v: Any) -> Any:
+        # A trial row holds its values as a list in the objectives' order: read from the
+        # row alone they have no names, so they are left out; the API names them.
+        return None if isinstance(v, list) else v
 
 
 class StudyError(BaseModel):
@@ -249,19 +269,6 @@ class TrialOut(TrialSummary):
     reports: list[ReportOut]
     decisions: list[DecisionOut]
     attempt_log: list[AttemptOut]
-    values: dict[str, float] | None = Field(
-        default=None,
-        description="several objectives or constraints: each objective's latest value by "
-        "metric, in its own units (null for a single unconstrained objective: see value)",
-    )
-    feasible: bool | None = Field(
-        default=None,
-        description="whether the latest report kept every constraint (null without "
-        "constraints, or before the trial reported)",
-    )
-    infeasible: str | None = Field(
-        default=None, description="which constraints failed, e.g. 'gpu_mem_gb 18.2 > 16'"
-    )
 
 
 class ParetoTrial(TrialSummary):

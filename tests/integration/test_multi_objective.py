@@ -78,6 +78,15 @@ def test_a_two_objective_study_with_a_constraint_runs_by_fronts(
     drive(http, sid, objective=two_objectives)
     study = http.get(f"{API}/studies/{sid}").json()
     assert study["state"] == "completed"
+    # Listed and read alone, a trial names each objective's value and says if it is feasible.
+    listed = http.get(f"{API}/studies/{sid}/trials?limit=100").json()["items"]
+    assert len(listed) == 27
+    for item in listed:
+        assert set(item["values"]) == {"val_error", "accuracy_proxy"}
+        assert item["feasible"] == (8 + 12 * item["params"]["y"] <= 16)
+        one = http.get(f"{API}/trials/{item['id']}").json()
+        assert one["values"] == item["values"] and one["feasible"] == item["feasible"]
+        assert one["infeasible"] == item["infeasible"]
     engine = create_engine(settings.database_url)
     with Session(engine) as s:
         trials = s.scalars(select(Trial).where(Trial.study_id == sid)).all()

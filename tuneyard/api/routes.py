@@ -43,6 +43,7 @@ from tuneyard.api.schemas import (
 )
 from tuneyard.service.pareto import Front, FrontSummary, Objectives, ParetoService
 from tuneyard.service.studies import StudyView, TrialDetail, study_error
+from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState
 from tuneyard.store.models import Trial
 
@@ -65,8 +66,10 @@ E429: Responses = {
 }
 
 
-def _summary(t: Trial) -> TrialSummary:
-    return TrialSummary.model_validate(t, from_attributes=True)
+def _summary(t: Trial, spec: StudySpec | None = None) -> TrialSummary:
+    summary = TrialSummary.model_validate(t, from_attributes=True)
+    fields = _objective_fields(t, spec)
+    return summary.model_copy(update=fields) if fields else summary
 
 
 def _study_out(v: StudyView) -> StudyOut:
@@ -105,7 +108,7 @@ def _error(fields: dict[str, Any] | None) -> StudyError | None:
 
 def _trial_out(d: TrialDetail) -> TrialOut:
     t = d.trial
-    base = TrialSummary.model_validate(t, from_attributes=True).model_dump()
+    base = _summary(t, d.spec).model_dump()
     return TrialOut(
         **base,
         resource_from=t.resource_from,
@@ -118,17 +121,15 @@ def _trial_out(d: TrialDetail) -> TrialOut:
         reports=[ReportOut.model_validate(r, from_attributes=True) for r in d.reports],
         decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
         attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
-        **_objective_fields(d),
     )
 
 
-def _objective_fields(d: TrialDetail) -> dict[str, Any]:
+def _objective_fields(t: Trial, spec: StudySpec | None) -> dict[str, Any]:
     """A trial's values per objective and its feasibility, for a study with several
     objectives or constraints; nothing for a single unconstrained objective."""
-    if d.spec is None or not d.spec.ranked_by_fronts:
+    if spec is None or not spec.ranked_by_fronts:
         return {}
-    objectives = Objectives.of(d.spec)
-    t = d.trial
+    objectives = Objectives.of(spec)
     vector = objectives.vector(t.values, t.value)
     return {
         "values": None if vector is None else objectives.labelled(vector),
@@ -206,7 +207,8 @@ def list_trials(
 ) -> TrialPage:
     """Trials of a study, filtered by state, in keyset-paged order."""
     rows, nxt = studies.trials(study_id, state, order, limit, cursor)
-    return TrialPage(items=[_summary(t) for t in rows], next_cursor=nxt)
+    spec = studies.definition(study_id) if rows else None
+    return TrialPage(items=[_summary(t, spec) for t in rows], next_cursor=nxt)
 
 
 CSV_COLUMNS = (
@@ -298,7 +300,7 @@ def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
 
 def _pareto_trial(m: Any) -> ParetoTrial:
     base = TrialSummary.model_validate(m.trial, from_attributes=True).model_dump()
-    return ParetoTrial(**base, values=m.values, feasible=m.feasible)
+    return ParetoTrial(**{**base, "values": m.values, "feasible": m.feasible})
 
 
 def _pareto_out(front: Front) -> ParetoOut:

@@ -464,12 +464,24 @@ def study_watch(
 
 # -- trials --------------------------------------------------------------------------------------
 def _trial_table(trials: Iterable[TrialSummary]) -> Table:
-    t = Table("#", "state", "value", "resource", "rung", "params", "reason")
-    for tr in trials:
+    """Trials as a table; a study with several objectives or constraints gets a column per
+    objective (named by its metric) and one saying whether the trial is feasible."""
+    rows = list(trials)
+    metrics = next((list(tr.values) for tr in rows if tr.values), [])
+    constrained = any(tr.feasible is not None for tr in rows)
+    values = [escape(m) for m in metrics] or ["value"]
+    t = Table("#", "state", *values, *(["feasible"] if constrained else []), "resource", "rung")
+    t.add_column("params")
+    t.add_column("reason")
+    for tr in rows:
+        named = tr.values or {}
+        shown = [_fmt(named.get(m)) for m in metrics] if metrics else [_fmt(tr.value)]
+        feasible = ["-" if tr.feasible is None else "yes" if tr.feasible else "no"]
         t.add_row(
             str(tr.number),
             tr.state,
-            _fmt(tr.value),
+            *shown,
+            *(feasible if constrained else []),
             _fmt(tr.resource),
             str(tr.rung),
             escape(_params(tr.params)),

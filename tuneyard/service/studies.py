@@ -212,6 +212,17 @@ class StudyService:
             study.brackets_opened = ctx.engine.open(ctx.board(s, study.id))
             return StudyView(study, {}, None, usage=usage(study, spec.limits, ctx.capacity, now))
 
+    def definition(self, study_id: int) -> StudySpec:
+        """A study's definition (this process's copy when it has built the study's context)."""
+        with self.kit.reading() as s:
+            row = s.execute(
+                select(Study.spec, Study.created_at).where(Study.id == study_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"study {study_id} does not exist")
+            ctx = self.kit.cached_context(study_id, row.created_at)
+            return ctx.spec if ctx is not None else StudySpec.from_stored(row.spec)
+
     def _get(self, s: Session, study_id: int) -> Study:
         study = s.get(Study, study_id)
         if study is None:
