@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,26 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+@contextmanager
+def running(
+    database_url: str,
+    redis_url: str,
+    tmp: Path,
+    lease: float = 5.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """A deployment with its API and dispatcher started (``env``: settings of its own), closed
+    on the way out whatever happened."""
+    d = Deployment(database_url, redis_url, tmp, lease=lease)
+    d.env.update(env or {})
+    try:
+        d.start_api()
+        d.start_dispatcher()
+        yield d
+    finally:
+        d.close()
 
 
 def assert_no_report_lost(trial: dict[str, Any]) -> None:

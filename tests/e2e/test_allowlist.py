@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,6 @@ import pytest
 from tests.e2e.stack import Deployment, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path, lease=5.0)
-    try:
-        d.start_api()
-        d.start_dispatcher()
-        yield d
-    finally:
-        d.close()
 
 
 def spec(queue: str, name: str, **execution: Any) -> dict[str, Any]:

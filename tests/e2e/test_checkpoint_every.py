@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import PY, ROOT, Deployment, assert_no_report_lost, wait_for
+from tests.e2e.stack import PY, ROOT, Deployment, assert_no_report_lost, running, wait_for
 from tuneyard.service.tokens import Scope
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
@@ -21,14 +21,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 
 @pytest.fixture
 def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Any:
-    d = Deployment(postgres_url, redis_url, tmp_path, lease=4.0)
-    d.env["TUNEYARD_CHECKPOINT_SWEEP_EVERY"] = "1"
-    try:
-        d.start_api()
-        d.start_dispatcher()
+    sweep = {"TUNEYARD_CHECKPOINT_SWEEP_EVERY": "1"}
+    with running(postgres_url, redis_url, tmp_path, lease=4.0, env=sweep) as d:
         yield d
-    finally:
-        d.close()
 
 
 def spec(queue: str, entrypoint: str, max_resource: int, **limits: int) -> dict[str, Any]:

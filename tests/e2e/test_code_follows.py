@@ -11,7 +11,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +38,6 @@ def run(trial):
             ppid=os.getppid(),
         )
 """
-
-
-@pytest.fixture
-def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path, lease=5.0)
-    try:
-        d.start_api()
-        d.start_dispatcher()
-        yield d
-    finally:
-        d.close()
 
 
 def study_file(tmp: Path, name: str, queue: str, entrypoint: str) -> Path:

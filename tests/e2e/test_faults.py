@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,6 @@ from tests.e2e.stack import Deployment, assert_no_report_lost, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 FINAL = {"completed", "stopped", "failed"}
-
-
-@pytest.fixture
-def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path, lease=5.0)
-    try:
-        d.start_api()
-        d.start_dispatcher()
-        yield d
-    finally:
-        d.close()
 
 
 def asha_spec(queue: str, entrypoint: str = "tests.e2e.objectives:slow_curve", **kw: Any) -> dict:  # type: ignore[type-arg]

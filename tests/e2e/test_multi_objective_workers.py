@@ -7,8 +7,6 @@ completed trials a brute-force filter of the stored trials finds."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,17 +14,6 @@ import pytest
 from tests.e2e.stack import Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path)
-    try:
-        d.start_api()
-        d.start_dispatcher()
-        yield d
-    finally:
-        d.close()
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

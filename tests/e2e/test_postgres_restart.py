@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, select
 
 from tests.conftest import IN_CI
 from tests.e2e.pg_instance import PgInstance, binaries
-from tests.e2e.stack import Deployment, assert_no_report_lost, wait_for
+from tests.e2e.stack import Deployment, assert_no_report_lost, running, wait_for
 from tuneyard.client import Client
 from tuneyard.store.models import Base, Report
 
@@ -45,13 +45,8 @@ def pg() -> Iterator[PgInstance]:
 @pytest.fixture
 def deployment(pg: PgInstance, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     # A lease longer than the outage: the test is about reports, not about reaping.
-    d = Deployment(pg.url, redis_url, tmp_path, lease=30.0)
-    try:
-        d.start_api()
-        d.start_dispatcher()
+    with running(pg.url, redis_url, tmp_path, lease=30.0) as d:
         yield d
-    finally:
-        d.close()
 
 
 class Reporter(threading.Thread):

@@ -9,25 +9,12 @@ study ended with every trial stopped short of 27."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.stack import Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path)
-    try:
-        d.start_api()
-        d.start_dispatcher()
-        yield d
-    finally:
-        d.close()
 
 
 def test_twelve_trials_for_rungs_to_27_end_with_a_trial_at_27(deployment: Deployment) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.stack import PY, ROOT, Deployment, wait_for
+from tests.e2e.stack import PY, ROOT, Deployment, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 # Long enough that only a hand-back, not the lease, can explain a quick retry.
@@ -28,13 +28,8 @@ LEASE = 60.0
 
 @pytest.fixture
 def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(postgres_url, redis_url, tmp_path, lease=LEASE)
-    try:
-        d.start_api()
-        d.start_dispatcher()
+    with running(postgres_url, redis_url, tmp_path, lease=LEASE) as d:
         yield d
-    finally:
-        d.close()
 
 
 def children(pid: int) -> set[int]:
