@@ -6,7 +6,8 @@ before the first report is done. One run is not enough: a parameter suggested on
 ``if trial.suggest_categorical("solver", ...) == "sgd"`` shows up only for some values. So the
 recorder runs the objective again, once for each other value of every parameter (each
 categorical choice; the high end of a number), in the context where the parameter first
-appeared, and compares the names each run suggested:
+appeared, then a few times more with every parameter drawn at random (so a parameter behind
+two parents that must agree shows up too), and compares the names each run suggested:
 
 - a name seen in every run is an unconditional parameter;
 - a name seen exactly when one categorical parameter before it takes some values gets
@@ -17,9 +18,11 @@ appeared, and compares the names each run suggested:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from tuneyard.optuna_compat.suggest import (
     AnyParam,
@@ -34,6 +37,9 @@ from tuneyard.spec import CategoricalParam, FloatParam, IntParam, Scalar, StudyS
 
 # Runs of the objective the recorder allows itself before giving up.
 MAX_RUNS = 200
+# Runs after the one-at-a-time ones where every parameter takes a drawn value (the first of
+# them: its last value), so a parameter that needs two parents to agree shows up too.
+MIXED_RUNS = 8
 
 
 class ConditionalSpaceError(ValueError):
@@ -68,6 +74,9 @@ def _alternatives(p: AnyParam) -> list[Any]:
 @dataclass
 class _Run:
     probe: Probe
+    # The alternative a parameter the probe does not name takes: its first, unless a mixed
+    # run draws it.
+    pick: Callable[[str, int], int] = field(default=lambda name, n: 0)
     order: list[str] = field(default_factory=list)
     specs: dict[str, AnyParam] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
@@ -132,7 +141,10 @@ class RecordingTrial:
                 )
             return run.values[name]
         options = _alternatives(p)
-        value = options[min(self._choose.get(name, 0), len(options) - 1)]
+        index = self._choose.get(name)
+        if index is None:
+            index = run.pick(name, len(options))
+        value = options[min(index, len(options) - 1)]
         if isinstance(p, IntParam):
             value = int(value)
         elif isinstance(p, FloatParam):
@@ -143,8 +155,10 @@ class RecordingTrial:
         return value
 
 
-def _record(fn: OptunaObjective, probe: Probe) -> _Run:
-    run = _Run(probe)
+def _record(
+    fn: OptunaObjective, probe: Probe, pick: Callable[[str, int], int] | None = None
+) -> _Run:
+    run = _Run(probe) if pick is None else _Run(probe, pick)
     try:
         fn(RecordingTrial(run))
     except _Recorded:
@@ -163,7 +177,8 @@ def _record(fn: OptunaObjective, probe: Probe) -> _Run:
 
 def _explore(fn: OptunaObjective, max_runs: int) -> list[_Run]:
     """Run the objective once per alternative value of every parameter, each in the run
-    where the parameter first appeared (so a parameter behind a condition is varied too)."""
+    where the parameter first appeared (so a parameter behind a condition is varied too),
+    then :data:`MIXED_RUNS` times with values drawn for all of them."""
     runs: list[_Run] = []
     pending: list[tuple[Probe, set[str]]] = [((), set())]  # a probe, and the names already seen
     tried: set[Probe] = set()
@@ -185,6 +200,14 @@ def _explore(fn: OptunaObjective, max_runs: int) -> list[_Run]:
                 continue
             for i in range(1, len(_alternatives(run.specs[name]))):
                 pending.append(((*probe, (name, i)), known | set(run.order)))
+    rng = np.random.default_rng(0)  # the same runs every time: a derived space is stable
+    for k in range(min(MIXED_RUNS, max(0, max_runs - len(runs)))):
+        draws: dict[str, int] = {}
+
+        def pick(name: str, n: int, last: bool = k == 0, draws: dict[str, int] = draws) -> int:
+            return draws.setdefault(name, n - 1 if last else int(rng.integers(n)))
+
+        runs.append(_record(fn, (), pick))
     return runs
 
 
