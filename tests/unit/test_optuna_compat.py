@@ -4,6 +4,8 @@ reports and pruning through the service's decisions, and the space read from the
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +367,17 @@ def test_a_crash_while_recording_names_the_values_it_ran_with() -> None:
 def test_an_objective_that_suggests_nothing_has_no_space() -> None:
     with pytest.raises(ConditionalSpaceError, match=r"suggested no parameter"):
         space_from(lambda trial: 0.0)
+
+
+def test_the_compat_layer_never_imports_optuna() -> None:
+    # Optuna is an optional extra: importing the layer and wrapping an objective leaves it out.
+    code = (
+        "import sys; from tuneyard import optuna_compat as oc; "
+        "oc.space_from(lambda t: t.suggest_int('n', 1, 3)); "
+        "oc.is_pruned(ValueError()); "
+        "print('optuna' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
