@@ -184,10 +184,11 @@ def test_numeric_user_attrs_travel_as_metrics_with_later_reports(tmp_path: Path)
     compat = CompatTrial(tuneyard_trial(tmp_path, {}, svc))
     compat.set_user_attr("train_loss", 0.3)
     compat.set_user_attr("note", "kept here only")
+    compat.set_user_attr("value", 7)  # Trial.report's own argument: not a metric
     compat.report(0.5, 0)
     ((_, _, _, metrics),) = svc.args("report")
     assert metrics == {"train_loss": 0.3}
-    assert compat.user_attrs == {"train_loss": 0.3, "note": "kept here only"}
+    assert compat.user_attrs == {"train_loss": 0.3, "note": "kept here only", "value": 7}
 
 
 def pruning_objective(trial: Any) -> float:
@@ -381,3 +382,16 @@ def test_the_compat_layer_never_imports_optuna() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_resumed_trial_that_prunes_itself_early_keeps_what_it_reported_before(
+    tmp_path: Path,
+) -> None:
+    def impatient(trial: Any) -> float:
+        trial.report(0.4, 0)  # step 1: reported before the pause, not sent again
+        raise TrialPruned()
+
+    svc = FakeService()
+    resumed = job("resume", 1, 3, None)
+    assert run(svc, resumed, objective(impatient), tmp_path, "w") == "complete"
+    assert svc.kinds() == ["complete"]

@@ -32,6 +32,8 @@ from tuneyard.worker.trial import Trial
 log = logging.getLogger("tuneyard.optuna_compat")
 
 OptunaObjective = Callable[[Any], Any]
+# The names of Trial.report's own arguments: a user attribute so named is not sent as a metric.
+_REPORT_ARGUMENTS = frozenset({"step", "value"})
 
 
 class TrialPruned(Exception):
@@ -134,7 +136,11 @@ class CompatTrial:
         trial = self._trial
         if trial.resource_from > 0 and at <= trial.resource_from + 1e-9:
             return
-        metrics = {k: float(v) for k, v in self.user_attrs.items() if _is_number(v)}
+        metrics = {
+            k: float(v)
+            for k, v in self.user_attrs.items()
+            if _is_number(v) and k not in _REPORT_ARGUMENTS
+        }
         trial.report(at, float(value), **metrics)
         self.last_step = at
 
@@ -145,7 +151,8 @@ class CompatTrial:
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Kept in ``user_attrs``; a number is also sent as a metric named ``key`` with every
-        later report (one set after the last report reaches no report, so it is not sent)."""
+        later report (one set after the last report reaches no report, so it is not sent;
+        nor is one named ``step`` or ``value``)."""
         self.user_attrs[key] = value
 
     def set_system_attr(self, key: str, value: Any) -> None:
@@ -205,7 +212,7 @@ def _pruned(trial: Trial, compat: CompatTrial, exc: BaseException) -> None:
     """What a ``TrialPruned`` ends the trial as: the service's decision, when it gave one."""
     if trial.should_stop:
         return None  # the worker ends the trial as the decision says (stop, pause, complete)
-    if compat.last_step is None and trial.last_step is None:
+    if compat.last_step is None and trial.resource_from == 0:
         raise RuntimeError(
             "the objective raised TrialPruned before reporting anything: report a value "
             "before pruning, or let the study's scheduler decide (should_prune())"
