@@ -395,3 +395,20 @@ def test_a_resumed_trial_that_prunes_itself_early_keeps_what_it_reported_before(
     resumed = job("resume", 1, 3, None)
     assert run(svc, resumed, objective(impatient), tmp_path, "w") == "complete"
     assert svc.kinds() == ["complete"]
+
+
+def test_recording_stops_at_the_first_report_even_inside_a_catch_all() -> None:
+    epochs = []
+
+    def guarded(trial: Any) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        try:
+            for epoch in range(50):
+                epochs.append(epoch)
+                trial.report(lr, epoch)
+        except Exception:  # an objective's own guard must not keep the recorder training
+            return float("inf")
+        return lr
+
+    assert space_from(guarded) == {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True}}
+    assert set(epochs) == {0}

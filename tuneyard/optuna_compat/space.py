@@ -18,7 +18,7 @@ two parents that must agree shows up too), and compares the names each run sugge
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,10 @@ import numpy as np
 
 from tuneyard.optuna_compat.suggest import (
     AnyParam,
-    categorical_param,
     describe,
-    float_param,
-    int_param,
     same_param,
 )
-from tuneyard.optuna_compat.trial import OptunaObjective, is_pruned
+from tuneyard.optuna_compat.trial import OptunaObjective, SuggestCalls, is_pruned
 from tuneyard.spec import CategoricalParam, FloatParam, IntParam, Scalar, StudySpec
 
 # Runs of the objective the recorder allows itself before giving up.
@@ -47,8 +44,9 @@ class ConditionalSpaceError(ValueError):
     ``when`` conditions cannot express."""
 
 
-class _Recorded(Exception):
-    """Raised by the recording trial at the first report: the rest is training."""
+class _Recorded(BaseException):
+    """Raised by the recording trial at the first report: the rest is training. A
+    BaseException, so an objective's own ``except Exception`` does not swallow it."""
 
 
 # A probe: which value each named parameter takes in a run (an index into its alternatives;
@@ -82,7 +80,7 @@ class _Run:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-class RecordingTrial:
+class RecordingTrial(SuggestCalls):
     """A trial that answers suggest calls from a probe and records what was asked.
 
     It offers what :class:`~tuneyard.optuna_compat.trial.CompatTrial` offers; ``report``
@@ -98,26 +96,6 @@ class RecordingTrial:
     @property
     def params(self) -> dict[str, Any]:
         return dict(self._run.values)
-
-    def suggest_float(
-        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
-    ) -> float:
-        return self._suggest(name, float_param(name, low, high, step, log))
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        return self._suggest(name, int_param(name, low, high, step, log))
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._suggest(name, categorical_param(name, choices))
-
-    def suggest_uniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
-        return self.suggest_float(name, low, high, step=q)
 
     def report(self, value: float, step: int) -> None:
         raise _Recorded

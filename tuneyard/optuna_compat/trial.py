@@ -62,7 +62,37 @@ def _space_of(space: StudySpec | Mapping[str, Any] | None) -> dict[str, AnyParam
     return {name: as_param(name, p) for name, p in items.items()}
 
 
-class CompatTrial:
+class SuggestCalls:
+    """Optuna's ``suggest_*`` methods, each turned into one spec parameter handed to
+    ``_suggest``, which answers with a value: the study's (:class:`CompatTrial`) or one a
+    recording run picks (:class:`~tuneyard.optuna_compat.space.RecordingTrial`)."""
+
+    def _suggest(self, name: str, suggested: AnyParam) -> Any:
+        raise NotImplementedError
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        return self._suggest(name, float_param(name, low, high, step, log))
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return self._suggest(name, int_param(name, low, high, step, log))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._suggest(name, categorical_param(name, choices))
+
+    # The spellings Optuna deprecated in 3.0, for older objectives.
+    def suggest_uniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
+        return self.suggest_float(name, low, high, step=q)
+
+
+class CompatTrial(SuggestCalls):
     """What an Optuna objective sees as ``trial``, backed by a tuneyard :class:`Trial`.
 
     ``space`` (the study's definition or its space), when given, is compared with every
@@ -100,27 +130,6 @@ class CompatTrial:
         """The tuneyard trial underneath: ``trial.tuneyard.save(model)`` and ``.load()`` let
         an objective resume from a checkpoint instead of starting again after a pause."""
         return self._trial
-
-    def suggest_float(
-        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
-    ) -> float:
-        return self._suggest(name, float_param(name, low, high, step, log))
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        return self._suggest(name, int_param(name, low, high, step, log))
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._suggest(name, categorical_param(name, choices))
-
-    # The spellings Optuna deprecated in 3.0, for older objectives.
-    def suggest_uniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name: str, low: float, high: float) -> float:
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name: str, low: float, high: float, q: float) -> float:
-        return self.suggest_float(name, low, high, step=q)
 
     def report(self, value: float, step: int) -> None:
         """A tuneyard report of the study's metric at ``step`` (plus the offset).
