@@ -15,7 +15,7 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 from tuneyard.optuna_compat.suggest import (
     AnyParam,
@@ -187,12 +187,33 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
+Entrypoint = Callable[[Trial], Any]
+
+
+@overload
+def objective(
+    fn: OptunaObjective,
+    *,
+    space: StudySpec | Mapping[str, Any] | None = None,
+    step_offset: int | None = None,
+) -> Entrypoint: ...
+
+
+@overload
+def objective(
+    fn: None = None,
+    *,
+    space: StudySpec | Mapping[str, Any] | None = None,
+    step_offset: int | None = None,
+) -> Callable[[OptunaObjective], Entrypoint]: ...
+
+
 def objective(
     fn: OptunaObjective | None = None,
     *,
     space: StudySpec | Mapping[str, Any] | None = None,
     step_offset: int | None = None,
-) -> Any:
+) -> Entrypoint | Callable[[OptunaObjective], Entrypoint]:
     """Wrap an Optuna-style ``fn(trial) -> float`` into a tuneyard entrypoint.
 
     Usable as ``train = objective(fn)`` or as a decorator (``@objective`` or
