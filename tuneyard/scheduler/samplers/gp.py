@@ -478,6 +478,12 @@ class GPModel:
 # -- the sampler ---------------------------------------------------------------------------------
 
 
+def _reflect(points: np.ndarray) -> np.ndarray:
+    """Points folded back into the unit cube by reflection at its faces."""
+    folded = np.mod(points, 2.0)
+    return np.where(folded > 1.0, 2.0 - folded, folded)
+
+
 class GPSampler(ModelSampler):
     kind = "gp"
     version = 1
@@ -660,7 +666,7 @@ class GPSampler(ModelSampler):
         if cat.any():
             flip = (rng.random((m, d)) < 1.0 / d) & cat
             out = np.where(flip, rng.random((m, d)), out)
-        return np.clip(out, 0.0, 1.0)
+        return _reflect(out)
 
     def _maximise(self, model: GPModel, rng: np.random.Generator) -> np.ndarray:
         """The best point found: uniform and near-incumbent candidates, then a shrinking
