@@ -322,8 +322,26 @@ class NextIn(_In):
     )
 
 
+class ReplicateInfo(BaseModel):
+    """Which replicate of its trial a job evaluates, in a study with ``evaluation``: the
+    objective trains the trial's configuration on this fold and/or with this seed."""
+
+    index: int = Field(description="the replicate's position, 0 .. of - 1")
+    of: int = Field(description="how many replicates each trial has (folds x seeds)")
+    fold: int | None = Field(
+        default=None, description="the fold, 0 .. folds - 1; None without folds"
+    )
+    folds: int | None = Field(default=None, description="the number of folds; None without folds")
+    seed: int | None = Field(
+        default=None, description="the seed, 0 .. seeds - 1; None without seeds"
+    )
+    parent_id: int = Field(description="the trial (configuration) this replicate evaluates")
+
+
 class Assignment(BaseModel):
-    """A piece of work: a new trial, or a paused trial promoted to a higher rung."""
+    """A piece of work: a new trial, or a paused trial promoted to a higher rung. In a study
+    with ``evaluation``, one replicate (a fold, a seed) of a trial: ``trial_id`` is the
+    replicate's own id, which its reports, heartbeats and checkpoints use."""
 
     trial_id: int
     number: int
@@ -337,6 +355,9 @@ class Assignment(BaseModel):
     lease_seconds: float | None = Field(
         default=None,
         description="the trial is reaped when no report or heartbeat comes for this long",
+    )
+    replicate: ReplicateInfo | None = Field(
+        default=None, description="the fold and/or seed this job evaluates (evaluation studies)"
     )
 
 
