@@ -398,6 +398,7 @@ async def next_job(
         reason=res.reason,
         attempt=t.attempts,
         lease_seconds=settings.lease_seconds,
+        replicate=res.replicate,
     )
 
 

@@ -32,11 +32,18 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(database_url())
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode rebuilds a table by copying it and dropping the original: with
+            # foreign keys enforced, that drop would cascade to the rows that reference it
+            # (a trial's reports, attempts, ...). SQLite ignores the pragma inside a
+            # transaction, so it is set on the driver's connection before one begins.
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             # SQLite can't ALTER most things; batch mode rebuilds tables instead.
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -28,7 +28,9 @@ TRIAL_TRANSITIONS: Final[Mapping[TrialState, frozenset[TrialState]]] = {
     # running -> paused: it saved its checkpoint at a rung, waiting for a promotion.
     R: frozenset({Q, P, C, S, F}),
     # paused -> running: promoted and resumed; paused -> stopped: the study ended first.
-    P: frozenset({R, S}),
+    # A replicate (a fold, a seed) of a paused trial is queued again when the trial is
+    # promoted; a paused trial fails when one of its replicates does.
+    P: frozenset({R, S, Q, F}),
     C: frozenset(),
     S: frozenset(),
     F: frozenset(),

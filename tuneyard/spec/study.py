@@ -17,6 +17,7 @@ from pydantic import (
 
 from tuneyard.spec.algorithms import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, SchedulerSpec
 from tuneyard.spec.durations import parse_duration
+from tuneyard.spec.evaluation import EvaluationSpec
 from tuneyard.spec.grid import GridTooComplex, grid_size
 from tuneyard.spec.objectives import (
     MAX_CONSTRAINTS,
@@ -158,6 +159,8 @@ class StudySpec(StrictModel):
     scheduler: SchedulerSpec = SchedulerSpec()
     limits: LimitsSpec = LimitsSpec()
     execution: ExecutionSpec | None = None
+    # Each trial evaluated on several folds and/or seeds, their aggregate its value.
+    evaluation: EvaluationSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -255,6 +258,12 @@ class StudySpec(StrictModel):
                         )
         topological_order(self.space)  # raises on a cycle
         self._check_objectives()
+        if self.evaluation is not None and self.ranked_by_fronts:
+            # A replicate's vector would need an aggregate per objective and a paired test
+            # of vectors; one scalar objective is raced and aggregated.
+            raise ValueError(
+                "evaluation: folds and seeds apply to a study with one objective and no constraints"
+            )
         if self.sampler.type == "grid":
             for name, p in self.space.items():
                 if p.grid_size() is None:

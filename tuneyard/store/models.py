@@ -160,9 +160,29 @@ class Trial(Base):
     # The user's free-text note and tags (a JSON list of strings; None: none yet).
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # A study with ``evaluation``: a trial (a configuration, ``parent_id`` None) is evaluated
+    # by its replicates, rows of their own (a fold and/or seed each, ``replicate`` its index)
+    # that run as jobs; the trial itself runs none and holds no lease. Its value is the
+    # aggregate of its replicates', with their spread.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), nullable=True
+    )
+    replicate: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    value_std: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_stderr: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
+        # A trial's number is unique in its study; its replicates share it, each with its
+        # own index.
+        Index(
+            "uq_trials_study_number",
+            "study_id",
+            "number",
+            unique=True,
+            postgresql_where=text("parent_id IS NULL"),
+            sqlite_where=text("parent_id IS NULL"),
+        ),
+        Index("uq_trials_parent_replicate", "parent_id", "replicate", unique=True),
         Index("ix_trials_sweep_at", "sweep_at"),
         # The completed trials of a study that hold a model, by value: the sweep keeps the
         # best limits.keep_models of them without reading the study's other trials.
@@ -183,7 +203,14 @@ class Trial(Base):
         # The dashboard's aggregates (history buckets, counts by state, resource trained)
         # read only this index.
         Index(
-            "ix_trials_study_state_number_value", "study_id", "state", "number", "value", "resource"
+            "ix_trials_study_state_number_value",
+            "study_id",
+            "state",
+            "number",
+            "value",
+            "resource",
+            postgresql_where=text("parent_id IS NULL"),
+            sqlite_where=text("parent_id IS NULL"),
         ),
     )
     # A compare-and-set on the trial's state, as for studies.
@@ -403,6 +430,46 @@ class Observation(Base):
     __table_args__ = (
         UniqueConstraint("trial_id", "resource", name="uq_observations_trial_resource"),
         Index("ix_observations_study_id", "study_id", "id"),
+    )
+
+
+class ReplicateScore(Base):
+    """A replicate's score (lower is better) and value at a resource level of its trial's
+    ladder: what the trial's aggregate there and the racing test are made of."""
+
+    __tablename__ = "replicate_scores"
+
+    parent_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    resource: Mapped[float] = mapped_column(Float, primary_key=True)
+    replicate: Mapped[int] = mapped_column(Integer, primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReplicateLevel(Base):
+    """A trial's aggregate over its replicates at a resource level, with their spread;
+    ``complete`` once every replicate reached the level. The study's incumbent at a level,
+    which racing compares a trial with, is its best complete row there: one index probe."""
+
+    __tablename__ = "replicate_levels"
+
+    parent_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    resource: Mapped[float] = mapped_column(Float, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    value: Mapped[float] = mapped_column(Float)
+    std: Mapped[float] = mapped_column(Float)
+    stderr: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        Index("ix_replicate_levels_incumbent", "study_id", "resource", "complete", "score"),
     )
 
 

@@ -15,6 +15,7 @@ from tuneyard.errors import (
     Conflict,
     StudyFinished,
 )
+from tuneyard.protocol import ReplicateInfo
 from tuneyard.scheduler.decisions import Promotion
 from tuneyard.scheduler.engine import NEW_TRIAL
 from tuneyard.service import joblog
@@ -22,6 +23,7 @@ from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.transitions import move
 from tuneyard.service.trials.lifecycle import Lifecycle
+from tuneyard.service.trials.replicates import replicate_info
 from tuneyard.service.trials.suggestions import Suggestion
 from tuneyard.states import FINAL_STUDY_STATES, JobKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
@@ -36,6 +38,8 @@ class AssignmentResult:
     trial: Trial
     kind: JobKind
     reason: str
+    # The fold and/or seed the job evaluates, in a study with ``evaluation``.
+    replicate: ReplicateInfo | None = None
 
 
 class TrialService(Lifecycle):
@@ -107,7 +111,7 @@ class TrialService(Lifecycle):
                 self._start_attempt(s, retry, worker, now, gpus)
                 study.active += 1
                 kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
-                return AssignmentResult(retry, kind, retry.reason or "retry")
+                return self._result(ctx, retry, kind, retry.reason or "retry")
             if isinstance(work, Promotion):
                 promo = work
                 trial = self._trial(s, promo.trial_id, lock=True)
@@ -119,6 +123,17 @@ class TrialService(Lifecycle):
                 trial.reason = promo.reason
                 trial.resource_from = promo.resource_from
                 trial.resource_to = promo.resource_to
+                if ctx.spec.evaluation is not None:
+                    # Its replicates resume, each from its own checkpoint; this worker
+                    # takes the first (None: they all still run to save theirs).
+                    self._log(
+                        s, trial, LogKind.PROMOTE, promo.reason, promo.from_rung, promo.resource_to
+                    )
+                    self._advance(s, ctx, study, board, trial)
+                    child = self._take_replicate(s, study, trial, worker, now, gpus)
+                    if child is None:
+                        return None
+                    return self._result(ctx, child, JobKind.RESUME, promo.reason)
                 trial.worker = worker
                 trial.lease_expires_at = self._lease(now)
                 self._start_attempt(s, trial, worker, now, gpus)
@@ -128,15 +143,21 @@ class TrialService(Lifecycle):
                 )
                 return AssignmentResult(trial, JobKind.RESUME, promo.reason)
             if work is NEW_TRIAL:
-                return AssignmentResult(
-                    *self._new_trial(s, ctx, study, board, worker, now, early, gpus)
-                )
+                job = self._new_trial(s, ctx, study, board, worker, now, early, gpus)
+                return self._result(ctx, *job)
             if not self._maybe_finish(s, ctx, study, board):
                 return None
             ended = study.state
         # Said once the transaction has stored the study's end: raised inside it, the end
         # would be rolled back with it.
         raise StudyFinished(f"study {study_id} is {ended}")
+
+    @staticmethod
+    def _result(ctx: StudyContext, trial: Trial, kind: JobKind, reason: str) -> AssignmentResult:
+        ev = ctx.spec.evaluation
+        if ev is None or trial.parent_id is None:
+            return AssignmentResult(trial, kind, reason)
+        return AssignmentResult(trial, kind, reason, replicate_info(ev, trial))
 
     def _new_trial(
         self,
@@ -153,6 +174,11 @@ class TrialService(Lifecycle):
         # trial query flushed it. The counters changed here go out with the new trial's row.
         with s.no_autoflush:
             trial = self._insert_trial(s, ctx, study, board, worker, now, early)
+        if ctx.spec.evaluation is not None:
+            child = self._start_replicates(s, ctx, study, board, trial, worker, now, gpus)
+            # Its first replicate is queued by the line above: there is one to take.
+            assert child is not None
+            return child, JobKind.NEW, child.reason or ""
         s.add(self._attempt(trial, worker, now, gpus))
         what = f"new trial, resource {trial.resource_from:g}..{trial.resource_to:g}"
         joblog.started(s, trial.id, trial.study_id, trial.attempts, worker, what)

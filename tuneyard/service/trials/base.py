@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tuneyard.errors import (
     Conflict,
@@ -218,14 +218,16 @@ class TrialCore:
         """Move a running trial to a final state and free its slot (study lock held)."""
         if trial.state != TrialState.RUNNING:
             raise Conflict(f"trial {trial.id} is {trial.state}, not running")
-        ctx.engine.job_ended(
-            trial.bracket,
-            trial.rung,
-            trial.base_rung,
-            trial.resource_to,
-            state == TrialState.COMPLETED,
-            board,
-        )
+        if trial.parent_id is None:
+            # A replicate is not on the board: its trial is, and ends there by itself.
+            ctx.engine.job_ended(
+                trial.bracket,
+                trial.rung,
+                trial.base_rung,
+                trial.resource_to,
+                state == TrialState.COMPLETED,
+                board,
+            )
         now = self.kit.clock()
         move(trial, state)
         trial.reason = reason
@@ -356,7 +358,21 @@ class TrialCore:
                 Trial.state.in_((TrialState.PAUSED, TrialState.QUEUED)),
             )
         ).all()
-        for t in leftovers:
+        # A trial of replicates runs no job (no lease): it ends with the study unless one of
+        # its replicates still runs, whose stop at its next report then ends it.
+        child = aliased(Trial)
+        idle = s.scalars(
+            select(Trial).where(
+                Trial.study_id == study.id,
+                Trial.state == TrialState.RUNNING,
+                Trial.parent_id.is_(None),
+                Trial.lease_expires_at.is_(None),
+                ~select(child.id)
+                .where(child.parent_id == Trial.id, child.state == TrialState.RUNNING)
+                .exists(),
+            )
+        ).all()
+        for t in [*leftovers, *idle]:
             move(t, TrialState.STOPPED)
             t.reason = why
             t.ended_at = now

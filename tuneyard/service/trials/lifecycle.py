@@ -53,7 +53,10 @@ class Lifecycle(Reports):
             trial.lease_expires_at = None
             study.active = max(0, study.active - 1)
             self._end_attempt(s, trial, AttemptState.PAUSED)
-            board.set_waiting(trial.bracket, trial.rung, trial.id, True)
+            if trial.parent_id is None:
+                board.set_waiting(trial.bracket, trial.rung, trial.id, True)
+            else:
+                self._replicate_paused(s, ctx, study, board, trial)
             self._maybe_finish(s, ctx, study, board)
             return trial
 

@@ -24,7 +24,7 @@ from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure, bad_value
-from tuneyard.service.trials.suggestions import Suggestions
+from tuneyard.service.trials.replicates import Replicates
 from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
@@ -36,7 +36,7 @@ from tuneyard.store.models import (
 )
 
 
-class Reports(Suggestions):
+class Reports(Replicates):
     # -- report ----------------------------------------------------------------------------
     def report(
         self,
@@ -91,6 +91,8 @@ class Reports(Suggestions):
             )
             if found[_PLAIN_ATTEMPTS] != attempt:
                 return None  # refused by the general path, which says why
+            if found[_PLAIN_PARENT] is not None:
+                return None  # a replicate's report is its trial's too: the general path's
             if found[n + 4] is not None:
                 stored = _report_row(found[n + 4 :])
                 # A step an earlier attempt reported is decided again, by the general path.
@@ -200,7 +202,14 @@ class Reports(Suggestions):
             value = measure.value if measure is not None else value
             sched = ctx.scheduler
             crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
-            heavy = bad is not None or crosses or study.state == StudyState.STOPPED
+            # A replicate's report may change its trial and its other replicates, which the
+            # study's lock orders.
+            heavy = (
+                bad is not None
+                or crosses
+                or study.state == StudyState.STOPPED
+                or peek.parent_id is not None
+            )
             if heavy:
                 study = self._lock_study(s, study.id)
             trial = self._trial(s, trial_id, lock=True)
@@ -238,6 +247,11 @@ class Reports(Suggestions):
                 elif stored is not None and stored.decision == DecisionKind.PAUSE:
                     assert measure is not None  # a bad value is the first branch
                     decision = self._pause_again(s, trial, step, measure, stored, now)
+                elif trial.parent_id is not None:
+                    assert measure is not None
+                    decision = self._decide_replicate(
+                        s, ctx, study, board, trial, step, measure, now
+                    )
                 else:
                     assert measure is not None
                     decision = self._decide(s, ctx, study, board, trial, step, measure, now)
@@ -384,6 +398,7 @@ _REPORT_COLUMNS = (
 
 _PLAIN_TRIAL_COLUMNS = (
     Trial.id,
+    Trial.parent_id,
     Trial.number,
     Trial.state,
     Trial.pending,
@@ -399,6 +414,7 @@ _PLAIN_TRIAL_COLUMNS = (
 )
 
 _PLAIN_ATTEMPTS = len(_PLAIN_TRIAL_COLUMNS) - 1
+_PLAIN_PARENT = 1
 
 # The plain report's statements, built once: building and hashing a statement on every call
 # costs more than running it.

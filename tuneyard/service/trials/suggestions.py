@@ -171,8 +171,9 @@ class Suggestions(TrialCore):
         score: float,
         vector: Vector | None = None,
     ) -> None:
-        """Record a result for model-based samplers (once per trial and resource)."""
-        if ctx.model is None or not math.isfinite(score):
+        """Record a result for model-based samplers (once per trial and resource); a
+        replicate's is not one: its trial's aggregate is."""
+        if ctx.model is None or not math.isfinite(score) or trial.parent_id is not None:
             return
         # A trial that stops or completes at a rung is observed there twice in one call.
         done: set[tuple[int, float]] = s.info.setdefault(_OBSERVED, set())
