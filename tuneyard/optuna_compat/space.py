@@ -84,9 +84,16 @@ class RecordingTrial(SuggestCalls):
     """A trial that answers suggest calls from a probe and records what was asked.
 
     It offers what :class:`~tuneyard.optuna_compat.trial.CompatTrial` offers; ``report``
-    ends the run, ``should_prune`` is False."""
+    ends the run, ``should_prune`` is False. It is no replicate: ``fold``, ``seed`` and the
+    rest are None, as in a study without ``evaluation``."""
 
     number = 0
+    fold: int | None = None
+    folds: int | None = None
+    seed: int | None = None
+    replicate: int | None = None
+    replicates: int | None = None
+    parent_id: int | None = None
 
     def __init__(self, run: _Run) -> None:
         self._run = run

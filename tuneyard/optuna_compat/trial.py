@@ -99,7 +99,13 @@ class CompatTrial(SuggestCalls):
     suggest call, so a range edited on one side only is an error that names both ranges.
     ``step_offset`` is added to every reported step; None (the default) adds one when the
     objective's first report is at step 0, since Optuna objectives often count epochs from 0
-    while a tuneyard step is the resource used so far (one epoch done: step 1)."""
+    while a tuneyard step is the resource used so far (one epoch done: step 1).
+
+    In a study with ``evaluation``, ``fold``, ``folds``, ``seed``, ``replicate``,
+    ``replicates`` and ``parent_id`` say which replicate of its configuration this run is, as
+    the tuneyard trial's do (None when not replicated). The fold, seed and replicate index that
+    are set are in ``user_attrs`` from the start too, for objectives that read them there; they
+    are not sent as metrics, since they say which evaluation a report is, not how it went."""
 
     def __init__(
         self,
@@ -112,7 +118,10 @@ class CompatTrial(SuggestCalls):
         self._step_offset = step_offset
         self._params: dict[str, Any] = {}
         self._suggested: dict[str, AnyParam] = {}
-        self.user_attrs: dict[str, Any] = {}
+        given = {"fold": trial.fold, "seed": trial.seed, "replicate": trial.replicate}
+        self.user_attrs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        # The attributes filled in above and not set by the objective since: never metrics.
+        self._given = set(self.user_attrs)
         self.last_step: float | None = None
 
     # -- what Optuna's trial offers ------------------------------------------------------------
@@ -124,6 +133,37 @@ class CompatTrial(SuggestCalls):
     def params(self) -> dict[str, Any]:
         """The parameters suggested so far, as Optuna's ``trial.params``."""
         return dict(self._params)
+
+    @property
+    def fold(self) -> int | None:
+        """The cross-validation fold to hold out (from 0); None without folds."""
+        return self._trial.fold
+
+    @property
+    def folds(self) -> int | None:
+        """How many folds the study's data is split into; None without folds."""
+        return self._trial.folds
+
+    @property
+    def seed(self) -> int | None:
+        """The seed number (from 0) to derive this run's random state from; None without
+        seeds."""
+        return self._trial.seed
+
+    @property
+    def replicate(self) -> int | None:
+        """This replicate's index among its configuration's; None when not replicated."""
+        return self._trial.replicate
+
+    @property
+    def replicates(self) -> int | None:
+        """How many replicates each configuration has (folds x seeds)."""
+        return self._trial.replicates
+
+    @property
+    def parent_id(self) -> int | None:
+        """The tuneyard trial id of the configuration this replicate evaluates."""
+        return self._trial.parent_id
 
     @property
     def tuneyard(self) -> Trial:
@@ -148,7 +188,7 @@ class CompatTrial(SuggestCalls):
         metrics = {
             k: float(v)
             for k, v in self.user_attrs.items()
-            if _is_number(v) and k not in _REPORT_ARGUMENTS
+            if _is_number(v) and k not in _REPORT_ARGUMENTS and k not in self._given
         }
         trial.report(at, float(value), **metrics)
         self.last_step = at
@@ -163,6 +203,7 @@ class CompatTrial(SuggestCalls):
         later report (one set after the last report reaches no report, so it is not sent;
         nor is one named ``step`` or ``value``)."""
         self.user_attrs[key] = value
+        self._given.discard(key)
 
     def set_system_attr(self, key: str, value: Any) -> None:
         """Accepted and ignored, as Optuna itself deprecated it."""
@@ -180,7 +221,9 @@ class CompatTrial(SuggestCalls):
         return value
 
     def __repr__(self) -> str:
-        return f"CompatTrial(number={self.number}, params={self._params!r})"
+        which = self._trial.describe_replicate()
+        of = "" if which is None else f", {which} of trial {self.parent_id}"
+        return f"CompatTrial(number={self.number}{of}, params={self._params!r})"
 
 
 def _is_number(v: Any) -> bool:

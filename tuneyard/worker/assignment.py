@@ -51,6 +51,16 @@ def _settle(what: str, trial_id: int, call: Callable[[], Any]) -> bool:
     return False  # pragma: no cover
 
 
+def _job_label(study_id: int, job: Assignment, trial: Trial) -> str:
+    """``trial 12 (study 1, attempt 1)``; for a replicate ``trial 12 (fold 2/5 of trial 7;
+    study 1, attempt 1)``: its own id is the one the service's logs show, its fold or seed
+    and its configuration's id tell a reader which evaluation of which trial it is."""
+    where = f"study {study_id}, attempt {job.attempt}"
+    if job.replicate is not None:
+        where = f"{trial.describe_replicate()} of trial {job.replicate.parent_id}; {where}"
+    return f"trial {job.trial_id} ({where})"
+
+
 def run_assignment(
     client: WorkerClient,
     study_id: int,
@@ -82,7 +92,9 @@ def run_assignment(
         job.resource_to,
         ckpt_dir,
         attempt=job.attempt,
+        replicate=job.replicate,
     )
+    label = _job_label(study_id, job, trial)
     if opts.checkpoint_every:
         trial.checkpoint_every = opts.checkpoint_every
         trial.on_checkpoint = lambda step: client.checkpoint(
@@ -94,10 +106,8 @@ def run_assignment(
     started = time.monotonic()
     outcome = "fail"
     log.info(
-        "trial %s (study %s, attempt %s) starts: %s, resource %g..%g",
-        job.trial_id,
-        study_id,
-        job.attempt,
+        "%s starts: %s, resource %g..%g",
+        label,
         job.kind,
         job.resource_from,
         job.resource_to,
@@ -117,10 +127,8 @@ def run_assignment(
         opts.control.attach(None)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log.info(
-            "trial %s (study %s, attempt %s) ends after %.1f s: %s, resource %g..%g",
-            job.trial_id,
-            study_id,
-            job.attempt,
+            "%s ends after %.1f s: %s, resource %g..%g",
+            label,
             time.monotonic() - started,
             outcome,
             job.resource_from,

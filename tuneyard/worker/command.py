@@ -4,7 +4,9 @@
       command: ["python", "train.py", "--lr={lr}", "--epochs={resource_to}"]
 
 Placeholders are the trial's parameters and ``trial_id``, ``trial_number``, ``study_id``,
-``resource_from``, ``resource_to`` and ``checkpoint_dir``. The process reports with
+``resource_from``, ``resource_to`` and ``checkpoint_dir``; for one replicate of a study with
+``evaluation`` also ``fold`` and ``folds`` (with folds), ``seed`` (with seeds), ``replicate``,
+``replicates`` and ``parent_id``, as ``"--fold={fold}"``. The process reports with
 ``tuneyard.trial_from_env()`` or ``tuneyard report``, which read the ``TUNEYARD_*`` variables
 set here; its output goes to the trial's log. It runs in its own process group, so a timeout
 or a stopping worker ends it and whatever it started.
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneyard.worker.output import LogShipper
-from tuneyard.worker.trial import Trial
+from tuneyard.worker.trial import REPLICATE_ENV, Trial, replicate_env
 
 # Seconds a process gets to exit after SIGTERM before it is killed.
 TERM_GRACE = 10.0
@@ -65,6 +67,8 @@ def build_argv(template: Sequence[str], fields: Mapping[str, Any]) -> list[str]:
 
 
 def trial_env(trial: Trial, api_url: str, token: str | None, attempt: int) -> dict[str, str]:
+    """The ``TUNEYARD_*`` variables ``trial_from_env`` reads back; a replicate's fold, seed
+    and the rest only when the trial has them, so a process can tell "no folds" by absence."""
     env = {
         "TUNEYARD_API_URL": api_url,
         "TUNEYARD_STUDY_ID": str(trial.study_id),
@@ -76,6 +80,7 @@ def trial_env(trial: Trial, api_url: str, token: str | None, attempt: int) -> di
         "TUNEYARD_RESOURCE_TO": repr(trial.resource_to),
         "TUNEYARD_CHECKPOINT_DIR": str(trial.checkpoint_dir),
         "PYTHONUNBUFFERED": "1",
+        **replicate_env(trial),
     }
     if token:
         env["TUNEYARD_TOKEN"] = token
@@ -128,9 +133,16 @@ class CommandObjective:
             resource_to=trial.resource_to,
             checkpoint_dir=str(trial.checkpoint_dir),
         )
+        # Only those the trial has: a {fold} in a study without folds is an unknown name.
+        for attr in REPLICATE_ENV.values():
+            if (value := getattr(trial, attr)) is not None:
+                fields[attr] = value
         argv = build_argv(self.template, fields)
+        # A worker that itself runs under a replicate's variables (one started from a job)
+        # must not pass them on to a job that has none.
+        inherited = {k: v for k, v in os.environ.items() if k not in REPLICATE_ENV}
         env = {
-            **os.environ,
+            **inherited,
             **trial_env(trial, self.api_url, self.token, attempt),
             **self.environment(trial),
         }

@@ -14,11 +14,11 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from tuneyard.protocol import ReportOut
+from tuneyard.protocol import ReplicateInfo, ReportOut
 
 log = logging.getLogger("tuneyard.worker")
 TERMINAL = frozenset({"pause", "stop", "complete"})
@@ -47,7 +47,14 @@ class Trial:
     ``resource_to`` moves up when the service promotes the trial on the spot; ``decision`` is
     the last answer to a report (None before the first). ``attempt`` is the attempt of the
     trial this job is, as ``next`` handed it out: every call about the trial names it, and
-    once the service says it is no longer the live one (``stale``) the job stops."""
+    once the service says it is no longer the live one (``stale``) the job stops.
+
+    In a study with ``evaluation`` each job is one replicate of a configuration: ``fold`` (of
+    ``folds``) is the cross-validation fold to hold out, ``seed`` the seed number to derive
+    the random state from, ``replicate`` its index among ``replicates``, and ``parent_id`` the
+    configuration's trial (``trial_id`` is the replicate's own, which reports name). All of
+    them are None for a trial that is not replicated, and ``fold`` or ``seed`` alone is None
+    when the study gives no folds or no seeds."""
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class Trial:
         resource_to: float,
         checkpoint_dir: Path,
         attempt: int = 1,
+        replicate: ReplicateInfo | None = None,
     ) -> None:
         self.client = client
         self.attempt = attempt
@@ -71,6 +79,7 @@ class Trial:
         self.resource_to = resource_to
         self.checkpoint_dir = Path(checkpoint_dir)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.replicate_info = replicate
         self.decision: str | None = None
         self.reason: str | None = None
         self.last_step: float | None = None
@@ -102,9 +111,49 @@ class Trial:
         signal handler); the worker then hands the trial back with its checkpoint."""
         self.interrupted = reason
 
+    # -- the replicate (evaluation studies) ------------------------------------------------
+    @property
+    def fold(self) -> int | None:
+        """The cross-validation fold to hold out, 0 .. folds - 1; None without folds."""
+        return self.replicate_info.fold if self.replicate_info else None
+
+    @property
+    def folds(self) -> int | None:
+        """How many folds the study's data is split into; None without folds."""
+        return self.replicate_info.folds if self.replicate_info else None
+
+    @property
+    def seed(self) -> int | None:
+        """The seed number, 0 .. seeds - 1, to derive this run's random state from (with the
+        study's own seed, if it has one); None without seeds."""
+        return self.replicate_info.seed if self.replicate_info else None
+
+    @property
+    def replicate(self) -> int | None:
+        """This replicate's index among its configuration's, 0 .. replicates - 1."""
+        return self.replicate_info.index if self.replicate_info else None
+
+    @property
+    def replicates(self) -> int | None:
+        """How many replicates each configuration has (folds x seeds)."""
+        return self.replicate_info.of if self.replicate_info else None
+
+    @property
+    def parent_id(self) -> int | None:
+        """The trial id of the configuration this replicate evaluates."""
+        return self.replicate_info.parent_id if self.replicate_info else None
+
+    def describe_replicate(self) -> str | None:
+        """Which replicate this job evaluates, as a reader of the worker's output wants it:
+        ``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3`` (None when not replicated)."""
+        return None if self.replicate_info is None else replicate_label(self.replicate_info)
+
     def __repr__(self) -> str:
+        which = ""
+        if self.replicate_info is not None:
+            which = f", {self.describe_replicate()} of trial {self.parent_id}"
         return (
-            f"Trial(id={self.trial_id}, number={self.number}, study={self.study_id}, "
+            f"Trial(id={self.trial_id}, number={self.number}, study={self.study_id}{which}, "
             f"resource {self.resource_from:g}..{self.resource_to:g}, decision={self.decision})"
         )
 
@@ -238,12 +287,74 @@ def _is_torch(obj: Any, depth: int = 3) -> bool:
     return False
 
 
+def replicate_label(info: ReplicateInfo) -> str:
+    """``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3``: the fold and seed numbers as the
+    objective gets them (from 0), each out of its count. The seed count is not sent: it is
+    the replicates per fold (all of them without folds)."""
+    parts = []
+    if info.fold is not None:
+        parts.append(f"fold {info.fold}/{info.folds}" if info.folds else f"fold {info.fold}")
+    if info.seed is not None:
+        seeds = info.of // info.folds if info.fold is not None and info.folds else info.of
+        parts.append(f"seed {info.seed}/{seeds}")
+    # Neither: a replicate the spec does not make today; its index still tells it apart.
+    return ", ".join(parts) or f"replicate {info.index}/{info.of}"
+
+
+# The variables a replicated job's command gets, each with the Trial attribute it holds; none
+# is set for a trial that is not replicated, nor FOLD and FOLDS without folds, SEED without seeds.
+REPLICATE_ENV = {
+    "TUNEYARD_FOLD": "fold",
+    "TUNEYARD_FOLDS": "folds",
+    "TUNEYARD_SEED": "seed",
+    "TUNEYARD_REPLICATE": "replicate",
+    "TUNEYARD_REPLICATES": "replicates",
+    "TUNEYARD_PARENT_ID": "parent_id",
+}
+
+
+def replicate_env(trial: Trial) -> dict[str, str]:
+    """The :data:`REPLICATE_ENV` variables of the trial's replicate: those that are set."""
+    values = {name: getattr(trial, attr) for name, attr in REPLICATE_ENV.items()}
+    return {name: str(v) for name, v in values.items() if v is not None}
+
+
+def _replicate_from_env(env: Mapping[str, str]) -> ReplicateInfo | None:
+    """The replicate the ``TUNEYARD_*`` variables name, None when TUNEYARD_REPLICATE is not
+    set; a variable that is not a whole number, or one missing beside it, is named."""
+    if not env.get("TUNEYARD_REPLICATE"):
+        return None
+    values: dict[str, int] = {}
+    for name, attr in REPLICATE_ENV.items():
+        text = env.get(name)
+        if not text:
+            continue
+        try:
+            values[attr] = int(text)
+        except ValueError:
+            raise RuntimeError(f"{name} must be a whole number, got {text!r}") from None
+    for name in ("TUNEYARD_REPLICATES", "TUNEYARD_PARENT_ID"):
+        if REPLICATE_ENV[name] not in values:
+            raise RuntimeError(f"{name} is not set, though TUNEYARD_REPLICATE is")
+    return ReplicateInfo(
+        index=values["replicate"],
+        of=values["replicates"],
+        fold=values.get("fold"),
+        folds=values.get("folds"),
+        seed=values.get("seed"),
+        parent_id=values["parent_id"],
+    )
+
+
 def trial_from_env() -> Trial:
     """The trial of a command-line objective, from the ``TUNEYARD_*`` variables it was given.
 
     Needs TUNEYARD_API_URL, TUNEYARD_STUDY_ID, TUNEYARD_TRIAL_ID and TUNEYARD_RESOURCE_TO;
     reads TUNEYARD_PARAMS (JSON object), TUNEYARD_RESOURCE_FROM, TUNEYARD_CHECKPOINT_DIR,
-    TUNEYARD_TRIAL_NUMBER, TUNEYARD_ATTEMPT and TUNEYARD_TOKEN when set.
+    TUNEYARD_TRIAL_NUMBER, TUNEYARD_ATTEMPT and TUNEYARD_TOKEN when set, and for one
+    replicate of a study with ``evaluation`` TUNEYARD_REPLICATE, TUNEYARD_REPLICATES and
+    TUNEYARD_PARENT_ID with TUNEYARD_FOLD and TUNEYARD_FOLDS and/or TUNEYARD_SEED (see
+    :class:`Trial` for what each means).
 
     Called from the main thread, it also turns the SIGTERM a stopping worker sends into a
     pause at the next report: save the state when ``epochs()`` ends (or the report says
@@ -274,6 +385,7 @@ def trial_from_env() -> Trial:
         resource_to=resource_to,
         checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
         attempt=int(env.get("TUNEYARD_ATTEMPT", "1")),
+        replicate=_replicate_from_env(env),
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: trial.interrupt("the worker is stopping"))
