@@ -5,6 +5,7 @@ its last fold, and a replicate that fails fails its trial (the study goes on).""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -41,9 +42,7 @@ def http(settings: Settings) -> Iterator[TestClient]:
 
 def cv_spec(evaluation: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return study_spec(
-        evaluation=evaluation,
-        limits={"max_trials": 12, "max_concurrent": 6},
-        **overrides,
+        **{"evaluation": evaluation, "limits": {"max_trials": 12, "max_concurrent": 6}, **overrides}
     )
 
 
@@ -54,8 +53,11 @@ def run(http: TestClient, job: dict[str, Any], objective: Objective) -> str:
     while step < to:
         step += 1
         value = objective(job["params"], step, job["replicate"])
+        # A NaN as the workers send it (json.dumps writes NaN; httpx's json= refuses it).
         r = http.post(
-            f"{API}/trials/{tid}/reports", json={"attempt": attempt, "step": step, "value": value}
+            f"{API}/trials/{tid}/reports",
+            content=json.dumps({"attempt": attempt, "step": step, "value": value}),
+            headers={"content-type": "application/json"},
         )
         assert r.status_code == 200, r.text
         ans = r.json()
@@ -212,3 +214,63 @@ def test_a_failed_fold_fails_its_trial_and_the_study_goes_on(
         assert any(t.state == "completed" for t in trials)
     engine.dispose()
     assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
+
+
+def test_seeds_one_after_another_with_promotions(http: TestClient, settings: Settings) -> None:
+    def noisy(params: dict[str, Any], step: float, rep: dict[str, Any]) -> float:
+        assert rep["fold"] is None and rep["folds"] is None
+        return cv_loss(params, step, {"fold": rep["seed"]})
+
+    spec = cv_spec({"seeds": 3, "aggregate": "median"}, limits={"max_trials": 9})
+    r = http.post(f"{API}/studies", json=spec)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    jobs = drive(http, sid, noisy, workers=2)
+    assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
+    # One seed at a time: a trial's first jobs take its seeds in order.
+    firsts = [j["replicate"]["seed"] for j in jobs if j["number"] == 0][:3]
+    assert firsts == [0, 1, 2]
+    engine = create_engine(settings.database_url)
+    with Session(engine) as s:
+        done = s.scalars(
+            select(Trial).where(
+                Trial.study_id == sid, Trial.parent_id.is_(None), Trial.state == "completed"
+            )
+        ).all()
+        assert done
+        for t in done:
+            kids = s.scalars(select(Trial).where(Trial.parent_id == t.id)).all()
+            assert t.value == pytest.approx(statistics.median(k.value for k in kids))
+            # A promoted trial's seeds each resumed from their own checkpoint.
+            assert all(k.attempts >= 2 for k in kids) or t.resource == 1
+    engine.dispose()
+
+
+def test_stopping_the_study_stops_trials_whose_folds_run_or_wait(
+    http: TestClient, settings: Settings
+) -> None:
+    r = http.post(f"{API}/studies", json=cv_spec({"folds": 4, "parallel": True}))
+    sid = r.json()["id"]
+    running = [
+        http.post(f"{API}/studies/{sid}/next", json={"worker": f"w{i}"}).json() for i in (0, 1)
+    ]
+    assert [j["replicate"]["fold"] for j in running] == [0, 1]
+    assert http.patch(f"{API}/studies/{sid}", json={"state": "stopped"}).status_code == 200
+    job = running[0]
+    ans = http.post(
+        f"{API}/trials/{job['trial_id']}/reports",
+        json={"attempt": job["attempt"], "step": 1, "value": 0.5},
+    ).json()
+    assert ans["decision"] == "stop"
+    ans = http.post(
+        f"{API}/trials/{running[1]['trial_id']}/reports",
+        json={"attempt": running[1]["attempt"], "step": 1, "value": 0.4},
+    ).json()
+    assert ans["decision"] == "stop"
+    engine = create_engine(settings.database_url)
+    with Session(engine) as s:
+        rows = s.scalars(select(Trial).where(Trial.study_id == sid)).all()
+        assert rows and all(t.state == "stopped" for t in rows), [
+            (t.replicate, t.state) for t in rows
+        ]
+    engine.dispose()

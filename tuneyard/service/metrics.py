@@ -200,7 +200,7 @@ class StateCollector(Collector):
             trials = s.execute(
                 select(Trial.study_id, Trial.state, func.count())
                 .join(Study, Study.id == Trial.study_id)
-                .where(Study.state.in_(LIVE_STUDY_STATES))
+                .where(Study.state.in_(LIVE_STUDY_STATES), Trial.parent_id.is_(None))
                 .group_by(Trial.study_id, Trial.state)
             ).all()
             workers = s.execute(

@@ -237,7 +237,7 @@ class StudyService:
         counts = {state.value: 0 for state in TrialState}
         for state, n in s.execute(
             select(Trial.state, func.count())
-            .where(Trial.study_id == study.id)
+            .where(Trial.study_id == study.id, Trial.parent_id.is_(None))
             .group_by(Trial.state)
         ):
             counts[state] = int(n)
@@ -246,6 +246,7 @@ class StudyService:
             select(Trial)
             .where(
                 Trial.study_id == study.id,
+                Trial.parent_id.is_(None),
                 Trial.state == TrialState.COMPLETED,
                 Trial.value.is_not(None),
             )
@@ -327,7 +328,8 @@ class StudyService:
             )
         with self.kit.transaction() as s:
             self._get(s, study_id)
-            q = select(Trial).where(Trial.study_id == study_id)
+            # The study's trials; a trial's replicates (folds, seeds) are listed with it.
+            q = select(Trial).where(Trial.study_id == study_id, Trial.parent_id.is_(None))
             if state is not None:
                 q = q.where(Trial.state == state)
             desc = order.startswith("-")

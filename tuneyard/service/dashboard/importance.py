@@ -73,6 +73,7 @@ class Importance(DashboardBase):
             .select_from(Trial)
             .where(
                 Trial.study_id == study.id,
+                Trial.parent_id.is_(None),
                 Trial.state == TrialState.COMPLETED,
                 Trial.value.is_not(None),
             )
@@ -120,6 +121,7 @@ class Importance(DashboardBase):
                 )
                 .where(
                     Trial.study_id == study.id,
+                    Trial.parent_id.is_(None),
                     Trial.state == TrialState.COMPLETED,
                     Trial.value.is_not(None),
                 )

@@ -82,6 +82,7 @@ class StudyCards(DashboardBase):
                 select(Trial.id)
                 .where(
                     Trial.study_id == Study.id,
+                    Trial.parent_id.is_(None),
                     Trial.state == TrialState.COMPLETED,
                     Trial.value.is_not(None),
                 )

@@ -75,7 +75,10 @@ class StudyViews(DashboardBase):
         the trials at the buckets' extremes (their numbers and states)."""
         minimize = study.direction == "minimize"
         finished = and_(
-            Trial.study_id == study.id, Trial.state.in_(FINAL), Trial.value.is_not(None)
+            Trial.study_id == study.id,
+            Trial.parent_id.is_(None),
+            Trial.state.in_(FINAL),
+            Trial.value.is_not(None),
         )
         buckets = max(1, (points - 1) // 2)
         width = max(1, math.ceil(max(1, study.trials_started) / buckets))
@@ -190,7 +193,7 @@ class StudyViews(DashboardBase):
                     n += 1
 
         order = self._better(study)
-        q = select(*columns).where(Trial.study_id == study.id)
+        q = select(*columns).where(Trial.study_id == study.id, Trial.parent_id.is_(None))
         n_best = max(1, int(limit * best_share))
         add(
             s.execute(

@@ -354,7 +354,8 @@ class Replicates(Suggestions):
         s.flush()  # the lock reads the trial again: what changed so far goes out first
         parent = self._trial(s, child.parent_id, lock=True)
         sched = ctx.scheduler
-        if parent.state not in FINAL_TRIAL_STATES:
+        ended_before = parent.state in FINAL_TRIAL_STATES
+        if not ended_before:
             for k in sched.ladder.crossed(max(child.rung, child.base_rung - 1), step):
                 child.rung = k
                 self._replicate_level(
@@ -362,12 +363,14 @@ class Replicates(Suggestions):
                 )
                 if parent.state in FINAL_TRIAL_STATES:
                     break
-        if parent.state in FINAL_TRIAL_STATES:
+        # A replicate whose last report ended its trial (raced out on it) has run in full.
+        done = step >= sched.ladder.max_resource - _EPS and not ended_before
+        if parent.state in FINAL_TRIAL_STATES and not done:
             reason = f"the trial {parent.state}: {parent.reason}"
             self._end_job(s, ctx, study, board, child, TrialState.STOPPED, reason)
             self._maybe_finish(s, ctx, study, board)
             return Decision(DecisionKind.STOP, reason)
-        if step >= sched.ladder.max_resource - _EPS:
+        if done:
             reason = f"{replicate_label(ev, child.replicate or 0)} reached max_resource"
             self._end_job(s, ctx, study, board, child, TrialState.COMPLETED, reason)
             self._maybe_finish(s, ctx, study, board)

@@ -152,7 +152,9 @@ class Suggestions(TrialCore):
         running = [
             *s.scalars(
                 select(Trial.params).where(
-                    Trial.study_id == study.id, Trial.state == TrialState.RUNNING
+                    Trial.study_id == study.id,
+                    Trial.state == TrialState.RUNNING,
+                    Trial.parent_id.is_(None),
                 )
             ),
             *pending,
