@@ -109,9 +109,9 @@ def test_a_study_with_folds_alone_gives_no_seed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("info", "label"),
-    [(FOLDS, "fold 3/5"), (SEEDS, "seed 1/3"), (BOTH, "fold 2/5, seed 1/3")],
+    [(FOLDS, "fold 4/5"), (SEEDS, "seed 2/3"), (BOTH, "fold 3/5, seed 2/3")],
 )
-def test_a_replicate_is_named_by_its_fold_and_seed(info: ReplicateInfo, label: str) -> None:
+def test_a_replicate_is_named_by_its_fold_and_seed_counted_from_one(info: ReplicateInfo, label: str) -> None:
     assert replicate_label(info) == label
 
 
@@ -127,13 +127,13 @@ def test_the_repr_and_the_worker_log_name_the_fold_and_the_configuration(
     with caplog.at_level(logging.INFO, logger="tuneyard.worker"):
         assert run(FakeService(), replicated(FOLDS), train, tmp_path, "w") == "complete"
     assert reprs == [
-        "Trial(id=5, number=4, study=1, fold 3/5 of trial 7, resource 0..1, decision=None)"
+        "Trial(id=5, number=4, study=1, fold 4/5 of trial 7, resource 0..1, decision=None)"
     ]
     lines = [r.getMessage() for r in caplog.records if r.name == "tuneyard.worker"]
-    assert "trial 5 (fold 3/5 of trial 7; study 1, attempt 1) starts: new, resource 0..1" in lines
+    assert "trial 5 (fold 4/5 of trial 7; study 1, attempt 1) starts: new, resource 0..1" in lines
     ends = [line for line in lines if " ends after " in line]
     assert len(ends) == 1 and ends[0].startswith(
-        "trial 5 (fold 3/5 of trial 7; study 1, attempt 1)"
+        "trial 5 (fold 4/5 of trial 7; study 1, attempt 1)"
     )
 
 
@@ -266,7 +266,7 @@ def test_an_optuna_objective_sees_fold_and_seed_as_attributes_and_user_attrs(
     svc = FakeService()
     assert run(svc, replicated(BOTH), objective(fn), tmp_path, "w") == "complete"
     assert seen.pop("user_attrs") == {"fold": 2, "seed": 1, "replicate": 7}
-    assert "fold 2/5, seed 1/3 of trial 7" in seen.pop("text")
+    assert "fold 3/5, seed 2/3 of trial 7" in seen.pop("text")
     assert seen == BOTH_SEEN
     # Which evaluation a report is is no metric of how it went.
     ((_tid, _step, _value, metrics),) = svc.args("report")

@@ -145,7 +145,8 @@ class Trial:
 
     def describe_replicate(self) -> str | None:
         """Which replicate this job evaluates, as a reader of the worker's output wants it:
-        ``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3`` (None when not replicated)."""
+        ``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3``, counted from 1 (None when not
+        replicated)."""
         return None if self.replicate_info is None else replicate_label(self.replicate_info)
 
     def __repr__(self) -> str:
@@ -288,17 +289,19 @@ def _is_torch(obj: Any, depth: int = 3) -> bool:
 
 
 def replicate_label(info: ReplicateInfo) -> str:
-    """``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3``: the fold and seed numbers as the
-    objective gets them (from 0), each out of its count. The seed count is not sent: it is
-    the replicates per fold (all of them without folds)."""
+    """``fold 2/5``, ``seed 1/3`` or ``fold 2/5, seed 1/3``: counted from 1 for people, as
+    the service's reasons and tables name them (the objective gets ``trial.fold`` from 0), each
+    out of its count. The seed count is not sent: it is the replicates per fold (all of them
+    without folds)."""
     parts = []
     if info.fold is not None:
-        parts.append(f"fold {info.fold}/{info.folds}" if info.folds else f"fold {info.fold}")
+        fold = info.fold + 1
+        parts.append(f"fold {fold}/{info.folds}" if info.folds else f"fold {fold}")
     if info.seed is not None:
         seeds = info.of // info.folds if info.fold is not None and info.folds else info.of
-        parts.append(f"seed {info.seed}/{seeds}")
+        parts.append(f"seed {info.seed + 1}/{seeds}")
     # Neither: a replicate the spec does not make today; its index still tells it apart.
-    return ", ".join(parts) or f"replicate {info.index}/{info.of}"
+    return ", ".join(parts) or f"replicate {info.index + 1}/{info.of}"
 
 
 # The variables a replicated job's command gets, each with the Trial attribute it holds; none
