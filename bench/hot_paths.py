@@ -1,7 +1,7 @@
 """Cost of the report and next paths as a study grows.
 
     python bench/hot_paths.py [--database-url URL] [--sizes 100,1000,10000] [--calls 200]
-                              [--multi]
+                              [--multi | --replicates]
 
 Prefills an ASHA study with N finished trials (each with rung records, as a real run leaves
 them), then times in-process service calls: a plain report (no rung), a report that reaches a
@@ -11,6 +11,12 @@ statements each call issues: that number must not grow with N.
 ``--multi``: the study has two objectives and a constraint (a fifth of the trials infeasible),
 so a report that reaches a rung ranks that rung by fronts (MO-ASHA): that cost grows with the
 rung's size, and this measures by how much.
+
+``--replicates``: the study evaluates each trial on 3 folds, in parallel, with racing; the
+prefilled trials have their per-fold scores and aggregates at every level they reached. Every
+job is then a fold: a report that reaches a rung stores the fold's score, aggregates the
+trial's folds there and races the trial against the incumbent (an index probe), or, for the
+last fold, decides the trial's rung entry.
 """
 
 from __future__ import annotations
@@ -35,7 +41,17 @@ from tuneyard.service.trials import TrialService  # noqa: E402
 from tuneyard.settings import Settings  # noqa: E402
 from tuneyard.spec import StudySpec  # noqa: E402
 from tuneyard.store.db import make_engine, make_sessionmaker  # noqa: E402
-from tuneyard.store.models import Base, Bracket, Report, Rung, RungEntry, Study, Trial  # noqa: E402
+from tuneyard.store.models import (  # noqa: E402
+    Base,
+    Bracket,
+    ReplicateLevel,
+    ReplicateScore,
+    Report,
+    Rung,
+    RungEntry,
+    Study,
+    Trial,
+)
 
 SPEC = {
     "name": "bench",
@@ -50,6 +66,8 @@ MULTI = {
     "objectives": [{"metric": "loss"}, {"metric": "latency", "direction": "minimize"}],
     "constraints": [{"metric": "mem", "max": 0.8}],
 }
+FOLDS = 3
+REPLICATED = {**SPEC, "evaluation": {"folds": FOLDS, "parallel": True, "racing": {}}}
 
 
 def metrics(rng: np.random.Generator, multi: bool) -> dict[str, float]:
@@ -59,8 +77,11 @@ def metrics(rng: np.random.Generator, multi: bool) -> dict[str, float]:
     return {"latency": float(rng.uniform()), "mem": float(rng.uniform())}
 
 
-def prefill(kit: Toolkit, study_id: int, n: int, multi: bool = False) -> None:
-    """N finished trials: all reached rung 0, a third rung 1, a ninth rung 2, ..."""
+def prefill(
+    kit: Toolkit, study_id: int, n: int, multi: bool = False, replicated: bool = False
+) -> None:
+    """N finished trials: all reached rung 0, a third rung 1, a ninth rung 2, ...; with
+    ``replicated``, each with its folds' scores and their aggregate at every level."""
     rng = np.random.default_rng(0)
     now = kit.clock()
     rungs = [1.0, 3.0, 9.0, 27.0]
@@ -126,8 +147,41 @@ def prefill(kit: Toolkit, study_id: int, n: int, multi: bool = False) -> None:
                         created_at=now,
                     )
                 )
+        levels, folds = [], []
+        if replicated:
+            for e in entries:
+                scores = [e["score"] + 0.01 * j for j in range(FOLDS)]
+                resource = rungs[e["rung"]]
+                levels.append(
+                    dict(
+                        parent_id=e["trial_id"],
+                        resource=resource,
+                        study_id=study_id,
+                        score=float(np.mean(scores)),
+                        value=float(np.mean(scores)),
+                        std=0.01,
+                        stderr=0.006,
+                        n=FOLDS,
+                        complete=True,
+                    )
+                )
+                folds += [
+                    dict(
+                        parent_id=e["trial_id"],
+                        resource=resource,
+                        replicate=j,
+                        score=sc,
+                        value=sc,
+                        created_at=now,
+                    )
+                    for j, sc in enumerate(scores)
+                ]
         for chunk in range(0, len(entries), 20_000):
             s.execute(insert(RungEntry), entries[chunk : chunk + 20_000])
+            if replicated:
+                s.execute(insert(ReplicateLevel), levels[chunk : chunk + 20_000])
+        for chunk in range(0, len(folds), 20_000):
+            s.execute(insert(ReplicateScore), folds[chunk : chunk + 20_000])
         for chunk in range(0, len(reports), 20_000):
             s.execute(insert(Report), reports[chunk : chunk + 20_000])
         cutoff_rank = kit.context(s.get(Study, study_id)).scheduler.cutoff_rank  # type: ignore[arg-type]
@@ -174,14 +228,16 @@ class QueryCounter:
         self.n += 1
 
 
-def measure(url: str, n: int, calls: int, multi: bool = False) -> dict[str, Any]:
+def measure(
+    url: str, n: int, calls: int, multi: bool = False, replicated: bool = False
+) -> dict[str, Any]:
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     kit = Toolkit(make_sessionmaker(engine), Settings(database_url=url))
-    spec = StudySpec.model_validate(MULTI if multi else SPEC)
+    spec = StudySpec.model_validate(MULTI if multi else REPLICATED if replicated else SPEC)
     sid = StudyService(kit).create(spec).study.id
-    prefill(kit, sid, n, multi)
+    prefill(kit, sid, n, multi, replicated)
     trials = TrialService(kit)
     counter = QueryCounter(engine)
     t_next, t_plain, t_rung, q_next, q_plain, q_rung = [], [], [], [], [], []
@@ -239,7 +295,9 @@ def main() -> None:
     ap.add_argument("--database-url", default="")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--calls", type=int, default=200)
-    ap.add_argument("--multi", action="store_true", help="two objectives and a constraint")
+    kind = ap.add_mutually_exclusive_group()
+    kind.add_argument("--multi", action="store_true", help="two objectives and a constraint")
+    kind.add_argument("--replicates", action="store_true", help="3 folds, parallel, racing")
     args = ap.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     print(f"database: {url.split('@')[-1]}")
@@ -248,7 +306,7 @@ def main() -> None:
         f" {'SQL: next/report/rung':>22}"
     )
     for n in [int(x) for x in args.sizes.split(",")]:
-        r = measure(url, n, args.calls, args.multi)
+        r = measure(url, n, args.calls, args.multi, args.replicates)
         print(
             f"{r['n']:>8} {r['next_p50']:>7.2f}/{r['next_p95']:<7.2f}"
             f" {r['plain_p50']:>6.2f}/{r['plain_p95']:<7.2f}"

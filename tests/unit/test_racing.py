@@ -343,3 +343,31 @@ def test_each_look_gets_its_share_of_one_minus_the_confidence(
 ) -> None:
     # A race looks after min_replicates .. total - 1 replicates (Bonferroni over the looks).
     assert look_level(RacingSpec(min_replicates=min_replicates), total) == pytest.approx(level)
+
+
+def test_an_evaluation_study_refuses_a_parameter_named_like_the_replicate() -> None:
+    from tuneyard.spec import StudySpec
+
+    spec = {
+        "name": "cv",
+        "space": {"seed": {"type": "int", "low": 0, "high": 9}},
+        "evaluation": {"folds": 5},
+    }
+    with pytest.raises(ValueError, match=r"space\.seed: with evaluation, 'seed' names the"):
+        StudySpec.model_validate(spec)
+    # Without evaluation the name is the user's.
+    del spec["evaluation"]
+    assert StudySpec.model_validate(spec).space["seed"].type == "int"
+
+
+def test_an_evaluation_study_has_one_objective_and_no_constraint() -> None:
+    from tuneyard.spec import StudySpec
+
+    spec = {
+        "name": "cv",
+        "space": {"x": {"type": "float", "low": 0, "high": 1}},
+        "evaluation": {"folds": 5},
+        "constraints": [{"metric": "mem", "max": 8}],
+    }
+    with pytest.raises(ValueError, match="evaluation: folds and seeds apply to a study with one"):
+        StudySpec.model_validate(spec)

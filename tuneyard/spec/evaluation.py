@@ -25,6 +25,10 @@ MAX_REPLICATES = 1_000
 
 Aggregation = Literal["mean", "median"]
 
+# What a replicated job's trial handle (and a command's placeholders) call the replicate: no
+# parameter of an evaluation study may take these names.
+REPLICATE_NAMES = frozenset({"fold", "folds", "seed", "replicate", "replicates", "parent_id"})
+
 
 @dataclass(frozen=True)
 class Replicate:

@@ -17,7 +17,7 @@ from pydantic import (
 
 from tuneyard.spec.algorithms import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, SchedulerSpec
 from tuneyard.spec.durations import parse_duration
-from tuneyard.spec.evaluation import EvaluationSpec
+from tuneyard.spec.evaluation import REPLICATE_NAMES, EvaluationSpec
 from tuneyard.spec.grid import GridTooComplex, grid_size
 from tuneyard.spec.objectives import (
     MAX_CONSTRAINTS,
@@ -258,6 +258,13 @@ class StudySpec(StrictModel):
                         )
         topological_order(self.space)  # raises on a cycle
         self._check_objectives()
+        if self.evaluation is not None:
+            for name in self.space:
+                if name in REPLICATE_NAMES:
+                    raise ValueError(
+                        f"space.{name}: with evaluation, {name!r} names the replicate a job "
+                        f"evaluates (trial.{name}, {{{name}}} in a command); rename the parameter"
+                    )
         if self.evaluation is not None and self.ranked_by_fronts:
             # A replicate's vector would need an aggregate per objective and a paired test
             # of vectors; one scalar objective is raced and aggregated.
