@@ -111,7 +111,9 @@ def test_a_study_with_folds_alone_gives_no_seed(tmp_path: Path) -> None:
     ("info", "label"),
     [(FOLDS, "fold 4/5"), (SEEDS, "seed 2/3"), (BOTH, "fold 3/5, seed 2/3")],
 )
-def test_a_replicate_is_named_by_its_fold_and_seed_counted_from_one(info: ReplicateInfo, label: str) -> None:
+def test_a_replicate_is_named_by_its_fold_and_seed_counted_from_one(
+    info: ReplicateInfo, label: str
+) -> None:
     assert replicate_label(info) == label
 
 
