@@ -543,8 +543,10 @@ class Replicates(Suggestions):
         incumbent = s.get(Trial, best)
         number = incumbent.number if incumbent is not None else best
         reason = f"{verdict.reason}; incumbent: trial {number} at resource {fmt(level)}"
-        mine = aggregate([v for v in scores.values()], "mean")
-        # The samplers learn the raced-out trial's mean so far, as of a trial stopped early.
+        mine = aggregate(scores.values(), "mean")
+        # The trial shows, and the samplers learn, its mean so far, as a trial stopped early.
+        parent.value, parent.resource = ctx.sign * mine.value, level
+        parent.value_std, parent.value_stderr = mine.std, mine.stderr
         self._observe(s, ctx, parent, level, mine.value)
         self._end_trial(s, ctx, study, board, parent, TrialState.STOPPED, reason)
 
