@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Float, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tuneyard.errors import (
     Conflict,
@@ -86,15 +86,16 @@ class Reports(Replicates):
             if found is None:
                 return None
             n = len(_PLAIN_TRIAL_COLUMNS)
-            study_id, study_state, seed, created_at = cast(
-                tuple[int, str, int, datetime], tuple(found[n : n + 4])
+            study_id, study_state, seed, created_at, parent_state = cast(
+                tuple[int, str, int, datetime, str | None], tuple(found[n : n + 5])
             )
             if found[_PLAIN_ATTEMPTS] != attempt:
                 return None  # refused by the general path, which says why
-            if found[_PLAIN_PARENT] is not None:
-                return None  # a replicate's report is its trial's too: the general path's
-            if found[n + 4] is not None:
-                stored = _report_row(found[n + 4 :])
+            if found[_PLAIN_PARENT] is not None and parent_state != TrialState.RUNNING:
+                # A replicate of a trial that ended (it stops) or pauses: the general path's.
+                return None
+            if found[n + 5] is not None:
+                stored = _report_row(found[n + 5 :])
                 # A step an earlier attempt reported is decided again, by the general path.
                 return stored if stored.attempt == attempt else None
             ctx = self.kit.cached_context(study_id, created_at)
@@ -416,6 +417,9 @@ _PLAIN_TRIAL_COLUMNS = (
 _PLAIN_ATTEMPTS = len(_PLAIN_TRIAL_COLUMNS) - 1
 _PLAIN_PARENT = 1
 
+# A replicate's trial: its state says whether the replicate's report may be a plain one.
+_PARENT = aliased(Trial, name="parent")
+
 # The plain report's statements, built once: building and hashing a statement on every call
 # costs more than running it.
 _PEEK = (
@@ -425,9 +429,11 @@ _PEEK = (
         Study.state,
         Study.seed,
         Study.created_at,
+        _PARENT.state,
         *_REPORT_COLUMNS,
     )
     .join(Study, Study.id == Trial.study_id)
+    .outerjoin(_PARENT, _PARENT.id == Trial.parent_id)
     .outerjoin(
         Report, (Report.trial_id == Trial.id) & (Report.step == bindparam("step", type_=Float))
     )
