@@ -34,6 +34,8 @@ SERVICE_TRIAL_MOVES = {
     (TrialState.RUNNING, TrialState.FAILED),
     (TrialState.PAUSED, TrialState.RUNNING),  # next: promoted and resumed
     (TrialState.PAUSED, TrialState.STOPPED),  # the study ends before its promotion
+    (TrialState.PAUSED, TrialState.QUEUED),  # a replicate queued again: its trial promoted
+    (TrialState.PAUSED, TrialState.FAILED),  # a trial of replicates paused, one of them failed
 }
 SERVICE_STUDY_MOVES = {
     (StudyState.RUNNING, StudyState.PAUSED),
