@@ -231,8 +231,8 @@ def test_seeds_one_after_another_with_promotions(http: TestClient, settings: Set
     jobs = drive(http, sid, noisy, workers=2)
     assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
     # One seed at a time: a trial's first jobs take its seeds in order.
-    firsts = [j["replicate"]["seed"] for j in jobs if j["number"] == 0][:3]
-    assert firsts == [0, 1, 2]
+    first = [j for j in jobs if j["number"] == 0][:3]
+    assert [j["replicate"]["seed"] for j in first] == [0, 1, 2]
     engine = create_engine(settings.database_url)
     with Session(engine) as s:
         done = s.scalars(

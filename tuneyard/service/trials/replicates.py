@@ -173,6 +173,15 @@ class Replicates(Suggestions):
                 have.state == TrialState.PAUSED and have.resource_to < target - _EPS
             ):
                 ready.append(i)
+        # One after another: the next replicate is offered first to the worker that ran the
+        # last one (as a retry is: ``next`` prefers a queued trial's own worker), so a trial's
+        # replicates stay on one machine while it asks; another takes it rather than wait.
+        last = max(
+            (c for c in children.values() if c.worker),
+            key=lambda c: (c.updated_at, c.id),
+            default=None,
+        )
+        preferred = None if ev.parallel or last is None else last.worker
         if not ev.parallel:
             ready = [] if busy else ready[:1]
         for i in ready:
@@ -194,6 +203,7 @@ class Replicates(Suggestions):
                         score_sum=0.0,
                         score_count=0,
                         attempts=0,
+                        worker=preferred,
                         reason=f"{replicate_label(ev, i)} of trial {trial.number}",
                         created_at=now,
                         updated_at=now,
@@ -201,6 +211,7 @@ class Replicates(Suggestions):
                 )
             else:
                 move(waiting, TrialState.QUEUED)
+                waiting.worker = preferred or waiting.worker
                 waiting.resource_from = waiting.resource_to
                 waiting.resource_to = target
                 waiting.reason = f"{replicate_label(ev, i)}: {trial.reason}"
