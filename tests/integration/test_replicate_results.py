@@ -18,12 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from bench.hot_paths import QueryCounter
 from tests.helpers import API, checkpoint, serve, study_spec
 from tuneyard import cli
 from tuneyard.api.app import create_app
+from tuneyard.api.routes import FoldColumns, _csv_chunks
+from tuneyard.service.context import Toolkit
 from tuneyard.service.replicate_results import replicate_column
+from tuneyard.service.studies import StudyService
 from tuneyard.settings import Settings
 from tuneyard.spec.evaluation import EvaluationSpec
+from tuneyard.store.db import make_engine, make_sessionmaker
 
 FOLD_DIFFICULTY = [0.0, 0.08, -0.05, 0.12, 0.03]
 RACED = re.compile(r"stopped after fold (\d) of 5: ")
@@ -259,3 +264,40 @@ def test_the_cli_shows_the_per_fold_table_and_the_raced_out_trials(
     assert "5/5" in line
     assert one.exit_code == 0, one.output
     assert f"replicate 2 of trial {done['number']} (id {done['id']}), fold 2" in one.output
+
+
+def test_a_page_reads_its_replicates_in_one_statement_whatever_its_size(
+    http: TestClient, raced_study: int, settings: Settings
+) -> None:
+    engine = make_engine(settings.database_url)
+    try:
+        kit = Toolkit(make_sessionmaker(engine), settings)
+        studies = StudyService(kit)
+        spec = studies.definition(raced_study)
+        counter = QueryCounter(engine)
+
+        def marks(limit: int) -> int:
+            rows, _ = studies.trials(raced_study, None, "number", limit, None)
+            before = counter.n
+            assert len(studies.race_marks(spec, rows)) == len(rows)
+            return counter.n - before
+
+        assert marks(2) == marks(16)
+
+        def export(page_size: int) -> tuple[int, str]:
+            before = counter.n
+            ev = spec.evaluation
+            assert ev is not None
+            folds = FoldColumns(
+                [replicate_column(ev, i) for i in range(ev.replicates)], studies.final_values
+            )
+            pages = studies.iter_trial_pages(raced_study, page_size)
+            text = "".join(_csv_chunks(pages, list(spec.space), None, folds))
+            return counter.n - before, text
+
+        # Sixteen trials: four pages cost twice what two pages do, and read the same rows.
+        (four, text4), (two, text2) = export(4), export(8)
+        assert text4 == text2 and len(text4.splitlines()) == 17
+        assert four == 2 * two
+    finally:
+        engine.dispose()
