@@ -162,6 +162,18 @@ def test_a_trials_page_draws_its_folds_with_the_aggregate_band_and_table(
                     "stopped after fold 2 of 3"
                 )
 
+                # The study's trials table: the value's standard error, the raced-out mark.
+                page.goto(f"{url}/studies/{sid}")
+                page.wait_for_selector("[data-testid=trial-row][data-number='1']")
+                row0 = page.locator("[data-testid=trial-row][data-number='0']")
+                value = row0.locator("[data-testid=trial-value]").text_content() or ""
+                assert value.split(" ± ")[1].split()[0] == f"{first['value_stderr']:.5g}"
+                row1 = page.locator("[data-testid=trial-row][data-number='1']")
+                assert row1.locator("[data-testid=raced-note]").text_content() == (
+                    "raced out after 2/3"
+                )
+                assert row0.locator("[data-testid=raced-note]").count() == 0
+
                 # A fold's own page names its trial and links back.
                 child = detail["replicates"][1]["id"]
                 page.goto(f"{url}/trials/{child}")
