@@ -49,7 +49,7 @@ from tuneyard.service.pareto import Front, FrontSummary, Objectives, ParetoServi
 from tuneyard.service.replicate_results import RaceMark, ReplicateDetail, replicate_column
 from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.spec import StudySpec
-from tuneyard.states import StudyState
+from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import Trial
 
 router = APIRouter(prefix="/api/v1")
@@ -163,7 +163,7 @@ def _replicates_out(d: TrialDetail) -> dict[str, Any]:
                 label=r.label,
                 fold=r.fold,
                 seed=r.seed,
-                state=r.trial.state,  # type: ignore[arg-type]
+                state=TrialState(r.trial.state),
                 value=r.trial.value,
                 resource=r.trial.resource,
                 reason=r.trial.reason,
