@@ -79,6 +79,38 @@ class TrialSummary(BaseModel):
     infeasible: str | None = Field(
         default=None, description="which constraints failed, e.g. 'gpu_mem_gb 18.2 > 16'"
     )
+    value_std: float | None = Field(
+        default=None,
+        description="a study with evaluation: the standard deviation of the replicates' "
+        "values behind value (null otherwise)",
+    )
+    value_stderr: float | None = Field(
+        default=None,
+        description="a study with evaluation: the standard error of value, the band it is "
+        "shown with (null otherwise)",
+    )
+    replicates_run: int | None = Field(
+        default=None,
+        description="a study with evaluation: how many replicates are in the trial's latest "
+        "aggregate, at the furthest resource level any of them reached (all of them once "
+        "the trial completed, fewer while they run or when racing stopped it; null otherwise)",
+    )
+    replicates_total: int | None = Field(
+        default=None,
+        description="a study with evaluation: how many replicates each trial has (folds x "
+        "seeds; null otherwise)",
+    )
+    raced: bool = Field(
+        default=False,
+        description="stopped by racing: shown worse than the incumbent on the replicates "
+        "both ran, after replicates_run of replicates_total",
+    )
+    parent_id: int | None = Field(
+        default=None, description="a replicate: the trial whose configuration it evaluates"
+    )
+    replicate: int | None = Field(
+        default=None, description="a replicate: its index among its trial's, from 0"
+    )
 
     @field_validator("values", mode="before")
     @classmethod
@@ -251,6 +283,43 @@ class AttemptOut(BaseModel):
     wall_seconds: float | None = Field(default=None, description="set when the attempt ends")
 
 
+class ReplicatePoint(BaseModel):
+    step: float
+    value: float | None
+
+
+class ReplicateOut(BaseModel):
+    """One replicate of a trial (a fold and/or seed): a job of its own, with its curve."""
+
+    id: int
+    index: int = Field(description="its position among the trial's replicates, from 0")
+    label: str = Field(description="how it is named, e.g. 'fold 3/5' (numbered from 1)")
+    fold: int | None = Field(description="the fold the objective saw (0-based), null: no folds")
+    seed: int | None = Field(description="the seed the objective saw, null: no seeds")
+    state: TrialState
+    value: float | None = Field(description="its latest value of the study's metric")
+    resource: float | None = Field(description="resource (step) of that value")
+    reason: str | None
+    attempts: int
+    worker: str | None
+    curve: list[ReplicatePoint] = Field(description="its reports by step")
+
+
+class LevelOut(BaseModel):
+    """A trial's aggregate at one resource level of the ladder, and each replicate's value
+    there: a row of the per-fold table."""
+
+    resource: float
+    value: float = Field(description="the aggregate (mean or median) of the values there")
+    std: float
+    stderr: float
+    n: int = Field(description="replicates that reached the level")
+    complete: bool = Field(description="every replicate reached it: the trial's report there")
+    values: list[float | None] = Field(
+        description="each replicate's value there, by index (null: it has not reached it)"
+    )
+
+
 class TrialOut(TrialSummary):
     resource_from: float
     resource_to: float
@@ -269,6 +338,20 @@ class TrialOut(TrialSummary):
     reports: list[ReportOut]
     decisions: list[DecisionOut]
     attempt_log: list[AttemptOut]
+    fold: int | None = Field(
+        default=None, description="a replicate: the fold it evaluates (0-based), null: none"
+    )
+    seed: int | None = Field(default=None, description="a replicate: its seed, null: none")
+    replicates: list[ReplicateOut] | None = Field(
+        default=None,
+        description="a trial of a study with evaluation: its replicates, by index, each "
+        "with its curve (those not started yet are left out)",
+    )
+    levels: list[LevelOut] | None = Field(
+        default=None,
+        description="a trial of a study with evaluation: its aggregate at each resource "
+        "level reached, with each replicate's value there",
+    )
 
 
 class ParetoTrial(TrialSummary):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from tuneyard.api.schemas import (
     FailIn,
     HeartbeatIn,
     HypervolumePoint,
+    LevelOut,
     NextIn,
     ParetoHistory,
     ParetoOut,
@@ -29,6 +31,8 @@ from tuneyard.api.schemas import (
     ParetoTrial,
     PauseIn,
     Problem,
+    ReplicateOut,
+    ReplicatePoint,
     ReportIn,
     ReportOut,
     RungBest,
@@ -42,9 +46,10 @@ from tuneyard.api.schemas import (
     TrialSummary,
 )
 from tuneyard.service.pareto import Front, FrontSummary, Objectives, ParetoService
+from tuneyard.service.replicate_results import RaceMark, ReplicateDetail, replicate_column
 from tuneyard.service.studies import StudyView, TrialDetail, study_error
 from tuneyard.spec import StudySpec
-from tuneyard.states import StudyState
+from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import Trial
 
 router = APIRouter(prefix="/api/v1")
@@ -66,10 +71,21 @@ E429: Responses = {
 }
 
 
-def _summary(t: Trial, spec: StudySpec | None = None) -> TrialSummary:
+def _summary(t: Trial, spec: StudySpec | None = None, mark: RaceMark | None = None) -> TrialSummary:
     summary = TrialSummary.model_validate(t, from_attributes=True)
-    fields = _objective_fields(t, spec)
+    fields = {**_objective_fields(t, spec), **_replicate_fields(spec, mark)}
     return summary.model_copy(update=fields) if fields else summary
+
+
+def _replicate_fields(spec: StudySpec | None, mark: RaceMark | None) -> dict[str, Any]:
+    """A trial of a study with evaluation: how many replicates it has, how many are in its
+    latest aggregate and whether racing stopped it."""
+    if spec is None or spec.evaluation is None:
+        return {}
+    fields: dict[str, Any] = {"replicates_total": spec.evaluation.replicates}
+    if mark is not None:
+        fields |= {"replicates_run": mark.replicates_run, "raced": mark.raced}
+    return fields
 
 
 def _study_out(v: StudyView) -> StudyOut:
@@ -108,9 +124,10 @@ def _error(fields: dict[str, Any] | None) -> StudyError | None:
 
 def _trial_out(d: TrialDetail) -> TrialOut:
     t = d.trial
-    base = _summary(t, d.spec).model_dump()
+    base = _summary(t, d.spec, d.mark).model_dump()
     return TrialOut(
         **base,
+        **_replicates_out(d),
         resource_from=t.resource_from,
         resource_to=t.resource_to,
         checkpoint=t.checkpoint,
@@ -122,6 +139,42 @@ def _trial_out(d: TrialDetail) -> TrialOut:
         decisions=[DecisionOut.model_validate(x, from_attributes=True) for x in d.decisions],
         attempt_log=[AttemptOut.model_validate(a, from_attributes=True) for a in d.attempts],
     )
+
+
+def _replicates_out(d: TrialDetail) -> dict[str, Any]:
+    """A replicate's fold and seed; a trial's replicates with their curves and its per-fold
+    table; nothing outside a study with evaluation."""
+    ev = d.spec.evaluation if d.spec is not None else None
+    t = d.trial
+    if ev is None:
+        return {}
+    if t.parent_id is not None and t.replicate is not None:
+        plan = ev.replicate_list()
+        r = plan[t.replicate] if t.replicate < len(plan) else None
+        return {"fold": r.fold if r else None, "seed": r.seed if r else None}
+    detail: ReplicateDetail | None = d.replicates
+    if detail is None:
+        return {}
+    return {
+        "replicates": [
+            ReplicateOut(
+                id=r.trial.id,
+                index=r.index,
+                label=r.label,
+                fold=r.fold,
+                seed=r.seed,
+                state=TrialState(r.trial.state),
+                value=r.trial.value,
+                resource=r.trial.resource,
+                reason=r.trial.reason,
+                attempts=r.trial.attempts,
+                worker=r.trial.worker,
+                curve=[ReplicatePoint(step=x, value=y) for x, y in r.curve],
+            )
+            for r in detail.replicates
+        ],
+        "levels": [LevelOut.model_validate(lv, from_attributes=True) for lv in detail.levels],
+    }
 
 
 def _objective_fields(t: Trial, spec: StudySpec | None) -> dict[str, Any]:
@@ -208,7 +261,8 @@ def list_trials(
     """Trials of a study, filtered by state, in keyset-paged order."""
     rows, nxt = studies.trials(study_id, state, order, limit, cursor)
     spec = studies.definition(study_id) if rows else None
-    return TrialPage(items=[_summary(t, spec) for t in rows], next_cursor=nxt)
+    marks = studies.race_marks(spec, rows) if spec is not None else {}
+    return TrialPage(items=[_summary(t, spec, marks.get(t.id)) for t in rows], next_cursor=nxt)
 
 
 CSV_COLUMNS = (
@@ -251,29 +305,52 @@ def _objective_cells(t: Trial, objectives: Objectives) -> list[Any]:
     return [*cells, None if feasible is None else str(feasible).lower(), _cell(t.infeasible)]
 
 
+@dataclass(frozen=True)
+class FoldColumns:
+    """A study with evaluation's columns: the value's spread, then each replicate's final
+    value (``fold_1_value``...), read by ``read`` for a page of trial ids at once."""
+
+    names: list[str]
+    read: Callable[[Sequence[int]], dict[int, dict[int, float | None]]]
+
+    def header(self) -> list[str]:
+        return ["value_std", "value_stderr", *self.names]
+
+    def cells(self, t: Trial, finals: dict[int, float | None]) -> list[Any]:
+        per = [_cell(finals.get(i)) for i in range(len(self.names))]
+        return [_cell(t.value_std), _cell(t.value_stderr), *per]
+
+
 def _csv_chunks(
-    trials: Iterable[Trial],
+    pages: Iterable[Sequence[Trial]],
     params: list[str],
     objectives: Objectives | None = None,
+    folds: FoldColumns | None = None,
     size: int = 1 << 16,
 ) -> Iterator[str]:
     """The header, then a line per trial, in chunks of about ``size`` characters (a chunk per
     line would cost the server a thread hop per trial). An inactive parameter is empty.
     With ``objectives`` (several, or constraints), a column per objective's metric and the
-    trial's feasibility come before the parameters."""
+    trial's feasibility come before the parameters; with ``folds`` (a study with
+    evaluation), the value's spread and each replicate's final value, read once per page."""
     buf = io.StringIO()
     out = csv.writer(buf)
     extra = [] if objectives is None else [*objectives.metrics, "feasible", "infeasible"]
+    extra += [] if folds is None else folds.header()
     out.writerow([*CSV_COLUMNS, *(_cell(x) for x in extra), *(f"param_{p}" for p in params)])
-    for t in trials:
-        row = [_cell(getattr(t, c)) for c in CSV_COLUMNS]
-        if objectives is not None:
-            row += [_cell(x) for x in _objective_cells(t, objectives)]
-        out.writerow(row + [_cell(t.params.get(p)) for p in params])
-        if buf.tell() >= size:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
+    for page in pages:
+        finals = folds.read([t.id for t in page]) if folds is not None else {}
+        for t in page:
+            row = [_cell(getattr(t, c)) for c in CSV_COLUMNS]
+            if objectives is not None:
+                row += [_cell(x) for x in _objective_cells(t, objectives)]
+            if folds is not None:
+                row += folds.cells(t, finals.get(t.id, {}))
+            out.writerow(row + [_cell(t.params.get(p)) for p in params])
+            if buf.tell() >= size:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
     yield buf.getvalue()
 
 
@@ -287,12 +364,22 @@ def export_trials_csv(study_id: Id, studies: StudiesDep) -> StreamingResponse:
     """Every trial of the study as CSV, by number: its fields, then a ``param_<name>`` column
     per parameter of the space (empty where the parameter is inactive). A study with several
     objectives or constraints adds a column per objective (named by its metric), then
-    ``feasible`` and ``infeasible``, before the parameters. Streamed a page at a time, so the
-    size of the study does not matter."""
+    ``feasible`` and ``infeasible``, before the parameters. A study with evaluation adds
+    ``value_std``, ``value_stderr`` and each replicate's final value (``fold_1_value``,
+    ``seed_1_value`` or ``fold_1_seed_1_value``...), also before the parameters. Streamed a
+    page at a time, so the size of the study does not matter."""
     spec = studies.get(study_id).spec
     objectives = Objectives.of(spec) if spec.ranked_by_fronts else None
+    ev = spec.evaluation
+    folds = (
+        None
+        if ev is None
+        else FoldColumns(
+            [replicate_column(ev, i) for i in range(ev.replicates)], studies.final_values
+        )
+    )
     return StreamingResponse(
-        _csv_chunks(studies.iter_trials(study_id), list(spec.space), objectives),
+        _csv_chunks(studies.iter_trial_pages(study_id), list(spec.space), objectives, folds),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="study-{study_id}-trials.csv"'},
     )

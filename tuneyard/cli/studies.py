@@ -36,6 +36,13 @@ from tuneyard.cli.common import (
     trials_app,
 )
 from tuneyard.cli.pareto import front_line
+from tuneyard.cli.replicates import (
+    fold_table,
+    replicate_line,
+    replicate_table,
+    state_cell,
+    value_cell,
+)
 from tuneyard.progress import trials_done, watch_study
 from tuneyard.spec.durations import format_duration
 from tuneyard.states import StudyState, TrialState
@@ -475,11 +482,11 @@ def _trial_table(trials: Iterable[TrialSummary]) -> Table:
     t.add_column("reason")
     for tr in rows:
         named = tr.values or {}
-        shown = [_fmt(named.get(m)) for m in metrics] if metrics else [_fmt(tr.value)]
+        shown = [_fmt(named.get(m)) for m in metrics] if metrics else [value_cell(tr)]
         feasible = ["-" if tr.feasible is None else "yes" if tr.feasible else "no"]
         t.add_row(
             str(tr.number),
-            tr.state,
+            state_cell(tr),
             *shown,
             *(feasible if constrained else []),
             _fmt(tr.resource),
@@ -534,9 +541,12 @@ def trial_show(trial_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         f"[bold]trial {tr.id} (#{tr.number} of study {tr.study_id})[/bold] {tr.state}"
         + (f": {escape(tr.reason)}" if tr.reason else "")
     )
+    line = replicate_line(tr)
+    if line:
+        console.print(line)
     console.print(f"  params: {escape(_params(tr.params))}")
     console.print(
-        f"  value {_fmt(tr.value)} at resource {_fmt(tr.resource)}; rung {tr.rung}, "
+        f"  value {value_cell(tr)} at resource {_fmt(tr.resource)}; rung {tr.rung}, "
         f"bracket {tr.bracket}; job {_fmt(tr.resource_from)}..{_fmt(tr.resource_to)}"
     )
     if tr.checkpoint:
@@ -554,6 +564,9 @@ def trial_show(trial_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
             escape(x.reason),
         )
     console.print(d)
+    for table in (fold_table(tr), replicate_table(tr)):
+        if table is not None:
+            console.print(table)
     r = Table("step", "value", "decision", "metrics", title="reports")
     for rep in tr.reports:
         r.add_row(_fmt(rep.step), _fmt(rep.value), rep.decision, escape(_params(rep.metrics)))

@@ -22,6 +22,13 @@ from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.pareto import FrontSummary, ParetoService
+from tuneyard.service.replicate_results import (
+    RaceMark,
+    ReplicateDetail,
+    final_values,
+    race_marks,
+    replicate_detail,
+)
 from tuneyard.service.transitions import check_study, move_study
 from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
@@ -77,6 +84,9 @@ class TrialDetail:
     attempts: list[Attempt]
     # The trial's study's definition, for what its objectives and constraints say of it.
     spec: StudySpec | None = None
+    # A trial of a study with evaluation: its replicates and per-fold table; its own mark.
+    replicates: ReplicateDetail | None = None
+    mark: RaceMark | None = None
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -363,12 +373,31 @@ class StudyService:
     def iter_trials(self, study_id: int, page_size: int = 1000) -> Iterator[Trial]:
         """Every trial of a study by number, a keyset page per short transaction: an export
         of any size holds one page in memory and no transaction open while it is sent."""
+        for rows in self.iter_trial_pages(study_id, page_size):
+            yield from rows
+
+    def iter_trial_pages(self, study_id: int, page_size: int = 1000) -> Iterator[list[Trial]]:
+        """:meth:`iter_trials` a page at a time, for what is read per page with it."""
         cursor = None
         while True:
             rows, cursor = self.trials(study_id, None, "number", page_size, cursor)
-            yield from rows
+            if rows:
+                yield rows
             if cursor is None:
                 return
+
+    def race_marks(self, spec: StudySpec, rows: Sequence[Trial]) -> dict[int, RaceMark]:
+        """A page of a study with evaluation: per trial the replicates in its latest
+        aggregate and whether racing stopped it (one query for the page; none without)."""
+        if spec.evaluation is None or not rows:
+            return {}
+        with self.kit.reading() as s:
+            return race_marks(s, rows, spec.evaluation)
+
+    def final_values(self, ids: Sequence[int]) -> dict[int, dict[int, float | None]]:
+        """Each of these trials' replicates' latest values by index: one query."""
+        with self.kit.reading() as s:
+            return final_values(s, ids)
 
     def trial(self, trial_id: int) -> TrialDetail:
         with self.kit.transaction() as s:
@@ -392,4 +421,15 @@ class StudyService:
             )
             stored = s.scalar(select(Study.spec).where(Study.id == trial.study_id))
             spec = StudySpec.from_stored(stored) if stored is not None else None
-            return TrialDetail(trial, reports, decisions, attempts, spec)
+            ev = spec.evaluation if spec is not None else None
+            if ev is None or trial.parent_id is not None:
+                return TrialDetail(trial, reports, decisions, attempts, spec)
+            return TrialDetail(
+                trial,
+                reports,
+                decisions,
+                attempts,
+                spec,
+                replicate_detail(s, trial, ev),
+                race_marks(s, [trial], ev)[trial.id],
+            )

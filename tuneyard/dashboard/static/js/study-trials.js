@@ -4,6 +4,7 @@
 import { API, authedLink, getJSON, query } from "./api.js";
 import { fill, h } from "./dom.js";
 import { TRIAL_STATES, fmtAmount, fmtParam, fmtValue } from "./format.js";
+import { racedNote } from "./replicates.js";
 import { Cursors, badge, card, metaEl, pager, rowLink, timeCell } from "./widgets.js";
 
 // The card of study `studyId`'s trials; `showStudy(detail)` puts the count of each state in
@@ -197,7 +198,7 @@ export function trialsTable(studyId) {
         onclick: rowLink(href),
       },
       h("td", { class: "num" }, h("a", { href }, `#${t.number}`)),
-      h("td", {}, badge(t.state)),
+      h("td", {}, badge(t.state), racedNote(t)),
       h(
         "td",
         {
@@ -206,6 +207,10 @@ export function trialsTable(studyId) {
           title: best ? "best trial" : null,
         },
         fmtValue(t.value),
+        // A trial evaluated on folds or seeds: its value's standard error.
+        t.value_stderr === null || t.value_stderr === undefined
+          ? null
+          : h("span", { class: "faint" }, ` ± ${fmtValue(t.value_stderr)}`),
         best ? " ★" : null,
       ),
       h("td", { class: "num" }, fmtAmount(t.resource)),

@@ -1,5 +1,6 @@
 // The trial page, at /trials/{id}: its summary, parameters, resources, learning curve with
-// the decisions taken on it, attempts and the tail of its log.
+// the decisions taken on it, attempts and the tail of its log. A trial evaluated on folds or
+// seeds shows their curves with its aggregate band and the per-fold table (replicates.js).
 
 import { API, DASH, authedLink, getJSON } from "./api.js";
 import { $, fill, h } from "./dom.js";
@@ -26,6 +27,14 @@ import {
   rungsLogScale,
   theme,
 } from "./plots.js";
+import {
+  aggregatePoints,
+  foldTable,
+  hasReplicates,
+  parentLink,
+  racedNote,
+  replicateTraces,
+} from "./replicates.js";
 import { showBanner } from "./status.js";
 import { badge, card, gpuChips, metaEl, timeCell } from "./widgets.js";
 
@@ -42,6 +51,14 @@ export async function trialPage(main, trialId) {
   const params = h("dl", { class: "kv", "data-testid": "trial-params" });
   const resources = h("dl", { class: "kv", "data-testid": "trial-resources" });
   const decisions = h("tbody");
+  const folds = h("div", { class: "card-body flush table-wrap" });
+  const foldsCard = card({
+    title: "Per-fold values",
+    testid: "folds",
+    meta: metaEl("meta-folds"),
+    body: folds,
+  });
+  foldsCard.hidden = true;
   const attempts = h("tbody");
   const log = h("pre", { class: "log", "data-testid": "log-tail" });
   const logMeta = metaEl("meta-log");
@@ -79,6 +96,7 @@ export async function trialPage(main, trialId) {
         "div",
         { class: "stack span-8" },
         card({ title: "Learning curve", testid: "curve", meta: metaEl("meta-curve"), body: curve }),
+        foldsCard,
         card({
           title: "Decisions",
           testid: "decisions",
@@ -195,6 +213,8 @@ export async function trialPage(main, trialId) {
           { class: "sub" },
           h("span", {}, `id ${t.id}`),
           st ? h("span", {}, `${metric} ${directionArrow(st.direction)}`) : null,
+          parentLink(t),
+          racedNote(t),
           t.reason ? h("span", { "data-testid": "trial-reason" }, t.reason) : null,
         ),
       ),
@@ -205,7 +225,14 @@ export async function trialPage(main, trialId) {
           "div",
           { class: "stat" },
           h("div", { class: "label" }, metric),
-          h("div", { class: "value" }, fmtValue(t.value)),
+          h(
+            "div",
+            { class: "value", "data-testid": "trial-value" },
+            fmtValue(t.value),
+            t.value_stderr === null || t.value_stderr === undefined
+              ? null
+              : h("span", { class: "faint" }, ` ± ${fmtValue(t.value_stderr)}`),
+          ),
         ),
         h(
           "div",
@@ -240,6 +267,7 @@ export async function trialPage(main, trialId) {
     renderResources(t);
     renderDecisions(t);
     renderAttempts(t);
+    renderFolds(t);
     const tail = t.log_tail || "";
     log.textContent = tail || "No output captured.";
     logMeta.textContent = tail ? `last ${fmtBytes(new Blob([tail]).size)} of the output` : "";
@@ -345,7 +373,48 @@ export async function trialPage(main, trialId) {
     );
   }
 
+  function renderFolds(t) {
+    foldsCard.hidden = !hasReplicates(t);
+    if (foldsCard.hidden) return;
+    const levels = t.levels || [];
+    $("#meta-folds").textContent =
+      `${t.replicates.length} of ${t.replicates_total} started · ` +
+      `${levels.length} level${levels.length === 1 ? "" : "s"}`;
+    fill(folds, foldTable(t));
+  }
+
+  function drawReplicateCurves(t, st, metric) {
+    const th = theme();
+    const points = t.replicates.reduce((n, r) => n + r.curve.length, 0);
+    $("#meta-curve").textContent =
+      `${t.replicates.length} ${t.replicates.length === 1 ? "replicate" : "replicates"}, ` +
+      `${points} report${points === 1 ? "" : "s"}; band: ± stderr`;
+    if (!points) {
+      draw(curve, [], emptyLayout(th, "No reports yet"));
+      return;
+    }
+    const { steps, values } = aggregatePoints(t);
+    const rungs = (st && st.rungs) || [];
+    const marks = (steps.length ? t.decisions || [] : []).map((dc) =>
+      decisionMark(dc.kind, decisionStep(dc, steps, rungs), steps, values, dc.reason || dc.kind),
+    );
+    drawCurves(curve, th, {
+      curves: replicateTraces(t, th, metric),
+      marks: marks.filter(Boolean),
+      look: MARK_LOOK.trial,
+      metric,
+      rungs,
+      logX: rungsLogScale(rungs),
+      logY: false,
+      rungAmounts: false,
+    });
+  }
+
   function drawTrialCurve(t, st, metric) {
+    if (hasReplicates(t)) {
+      drawReplicateCurves(t, st, metric);
+      return;
+    }
     const th = theme();
     const reports = (t.reports || []).filter((r) => typeof r.value === "number");
     $("#meta-curve").textContent = `${reports.length} report${reports.length === 1 ? "" : "s"}`;
