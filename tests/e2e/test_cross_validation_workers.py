@@ -58,9 +58,9 @@ def test_five_folds_spread_over_two_pools_and_race(
             select(Trial).where(Trial.study_id == sid, Trial.parent_id.is_not(None))
         ).all()
         workers = s.scalars(
-            select(Attempt.worker).join(Trial, Trial.id == Attempt.trial_id).where(
-                Trial.study_id == sid
-            )
+            select(Attempt.worker)
+            .join(Trial, Trial.id == Attempt.trial_id)
+            .where(Trial.study_id == sid)
         ).all()
         # The folds ran on both machines.
         machines = {(w or "").split("/")[0] for w in workers}
