@@ -97,7 +97,10 @@ def drive(
 def test_five_folds_in_parallel_aggregate_into_the_trials_rungs(
     http: TestClient, settings: Settings
 ) -> None:
-    r = http.post(f"{API}/studies", json=cv_spec({"folds": 5, "parallel": True}))
+    r = http.post(
+        f"{API}/studies",
+        json=cv_spec({"folds": 5, "parallel": True}, sampler={"type": "gp", "seed": 3}),
+    )
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     jobs = drive(http, sid, workers=3)
@@ -138,9 +141,12 @@ def test_five_folds_in_parallel_aggregate_into_the_trials_rungs(
                 )
             ).all()
             assert e.score == pytest.approx(statistics.mean(scores))
-        # Samplers learn from trials only.
-        observed = s.scalars(select(Observation.trial_id).where(Observation.study_id == sid))
-        assert set(observed) <= set(by_id)
+        # Samplers learn from trials only, each mean with its squared standard error.
+        observed = s.execute(
+            select(Observation.trial_id, Observation.noise).where(Observation.study_id == sid)
+        ).all()
+        assert {tid for tid, _ in observed} <= set(by_id)
+        assert any(noise > 0 for _, noise in observed)
     engine.dispose()
 
 

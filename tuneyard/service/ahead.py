@@ -107,6 +107,7 @@ class StudySampler:
                 Trial.params,
                 Observation.scores,
                 Observation.violation,
+                Observation.noise,
             )
             .join(Trial, Trial.id == Observation.trial_id)
             .where(Observation.study_id == study_id, Observation.id > self.watermark)
@@ -116,9 +117,9 @@ class StudySampler:
             self.sampler.observe(
                 [
                     SamplerObservation(
-                        n, params, r, score, None if v is None else tuple(v), violation
+                        n, params, r, score, None if v is None else tuple(v), violation, noise
                     )
-                    for _, n, r, score, params, v, violation in new
+                    for _, n, r, score, params, v, violation, noise in new
                 ]
             )
             self.watermark = new[-1][0]

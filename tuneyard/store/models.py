@@ -425,6 +425,8 @@ class Observation(Base):
     score: Mapped[float] = mapped_column(Float)
     scores: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     violation: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The score's variance when it is a mean over folds or seeds (its squared standard error).
+    noise: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

@@ -7,7 +7,9 @@ reports and checkpoints; it shares its trial's number, so the number is unique a
 study's trials only (a partial index), and (parent, replicate) among replicates. A trial's
 aggregate keeps its spread (``value_std``, ``value_stderr``). ``replicate_scores`` holds each
 replicate's score at each resource level of the ladder, ``replicate_levels`` a trial's
-aggregate there (the incumbent racing compares with is the best complete one).
+aggregate there (the incumbent racing compares with is the best complete one). An
+observation keeps its score's variance (``noise``): a trial's aggregate is an estimate, whose
+squared standard error the GP takes as that point's noise.
 
 The dashboard's covering index of trials becomes partial on trials (not replicates), which
 every study-wide read of it asks for.
@@ -60,6 +62,8 @@ def upgrade() -> None:
         postgresql_where=_TRIALS,
         sqlite_where=_TRIALS,
     )
+    with op.batch_alter_table("observations") as batch:
+        batch.add_column(sa.Column("noise", sa.Float(), nullable=False, server_default="0"))
     op.create_table(
         "replicate_scores",
         sa.Column(
@@ -107,6 +111,8 @@ def downgrade() -> None:
     op.drop_index("ix_replicate_levels_incumbent", table_name="replicate_levels")
     op.drop_table("replicate_levels")
     op.drop_table("replicate_scores")
+    with op.batch_alter_table("observations") as batch:
+        batch.drop_column("noise")
     op.drop_index("ix_trials_study_state_number_value", table_name="trials")
     op.create_index("ix_trials_study_state_number_value", "trials", list(_COVERING))
     op.drop_index("uq_trials_parent_replicate", table_name="trials")

@@ -53,6 +53,9 @@ class Observation:
     score: float
     scores: tuple[float, ...] | None = None
     violation: float = 0.0
+    # The variance of ``score`` when it is an estimate: a trial evaluated on folds or seeds is
+    # observed at their mean, whose squared standard error this is. 0: the score as measured.
+    noise: float = 0.0
 
     @property
     def objectives(self) -> tuple[float, ...]:
@@ -106,6 +109,9 @@ class History:
         # The points tried, rounded (see point_key): kept up to date, so checking a proposal
         # for a repeat costs one lookup rather than a pass over the history.
         self.keys: set[tuple[float, ...]] = set()
+        # (number, resource) -> the variance of that score, for the scores that are estimates
+        # (Observation.noise > 0) only.
+        self.noise: dict[tuple[int, float], float] = {}
         self._clear()
 
     def _clear(self) -> None:
@@ -162,6 +168,10 @@ class History:
         elif ordered:
             old = _rank_key(number, entry[1])
         entry[1][resource] = score
+        if obs.noise > 0:
+            self.noise[(number, resource)] = float(obs.noise)
+        else:
+            self.noise.pop((number, resource), None)
         self._observed_at(number, resource, score)
         if ordered:
             key = _rank_key(number, entry[1])
@@ -241,15 +251,29 @@ class History:
         """How many trials were observed at each resource."""
         return {r: len(scores) for r, scores in self._scores_at.items()}
 
+    def noise_of(self, numbers: Sequence[int], resources: Sequence[float]) -> np.ndarray | None:
+        """The variance of each trial's score at the paired resource; None when none of them
+        is an estimate (so a model of exact scores computes exactly as without noise)."""
+        if not self.noise:
+            return None
+        out = np.array(
+            [self.noise.get((n, float(r)), 0.0) for n, r in zip(numbers, resources, strict=True)]
+        )
+        return out if out.any() else None
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "trials": [
                 [n, x, [[r, s] for r, s in sorted(scores.items())]]
                 for n, (x, scores) in sorted(self.trials.items())
             ]
         }
+        if self.noise:
+            out["noise"] = [[n, r, v] for (n, r), v in sorted(self.noise.items())]
+        return out
 
     def load_json(self, data: Mapping[str, Any]) -> None:
+        self.noise = {(int(n), float(r)): float(v) for n, r, v in data.get("noise", [])}
         self.trials = {}
         for n, x, scores in data.get("trials", []):
             self.trials[int(n)] = (list(map(float, x)), {float(r): float(s) for r, s in scores})

@@ -283,10 +283,18 @@ class _Objective:
     """Negative log marginal likelihood plus negative log prior, with its gradient, of the
     hyperparameters given (n, n) per-group squared distances and standardised targets."""
 
-    def __init__(self, sq: np.ndarray, y: np.ndarray, ls_prior_mean: float) -> None:
+    def __init__(
+        self,
+        sq: np.ndarray,
+        y: np.ndarray,
+        ls_prior_mean: float,
+        known: np.ndarray | None = None,
+    ) -> None:
         self.sq = sq  # (groups, n, n)
         self.flat = sq.reshape(sq.shape[0], -1)
         self.y = y
+        # Each target's own known noise variance (heteroscedastic), on top of the fitted one.
+        self.known = known
         self.n_groups = sq.shape[0]
         self.ls_prior_mean = ls_prior_mean
 
@@ -312,6 +320,8 @@ class _Objective:
         kf = h.signal * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * e
         k = kf.copy()
         k[np.diag_indices(n)] += h.noise + _JITTER
+        if self.known is not None:
+            k[np.diag_indices(n)] += self.known
         chol, info = lapack.dpotrf(k, lower=1, clean=1)
         if info != 0:
             # Numerically singular: steer the optimiser away (towards more noise).
@@ -337,13 +347,22 @@ class _Objective:
 class _Posterior:
     """The GP posterior on standardised targets for fixed hyperparameters."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, hyper: _Hyper, ls_cols: np.ndarray) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        hyper: _Hyper,
+        ls_cols: np.ndarray,
+        known: np.ndarray | None = None,
+    ) -> None:
         self.hyper = hyper
         self.ls_cols = ls_cols
         self.xs = x / ls_cols
         self.y = y
         k = hyper.signal * _matern52(_sqdist(self.xs, self.xs))
         k[np.diag_indices(len(y))] += hyper.noise + _JITTER
+        if known is not None:
+            k[np.diag_indices(len(y))] += known
         self.chol = _cholesky(k)
         self.alpha = lapack.dpotrs(self.chol, y, lower=1)[0]
 
@@ -568,7 +587,9 @@ class GPSampler(ModelSampler):
         return (y - mean) / sd, mean, sd
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit_hyper(self, f: np.ndarray, y: np.ndarray, groups: np.ndarray) -> _Hyper:
+    def fit_hyper(
+        self, f: np.ndarray, y: np.ndarray, groups: np.ndarray, known: np.ndarray | None = None
+    ) -> _Hyper:
         """Fit the kernel hyperparameters on at most HYPER_FIT_MAX rows: the best quarter by
         target and, of the rest, rows evenly spaced in trial-number order (a fixed subset, so a
         warm start from the previous fit converges in a few steps). Remembers the result as
@@ -581,13 +602,14 @@ class GPSampler(ModelSampler):
             pick = np.linspace(0, len(rest) - 1, HYPER_FIT_MAX - quarter).round().astype(int)
             keep = np.sort(np.concatenate([order[:quarter], rest[pick]]))
             f, y = f[keep], y[keep]
+            known = None if known is None else known[keep]
         n_groups = int(groups.max()) + 1
         sq = np.zeros((n_groups, len(y), len(y)))
         for c in range(f.shape[1]):
             diff = f[:, c][:, None] - f[:, c][None, :]
             sq[groups[c]] += diff * diff
         ls_mean = math.sqrt(2.0) + 0.5 * math.log(n_groups)
-        objective = _Objective(sq, y, ls_mean)
+        objective = _Objective(sq, y, ls_mean, known)
         bounds = [_LOG_LS_BOUNDS] * n_groups + [_LOG_SIGNAL_BOUNDS, _LOG_NOISE_BOUNDS]
         lower, upper = np.array(bounds).T
         warm = self._warm_start(n_groups, ls_mean)
@@ -615,13 +637,17 @@ class GPSampler(ModelSampler):
     def fit(self, running: Running | Sequence[Mapping[str, Any]] = ()) -> GPModel | None:
         """The GP fitted on the fit set, with ``running`` as kriging-believer
         pseudo-observations; None when no score is finite. Updates the warm start."""
-        _, x, resources, scores = self.fit_set()
+        numbers, x, resources, scores = self.fit_set()
         if not len(scores):
             return None
         targets = self.targets(scores)
         if targets is None:
             return None
         y, y_mean, y_sd = targets
+        # A score that is a mean over folds or seeds carries its squared standard error:
+        # heteroscedastic noise the GP adds to that point's own variance (standardised).
+        noise = self.history.noise_of(numbers, resources.tolist())
+        known = None if noise is None else noise / (y_sd * y_sd)
         enc = self.encoder
         _, f = enc.encode(x)
         groups = enc.groups
@@ -629,8 +655,8 @@ class GPSampler(ModelSampler):
         if res_col is not None:
             f = np.hstack([f, res_col[:, None]])
             groups = np.append(groups, enc.d)
-        hyper = self.fit_hyper(f, y, groups)
-        post = _Posterior(f, y, hyper, hyper.lengthscales[groups])
+        hyper = self.fit_hyper(f, y, groups, known)
+        post = _Posterior(f, y, hyper, hyper.lengthscales[groups], known)
         model = GPModel(enc, post, res_col is not None, y_mean, y_sd)
         # Incumbent: the lowest posterior mean at a trained point, at the top resource.
         mean_train = post.mean(model.at_top(f[:, : enc.n_cols]))

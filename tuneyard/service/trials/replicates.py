@@ -246,7 +246,7 @@ class Replicates(Suggestions):
         trial.value, trial.value_std, trial.value_stderr = agg.value, agg.std, agg.stderr
         trial.resource = max(float(c.resource or c.resource_to) for c in children)
         score = ctx.sign * agg.value
-        self._observe(s, ctx, trial, trial.resource, score)
+        self._observe(s, ctx, trial, trial.resource, score, noise=agg.stderr**2)
         reason = (
             f"all {ev.replicates} {ev.plural} completed: {ev.aggregate} {fmt(agg.value)} "
             f"± {fmt(agg.stderr)} (std {fmt(agg.std)})"
@@ -491,7 +491,7 @@ class Replicates(Suggestions):
         outcome = ctx.engine.report(view, level, score, board)
         for rec in outcome.records:
             parent.rung = rec.rung
-            self._observe(s, ctx, parent, ctx.scheduler.resources[rec.rung], score)
+            self._observe(s, ctx, parent, ctx.scheduler.resources[rec.rung], score, noise=stderr**2)
         decision = outcome.decision
         if decision.kind == DecisionKind.CONTINUE and decision.promoted_from is not None:
             parent.resource_to = decision.resource_to or parent.resource_to
@@ -558,7 +558,7 @@ class Replicates(Suggestions):
         # The trial shows, and the samplers learn, its mean so far, as a trial stopped early.
         parent.value, parent.resource = ctx.sign * mine.value, level
         parent.value_std, parent.value_stderr = mine.std, mine.stderr
-        self._observe(s, ctx, parent, level, mine.value)
+        self._observe(s, ctx, parent, level, mine.value, noise=mine.stderr**2)
         self._end_trial(s, ctx, study, board, parent, TrialState.STOPPED, reason)
 
 

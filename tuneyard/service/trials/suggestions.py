@@ -172,9 +172,11 @@ class Suggestions(TrialCore):
         resource: float,
         score: float,
         vector: Vector | None = None,
+        noise: float = 0.0,
     ) -> None:
         """Record a result for model-based samplers (once per trial and resource); a
-        replicate's is not one: its trial's aggregate is."""
+        replicate's is not one: its trial's aggregate is, with its squared standard error as
+        ``noise``."""
         if ctx.model is None or not math.isfinite(score) or trial.parent_id is not None:
             return
         # A trial that stops or completes at a rung is observed there twice in one call.
@@ -193,6 +195,7 @@ class Suggestions(TrialCore):
                 "score": score,
                 "scores": None if vector is None else list(vector.scores),
                 "violation": 0.0 if vector is None else vector.violation,
+                "noise": noise,
                 "created_at": self.kit.clock(),
             },
             key=(Observation.trial_id, Observation.resource),
