@@ -58,6 +58,7 @@ trials.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import json
@@ -77,7 +78,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuneyard.scheduler.replicates import ReplicateScores, aggregate, race  # noqa: E402
+from tuneyard.scheduler.replicates import ReplicateScores, aggregate, judge_level  # noqa: E402
 from tuneyard.scheduler.samplers.base import ModelSampler, Observation, make_sampler  # noqa: E402
 from tuneyard.scheduler.space import SearchSpace  # noqa: E402
 from tuneyard.spec import SamplerSpec, StudySpec  # noqa: E402
@@ -373,15 +374,14 @@ def run_tuneyard(
         params = sampler.suggest(number)
         scores: dict[int, float] = {}
         raced = False
+        # The incumbent as it stands before this trial (its replicates are all in).
+        best_so_far = functools.partial(lambda held: held, incumbent)
         for k, value in enumerate(problem.scores(params, seed, number)):
             scores[k] = value
             spent += EPOCHS
-            mine = ReplicateScores(number, scores)
-            if (
-                rule is not None
-                and len(scores) < total
-                and race(mine, incumbent, rule, total=total).stop
-            ):
+            # The service's rule after each replicate (tuneyard.scheduler.replicates.level).
+            verdict = judge_level(number, scores, total, rule=rule, incumbent=best_so_far)
+            if verdict.stop:
                 raced = True
                 break
         mean = aggregate(scores.values()).value

@@ -371,3 +371,25 @@ def test_an_evaluation_study_has_one_objective_and_no_constraint() -> None:
     }
     with pytest.raises(ValueError, match="evaluation: folds and seeds apply to a study with one"):
         StudySpec.model_validate(spec)
+
+
+def test_a_level_is_complete_raced_or_waiting() -> None:
+    from tuneyard.scheduler.replicates import ReplicateScores, judge_level
+    from tuneyard.spec.evaluation import RacingSpec
+
+    rule = RacingSpec(confidence=0.9)
+    best = ReplicateScores(1, {0: 0.1, 1: 0.2, 2: 0.15, 3: 0.3, 4: 0.2})
+    asked: list[int] = []
+
+    def incumbent() -> ReplicateScores:
+        asked.append(1)
+        return best
+
+    done = judge_level(2, {i: 0.5 for i in range(5)}, 5, rule=rule, incumbent=incumbent)
+    assert done.complete and done.race is None and not done.stop and asked == []
+    worse = judge_level(2, {0: 0.5, 1: 0.61, 2: 0.55}, 5, rule=rule, incumbent=incumbent)
+    assert not worse.complete and worse.stop and asked == [1]
+    assert worse.aggregate.value == pytest.approx(0.5533333)
+    # Without racing, or against itself, a level waits for its other replicates.
+    assert judge_level(2, {0: 0.5}, 5).race is None
+    assert judge_level(1, {0: 0.1, 1: 0.2}, 5, rule=rule, incumbent=incumbent).race is None

@@ -8,9 +8,11 @@ Pure functions on plain numbers (numpy and scipy only), like the rest of
   deviation and standard error.
 * :mod:`.racing`: the racing rule, a one-sided paired t-test on the replicates a trial shares
   with the incumbent, in the manner of F-Race and irace.
+* :mod:`.level`: a trial's replicates at one level: aggregate, complete, or raced.
 """
 
 from tuneyard.scheduler.replicates.aggregate import HOWS, Aggregate, How, aggregate
+from tuneyard.scheduler.replicates.level import LevelVerdict, judge_level
 from tuneyard.scheduler.replicates.racing import (
     TEST_NAME,
     RaceDecision,
@@ -26,9 +28,11 @@ __all__ = [
     "TEST_NAME",
     "Aggregate",
     "How",
+    "LevelVerdict",
     "RaceDecision",
     "ReplicateScores",
     "aggregate",
+    "judge_level",
     "look_level",
     "looks",
     "paired_p_value",

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.protocol import ReplicateInfo
 from tuneyard.scheduler.decisions import Decision, fmt
-from tuneyard.scheduler.replicates import ReplicateScores, aggregate, race
+from tuneyard.scheduler.replicates import Aggregate, ReplicateScores, aggregate, judge_level
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure
@@ -434,30 +434,54 @@ class Replicates(Suggestions):
             )
         )
         s.flush()
-        rows = s.execute(
-            select(ReplicateScore.replicate, ReplicateScore.score, ReplicateScore.value).where(
-                ReplicateScore.parent_id == parent.id, ReplicateScore.resource == level
-            )
-        ).all()
-        agg = aggregate([r.value for r in rows], ev.aggregate)
-        complete = len(rows) >= ev.replicates
+        scores = dict(
+            s.execute(
+                select(ReplicateScore.replicate, ReplicateScore.score).where(
+                    ReplicateScore.parent_id == parent.id, ReplicateScore.resource == level
+                )
+            ).all()
+        )
+        racing = ev.racing if parent.state == TrialState.RUNNING else None
+        looked: list[ReplicateScores | None] = []
+
+        def incumbent() -> ReplicateScores | None:
+            looked.append(self._incumbent(s, parent.study_id, level))
+            return looked[-1]
+
+        verdict = judge_level(
+            parent.id,
+            scores,
+            ev.replicates,
+            how=ev.aggregate,
+            rule=racing,
+            incumbent=incumbent,
+            unit=ev.unit,
+            sign=ctx.sign,
+        )
+        agg = verdict.aggregate
+        # Mean and median commute with the sign that made the values minimised.
+        value = ctx.sign * agg.value
         s.merge(
             ReplicateLevel(
                 parent_id=parent.id,
                 resource=level,
                 study_id=parent.study_id,
-                score=ctx.sign * agg.value,
-                value=agg.value,
+                score=agg.value,
+                value=value,
                 std=agg.std,
                 stderr=agg.stderr,
                 n=agg.n,
-                complete=complete,
+                complete=verdict.complete,
             )
         )
-        if complete:
-            self._decide_level(s, ctx, study, board, parent, level, agg.value, agg.std, agg.stderr)
-        elif ev.racing is not None and parent.state == TrialState.RUNNING:
-            self._race(s, ctx, study, board, parent, level, {r.replicate: r.score for r in rows})
+        if verdict.complete:
+            self._decide_level(s, ctx, study, board, parent, level, value, agg.std, agg.stderr)
+        elif verdict.stop:
+            assert verdict.race is not None and looked[-1] is not None
+            best = s.get(Trial, looked[-1].trial)
+            number = best.number if best is not None else looked[-1].trial
+            why = f"{verdict.race.reason}; incumbent: trial {number} at resource {fmt(level)}"
+            self._raced_out(s, ctx, study, board, parent, level, why, agg)
 
     def _decide_level(
         self,
@@ -508,7 +532,30 @@ class Replicates(Suggestions):
         elif decision.kind == DecisionKind.STOP:
             self._end_trial(s, ctx, study, board, parent, TrialState.STOPPED, decision.reason)
 
-    def _race(
+    @staticmethod
+    def _incumbent(s: Session, study_id: int, level: float) -> ReplicateScores | None:
+        """The study's incumbent at ``level``: its best trial there whose replicates all
+        reached it (one probe of the incumbent index), with its scores there."""
+        best = s.execute(
+            select(ReplicateLevel.parent_id)
+            .where(
+                ReplicateLevel.study_id == study_id,
+                ReplicateLevel.resource == level,
+                ReplicateLevel.complete.is_(True),
+            )
+            .order_by(ReplicateLevel.score, ReplicateLevel.parent_id)
+            .limit(1)
+        ).scalar()
+        if best is None:
+            return None
+        theirs = s.execute(
+            select(ReplicateScore.replicate, ReplicateScore.score).where(
+                ReplicateScore.parent_id == best, ReplicateScore.resource == level
+            )
+        ).all()
+        return ReplicateScores(best, dict(theirs))
+
+    def _raced_out(
         self,
         s: Session,
         ctx: StudyContext,
@@ -516,46 +563,12 @@ class Replicates(Suggestions):
         board: SqlBoard,
         parent: Trial,
         level: float,
-        scores: dict[int, float],
+        reason: str,
+        mine: Aggregate,
     ) -> None:
-        """Test the trial against the study's incumbent at ``level`` (its best trial there by
-        aggregate, every replicate in) on the replicates both ran; stop it if shown worse."""
-        ev = ctx.spec.evaluation
-        assert ev is not None and ev.racing is not None
-        best = s.execute(
-            select(ReplicateLevel.parent_id)
-            .where(
-                ReplicateLevel.study_id == parent.study_id,
-                ReplicateLevel.resource == level,
-                ReplicateLevel.complete.is_(True),
-            )
-            .order_by(ReplicateLevel.score, ReplicateLevel.parent_id)
-            .limit(1)
-        ).scalar()
-        if best is None or best == parent.id:
-            return
-        theirs = dict(
-            s.execute(
-                select(ReplicateScore.replicate, ReplicateScore.score).where(
-                    ReplicateScore.parent_id == best, ReplicateScore.resource == level
-                )
-            ).all()
-        )
-        verdict = race(
-            ReplicateScores(parent.id, scores),
-            ReplicateScores(best, theirs),
-            ev.racing,
-            total=ev.replicates,
-            unit=ev.unit,
-            sign=ctx.sign,
-        )
-        if not verdict.stop:
-            return
-        incumbent = s.get(Trial, best)
-        number = incumbent.number if incumbent is not None else best
-        reason = f"{verdict.reason}; incumbent: trial {number} at resource {fmt(level)}"
-        mine = aggregate(scores.values(), "mean")
-        # The trial shows, and the samplers learn, its mean so far, as a trial stopped early.
+        """Stop a trial the racing test showed worse than the incumbent at ``level``."""
+        # The trial shows, and the samplers learn, its aggregate so far, as a trial stopped
+        # early shows its last value.
         parent.value, parent.resource = ctx.sign * mine.value, level
         parent.value_std, parent.value_stderr = mine.std, mine.stderr
         self._observe(s, ctx, parent, level, mine.value, noise=mine.stderr**2)
