@@ -283,3 +283,40 @@ def test_stopping_the_study_stops_trials_whose_folds_run_or_wait(
             (t.replicate, t.state) for t in rows
         ]
     engine.dispose()
+
+
+def test_a_fold_that_crashes_runs_again_and_its_trial_completes(
+    http: TestClient, settings: Settings
+) -> None:
+    spec = cv_spec(
+        {"folds": 3, "parallel": True},
+        scheduler={"type": "fifo", "max_resource": 2},
+        limits={"max_trials": 1, "max_concurrent": 3},
+        execution={"entrypoint": "x:y", "max_retries": 1},
+    )
+    r = http.post(f"{API}/studies", json=spec)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    jobs = [http.post(f"{API}/studies/{sid}/next", json={"worker": "w"}).json() for _ in range(3)]
+    crashed = jobs[1]
+    f = http.post(
+        f"{API}/trials/{crashed['trial_id']}/fail",
+        json={"attempt": crashed["attempt"], "error": "CUDA error: out of memory"},
+    )
+    assert f.status_code == 200, f.text
+    assert f.json()["state"] == "queued"
+    for job in (jobs[0], jobs[2]):
+        assert run(http, job, cv_loss) == "complete"
+    again = http.post(f"{API}/studies/{sid}/next", json={"worker": "w2"}).json()
+    assert again["trial_id"] == crashed["trial_id"] and again["attempt"] == 2
+    assert again["replicate"]["fold"] == 1
+    assert run(http, again, cv_loss) == "complete"
+    study = http.get(f"{API}/studies/{sid}").json()
+    assert study["state"] == "completed"
+    engine = create_engine(settings.database_url)
+    with Session(engine) as s:
+        (trial,) = s.scalars(select(Trial).where(Trial.study_id == sid, Trial.parent_id.is_(None)))
+        assert trial.state == "completed"
+        kids = s.scalars(select(Trial).where(Trial.parent_id == trial.id)).all()
+        assert trial.value == pytest.approx(statistics.mean(k.value for k in kids))
+    engine.dispose()
