@@ -17,15 +17,17 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 from sqlalchemy import select
 
 from tests.helpers import API, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.service.context import Toolkit
+from tuneyard.service.dispatch import Dispatcher
 from tuneyard.service.notifications import Notifier
 from tuneyard.settings import Settings
 from tuneyard.store.db import make_engine, make_sessionmaker
-from tuneyard.store.models import Notification
+from tuneyard.store.models import Notification, Trial
 
 
 @dataclass
@@ -323,3 +325,59 @@ def test_an_allow_list_admits_only_its_hosts(allowed: Settings) -> None:
         )
     assert r.status_code == 422, r.text
     assert "TUNEYARD_WEBHOOK_ALLOW" in r.json()["errors"][0]["message"]
+
+
+def test_a_trial_of_replicates_is_the_best_not_its_replicates(
+    http: TestClient, receiver: Receiver, notifier: Notifier
+) -> None:
+    study = create(
+        http,
+        {"webhook": receiver.url, "on": ["best"]},
+        evaluation={"seeds": 2},
+        limits={"max_trials": 4, "max_concurrent": 2},
+    )
+    drive(http, study["id"])
+    notifier.deliver_due(limit=100)
+    bests = [p.event["trial"] for p in receiver.posts]
+    assert bests
+    with notifier.kit.reading() as s:
+        parents = {t.id: t.parent_id for t in s.scalars(select(Trial))}
+    assert all(parents[b["id"]] is None for b in bests)
+    final = http.get(f"{API}/studies/{study['id']}").json()
+    assert bests[-1]["id"] == final["best"]["id"]
+
+
+def test_a_host_that_resolves_to_an_inside_address_is_not_posted_to(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """Allowed as written (a public name), refused at the post: it resolves inside."""
+    with TestClient(create_app(settings, clock=clock)) as c:
+        study = create(c, {"webhook": "http://hooks.example.com/x", "on": ["finished"]})
+        c.patch(f"{API}/studies/{study['id']}", json={"state": "stopped"})
+    engine = make_engine(settings.resolved_database_url())
+    kit = Toolkit(make_sessionmaker(engine), settings, clock)
+    sender = Notifier(kit, resolve=lambda host, port: ["10.0.0.7"])
+    try:
+        [attempt] = sender.deliver_due()
+    finally:
+        sender.close()
+        engine.dispose()
+    assert not attempt.delivered
+    assert attempt.error is not None and "10.0.0.7, not a public address" in attempt.error
+
+
+def test_the_dispatchers_pass_posts_the_due_events(
+    http: TestClient, receiver: Receiver, allowed: Settings, clock: FakeClock, redis_url: str
+) -> None:
+    study = create(http, {"webhook": receiver.url, "on": ["finished"]})
+    http.patch(f"{API}/studies/{study['id']}", json={"state": "stopped"})
+    engine = make_engine(allowed.resolved_database_url())
+    dispatcher = Dispatcher(
+        Toolkit(make_sessionmaker(engine), allowed, clock), Redis.from_url(redis_url), "http://api"
+    )
+    try:
+        dispatcher.tick()
+    finally:
+        dispatcher.notifier.close()
+        engine.dispose()
+    assert [p.event["event"] for p in receiver.posts] == ["finished"]
