@@ -1,10 +1,16 @@
-"""The ``notifications`` part of a study definition, and which hosts the server posts to."""
+"""The ``notifications`` part of a study definition, which hosts the server posts to, and
+the CLI showing the signing secret once."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import httpx
 import pytest
 from pydantic import ValidationError
 
+from tests.fake_api import SPEC, FakeApi, run, study_json
 from tests.helpers import study_spec
 from tuneyard.service.notifications import backoff, host_refusal, sign
 from tuneyard.settings import Settings
@@ -94,3 +100,13 @@ def test_the_signature_is_the_bodys_hmac_and_backoff_doubles() -> None:
     )
     assert [backoff(n).total_seconds() for n in (1, 2, 3)] == [10, 20, 40]
     assert backoff(30).total_seconds() == 3600
+
+
+def test_the_cli_prints_the_webhook_secret_it_is_shown_once(api: FakeApi, tmp_path: Path) -> None:
+    f = tmp_path / "study.json"
+    f.write_text(json.dumps(SPEC))
+    created = study_json(7, webhook_secret="ab" * 32, webhook_signed=True)
+    api.on("POST", "/studies", httpx.Response(201, json=created))
+    r = run("study", "create", "-f", str(f))
+    assert r.exit_code == 0, r.output
+    assert "ab" * 32 in r.output and "shown once" in r.output
