@@ -219,6 +219,14 @@ class StudyOut(BaseModel):
         description="several objectives or constraints: the front's size and hypervolume "
         "(one study's GET only; null in lists and for a single unconstrained objective)",
     )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="the secret the study's webhook posts are signed with (HMAC-SHA256 in "
+        "X-Tuneyard-Signature): in the answer to the study's creation only, never again",
+    )
+    webhook_signed: bool = Field(
+        default=False, description="whether the study has a webhook secret (notifications)"
+    )
 
 
 class StudyPage(BaseModel):

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     auth: bool = True
     # Whether /metrics answers without a token (for a Prometheus that sends none).
     metrics_public: bool = False
+    # The hosts studies' notification webhooks may name (docs/security.md): host globs
+    # separated by commas ("hooks.example.com,*.internal"), posted to whatever addresses they
+    # resolve to. Empty: any host whose addresses are all public (no loopback, private,
+    # link-local or reserved address); the server posts to nothing inside its own network.
+    webhook_allow: str = ""
     # The token this process presents as a client of the API (CLI, workers, notebooks).
     token: str = Field(default="", repr=False)
 

@@ -111,6 +111,7 @@ def _study_out(v: StudyView) -> StudyOut:
         usage=StudyUsage.model_validate(v.usage.as_dict()) if v.usage is not None else None,
         queue_warning=v.queue_warning,
         pareto=_pareto_summary(v.pareto),
+        webhook_signed=st.webhook_secret is not None,
     )
 
 
@@ -198,7 +199,9 @@ def _objective_fields(t: Trial, spec: StudySpec | None) -> dict[str, Any]:
 def create_study(body: StudyBody, studies: StudiesDep) -> StudyOut:
     """Create a study from its definition; nothing is stored when the definition is invalid."""
     # Checked here, in the route's worker thread, not by FastAPI on the event loop.
-    return _study_out(studies.create(parse_study(body)))
+    view = studies.create(parse_study(body))
+    # The webhook's signing secret is shown this once, as a token's secret is.
+    return _study_out(view).model_copy(update={"webhook_secret": view.study.webhook_secret})
 
 
 @router.get("/studies", response_model=StudyPage, responses=E422, dependencies=[READ])

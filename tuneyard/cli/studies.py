@@ -138,6 +138,8 @@ def study_create(
         _dump(out)
     else:
         console.print(f"created study [bold]{out.id}[/bold] ({escape(out.name)}), {out.state}")
+        if out.webhook_secret:
+            console.print(f"webhook secret (signs its posts; shown once): {out.webhook_secret}")
     # On stderr, so that --json output stays one document.
     for w in out.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(w)}")

@@ -29,6 +29,7 @@ from tuneyard.outage import Outage
 from tuneyard.protocol import PENDING_KEY, SLOT_JOB
 from tuneyard.redact import redact_text
 from tuneyard.service.context import Toolkit
+from tuneyard.service.notifications import Notifier
 from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState
@@ -53,6 +54,7 @@ class Dispatcher:
         where = redis.connection_pool.connection_kwargs
         self.redis_outage = Outage(f"Redis at {where.get('host')}:{where.get('port')}", log)
         self.database_outage = Outage("the database", log)
+        self.notifier = Notifier(kit)
 
     def _pending(self, study_id: int, queue: str) -> int:
         """Jobs of the study still waiting in its queue. Ids whose job started, vanished with
@@ -73,10 +75,13 @@ class Dispatcher:
         return len(ids) - len(gone)
 
     def tick(self) -> list[Fill]:
-        """One pass: reap expired trial leases, then fill each running study's queue."""
+        """One pass: reap expired trial leases, post the studies' due webhook events (a
+        few, for a few seconds at most: Redis being down holds none back), then fill each
+        running study's queue."""
         reaped = TrialService(self.kit).reap_expired()
         if reaped:
             log.info("reaped expired leases in studies %s", reaped)
+        self.notifier.deliver_due(limit=10, budget=5.0)
         with self.kit.transaction() as s:
             rows = s.execute(
                 select(Study.id, Study.spec, Study.active).where(Study.state == StudyState.RUNNING)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tuneyard.errors import InvalidRequest, NotFound
 from tuneyard.scheduler.sizing import rung_warnings
+from tuneyard.service import notifications
 from tuneyard.service.budget import Usage, read_usage, usage
 from tuneyard.service.checkpoint_locations import study_folder
 from tuneyard.service.code import CodeFiles
@@ -200,11 +201,13 @@ class StudyService:
         code = spec.execution.code if spec.execution is not None else None
         # The archive is uploaded before the study that names it (a 422 otherwise).
         digest = CodeFiles(self.kit).require(code) if code else None
+        notifications.check_webhook(self.kit.settings, spec)
         now = self.kit.clock()
         with self.kit.transaction() as s:
             study = Study(
                 name=spec.name,
                 code_digest=digest,
+                webhook_secret=notifications.new_secret(spec),
                 state=StudyState.RUNNING,
                 spec=spec.model_dump(mode="json"),
                 direction=spec.direction,

@@ -19,6 +19,7 @@ from tuneyard.spec.algorithms import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, Sche
 from tuneyard.spec.durations import parse_duration
 from tuneyard.spec.evaluation import REPLICATE_NAMES, EvaluationSpec
 from tuneyard.spec.grid import GridTooComplex, grid_size
+from tuneyard.spec.notifications import NotificationsSpec
 from tuneyard.spec.objectives import (
     MAX_CONSTRAINTS,
     MAX_OBJECTIVES,
@@ -161,6 +162,8 @@ class StudySpec(StrictModel):
     execution: ExecutionSpec | None = None
     # Each trial evaluated on several folds and/or seeds, their aggregate its value.
     evaluation: EvaluationSpec | None = None
+    # A webhook told of a new best trial, a failing study and the study's end.
+    notifications: NotificationsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

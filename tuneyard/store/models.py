@@ -100,6 +100,11 @@ class Study(Base):
     code_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The user's free-text note (its tags are rows of study_tags, to filter by them).
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A study with notifications: the secret its webhook posts are signed with (kept as it
+    # is: it signs), and the best value a completed trial has had, so a new best is told
+    # without reading the study's trials.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    notified_best: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_studies_state_id", "state", "id"),
@@ -529,3 +534,29 @@ class StreamTicket(Base):
     study_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Notification(Base):
+    """An event of a study to post to its webhook: written in the transaction where it
+    happened, posted after it by the dispatcher's delivery pass (an outbox). A row is due
+    while ``delivered_at`` is null and ``next_attempt_at`` has passed; a delivered one, or
+    one given up after its last attempt, has no ``next_attempt_at``."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index("ix_notifications_due", "delivered_at", "next_attempt_at"),
+        Index("ix_notifications_study_id", "study_id", "id"),
+    )

@@ -17,7 +17,7 @@ from tuneyard.errors import (
     NotFound,
     StaleAttempt,
 )
-from tuneyard.service import joblog
+from tuneyard.service import joblog, notifications
 from tuneyard.service import metrics as meter
 from tuneyard.service.budget import Barrier, add_usage, new_trial_barrier
 from tuneyard.service.context import StudyContext, Toolkit
@@ -383,6 +383,7 @@ class TrialCore:
             .where(RungEntry.study_id == study.id, RungEntry.waiting.is_(True))
             .values(waiting=False)
         )
+        notifications.study_finished(s, self.kit, study)
 
 
 # The decision log's kind for the end of a job in each final state.

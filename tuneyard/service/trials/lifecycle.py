@@ -16,6 +16,7 @@ from tuneyard.errors import (
     InvalidRequest,
 )
 from tuneyard.scheduler.decisions import fmt
+from tuneyard.service import notifications
 from tuneyard.service.checkpoint_locations import check_location
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure, bad_value
@@ -105,6 +106,7 @@ class Lifecycle(Reports):
                 self._end_job(
                     s, ctx, study, board, trial, TrialState.COMPLETED, "objective returned"
                 )
+                notifications.trial_completed(s, self.kit, ctx, study, trial)
             self._maybe_finish(s, ctx, study, board)
             return trial
 
@@ -191,6 +193,7 @@ class Lifecycle(Reports):
             else "fix it and resume the study"
         )
         study.reason = f"failing: {first}{same} {study.last_error}; {fix}"
+        notifications.study_failing(s, self.kit, ctx, study)
 
     def release(
         self,

@@ -37,6 +37,7 @@ from tuneyard.protocol import ReplicateInfo
 from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.replicates import Aggregate, ReplicateScores, aggregate, judge_level
 from tuneyard.scheduler.schedulers import TrialView
+from tuneyard.service import notifications
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure
 from tuneyard.service.transitions import move
@@ -252,6 +253,7 @@ class Replicates(Suggestions):
             f"± {fmt(agg.stderr)} (std {fmt(agg.std)})"
         )
         self._end_trial(s, ctx, study, board, trial, TrialState.COMPLETED, reason)
+        notifications.trial_completed(s, self.kit, ctx, study, trial)
 
     def _end_trial(
         self,

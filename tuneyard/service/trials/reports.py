@@ -22,6 +22,7 @@ from tuneyard.errors import (
 from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
+from tuneyard.service import notifications
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure, bad_value
 from tuneyard.service.trials.replicates import Replicates
@@ -379,6 +380,7 @@ class Reports(Replicates):
         elif decision.kind == DecisionKind.COMPLETE:
             self._observe(s, ctx, trial, step, score, measure.vector)
             self._end_job(s, ctx, study, board, trial, TrialState.COMPLETED, decision.reason)
+            notifications.trial_completed(s, self.kit, ctx, study, trial)
             self._maybe_finish(s, ctx, study, board)
         return decision
 
