@@ -240,7 +240,7 @@ def plot(runs: list[Run], out: Path) -> bool:
         # Exploit-only and grid search coincide (the clone copies h = [1, 0] for good): dashed,
         # so both show.
         style = "--" if method == "exploit only" else "-"
-        ax.plot(x, np.median(best, axis=0), style, color=colours[method], label=method)
+        ax.plot(x, np.median(best, axis=0), style, color=colours[method], label=method, zorder=3)
         ax.fill_between(x, best.min(axis=0), best.max(axis=0), color=colours[method], alpha=0.15)
     ax.axhline(1.2, color="k", lw=0.5, ls=":")
     ax.set_xlabel("step")

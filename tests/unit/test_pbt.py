@@ -123,6 +123,22 @@ def test_members_not_yet_reported_are_left_out_and_a_lone_member_keeps() -> None
     assert "bottom 1 of 3" in d.reason
 
 
+def test_without_a_donor_sharing_its_fixed_parameters_a_bottom_member_keeps() -> None:
+    space = reference()
+    pop = population(space, 4, 2)
+    mine = {**pop[3].params, "solver": "adam"}
+    mine.pop("nesterov", None)
+    others = [
+        MemberScore(m.member, 40.0, 0.1 * i, {**m.params, "solver": "sgd", "nesterov": True})
+        for i, m in enumerate(pop[:3])
+    ]
+    rule = PopulationRule(space, SPEC, seed=0, mutable={"lr", "layers", "units", "momentum"})
+    d = rule.decide(MemberScore(3, 40.0, 0.9, mine), others)
+    assert d.kind == "keep"
+    assert "no member of the top 1 shares its fixed parameters" in d.reason
+    assert "solver='adam'" in d.reason
+
+
 def test_a_diverged_member_exploits_and_never_donates() -> None:
     space = reference()
     pop = population(space, 4, 1)
@@ -142,15 +158,17 @@ def test_a_score_past_the_boundary_is_refused_naming_the_member() -> None:
         PopulationRule(space, SPEC, seed=0).decide(pop[0], [*pop[1:3], ahead])
 
 
-def test_the_same_seed_gives_the_same_decisions_and_another_seed_differs() -> None:
+@pytest.mark.parametrize("spec", [SPEC, PB2])
+def test_the_same_seed_gives_the_same_decisions_and_another_seed_differs(spec: PBTSpec) -> None:
     space = reference()
     pop = population(space, 16, 3)
+    ivs = intervals(pop, 1)
     worst = max(pop, key=lambda m: m.score)
 
     def run(seed: int) -> list[Any]:
-        rule = PopulationRule(space, SPEC, seed=seed)
+        rule = PopulationRule(space, spec, seed=seed)
         return [
-            (d.donor, d.params, d.reason) for d in (rule.decide(worst, pop, ()) for _ in range(2))
+            (d.donor, d.params, d.reason) for d in (rule.decide(worst, pop, ivs) for _ in range(2))
         ]
 
     first = run(7)

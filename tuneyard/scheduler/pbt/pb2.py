@@ -71,7 +71,9 @@ _JITTER = 1e-9
 @dataclass(frozen=True)
 class Interval:
     """One finished interval of a member: the parameters it trained with, the resource at the
-    interval's end, and its improvement (score at the start minus score at the end)."""
+    interval's end, and its improvement (score at the start minus score at the end). After an
+    exploit the start is the donor's score at the clone, since the member's curve continues
+    the donor's."""
 
     member: int
     resource: float

@@ -188,13 +188,12 @@ class PopulationRule:
             and all(name in m.params and _same(m.params[name], v) for name, v in fixed.items())
         ]
         if not donors:
-            return keep(
-                f"{score} in the bottom {k} of {n}, but no member of the top {k} shares its "
-                f"fixed parameters ({', '.join(f'{n_}={fmt_value(v)}' for n_, v in fixed.items())})"
-                if fixed
-                else f"{score} in the bottom {k} of {n}, but no member of the top {k} has a "
-                "finite score"
-            )
+            if fixed:
+                shared = ", ".join(f"{name}={fmt_value(v)}" for name, v in fixed.items())
+                why = f"no member of the top {k} shares its fixed parameters ({shared})"
+            else:
+                why = f"no member of the top {k} has a finite score"
+            return keep(f"{score} in the bottom {k} of {n}, but {why}")
         rng = self.rng(member.member, member.resource)
         donor = donors[int(rng.integers(len(donors)))]
         if self.spec.type == "pb2":
