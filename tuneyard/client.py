@@ -31,10 +31,12 @@ from tuneyard.protocol import (
     CallerOut,
     CheckpointOut,
     CodeOut,
+    LineageOut,
     LogChunkOut,
     NewTokenOut,
     ParetoHistory,
     ParetoOut,
+    PopulationOut,
     ReportOut,
     StudyOut,
     StudyPage,
@@ -346,6 +348,18 @@ class Client:
     def get_trial(self, trial_id: int) -> TrialOut:
         """A trial with its reports, decisions and attempts."""
         return self._call("GET", f"{API}/trials/{trial_id}", TrialOut)
+
+    def get_lineage(self, trial_id: int) -> LineageOut:
+        """A pbt or pb2 member's steps at every boundary and its replayable schedule."""
+        return self._call("GET", f"{API}/trials/{trial_id}/lineage", LineageOut)
+
+    def get_schedule(self, study_id: int) -> LineageOut:
+        """A pbt or pb2 study's best member's lineage, with its replayable schedule."""
+        return self._call("GET", f"{API}/studies/{study_id}/schedule", LineageOut)
+
+    def get_population(self, study_id: int) -> PopulationOut:
+        """A pbt or pb2 study's exploits and its best member's lineage."""
+        return self._call("GET", f"{API}/studies/{study_id}/population", PopulationOut)
 
     def get_pareto(self, study_id: int, resource: float | None = None) -> ParetoOut:
         """The feasible non-dominated completed trials, or a rung's front at ``resource``."""

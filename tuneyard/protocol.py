@@ -608,3 +608,69 @@ class CallerOut(BaseModel):
     )
     queues: list[str] | None = Field(description="the queues a worker token serves (None: any)")
     auth: bool = Field(description="whether the server checks tokens at all")
+
+
+# -- population-based training -------------------------------------------------------------
+class PopulationStepOut(BaseModel):
+    """A pbt or pb2 member at an interval boundary: the value it reached there (the study's
+    units), the parameters it trained with up to there, and what the step decided: ``keep``
+    its checkpoint and parameters, or ``exploit``: clone the donor's checkpoint there and
+    train on with ``new_params``."""
+
+    resource: float
+    value: float | None
+    decision: Literal["keep", "exploit"]
+    params: dict[str, Any]
+    new_params: dict[str, Any]
+    donor_trial_id: int | None = None
+    donor_number: int | None = None
+    donor_value: float | None = None
+    reason: str
+    created_at: datetime
+
+
+class ScheduleStep(BaseModel):
+    """From ``resource`` on, train with ``params``."""
+
+    resource: float
+    params: dict[str, Any]
+
+
+class LineageOut(BaseModel):
+    """A member's history: its steps at every boundary, and the replayable schedule that
+    trains its model from scratch (its donors' parameters before its last clone, then its
+    own)."""
+
+    study_id: int
+    trial_id: int
+    number: int
+    state: TrialState
+    value: float | None
+    resource: float | None
+    steps: list[PopulationStepOut]
+    schedule: list[ScheduleStep]
+
+
+class ExploitMark(BaseModel):
+    """Where a member cloned a donor: the dashboard's jump on its curve."""
+
+    trial_id: int
+    number: int
+    resource: float
+    donor_trial_id: int
+    donor_number: int
+    value: float | None
+    donor_value: float | None
+
+
+class PopulationOut(BaseModel):
+    """A pbt or pb2 study's population: its exploits, and the best member's lineage with its
+    schedule (None before any member reported)."""
+
+    study_id: int
+    interval: float
+    max_resource: float
+    members: int
+    steps: int
+    exploits: list[ExploitMark]
+    best: LineageOut | None

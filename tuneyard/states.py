@@ -81,6 +81,8 @@ class LogKind(StrEnum):
     FAIL = "fail"
     RETRY = "retry"  # an attempt failed and the trial is queued to run again
     RELEASE = "release"  # handed back unfinished by its worker
+    KEEP = "keep"  # population-based training: kept its checkpoint and parameters at a boundary
+    EXPLOIT = "exploit"  # population-based training: cloned a better member and explored
 
 
 class AttemptState(StrEnum):

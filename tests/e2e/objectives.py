@@ -133,3 +133,37 @@ def cross_validated(trial: Any) -> None:
         loss = (x - 0.3) ** 2 + FOLD_SHIFT[trial.fold] + noise + 0.5 / math.sqrt(epoch)
         trial.report(epoch, loss=loss)
     trial.save(state)
+
+
+def population_member(trial: Any) -> None:
+    """A member of the PBT paper's toy population: theta descends the surrogate weighted by
+    the mutable ``h0``, ``h1``; the loss is the true quadratic. Strict about its checkpoint:
+    it must hold the epoch the job starts from, and a clone's first report is computed from
+    the donor's theta there, so its curve continues the donor's. Each report says whose
+    checkpoint the job restored (``restored_from``) and the loss stored in it
+    (``restored_loss``), for the test to hold against the donor's report."""
+    state = trial.load(default=None)
+    if state is None:
+        if trial.resource_from != 0:
+            raise RuntimeError(f"no checkpoint, but the job starts at {trial.resource_from}")
+        state = {"owner": trial.trial_id, "epochs": 0, "theta": [0.9, 0.9], "loss": None}
+    elif state["epochs"] != int(trial.resource_from):
+        raise RuntimeError(
+            f"checkpoint of trial {state['owner']} holds epoch {state['epochs']} but the job "
+            f"starts at {trial.resource_from}"
+        )
+    restored_from, restored_loss = state["owner"], state["loss"]
+    h = (trial.params["h0"], trial.params["h1"])
+    for epoch in trial.epochs():
+        time.sleep(0.05)
+        state["theta"] = [t - 0.2 * 2 * w * t for t, w in zip(state["theta"], h, strict=True)]
+        state["epochs"] = epoch
+        state["loss"] = state["theta"][0] ** 2 + state["theta"][1] ** 2
+        state["owner"] = trial.trial_id
+        trial.report(
+            epoch,
+            loss=state["loss"],
+            restored_from=float(restored_from),
+            restored_loss=restored_loss,
+        )
+    trial.save(state)

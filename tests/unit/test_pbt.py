@@ -150,6 +150,27 @@ def test_a_diverged_member_exploits_and_never_donates() -> None:
         assert rule.decide(m, [nan, *pop[1:]]).donor != 0
 
 
+def test_a_donor_is_at_the_boundary_and_its_checkpoint_still_stored() -> None:
+    space = reference()
+    pop = population(space, 4, 0)
+    rule = PopulationRule(space, SPEC, seed=0)
+    # The only top member is behind (its latest score is from the previous boundary): it
+    # ranks, but it has no checkpoint at 40 to clone, so the bottom member keeps.
+    behind = MemberScore(0, 36.0, 0.01, pop[0].params)
+    others = [MemberScore(i, 40.0, 0.5, pop[i].params) for i in (1, 2)]
+    me = MemberScore(3, 40.0, 0.9, pop[3].params)
+    d = rule.decide(me, [behind, *others])
+    assert d.kind == "keep"
+    assert "no member of the top 1 has reached 40 yet" in d.reason
+    # At the boundary, but its archive is gone: kept, and the reason says why.
+    level = MemberScore(0, 40.0, 0.01, pop[0].params)
+    d = rule.decide(me, [level, *others], can_donate=lambda m: m.member != 0)
+    assert d.kind == "keep"
+    assert "no longer stored" in d.reason
+    d = rule.decide(me, [level, *others], can_donate=lambda m: True)
+    assert (d.kind, d.donor, d.resource_from) == ("exploit", 0, 40.0)
+
+
 def test_a_score_past_the_boundary_is_refused_naming_the_member() -> None:
     space = reference()
     pop = population(space, 4, 0)

@@ -163,6 +163,8 @@ def test_every_enum_holds_todays_strings() -> None:
         "fail",
         "retry",
         "release",
+        "keep",
+        "exploit",
     ]
     assert set(AttemptState) == {*FINAL_TRIAL_STATES, "running", "paused", "released"}
     assert [*WorkerState] == ["active", "lost", "stopped"]

@@ -21,6 +21,7 @@ from tuneyard.api.metrics import LatencyMiddleware
 from tuneyard.api.metrics import router as metrics_router
 from tuneyard.api.model_routes import router as model_router
 from tuneyard.api.notes_routes import notes_router, timeline_router
+from tuneyard.api.population_routes import router as population_router
 from tuneyard.api.routes import router
 from tuneyard.api.token_routes import router as token_router
 from tuneyard.api.token_routes import self_router as whoami_router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(worker_router)
     app.include_router(code_router)
     app.include_router(model_router)
+    app.include_router(population_router)
     app.include_router(metrics_router)
     app.include_router(token_router)
     app.include_router(notes_router)

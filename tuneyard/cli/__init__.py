@@ -19,6 +19,7 @@ from tuneyard.cli import processes
 from tuneyard.cli import tokens
 from tuneyard.cli import studies
 from tuneyard.cli import pareto
+from tuneyard.cli import population
 from tuneyard.cli import models
 from tuneyard.cli import report
 
@@ -37,6 +38,7 @@ __all__ = [
     "main",
     "models",
     "pareto",
+    "population",
     "processes",
     "report",
     "studies",

@@ -36,6 +36,7 @@ from tuneyard.cli.common import (
     trials_app,
 )
 from tuneyard.cli.pareto import front_line
+from tuneyard.cli.population import lineage_table
 from tuneyard.cli.replicates import (
     fold_table,
     replicate_line,
@@ -45,7 +46,7 @@ from tuneyard.cli.replicates import (
 )
 from tuneyard.progress import trials_done, watch_study
 from tuneyard.spec.durations import format_duration
-from tuneyard.states import StudyState, TrialState
+from tuneyard.states import LogKind, StudyState, TrialState
 
 if TYPE_CHECKING:
     from tuneyard.protocol import StudyOut, StudyUsage, TrialSummary
@@ -569,6 +570,8 @@ def trial_show(trial_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
     for table in (fold_table(tr), replicate_table(tr)):
         if table is not None:
             console.print(table)
+    if any(x.kind in (LogKind.KEEP, LogKind.EXPLOIT) for x in tr.decisions):
+        console.print(lineage_table(_call(api, lambda c: c.get_lineage(trial_id))))
     r = Table("step", "value", "decision", "metrics", title="reports")
     for rep in tr.reports:
         r.add_row(_fmt(rep.step), _fmt(rep.value), rep.decision, escape(_params(rep.metrics)))

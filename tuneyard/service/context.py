@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneyard.lru import LRU
 from tuneyard.scheduler.engine import Engine
+from tuneyard.scheduler.pbt import PopulationRule
 from tuneyard.scheduler.samplers import make_sampler
 from tuneyard.scheduler.samplers.base import ModelSampler, Sampler
 from tuneyard.scheduler.schedulers import Scheduler, make_scheduler
@@ -20,6 +21,7 @@ from tuneyard.service.ahead import StudySampler, SuggestAhead
 from tuneyard.service.objectives import Objectives
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
+from tuneyard.spec.algorithms import POPULATION_TYPES
 from tuneyard.store.board import RungCache, SqlBoard
 from tuneyard.store.db import READ_ONLY
 from tuneyard.store.models import Study
@@ -53,6 +55,8 @@ class StudyContext:
     # A model-based sampler as this process holds it (None for a stateless one): the same
     # sampler, with its lock and where it stands against the stored state.
     model: StudySampler | None = None
+    # A pbt or pb2 study's exploit-and-explore rule.
+    population: PopulationRule | None = None
     # The study's rung vectors this process read (a study ranked by fronts).
     rungs: RungCache = field(default_factory=RungCache)
 
@@ -78,6 +82,7 @@ class StudyContext:
             engine=Engine(scheduler, capacity),
             objectives=Objectives(spec),
             model=StudySampler(sampler) if isinstance(sampler, ModelSampler) else None,
+            population=_population_rule(spec, space, seed),
         )
 
 
@@ -130,3 +135,10 @@ class Toolkit:
         ctx = StudyContext.build(StudySpec.from_stored(study.spec), study.seed)
         self._cache.put(key, ctx)
         return ctx
+
+
+def _population_rule(spec: StudySpec, space: SearchSpace, seed: int) -> PopulationRule | None:
+    if spec.scheduler.type not in POPULATION_TYPES:
+        return None
+    mutable = [name for name, p in spec.space.items() if p.mutable]
+    return PopulationRule(space, spec.scheduler.population_spec(), seed, mutable)

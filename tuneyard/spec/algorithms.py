@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from tuneyard.spec.objectives import RankingMethod, ScalarizationSpec
 from tuneyard.spec.params import StrictModel
+from tuneyard.spec.pbt import MAX_POPULATION, ExploreSpec, PBTSpec
 
 SamplerType = Literal[
     "random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
@@ -128,8 +135,11 @@ class SamplerSpec(StrictModel):
         return default if value is None else value
 
 
+POPULATION_TYPES = ("pbt", "pb2")
+
+
 class SchedulerSpec(StrictModel):
-    type: Literal["fifo", "median", "sha", "hyperband", "asha"] = "asha"
+    type: Literal["fifo", "median", "sha", "hyperband", "asha", "pbt", "pb2"] = "asha"
     min_resource: float = Field(default=1, gt=0)
     max_resource: float = Field(default=27, gt=0)
     reduction_factor: int = Field(default=3, ge=2, le=100)
@@ -143,7 +153,13 @@ class SchedulerSpec(StrictModel):
     # median: trials that must have reached a step before the rule stops anyone there.
     min_trials: int = Field(default=3, ge=1)
     # median: evaluate every `interval` resource units from min_resource on (default min_resource).
+    # pbt, pb2: every `interval` resource units a member pauses for the exploit-or-keep step.
     interval: float | None = Field(default=None, gt=0)
+    # pbt, pb2: the members trained side by side (the study's trials), the fraction of them that
+    # exploits (the bottom) and donates (the top), and how an exploiting member explores.
+    population: int | None = Field(default=None, ge=2, le=MAX_POPULATION)
+    quantile: float | None = Field(default=None, gt=0.0, le=0.5)
+    explore: ExploreSpec | None = None
     # Several objectives or constraints: how a front is ordered inside (sha, hyperband, asha).
     ranking: RankingMethod = "nsga2"
     # median with several objectives: the weighted sum it compares.
@@ -162,8 +178,34 @@ class SchedulerSpec(StrictModel):
             raise ValueError(f"mode 'stopping' applies to asha only, not to {self.type}")
         if self.brackets != 1 and self.type != "asha":
             raise ValueError("brackets applies to asha only (hyperband chooses its own)")
-        if self.interval is not None and self.type != "median":
-            raise ValueError("interval applies to median only")
+        population = self.type in POPULATION_TYPES
+        if self.interval is not None and self.type != "median" and not population:
+            raise ValueError("interval applies to median, pbt and pb2 only")
+        for name in ("population", "quantile", "explore"):
+            if getattr(self, name) is not None and not population:
+                raise ValueError(f"{name} applies to pbt and pb2 only")
+        if population:
+            for name in ("population", "interval"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: a {self.type} scheduler needs it")
+            self.population_spec()  # its own checks (interval below max_resource)
         if self.bracket_size is not None and self.type != "sha":
             raise ValueError("bracket_size applies to sha only")
         return self
+
+    def population_spec(self) -> PBTSpec:
+        """A pbt or pb2 scheduler's population definition (the exploit-and-explore rule's)."""
+        if self.type not in POPULATION_TYPES or self.population is None or self.interval is None:
+            raise ValueError(f"a {self.type} scheduler trains no population")
+        try:
+            return PBTSpec(
+                type="pb2" if self.type == "pb2" else "pbt",
+                population=self.population,
+                interval=self.interval,
+                max_resource=self.max_resource,
+                quantile=0.25 if self.quantile is None else self.quantile,
+                explore=ExploreSpec() if self.explore is None else self.explore,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(str(first["msg"]).removeprefix("Value error, ")) from None

@@ -32,6 +32,10 @@ class _ParamBase(StrictModel):
     when: dict[str, Scalar | Annotated[list[Scalar], Field(max_length=MAX_CHOICES)]] | None = Field(
         default=None, max_length=MAX_PARAMS
     )
+    # Population-based training (scheduler pbt or pb2): whether explore may change the value
+    # over a member's life; false keeps it fixed (an architecture, whose checkpoints only fit
+    # a model of their own shape).
+    mutable: bool = True
 
     def when_values(self) -> dict[str, list[Scalar]]:
         """Each condition parent with the values it admits (the lists themselves: read only)."""

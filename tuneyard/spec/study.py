@@ -15,7 +15,12 @@ from pydantic import (
     model_validator,
 )
 
-from tuneyard.spec.algorithms import MULTI_OBJECTIVE_SAMPLERS, SamplerSpec, SchedulerSpec
+from tuneyard.spec.algorithms import (
+    MULTI_OBJECTIVE_SAMPLERS,
+    POPULATION_TYPES,
+    SamplerSpec,
+    SchedulerSpec,
+)
 from tuneyard.spec.durations import parse_duration
 from tuneyard.spec.evaluation import REPLICATE_NAMES, EvaluationSpec
 from tuneyard.spec.grid import GridTooComplex, grid_size
@@ -190,6 +195,21 @@ class StudySpec(StrictModel):
                 )
         return {**data, "metric": metric, "direction": direction}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _population_trials(cls, data: Any) -> Any:
+        # A pbt or pb2 study's trials are its population's members: max_trials follows.
+        if not isinstance(data, dict) or not isinstance(data.get("scheduler"), dict):
+            return data
+        sched = data["scheduler"]
+        population = sched.get("population")
+        if sched.get("type") not in POPULATION_TYPES or not isinstance(population, int):
+            return data
+        limits = data.get("limits", {})
+        if not isinstance(limits, dict) or "max_trials" in limits:
+            return data  # checked against the population below, or the field says what is wrong
+        return {**data, "limits": {**limits, "max_trials": population}}
+
     @property
     def objective_list(self) -> list[ObjectiveSpec]:
         """The objectives, one or several; a single-objective study's is its metric."""
@@ -274,6 +294,7 @@ class StudySpec(StrictModel):
             raise ValueError(
                 "evaluation: folds and seeds apply to a study with one objective and no constraints"
             )
+        self._check_population()
         if self.sampler.type == "grid":
             for name, p in self.space.items():
                 if p.grid_size() is None:
@@ -290,6 +311,49 @@ class StudySpec(StrictModel):
                     f"sampler: the grid has {float(size):.3g} points, more than the "
                     f"{MAX_GRID_POINTS:,} that can be enumerated; add steps or narrow the space"
                 )
+
+    def _check_population(self) -> None:
+        """Population-based training: one scalar objective, one member per trial, and fixed
+        parameters that no mutable one switches on or off."""
+        sched = self.scheduler
+        fixed = [name for name, p in self.space.items() if not p.mutable]
+        if sched.type not in POPULATION_TYPES:
+            if fixed:
+                raise ValueError(
+                    f"space.{fixed[0]}.mutable: applies to a pbt or pb2 scheduler only, "
+                    "where parameters change over a trial's life"
+                )
+            return
+        if self.ranked_by_fronts:
+            raise ValueError(
+                f"scheduler.type: {sched.type} ranks the population by one objective; "
+                "a study with several objectives or constraints needs another scheduler"
+            )
+        if self.evaluation is not None:
+            raise ValueError(
+                f"evaluation: folds and seeds do not apply to a {sched.type} study (a member "
+                "clones one checkpoint, not one per fold)"
+            )
+        if "max_trials" in self.limits.model_fields_set and (
+            self.limits.max_trials != sched.population
+        ):
+            raise ValueError(
+                f"limits.max_trials: a {sched.type} study trains its population "
+                f"({sched.population} members) and no other trial; leave max_trials out"
+            )
+        for name in fixed:
+            for parent in self.space[name].when_values():
+                if self.space[parent].mutable:
+                    raise ValueError(
+                        f"space.{name}.mutable: {name!r} is fixed but its condition parent "
+                        f"{parent!r} is mutable, and changing {parent!r} could switch "
+                        f"{name!r} on or off; make {parent!r} fixed too"
+                    )
+        if not any(p.mutable for p in self.space.values()):
+            raise ValueError(
+                "space: every parameter is fixed (mutable: false), so explore could change "
+                f"nothing; a {sched.type} study needs at least one mutable parameter"
+            )
 
     def _check_objectives(self) -> None:
         objectives = self.objective_list

@@ -440,6 +440,43 @@ class Observation(Base):
     )
 
 
+class PopulationStep(Base):
+    """A pbt or pb2 member at an interval boundary: the score it reached, the checkpoint it
+    saved there, the parameters it trained with up to there, and the step's outcome (kept, or
+    exploited: the donor it cloned, the parameters from here on, the donor's schedule up to
+    the clone). A trial's rows are its lineage; scores are lower-is-better, None when not
+    finite."""
+
+    __tablename__ = "population_steps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    resource: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The score the interval started from: the member's at its previous boundary, or after
+    # an exploit there, the donor's (PB2's improvement is score_from - score).
+    score_from: Mapped[float | None] = mapped_column(Float, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision: Mapped[str] = mapped_column(String(16))  # keep | exploit
+    new_params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    donor_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    donor_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    donor_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # An exploit: the donor's schedule up to the clone, [[resource, params], ...].
+    inherited: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("trial_id", "resource", name="uq_population_steps_trial_resource"),
+        Index("ix_population_steps_study_resource", "study_id", "resource"),
+    )
+
+
 class ReplicateScore(Base):
     """A replicate's score (lower is better) and value at a resource level of its trial's
     ladder: what the trial's aggregate there and the racing test are made of."""

@@ -27,15 +27,18 @@ when there is none.
 **Randomness.** The donor and the explore draws come from a generator seeded by (seed,
 member, boundary), so a decision is the same whenever and wherever it is computed.
 
-The clone continues the donor's curve: it resumes from the donor's checkpoint at the donor's
-resource, which the decision carries as ``resource_from``.
+The clone continues the donor's curve: it resumes from the donor's checkpoint at the
+boundary, which the decision carries as ``resource_from``. Donors are therefore the
+top-quantile members whose score is at the boundary itself (a member behind ranks with its
+earlier score but has no checkpoint there yet); a member's resource never moves backward,
+so the steps it reports stay its own.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,12 +146,18 @@ class PopulationRule:
         member: MemberScore,
         population: Sequence[MemberScore],
         intervals: Sequence[Interval] = (),
+        can_donate: Callable[[MemberScore], bool] | None = None,
     ) -> PopulationDecision:
         """The decision for ``member`` at its boundary ``member.resource``.
 
         ``population``: the other members' latest scores at or before that boundary (an entry
         for ``member`` itself is replaced by ``member``). ``intervals``: the population's
-        finished intervals, read by PB2 only."""
+        finished intervals, read by PB2 only. ``can_donate``: whether a member's checkpoint at
+        its score is still there to clone (None: all are).
+
+        A donor is a top-quantile member whose score is *at* the boundary: the clone resumes
+        from the donor's checkpoint there, so the member's resource never moves (a member
+        behind has no checkpoint at the boundary yet; its earlier score still ranks)."""
         at = fmt(member.resource)
         known: dict[int, MemberScore] = {}
         for m in population:
@@ -181,18 +190,24 @@ class PopulationRule:
         if rank < n - k:
             return keep(f"{score}, rank {rank + 1} of {n}, not in the bottom {k}")
         fixed = {name: v for name, v in member.params.items() if name not in self._mutable}
-        donors = [
+        top = [m for m in ranked[:k] if math.isfinite(m.score)]
+        sharing = [
             m
-            for m in ranked[:k]
-            if math.isfinite(m.score)
-            and all(name in m.params and _same(m.params[name], v) for name, v in fixed.items())
+            for m in top
+            if all(name in m.params and _same(m.params[name], v) for name, v in fixed.items())
         ]
+        level = [m for m in sharing if abs(m.resource - member.resource) <= 1e-9]
+        donors = [m for m in level if can_donate is None or can_donate(m)]
         if not donors:
-            if fixed:
+            if not top:
+                why = f"no member of the top {k} has a finite score"
+            elif not sharing:
                 shared = ", ".join(f"{name}={fmt_value(v)}" for name, v in fixed.items())
                 why = f"no member of the top {k} shares its fixed parameters ({shared})"
+            elif not level:
+                why = f"no member of the top {k} has reached {at} yet"
             else:
-                why = f"no member of the top {k} has a finite score"
+                why = f"the checkpoints of the top {k} at {at} are no longer stored"
             return keep(f"{score} in the bottom {k} of {n}, but {why}")
         rng = self.rng(member.member, member.resource)
         donor = donors[int(rng.integers(len(donors)))]

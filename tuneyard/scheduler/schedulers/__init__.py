@@ -6,6 +6,7 @@ from tuneyard.scheduler.schedulers.asha import ASHA
 from tuneyard.scheduler.schedulers.base import Scheduler, TrialView
 from tuneyard.scheduler.schedulers.fifo import FIFO
 from tuneyard.scheduler.schedulers.median import MedianStopping
+from tuneyard.scheduler.schedulers.population import PopulationScheduler
 from tuneyard.scheduler.schedulers.sha import Hyperband, SuccessiveHalving
 from tuneyard.spec import SchedulerSpec
 
@@ -14,6 +15,7 @@ __all__ = [
     "FIFO",
     "Hyperband",
     "MedianStopping",
+    "PopulationScheduler",
     "Scheduler",
     "SuccessiveHalving",
     "TrialView",
@@ -32,5 +34,7 @@ def make_scheduler(
         "sha": SuccessiveHalving,
         "hyperband": Hyperband,
         "asha": ASHA,
+        "pbt": PopulationScheduler,
+        "pb2": PopulationScheduler,
     }
     return kinds[spec.type](spec, direction, fronts)

@@ -55,6 +55,8 @@ class Lifecycle(Reports):
             study.active = max(0, study.active - 1)
             self._end_attempt(s, trial, AttemptState.PAUSED)
             if trial.parent_id is None:
+                if ctx.population is not None:
+                    self._population_step(s, ctx, study, trial)
                 board.set_waiting(trial.bracket, trial.rung, trial.id, True)
             else:
                 self._replicate_paused(s, ctx, study, board, trial)

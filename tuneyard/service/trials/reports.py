@@ -25,7 +25,7 @@ from tuneyard.service import metrics as meter
 from tuneyard.service import notifications
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure, bad_value
-from tuneyard.service.trials.replicates import Replicates
+from tuneyard.service.trials.population import Population
 from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
@@ -37,7 +37,7 @@ from tuneyard.store.models import (
 )
 
 
-class Reports(Replicates):
+class Reports(Population):
     # -- report ----------------------------------------------------------------------------
     def report(
         self,
