@@ -123,7 +123,7 @@ def test_members_not_yet_reported_are_left_out_and_a_lone_member_keeps() -> None
     assert "bottom 1 of 3" in d.reason
 
 
-def test_without_a_donor_sharing_its_fixed_parameters_a_bottom_member_keeps() -> None:
+def test_a_member_ranks_and_exploits_within_the_group_sharing_its_fixed_parameters() -> None:
     space = reference()
     pop = population(space, 4, 2)
     mine = {**pop[3].params, "solver": "adam"}
@@ -132,11 +132,18 @@ def test_without_a_donor_sharing_its_fixed_parameters_a_bottom_member_keeps() ->
         MemberScore(m.member, 40.0, 0.1 * i, {**m.params, "solver": "sgd", "nesterov": True})
         for i, m in enumerate(pop[:3])
     ]
-    rule = PopulationRule(space, SPEC, seed=0, mutable={"lr", "layers", "units", "momentum"})
+    mutable = {"lr", "layers", "units", "momentum", "batch_size"}
+    rule = PopulationRule(space, SPEC, seed=0, mutable=mutable)
     d = rule.decide(MemberScore(3, 40.0, 0.9, mine), others)
     assert d.kind == "keep"
-    assert "no member of the top 1 shares its fixed parameters" in d.reason
-    assert "solver='adam'" in d.reason
+    # Alone in its group: nobody it could clone, whatever the others score.
+    assert "only 1 member(s) with solver='adam' known, too few to compare" in d.reason
+    # Ranked in its group: the worst member with solver='sgd' clones the best of them.
+    sgd = [MemberScore(m.member, 40.0, m.score, m.params) for m in others]
+    worst = MemberScore(4, 40.0, 0.95, {**sgd[0].params})
+    d = rule.decide(worst, [*sgd, MemberScore(3, 40.0, 0.01, mine)])
+    assert (d.kind, d.donor) == ("exploit", 0)
+    assert "in the bottom 1 of 4 with solver='sgd', nesterov=True" in d.reason
 
 
 def test_a_diverged_member_exploits_and_never_donates() -> None:

@@ -45,6 +45,7 @@ from tuneyard.cli.replicates import (
     value_cell,
 )
 from tuneyard.progress import trials_done, watch_study
+from tuneyard.spec.algorithms import POPULATION_TYPES
 from tuneyard.spec.durations import format_duration
 from tuneyard.states import LogKind, StudyState, TrialState
 
@@ -246,6 +247,8 @@ def _space_line(name: str, p: Any) -> str:
             what += f" step {_fmt(p.step)}"
     if p.when:
         what += " when " + ", ".join(f"{k}={v}" for k, v in p.when.items())
+    if not p.mutable:
+        what += " (fixed)"
     return f"{name}: {what}"
 
 
@@ -294,12 +297,21 @@ def study_show(study_id: int, api: ApiOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  objective: {sp.direction} {escape(sp.metric)}")
     if sp.constraints:
         console.print(f"  constraints: {escape(constraint_list(sp))}")
+    if sch.type in POPULATION_TYPES:
+        pop = sch.population_spec()
+        how = (
+            f"{pop.type} scheduler, population {pop.population}, a step every "
+            f"{_fmt(pop.interval)} up to {_fmt(pop.max_resource)}, quantile {_fmt(pop.quantile)}"
+        )
+    else:
+        how = (
+            f"{sch.type} scheduler, resource {_fmt(sch.min_resource)}..{_fmt(sch.max_resource)}"
+            f", eta {sch.reduction_factor}" + (f", {sch.mode}" if sch.type == "asha" else "")
+        )
     console.print(
         f"  search:    {sp.sampler.type} sampler"
         + (f" (seed {sp.sampler.seed})" if sp.sampler.seed is not None else "")
-        + f"; {sch.type} scheduler, resource {_fmt(sch.min_resource)}..{_fmt(sch.max_resource)}"
-        + f", eta {sch.reduction_factor}"
-        + (f", {sch.mode}" if sch.type == "asha" else "")
+        + f"; {how}"
     )
     for name, p in sp.space.items():
         console.print(f"    {escape(_space_line(name, p))}")
