@@ -17,6 +17,7 @@ import {
 import { budgetPanel } from "./budget.js";
 import { coalesce, watchStudy } from "./live.js";
 import { notesCard } from "./notes.js";
+import { populationPanel } from "./population.js";
 import { clearBanner, showBanner } from "./status.js";
 import { outcomePanel } from "./study-outcome.js";
 import { frontStat, paretoPanel } from "./study-pareto.js";
@@ -35,6 +36,7 @@ export async function studyPage(main, studyId) {
     h("span", { id: "crumb-name" }, `Study ${studyId}`),
   );
   const plots = studyPlots(studyId);
+  const population = populationPanel(studyId);
   const pareto = paretoPanel(studyId);
   const trials = trialsTable(studyId);
   const budget = budgetPanel(studyId);
@@ -50,7 +52,16 @@ export async function studyPage(main, studyId) {
     crumbs,
     head,
     h("div", { class: "actions-bar" }, controls.el, timeline),
-    h("div", { class: "grid" }, notes.el, pareto.cards, plots.cards, budget.el, trials.el),
+    h(
+      "div",
+      { class: "grid" },
+      notes.el,
+      pareto.cards,
+      population.cards,
+      plots.cards,
+      budget.el,
+      trials.el,
+    ),
   );
 
   async function loadDetail() {
@@ -67,7 +78,13 @@ export async function studyPage(main, studyId) {
   const refresh = coalesce(async () => {
     try {
       const d = await loadDetail();
-      await Promise.allSettled([pareto.load(d), plots.load(d), budget.load(d), trials.load()]);
+      await Promise.allSettled([
+        pareto.load(d),
+        population.load(d),
+        plots.load(d),
+        budget.load(d),
+        trials.load(),
+      ]);
       clearBanner();
     } catch (e) {
       if (e.status === 404 && !state.detail) {

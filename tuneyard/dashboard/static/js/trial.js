@@ -1,6 +1,7 @@
 // The trial page, at /trials/{id}: its summary, parameters, resources, learning curve with
 // the decisions taken on it, attempts and the tail of its log. A trial evaluated on folds or
-// seeds shows their curves with its aggregate band and the per-fold table (replicates.js).
+// seeds shows their curves with its aggregate band and the per-fold table (replicates.js); a
+// member of a pbt or pb2 study its lineage (population.js).
 
 import { API, DASH, authedLink, getJSON } from "./api.js";
 import { $, fill, h } from "./dom.js";
@@ -27,6 +28,7 @@ import {
   rungsLogScale,
   theme,
 } from "./plots.js";
+import { lineageCard } from "./population.js";
 import {
   aggregatePoints,
   foldTable,
@@ -59,6 +61,7 @@ export async function trialPage(main, trialId) {
     body: folds,
   });
   foldsCard.hidden = true;
+  const lineage = lineageCard(trialId);
   const attempts = h("tbody");
   const log = h("pre", { class: "log", "data-testid": "log-tail" });
   const logMeta = metaEl("meta-log");
@@ -97,6 +100,7 @@ export async function trialPage(main, trialId) {
         { class: "stack span-8" },
         card({ title: "Learning curve", testid: "curve", meta: metaEl("meta-curve"), body: curve }),
         foldsCard,
+        lineage.el,
         card({
           title: "Decisions",
           testid: "decisions",
@@ -268,6 +272,9 @@ export async function trialPage(main, trialId) {
     renderDecisions(t);
     renderAttempts(t);
     renderFolds(t);
+    lineage
+      .load(t)
+      .catch((e) => e.status !== 401 && showBanner(`Couldn't load the lineage: ${e.message}`));
     const tail = t.log_tail || "";
     log.textContent = tail || "No output captured.";
     logMeta.textContent = tail ? `last ${fmtBytes(new Blob([tail]).size)} of the output` : "";
