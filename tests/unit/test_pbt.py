@@ -409,3 +409,13 @@ def test_a_clones_schedule_continues_its_donors() -> None:
     assert a.record(keep) is a
     with pytest.raises(ValueError, match="needs that trial's lineage"):
         a.record(d2)
+
+
+def test_a_member_never_clones_a_donor_that_only_ties_it() -> None:
+    space = reference()
+    pop = population(space, 4, 3)
+    rule = PopulationRule(space, SPEC, seed=0)
+    tied = [MemberScore(m.member, 40.0, 0.5, m.params) for m in pop]
+    d = rule.decide(tied[3], tied[:3])
+    assert d.kind == "keep"
+    assert "no member of the top 1 has a better finite score" in d.reason

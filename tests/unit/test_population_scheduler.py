@@ -51,3 +51,17 @@ def test_a_paused_member_resumes_at_once_the_furthest_behind_first() -> None:
     assert (work.trial_id, work.resource_to) == (0, 10.0)  # type: ignore[union-attr]
     # Nobody paused: a new member starts while the population is not full.
     assert engine.next_work(lambda: None, board, may_start_new=True, running=1) is NEW_TRIAL
+
+
+def test_the_shipped_population_example_is_a_valid_definition() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from tuneyard.spec import StudySpec
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "pbt_study.yaml"
+    spec = StudySpec.model_validate(yaml.safe_load(path.read_text()))
+    assert spec.scheduler.type == "pbt"
+    assert spec.limits.max_trials == spec.scheduler.population == 8
+    assert [n for n, p in spec.space.items() if not p.mutable] == ["units"]

@@ -70,7 +70,7 @@ def study_schedule(
         out.write_text(schedule_json(lin))
         console.print(
             f"wrote the schedule of trial {lin.trial_id} (#{lin.number}, value "
-            f"{_fmt(lin.value)}): {len(lin.schedule)} changes to {escape(str(out))}"
+            f"{_fmt(lin.value)}): {len(lin.schedule)} setting(s) to {escape(str(out))}"
         )
         return
     console.print(schedule_table(lin))
