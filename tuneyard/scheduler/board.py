@@ -124,6 +124,11 @@ class Board(Protocol):
         """Best unpromoted entry that is waiting (or belongs to trial ``include``)."""
         ...
 
+    def lowest_waiting(self, bracket: int) -> tuple[int, Entry] | None:
+        """The lowest rung of the bracket with a waiting unpromoted entry, and its best entry
+        there (one lookup, whatever the number of rungs)."""
+        ...
+
     def vectors(self, bracket: int, rung: int) -> RungVectors:
         """What a study with several objectives ranks a rung by: every entry's vector, in
         arrival order (a rung's size, never the study's other rungs)."""
@@ -248,6 +253,15 @@ class MemoryBoard:
             for e in self._rung_entries(bracket, rung)
             if not e.promoted and (e.waiting or e.trial_id == include)
         )
+
+    def lowest_waiting(self, bracket: int) -> tuple[int, Entry] | None:
+        for b, k in sorted(self._rungs):
+            if b != bracket:
+                continue
+            e = self.best_candidate(b, k, None)
+            if e is not None:
+                return k, e
+        return None
 
     def best_candidate(self, bracket: int, rung: int, include: int | None) -> Entry | None:
         for _, _, tid in self._rungs.get((bracket, rung), []):

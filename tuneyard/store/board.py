@@ -168,6 +168,30 @@ class SqlBoard:
                 best = own
         return None if best is None else Entry(best[0], best[1], best[2], best[3], best[4])
 
+    def lowest_waiting(self, bracket: int) -> tuple[int, Entry] | None:
+        row = self.s.execute(
+            select(
+                RungEntry.rung,
+                RungEntry.trial_id,
+                RungEntry.score,
+                RungEntry.promoted,
+                RungEntry.waiting,
+                RungEntry.id,
+            )
+            .where(
+                RungEntry.study_id == self.study_id,
+                RungEntry.bracket == bracket,
+                # Spelled as the partial index's predicate, so the planner can use it.
+                RungEntry.waiting,
+                ~RungEntry.promoted,
+            )
+            .order_by(RungEntry.rung, RungEntry.score, RungEntry.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return row[0], Entry(row[1], row[2], row[3], row[4], row[5])
+
     def vectors(self, bracket: int, rung: int) -> RungVectors:
         own = self._own.get((bracket, rung), [])
         n = self.stats(bracket, rung).entries - len(own)

@@ -44,10 +44,9 @@ class PopulationScheduler(Scheduler):
         )
 
     def next_promotion(self, board: Board) -> Promotion | None:
-        for k in range(self.ladder.top):
-            e = board.best_candidate(0, k, None)
-            if e is None:
-                continue
+        found = board.lowest_waiting(0)
+        if found is not None and found[0] < self.ladder.top:
+            k, e = found
             return Promotion(
                 trial_id=e.trial_id,
                 bracket=0,
