@@ -22,6 +22,7 @@ from tuneyard.cli import pareto
 from tuneyard.cli import population
 from tuneyard.cli import models
 from tuneyard.cli import report
+from tuneyard.cli import init
 
 # isort: on
 from tuneyard.cli.common import api_url, app, console, err, is_loopback
@@ -33,6 +34,7 @@ __all__ = [
     "console",
     "err",
     "field_errors",
+    "init",
     "is_loopback",
     "load_spec_file",
     "main",
