@@ -411,11 +411,13 @@ def test_a_clones_schedule_continues_its_donors() -> None:
         a.record(d2)
 
 
-def test_a_member_never_clones_a_donor_that_only_ties_it() -> None:
+def test_a_member_tied_with_a_better_ranked_one_still_clones_it() -> None:
+    # The PBT paper's toy: two mirrored workers score alike at every boundary.
     space = reference()
-    pop = population(space, 4, 3)
-    rule = PopulationRule(space, SPEC, seed=0)
+    pop = population(space, 2, 3)
+    spec = PBTSpec(type="pbt", population=2, interval=4, max_resource=100, quantile=0.5)
+    rule = PopulationRule(space, spec, seed=0)
     tied = [MemberScore(m.member, 40.0, 0.5, m.params) for m in pop]
-    d = rule.decide(tied[3], tied[:3])
-    assert d.kind == "keep"
-    assert "no member of the top 1 has a better finite score" in d.reason
+    d = rule.decide(tied[1], tied[:1])
+    assert (d.kind, d.donor) == ("exploit", 0)
+    assert rule.decide(tied[0], tied[1:]).kind == "keep"

@@ -31,6 +31,7 @@ from tuneyard.service.replicate_results import (
     replicate_detail,
 )
 from tuneyard.service.transitions import check_study, move_study
+from tuneyard.service.warm_start import check_sources
 from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, TrialState
@@ -204,6 +205,7 @@ class StudyService:
         notifications.check_webhook(self.kit.settings, spec)
         now = self.kit.clock()
         with self.kit.transaction() as s:
+            check_sources(s, spec, model_based=ctx.model is not None)
             study = Study(
                 name=spec.name,
                 code_digest=digest,

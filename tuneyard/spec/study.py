@@ -40,6 +40,7 @@ from tuneyard.spec.params import (
     StrictModel,
     topological_order,
 )
+from tuneyard.spec.warm_start import WarmStartSpec
 
 # A word of an execution.command, and the number of words.
 MAX_ARG_LENGTH = 4_096
@@ -169,6 +170,8 @@ class StudySpec(StrictModel):
     evaluation: EvaluationSpec | None = None
     # A webhook told of a new best trial, a failing study and the study's end.
     notifications: NotificationsSpec | None = None
+    # Earlier studies whose observations the model-based sampler starts from.
+    warm_start: WarmStartSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

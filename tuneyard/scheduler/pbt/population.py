@@ -201,18 +201,14 @@ class PopulationRule:
             return keep(f"{score}, only {n} member(s){group} known, too few to compare")
         if rank < n - k:
             return keep(f"{score}, rank {rank + 1} of {n}{group}, not in the bottom {k}")
-        # A donor scores better than the member: cloning a tie would only churn.
-        top = [
-            m
-            for m in ranked[:k]
-            if math.isfinite(m.score)
-            and (not math.isfinite(member.score) or m.score < member.score)
-        ]
+        # Ties are ranked by member id, as everywhere: a member tied with a better-ranked one
+        # still clones it (two mirrored members, as in the PBT paper's toy, score alike).
+        top = [m for m in ranked[:k] if math.isfinite(m.score)]
         level = [m for m in top if abs(m.resource - member.resource) <= 1e-9]
         donors = [m for m in level if can_donate is None or can_donate(m)]
         if not donors:
             if not top:
-                why = f"no member of the top {k} has a better finite score"
+                why = f"no member of the top {k} has a finite score"
             elif not level:
                 why = f"no member of the top {k} has reached {at} yet"
             else:

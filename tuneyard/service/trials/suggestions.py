@@ -21,6 +21,7 @@ from tuneyard.service import metrics as meter
 from tuneyard.service.ahead import SAVE_EVERY, SAVE_FRACTION, StudySampler
 from tuneyard.service.context import StudyContext
 from tuneyard.service.trials.base import TrialCore
+from tuneyard.service.warm_start import priors
 from tuneyard.states import StudyState, TrialState
 from tuneyard.store.models import (
     Observation,
@@ -136,6 +137,11 @@ class Suggestions(TrialCore):
                 )
                 s.add(created)
                 model.restart()
+                if ctx.spec.warm_start is not None:
+                    # Earlier studies' observations first, saved with the state from here on.
+                    found = priors(s, ctx.space, ctx.spec.warm_start.studies, ctx.sign)
+                    if found:
+                        model.sampler.observe(found)
                 model.refresh(s, study.id, load=False)
             params = self._model_suggest(s, study, model.sampler, number)
             model.save(s, study.id, self.kit.clock(), created)
