@@ -272,7 +272,7 @@ def plot(runs: list[Run], out: Path) -> bool:
 
 def plot_model(runs: Sequence[Any], out: Path, methods: Sequence[str], epochs: int) -> bool:
     """The model benchmark's plot (bench/pbt_model.py): validation error against epochs spent,
-    and the best PBT and PB2 members' learning rate for seed 0."""
+    and the best PBT and PB2 members' learning rate over their lives, every seed."""
     if importlib.util.find_spec("matplotlib") is None:
         return False
     import matplotlib
@@ -302,17 +302,17 @@ def plot_model(runs: Sequence[Any], out: Path, methods: Sequence[str], epochs: i
     ax.set_ylim(1, 8)
     ax.legend()
     ax = axes[1]
-    for method in ("pbt", "pb2"):
-        r = next((r for r in runs if r.method == method and r.seed == 0), None)
-        if r is None:
-            continue
-        xs = [e for e, _ in r.schedule] + [float(epochs)]
-        ys = [lr for _, lr in r.schedule] + [r.schedule[-1][1]]
-        ax.step(xs, ys, where="post", color=colours[method], label=f"{method}, best member")
+    # Every seed's schedule, not a chosen one: most keep their first learning rate.
+    for method, style in (("pbt", "-"), ("pb2", "--")):
+        for k, r in enumerate(r for r in runs if r.method == method):
+            xs = [e for e, _ in r.schedule] + [float(epochs)]
+            ys = [lr for _, lr in r.schedule] + [r.schedule[-1][1]]
+            label = f"{method}, best member" if k == 0 else None
+            ax.step(xs, ys, style, where="post", color=colours[method], alpha=0.7, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    ax.set_title("schedule of the best member, seed 0 (its lineage)")
+    ax.set_title("the best member's schedule (its lineage), one line per seed")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "pbt_model.png", dpi=110)

@@ -23,12 +23,11 @@ is ``lr`` (log, 1e-4 to 1) and ``momentum`` (0 to 0.99), both mutable. Every met
 
 **Asynchronous population.** 8 simulated workers; an epoch takes 1 +- 0.2 time units
 (uniform), so members reach their boundaries in varying order. At a member's boundary b the
-rule sees each other member's latest validation error at or before b. A donor must be at b
-itself: the clone resumes from the donor's checkpoint at b (model and optimizer state, kept
-for every member at every boundary), so a member's resource never moves. Until the rule
-makes that choice itself, an exploit of a donor behind b is turned into a keep here
-(``off_level`` counts them). A population returns its member with the lowest validation
-error at 30 epochs; ASHA its trial with the lowest validation error at 30 epochs.
+rule sees each other member's latest validation error at or before b, and draws a donor
+only from the top-quantile members already at b: the clone resumes from the donor's
+checkpoint at b (model and optimizer state, kept for every member at every boundary), so a
+member's resource never moves. A population returns its member with the lowest validation
+error at 30 epochs; ASHA the trial trained furthest, then the lowest validation error there.
 """
 
 from __future__ import annotations
@@ -106,7 +105,6 @@ class Run:
     # Each exploit's donor score at the clone and the clone's validation error just after.
     clones: list[tuple[float, float]] = field(default_factory=list)
     lineages: list[Lineage] = field(default_factory=list)
-    off_level: int = 0
     # Decisions of a member in the bottom quantile: each one an exploit, or a keep because no
     # top-quantile member had reached the boundary yet.
     bottom: int = 0
@@ -206,12 +204,6 @@ def space() -> SearchSpace:
     return SearchSpace(StudySpec.model_validate({"name": "digits", "space": SPACE}).space)
 
 
-def _keep(d: PopulationDecision, why: str) -> PopulationDecision:
-    return PopulationDecision(
-        "keep", d.member, d.resource, d.resource, d.old_params, d.old_params, why
-    )
-
-
 def _in_bottom(me: MemberScore, others: Sequence[MemberScore], quantile: float) -> bool:
     """Whether ``me`` ranks in the bottom quantile of the members known, as the rule counts
     it (all scores here are finite errors): for the table's exploits-per-bottom ratio."""
@@ -277,9 +269,11 @@ def run_population(method: str, seed: int, size: Size = Size()) -> Run:
                     others.append(seen[-1])
             d = rule.decide(me, others, intervals)
             run.bottom += _in_bottom(me, others, spec.quantile)
-            if d.kind == "exploit" and d.resource_from != d.resource:
-                run.off_level += 1
-                d = _keep(d, f"keep at {e}: trial {d.donor}'s checkpoint is not at {e}")
+            if d.kind == "exploit" and (d.resource_from, d.resource) != (e, e):
+                raise RuntimeError(
+                    f"trial {i} at {e}: the rule cloned trial {d.donor} at "
+                    f"{d.resource_from:g}; a clone must resume at its own boundary"
+                )
             if d.kind == "exploit" and d.donor is not None:
                 state, donor_lineage = states[(d.donor, e)]
                 net.load(state)
@@ -423,7 +417,6 @@ def main(seeds: int, methods: Sequence[str], out: Path | None, size: Size = Size
             "trials": r.trials,
             "exploits": len(r.exploits),
             "bottom": r.bottom,
-            "off_level": r.off_level,
             "schedule": r.schedule,
             "seconds": round(r.wall, 2),
         }
