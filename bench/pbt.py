@@ -2,6 +2,7 @@
 
     python bench/pbt.py --out bench/results/pbt    # 10 seeds, table and plot (README)
     python bench/pbt.py --seeds 3                  # a quick look, no files
+    python bench/pbt.py --model --out bench/results/pbt   # the real model (bench/pbt_model.py)
 
 Jaderberg et al., "Population Based Training of Neural Networks", 2017,
 https://arxiv.org/abs/1711.09846, figure 2. The model's parameters are
@@ -49,6 +50,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,16 +270,91 @@ def plot(runs: list[Run], out: Path) -> bool:
     return True
 
 
+def plot_model(runs: Sequence[Any], out: Path, methods: Sequence[str], epochs: int) -> bool:
+    """The model benchmark's plot (bench/pbt_model.py): validation error against epochs spent,
+    and the best PBT and PB2 members' learning rate over their lives, every seed."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    colours = dict(zip(methods, ("C0", "C1", "C3", "C7"), strict=True))
+    ax = axes[0]
+    grid = np.arange(1, max(r.curve[-1][0] for r in runs) + 1)
+    for method in methods:
+        rs = [r for r in runs if r.method == method]
+        if not rs:
+            continue
+        ys = []
+        for r in rs:
+            at, v = np.array([c[0] for c in r.curve]), np.array([c[1] for c in r.curve])
+            idx = np.searchsorted(at, grid, side="right") - 1
+            ys.append(np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan))
+        y = 100 * np.array(ys)
+        ax.plot(grid, np.nanmedian(y, axis=0), color=colours[method], label=method)
+        q1, q3 = np.nanpercentile(y, [25, 75], axis=0)
+        ax.fill_between(grid, q1, q3, color=colours[method], alpha=0.15)
+    ax.set_xlabel("epochs spent (all members or trials)")
+    ax.set_ylabel("lowest validation error so far, % (median, IQR)")
+    ax.set_ylim(1, 8)
+    ax.legend()
+    ax = axes[1]
+    # Every seed's schedule, not a chosen one: most keep their first learning rate.
+    for method, style in (("pbt", "-"), ("pb2", "--")):
+        for k, r in enumerate(r for r in runs if r.method == method):
+            xs = [e for e, _ in r.schedule] + [float(epochs)]
+            ys = [lr for _, lr in r.schedule] + [r.schedule[-1][1]]
+            label = f"{method}, best member" if k == 0 else None
+            ax.step(xs, ys, style, where="post", color=colours[method], alpha=0.7, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("the best member's schedule (its lineage), one line per seed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pbt_model.png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _methods(given: list[str] | None, known: tuple[str, ...]) -> list[str]:
+    unknown = [m for m in given or () if m not in known]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    return list(given or known)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    ap.add_argument(
+        "--methods", nargs="*", default=None, help="some of the methods (default: all of them)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="write table.md, results.json, the plot")
+    ap.add_argument(
+        "--model",
+        action="store_true",
+        help="the MLP-on-digits benchmark instead (bench/pbt_model.py): pbt, pb2, asha+tpe, "
+        "random; writes model_table.md, model_results.json, pbt_model.png",
+    )
     args = ap.parse_args()
+    if args.model:
+        from bench import pbt_model
+
+        model_runs = pbt_model.main(args.seeds, _methods(args.methods, pbt_model.METHODS), args.out)
+        if args.out is not None and not plot_model(
+            model_runs, args.out, pbt_model.METHODS, pbt_model.Size().epochs
+        ):
+            print("matplotlib is not installed (a bench extra): no plot")
+        return
+    methods = _methods(args.methods, METHODS)
     runs: list[Run] = []
     started = time.perf_counter()
     timing: dict[str, float] = {}
-    for method in args.methods:
+    for method in methods:
         t0 = time.perf_counter()
         runs.extend(run(method, seed) for seed in range(args.seeds))
         timing[method] = time.perf_counter() - t0
