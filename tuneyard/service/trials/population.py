@@ -74,6 +74,13 @@ def lineage_of(trial: Trial, steps: Sequence[PopulationStep]) -> Lineage:
     return Lineage(trial.number, tuple(entries))
 
 
+def _effective(row: PopulationStep) -> float:
+    """The score of what a member holds from its step on: after an exploit, its donor's
+    checkpoint, so its donor's score (what a member cloning it gets)."""
+    score = row.donor_score if row.decision == "exploit" else row.score
+    return math.inf if score is None else score
+
+
 class Population(Replicates):
     def _population_step(self, s: Session, ctx: StudyContext, study: Study, trial: Trial) -> None:
         """The exploit-or-keep step of ``trial``, whose pause at a boundary was just
@@ -100,12 +107,7 @@ class Population(Replicates):
             score_from = prev.donor_score if prev.decision == "exploit" else prev.score
         rows = self._population_at(s, study.id, trial.id, b)
         by_number = {r.number: r for r in rows}
-        members = [
-            MemberScore(
-                r.number, r.resource, math.inf if r.score is None else r.score, r.new_params
-            )
-            for r in rows
-        ]
+        members = [MemberScore(r.number, r.resource, _effective(r), r.new_params) for r in rows]
         intervals: Sequence[Interval] = ()
         if rule.spec.type == "pb2":
             intervals = self._intervals(s, study.id)
