@@ -421,3 +421,14 @@ def test_a_member_tied_with_a_better_ranked_one_still_clones_it() -> None:
     d = rule.decide(tied[1], tied[:1])
     assert (d.kind, d.donor) == ("exploit", 0)
     assert rule.decide(tied[0], tied[1:]).kind == "keep"
+
+
+def test_reasons_show_a_maximised_metric_in_its_own_units() -> None:
+    space = reference()
+    pop = population(space, 2, 3)
+    spec = PBTSpec(type="pbt", population=2, interval=4, max_resource=100, quantile=0.5)
+    # Accuracy 0.9 and 0.6, scored (lower is better) as -0.9 and -0.6.
+    rule = PopulationRule(space, spec, seed=0, sign=-1.0)
+    good = MemberScore(0, 40.0, -0.9, pop[0].params)
+    d = rule.decide(MemberScore(1, 40.0, -0.6, pop[1].params), [good])
+    assert d.reason.startswith("exploit at 40: 0.6 in the bottom 1 of 2; cloned trial 0 (0.9)")

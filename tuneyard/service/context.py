@@ -141,4 +141,5 @@ def _population_rule(spec: StudySpec, space: SearchSpace, seed: int) -> Populati
     if spec.scheduler.type not in POPULATION_TYPES:
         return None
     mutable = [name for name, p in spec.space.items() if p.mutable]
-    return PopulationRule(space, spec.scheduler.population_spec(), seed, mutable)
+    sign = 1.0 if spec.direction == "minimize" else -1.0
+    return PopulationRule(space, spec.scheduler.population_spec(), seed, mutable, sign)

@@ -134,6 +134,8 @@ class PopulationRule:
     spec: PBTSpec
     seed: int
     mutable: Collection[str] | None = None
+    # +1 when the study minimises, -1 when it maximises: reasons show values in its units.
+    sign: float = 1.0
     _mutable: frozenset[str] = field(init=False, repr=False)
     _mover: ParamMover = field(init=False, repr=False)
 
@@ -184,7 +186,7 @@ class PopulationRule:
         n = len(ranked)
         k = min(math.ceil(self.spec.quantile * n), n // 2)
         rank = next(i for i, m in enumerate(ranked) if m.member == member.member)
-        score = fmt(member.score)
+        score = fmt(self.sign * member.score)
 
         def keep(why: str) -> PopulationDecision:
             return PopulationDecision(
@@ -237,7 +239,7 @@ class PopulationRule:
         what = describe(changes) or "kept its parameters"
         reason = (
             f"exploit at {at}: {score} in the bottom {k} of {n}{group}; cloned trial "
-            f"{donor.member} ({fmt(donor.score)}) and {what}"
+            f"{donor.member} ({fmt(self.sign * donor.score)}) and {what}"
         )
         return PopulationDecision(
             "exploit",
