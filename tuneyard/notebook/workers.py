@@ -1,0 +1,197 @@
+"""Running a study's trials from a notebook: local workers for ``Study.optimize`` and the
+jobs of an ask/tell loop.
+
+A function that can be imported by its module path runs in worker processes (spawned, so a
+crash or a hung C extension takes one process down, not the notebook); one defined in the
+notebook itself (``__main__``), a lambda or a closure cannot be imported by a fresh process,
+so it runs in threads of this one. Either way each worker runs the loop every tuneyard worker
+runs (:func:`tuneyard.worker.local.work_loop`), with the same ``trial`` handle, so reports,
+pauses, checkpoints and failures behave as they do on a remote worker."""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from tuneyard.client import Client, StudyFinished
+from tuneyard.worker.trial import Trial
+
+Objective = Callable[[Trial], Any]
+
+
+def entrypoint_of(fn: Objective) -> str | None:
+    """``module:function`` when a fresh process importing that finds ``fn`` itself; None for
+    a function of the notebook or script (``__main__``), a lambda, a closure or a method."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or not name or "<" in name or "." in name:
+        return None
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+    return f"{module}:{name}" if found is fn else None
+
+
+def run_in_processes(
+    client: Client,
+    study_id: int,
+    entrypoint: str,
+    n_workers: int,
+    data_dir: Path,
+    token: str | None,
+    deadline: float | None,
+) -> list[int | None]:
+    """``n_workers`` spawned worker processes until the study is over or ``deadline`` (on
+    ``time.monotonic``) passes; then they are terminated, and the trials they were running
+    go back to the queue when their lease runs out. Returns the processes' exit codes."""
+    from tuneyard.worker.local import _worker_main
+
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    # The current directory first, as ``tuneyard worker --path .`` would import it.
+    paths = [os.getcwd()]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(client.base_url, study_id, entrypoint, str(data_dir), i, paths, threads, token),
+            name=f"tuneyard-notebook-worker-{i}",
+            daemon=True,
+        )
+        for i in range(n_workers)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+                p.join(10)
+    return [p.exitcode for p in procs]
+
+
+def run_in_threads(
+    client: Client,
+    study_id: int,
+    fn: Objective,
+    n_workers: int,
+    data_dir: Path,
+    deadline: float | None,
+) -> int:
+    """``n_workers`` threads of this process, each a worker loop, until the study is over or
+    ``deadline`` passes (then each finishes the job it is running). Returns the jobs run.
+
+    A Python objective's ``execution.timeout`` cannot interrupt a thread: the trial is failed
+    when the timeout passes, and the thread goes on once the objective returns."""
+    from tuneyard.worker.checkpoints import FilesystemCheckpointStore
+    from tuneyard.worker.control import JobOptions
+    from tuneyard.worker.local import work_loop
+
+    execution = client.get_study(study_id).spec.execution
+    store = FilesystemCheckpointStore(data_dir / "checkpoints")
+    stop = threading.Event()
+    ran = [0] * n_workers
+    errors: list[BaseException] = []
+
+    def loop(i: int) -> None:
+        workdir = data_dir / "work" / f"notebook-{i}-{os.getpid()}"
+        opts = JobOptions(
+            timeout=execution.timeout if execution else None,
+            checkpoint_every=execution.checkpoint_every if execution else None,
+        )
+        name = f"{socket.gethostname()}/notebook-{i}"
+        try:
+            ran[i] = work_loop(client, study_id, fn, store, workdir, name, 0.2, stop, opts)
+        except BaseException as exc:  # shown by optimize, which stops the other threads
+            errors.append(exc)
+            stop.set()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    pool = [
+        threading.Thread(target=loop, args=(i,), name=f"tuneyard-notebook-{i}", daemon=True)
+        for i in range(n_workers)
+    ]
+    for t in pool:
+        t.start()
+    try:
+        for t in pool:
+            while t.is_alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    stop.set()
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()  # each thread ends after its current job
+        raise
+    if errors:
+        raise errors[0]
+    return sum(ran)
+
+
+class Job(Trial):
+    """One job of an ask/tell loop: the ``trial`` handle an objective gets (``params``,
+    ``report``, ``epochs``, ``save``, ``load``), and the calls that end it.
+
+    ``complete`` ends the job as the service asked: a ``pause`` decision is acknowledged (with
+    no checkpoint: the trial restarts from its first step when resumed), after ``stop`` or
+    ``complete`` there is nothing left to say, otherwise the trial completes with ``value``
+    (default: its latest report)."""
+
+    def complete(self, value: float | None = None, **metrics: float | None) -> str:
+        """End the job; returns how it ended (complete, pause or stop)."""
+        client = cast(Client, self.client)
+        if self.stale is not None or self.decision in ("stop", "complete"):
+            return self.decision or "stop"
+        if self.decision == "pause":
+            client.pause(self.trial_id, attempt=self.attempt)
+            return "pause"
+        client.complete(self.trial_id, value, metrics, attempt=self.attempt)
+        self.decision = "complete"
+        return "complete"
+
+    def fail(self, error: str) -> None:
+        """The objective could not run this configuration: ``error`` says why."""
+        client = cast(Client, self.client)
+        client.fail(self.trial_id, error, attempt=self.attempt)
+        self.decision = "fail"
+
+
+def ask(
+    client: Client, study_id: int, worker: str | None, checkpoints: Path, poll: float
+) -> Iterator[Job]:
+    """Jobs of the study until it is over (the service answers ``StudyFinished``); while
+    nothing can run (every slot busy, a rung filling) it asks again every ``poll`` seconds."""
+    while True:
+        try:
+            job = client.next(study_id, worker=worker)
+        except StudyFinished:
+            return
+        if job is None:
+            time.sleep(poll)
+            continue
+        ckpt = checkpoints / f"trial-{job.trial_id}-{job.attempt}"
+        try:
+            yield Job(
+                client,
+                study_id,
+                job.trial_id,
+                job.number,
+                job.params,
+                job.resource_from,
+                job.resource_to,
+                ckpt,
+                attempt=job.attempt,
+                replicate=job.replicate,
+            )
+        finally:
+            shutil.rmtree(ckpt, ignore_errors=True)
