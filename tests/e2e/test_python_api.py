@@ -85,18 +85,36 @@ def test_optimize_with_two_worker_processes(ty: tuneyard.Local) -> None:
 
 
 def test_optimize_a_notebook_function_in_threads(ty: tuneyard.Local) -> None:
-    seen: list[int] = []
+    ran: list[tuple[int, float, float]] = []
 
-    def objective(trial: Any) -> float:  # a closure: no process could import it
-        seen.append(trial.number)
-        return float(trial.params["x"] ** 2)
+    def objective(trial: Any) -> None:  # a closure: no process could import it
+        state = trial.load(default={"epochs": 0})
+        if state["epochs"] != int(trial.resource_from):
+            raise RuntimeError(f"resumed at {trial.resource_from} from {state['epochs']} epochs")
+        for epoch in trial.epochs():
+            state["epochs"] = epoch
+            trial.save(state)
+            # Later trials are worse: the first ones pause at the rung, and are resumed.
+            trial.report(epoch, loss=trial.number + 1.0 / epoch)
+        ran.append((trial.number, trial.resource_from, trial.resource_to))
 
-    study = tuneyard.Study.create(definition("closure", max_trials=4), ty)
+    spec = definition("asha", max_trials=6)
+    spec["scheduler"] = {
+        "type": "asha",
+        "min_resource": 1,
+        "max_resource": 3,
+        "reduction_factor": 3,
+    }
+    study = tuneyard.Study.create(spec, ty)
     study.optimize(objective, n_workers=2)
 
-    assert study.wait(timeout=30).counts.get("completed") == 4
-    assert sorted(seen) == sorted(t.number for t in study.trials())
-    assert study.best_value == pytest.approx(min(t.params["x"] ** 2 for t in study.trials()))
+    assert study.wait(timeout=30).state == "completed"
+    trials = list(study.trials())
+    assert not [t for t in trials if t.state == "failed"], [t.reason for t in trials]
+    # A trial paused at the first rung was promoted and resumed from its checkpoint.
+    assert any(start == 1 and end == 3 for _, start, end in ran), ran
+    assert study.best_trial.resource == 3
+    assert study.best_value == pytest.approx(min(t.value for t in trials if t.resource == 3))
 
 
 def test_ask_tell_loop_ends_when_the_study_is_over(ty: tuneyard.Local) -> None:

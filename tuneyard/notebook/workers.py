@@ -52,15 +52,13 @@ def run_in_processes(
     """``n_workers`` spawned worker processes until the study is over or ``deadline`` (on
     ``time.monotonic``) passes; then they are terminated, and the trials they were running
     go back to the queue when their lease runs out. Returns the processes' exit codes."""
-    from tuneyard.worker.local import _worker_main
-
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     # The current directory first, as ``tuneyard worker --path .`` would import it.
     paths = [os.getcwd()]
     procs = [
         ctx.Process(
-            target=_worker_main,
+            target=_process_main,
             args=(client.base_url, study_id, entrypoint, str(data_dir), i, paths, threads, token),
             name=f"tuneyard-notebook-worker-{i}",
             daemon=True,
@@ -80,6 +78,64 @@ def run_in_processes(
     return [p.exitcode for p in procs]
 
 
+def _process_main(
+    api_url: str,
+    study_id: int,
+    entrypoint: str,
+    data_dir: str,
+    index: int,
+    paths: list[str],
+    threads: int,
+    token: str | None,
+) -> None:
+    """One worker process: the objective imported, then the worker loop until the study is
+    over. BLAS/OpenMP threads are capped so that n processes do not oversubscribe the cores."""
+    import logging
+    import sys
+
+    from tuneyard.worker.local import THREAD_VARS
+    from tuneyard.worker.objective import load_objective
+
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(threads))
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    logging.basicConfig(level=logging.WARNING)
+    objective = load_objective(entrypoint)
+    with Client(api_url, token=token, retries=10) as client:
+        _loop(client, study_id, objective, Path(data_dir), f"local-{index}", None)
+
+
+def _loop(
+    client: Client,
+    study_id: int,
+    fn: Objective,
+    data_dir: Path,
+    name: str,
+    stop: threading.Event | None,
+) -> int:
+    """The worker loop as ``tuneyard worker`` runs it: the study's timeout and checkpoint
+    interval, checkpoints uploaded to the API server (or where TUNEYARD_CHECKPOINT_STORE
+    says), so that a trial paused here may resume on any worker."""
+    from tuneyard.worker.checkpoints import store_from_env
+    from tuneyard.worker.control import JobOptions
+    from tuneyard.worker.local import work_loop
+
+    execution = client.get_study(study_id).spec.execution
+    opts = JobOptions(
+        timeout=execution.timeout if execution else None,
+        checkpoint_every=execution.checkpoint_every if execution else None,
+    )
+    workdir = data_dir / "work" / f"{name}-{os.getpid()}"
+    store = store_from_env(client, data_dir)
+    worker = f"{socket.gethostname()}/{name}"
+    try:
+        return work_loop(client, study_id, fn, store, workdir, worker, 0.2, stop, opts)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def run_in_threads(
     client: Client,
     study_id: int,
@@ -93,30 +149,16 @@ def run_in_threads(
 
     A Python objective's ``execution.timeout`` cannot interrupt a thread: the trial is failed
     when the timeout passes, and the thread goes on once the objective returns."""
-    from tuneyard.worker.checkpoints import FilesystemCheckpointStore
-    from tuneyard.worker.control import JobOptions
-    from tuneyard.worker.local import work_loop
-
-    execution = client.get_study(study_id).spec.execution
-    store = FilesystemCheckpointStore(data_dir / "checkpoints")
     stop = threading.Event()
     ran = [0] * n_workers
     errors: list[BaseException] = []
 
     def loop(i: int) -> None:
-        workdir = data_dir / "work" / f"notebook-{i}-{os.getpid()}"
-        opts = JobOptions(
-            timeout=execution.timeout if execution else None,
-            checkpoint_every=execution.checkpoint_every if execution else None,
-        )
-        name = f"{socket.gethostname()}/notebook-{i}"
         try:
-            ran[i] = work_loop(client, study_id, fn, store, workdir, name, 0.2, stop, opts)
-        except BaseException as exc:  # shown by optimize, which stops the other threads
+            ran[i] = _loop(client, study_id, fn, data_dir, f"notebook-{i}", stop)
+        except BaseException as exc:  # raised by optimize, which stops the other threads
             errors.append(exc)
             stop.set()
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     pool = [
         threading.Thread(target=loop, args=(i,), name=f"tuneyard-notebook-{i}", daemon=True)
