@@ -206,3 +206,20 @@ def test_a_definition_file_and_the_dataframe_without_pandas(
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"tuneyard\[notebook\]"):
         study.trials_dataframe()
+
+
+def test_connect_to_a_running_server_with_a_token(ty: tuneyard.Local) -> None:
+    made = ty.create_study(definition("remote", max_trials=1))
+    with tuneyard.connect(ty.url, token=ty.token) as remote:
+        # The connection opened last is the default one.
+        study = tuneyard.Study.get(made.id)
+        assert study.connection is remote
+        assert study.name == "remote"
+        assert [s.id for s in remote.studies() if s.id == made.id] == [made.id]
+    with (
+        tuneyard.connect(ty.url, token="ty_not-a-token") as stranger,
+        pytest.raises(errors.Unauthorized),
+    ):
+        stranger.study(made.id)
+    # Both closed: the default is the local stack again.
+    assert tuneyard.Study.get(made.id).connection is ty

@@ -6,6 +6,7 @@ in a notebook that opened a single connection."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -166,7 +167,11 @@ def local(
                 auth=auth,
             )
         )
-        return Local(st, exits)
+        conn = Local(st, exits)
     except BaseException:
         exits.close()
         raise
+    # A notebook whose kernel exits with the stack still open: its processes go with it.
+    atexit.register(conn.close)
+    exits.callback(atexit.unregister, conn.close)
+    return conn
