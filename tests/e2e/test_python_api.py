@@ -133,6 +133,31 @@ def test_ask_tell_loop_ends_when_the_study_is_over(ty: tuneyard.Local) -> None:
         study.pause()
 
 
+def test_ask_tell_jobs_pause_and_resume_from_what_they_saved(ty: tuneyard.Local) -> None:
+    spec = definition("ask-tell-asha", max_trials=6)
+    spec["scheduler"] = {
+        "type": "asha",
+        "min_resource": 1,
+        "max_resource": 3,
+        "reduction_factor": 3,
+    }
+    study = ty.create_study(spec)
+    ended, resumed = [], []
+    for job in study.jobs():
+        state = job.load(default={"epochs": 0})
+        assert state["epochs"] == int(job.resource_from)
+        if job.resource_from > 0:
+            resumed.append(job.number)
+        for epoch in job.epochs():
+            state["epochs"] = epoch
+            job.save(state)
+            job.report(epoch, loss=job.number + 1.0 / epoch)
+        ended.append(job.complete())
+    assert "pause" in ended and resumed, ended
+    assert study.info.state == "completed"
+    assert study.best_trial.number in resumed
+
+
 def test_a_worker_started_separately_serves_the_same_study(
     ty: tuneyard.Local, tmp_path: Path
 ) -> None:

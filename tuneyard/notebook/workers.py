@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from tuneyard.client import Client, StudyFinished
+from tuneyard.worker.checkpoints import CheckpointStore
 from tuneyard.worker.trial import Trial
 
 Objective = Callable[[Trial], Any]
@@ -184,10 +185,17 @@ class Job(Trial):
     """One job of an ask/tell loop: the ``trial`` handle an objective gets (``params``,
     ``report``, ``epochs``, ``save``, ``load``), and the calls that end it.
 
-    ``complete`` ends the job as the service asked: a ``pause`` decision is acknowledged (with
-    no checkpoint: the trial restarts from its first step when resumed), after ``stop`` or
+    ``complete`` ends the job as the service asked: a ``pause`` decision is acknowledged with
+    what the job ``save``d (restored by ``load`` when the trial is resumed), after ``stop`` or
     ``complete`` there is nothing left to say, otherwise the trial completes with ``value``
-    (default: its latest report)."""
+    (default: its latest report) and its saved state as its model."""
+
+    store: CheckpointStore | None = None
+
+    def _keep(self) -> str | None:
+        if self.store is None or not any(self.checkpoint_dir.iterdir()):
+            return None
+        return self.store.save(self.study_id, self.trial_id, self.checkpoint_dir, self.attempt)
 
     def complete(self, value: float | None = None, **metrics: float | None) -> str:
         """End the job; returns how it ended (complete, pause or stop)."""
@@ -195,9 +203,9 @@ class Job(Trial):
         if self.stale is not None or self.decision in ("stop", "complete"):
             return self.decision or "stop"
         if self.decision == "pause":
-            client.pause(self.trial_id, attempt=self.attempt)
+            client.pause(self.trial_id, checkpoint=self._keep(), attempt=self.attempt)
             return "pause"
-        client.complete(self.trial_id, value, metrics, attempt=self.attempt)
+        client.complete(self.trial_id, value, metrics, self._keep(), attempt=self.attempt)
         self.decision = "complete"
         return "complete"
 
@@ -208,11 +216,18 @@ class Job(Trial):
         self.decision = "fail"
 
 
-def ask(
-    client: Client, study_id: int, worker: str | None, checkpoints: Path, poll: float
-) -> Iterator[Job]:
+def ask(client: Client, study_id: int, worker: str | None, tmp: Path, poll: float) -> Iterator[Job]:
     """Jobs of the study until it is over (the service answers ``StudyFinished``); while
-    nothing can run (every slot busy, a rung filling) it asks again every ``poll`` seconds."""
+    nothing can run (every slot busy, a rung filling) it asks again every ``poll`` seconds.
+
+    While the caller works on a job a heartbeat keeps its lease, as on any worker, so an
+    evaluation may take longer than the lease between two reports."""
+    from tuneyard.worker.checkpoints import store_from_env
+    from tuneyard.worker.control import JobOptions
+    from tuneyard.worker.guards import Heartbeat
+
+    store = store_from_env(client, tmp)
+    every = JobOptions().heartbeat_every
     while True:
         try:
             job = client.next(study_id, worker=worker)
@@ -221,19 +236,25 @@ def ask(
         if job is None:
             time.sleep(poll)
             continue
-        ckpt = checkpoints / f"trial-{job.trial_id}-{job.attempt}"
+        ckpt = tmp / f"trial-{job.trial_id}-{job.attempt}"
+        handle = Job(
+            client,
+            study_id,
+            job.trial_id,
+            job.number,
+            job.params,
+            job.resource_from,
+            job.resource_to,
+            ckpt,
+            attempt=job.attempt,
+            replicate=job.replicate,
+        )
+        handle.store = store
+        if job.kind == "resume" and job.checkpoint:
+            store.restore(job.checkpoint, ckpt)
+        beat = min(every, job.lease_seconds / 3) if job.lease_seconds else every
         try:
-            yield Job(
-                client,
-                study_id,
-                job.trial_id,
-                job.number,
-                job.params,
-                job.resource_from,
-                job.resource_to,
-                ckpt,
-                attempt=job.attempt,
-                replicate=job.replicate,
-            )
+            with Heartbeat(client, handle, beat):
+                yield handle
         finally:
             shutil.rmtree(ckpt, ignore_errors=True)
