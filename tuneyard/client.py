@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from tuneyard import errors
+from tuneyard.errors import ApiError, Unreachable
 from tuneyard.protocol import (
     Assignment,
     CallerOut,
@@ -57,32 +59,19 @@ RETRY_STATUS = frozenset({429, 502, 503, 504})
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(Exception):
-    """An error answer of the API: the fields of its problem+json body."""
-
-    def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
-    ) -> None:
-        super().__init__(f"{status} {title}: {detail}")
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.errors: list[dict[str, Any]] = errors or []
-
-
-class NotFound(ApiError):
+class NotFound(ApiError, errors.NotFound):
     """404: no such study or trial."""
 
 
-class Conflict(ApiError):
+class Conflict(ApiError, errors.Conflict):
     """409: the request conflicts with the current state (e.g. a transition not allowed)."""
 
 
-class StudyFinished(Conflict):
+class StudyFinished(Conflict, errors.StudyFinished):
     """409 from ``next``: the study is finished or stopped, there is no more work."""
 
 
-class StaleAttempt(Conflict):
+class StaleAttempt(Conflict, errors.StaleAttempt):
     """409: the call's attempt is no longer the trial's live one (its lease ran out and the
     trial was queued again or runs elsewhere). Nothing was changed: stop the job."""
 
@@ -90,12 +79,16 @@ class StaleAttempt(Conflict):
 STALE_ATTEMPT = "urn:tuneyard:problem:stale-attempt"
 
 
-class InvalidRequest(ApiError):
+class InvalidRequest(ApiError, errors.InvalidRequest):
     """400 or 422: invalid input; ``errors`` names the fields."""
 
 
-class Unreachable(ApiError):
-    """No answer from the server after every retry (status 0)."""
+class Unauthorized(ApiError, errors.Unauthorized):
+    """401: no token, or one the server does not know (revoked, mistyped)."""
+
+
+class Forbidden(ApiError, errors.Forbidden):
+    """403: the token's scope does not cover the request."""
 
 
 def _error(resp: httpx.Response) -> ApiError:
@@ -119,6 +112,10 @@ def _error(resp: httpx.Response) -> ApiError:
         cls = StaleAttempt if body.get("type") == STALE_ATTEMPT else Conflict
     elif resp.status_code in (400, 422):
         cls = InvalidRequest
+    elif resp.status_code == 401:
+        cls = Unauthorized
+    elif resp.status_code == 403:
+        cls = Forbidden
     return cls(resp.status_code, title, detail, errors if isinstance(errors, list) else None)
 
 

@@ -1,4 +1,8 @@
-"""One error hierarchy; the API maps it to problem+json responses in one place."""
+"""One error hierarchy; the API maps it to problem+json responses in one place.
+
+The client's errors (:class:`ApiError` and its kinds in :mod:`tuneyard.client`) belong to it
+too: an answer of the API raises the client class that is also the server's, so
+``except tuneyard.errors.NotFound`` catches a 404 whichever side of the wire it came from."""
 
 from __future__ import annotations
 
@@ -85,3 +89,23 @@ class TooManyRequests(TuneyardError):
 
     status = 429
     title = "Too many requests"
+
+
+class ApiError(TuneyardError):
+    """An error answer of the API, as the client sees it: the fields of its problem+json body
+    (``errors`` names the invalid fields). Its kinds live in :mod:`tuneyard.client`."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        # Not TuneyardError.__init__: the message leads with the status the server answered.
+        Exception.__init__(self, f"{status} {title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = {}
+        self.errors: list[dict[str, Any]] = errors or []
+
+
+class Unreachable(ApiError, Unavailable):
+    """No answer from the server after every retry (status 0)."""
