@@ -33,6 +33,7 @@ from tuneyard.protocol import (
     CallerOut,
     CheckpointOut,
     CodeOut,
+    ImportOut,
     LineageOut,
     LogChunkOut,
     NewTokenOut,
@@ -345,6 +346,15 @@ class Client:
     def get_trial(self, trial_id: int) -> TrialOut:
         """A trial with its reports, decisions and attempts."""
         return self._call("GET", f"{API}/trials/{trial_id}", TrialOut)
+
+    def import_trials(self, study_id: int, trials: list[dict[str, Any]]) -> ImportOut:
+        """Store trials that ran elsewhere as the study's next trials."""
+        return self._call(
+            "POST",
+            f"{API}/studies/{study_id}/trials/import",
+            ImportOut,
+            json_body={"trials": trials},
+        )
 
     def get_lineage(self, trial_id: int) -> LineageOut:
         """A pbt or pb2 member's steps at every boundary and its replayable schedule."""

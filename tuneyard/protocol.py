@@ -674,3 +674,27 @@ class PopulationOut(BaseModel):
     steps: int
     exploits: list[ExploitMark]
     best: LineageOut | None
+
+
+# -- importing trials run elsewhere --------------------------------------------------------
+MAX_IMPORT = 1_000
+
+
+class ImportedTrialIn(_In):
+    """A trial run elsewhere (an Optuna study's): its parameters, how it ended, its final value
+    and its intermediate values as [step, value] pairs."""
+
+    params: dict[str, Any]
+    state: Literal["completed", "pruned"]
+    value: float | None = None
+    intermediate: list[tuple[float, float]] = Field(default_factory=list, max_length=100_000)
+    source: str = Field(default="", max_length=200)
+
+
+class ImportIn(_In):
+    trials: list[ImportedTrialIn] = Field(min_length=1, max_length=MAX_IMPORT)
+
+
+class ImportOut(BaseModel):
+    imported: int
+    numbers: list[int]

@@ -16,6 +16,7 @@ from tuneyard.api import dashboard_routes, errors, openapi
 from tuneyard.api.auth import AuthGate, TokenCache
 from tuneyard.api.code_routes import router as code_router
 from tuneyard.api.guards import LoopbackOnly, NoSniff
+from tuneyard.api.import_routes import router as import_router
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
 from tuneyard.api.metrics import LatencyMiddleware
 from tuneyard.api.metrics import router as metrics_router
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(code_router)
     app.include_router(model_router)
     app.include_router(population_router)
+    app.include_router(import_router)
     app.include_router(metrics_router)
     app.include_router(token_router)
     app.include_router(notes_router)

@@ -23,6 +23,7 @@ from tuneyard.cli import population
 from tuneyard.cli import models
 from tuneyard.cli import report
 from tuneyard.cli import init
+from tuneyard.cli import importer
 
 # isort: on
 from tuneyard.cli.common import api_url, app, console, err, is_loopback
@@ -34,6 +35,7 @@ __all__ = [
     "console",
     "err",
     "field_errors",
+    "importer",
     "init",
     "is_loopback",
     "load_spec_file",
