@@ -28,7 +28,7 @@ CHUNK = 500
 
 
 class NotImportable(ValueError):
-    pass
+    """What in the Optuna study has no tuneyard counterpart, said to the user (exit 2)."""
 
 
 def _param(name: str, dists: Sequence[Any]) -> dict[str, Any]:
