@@ -9,9 +9,10 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# PyTorch (CPU) for the tests of examples/torch_cnn.py; an extra, not a requirement.
+	# PyTorch (CPU) for the tests of examples/torch_cnn.py and the integrations; an extra, not a
+	# requirement. First, so that lightning (in the dev extra) finds it installed.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

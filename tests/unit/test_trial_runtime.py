@@ -46,6 +46,33 @@ def test_reporting_after_a_terminal_decision_raises(tmp_path: Path, decision: st
     assert len(svc.args("report")) == 2
 
 
+def test_save_with_renames_what_a_framework_saver_wrote(tmp_path: Path) -> None:
+    trial = Trial(FakeService(), 1, 5, 4, {}, 0, 1, tmp_path / "ckpt")
+    seen: list[Path] = []
+
+    def write_file(path: Path) -> None:
+        seen.append(path)
+        path.write_text("model")
+
+    assert trial.save_with(write_file, "model.keras") == trial.checkpoint_dir / "model.keras"
+    assert seen[0].suffix == ".keras" and not seen[0].exists()  # the saver's format survives
+    assert (trial.checkpoint_dir / "model.keras").read_text() == "model"
+
+    def write_dir(version: str) -> Any:
+        def write(path: Path) -> None:
+            path.mkdir()
+            (path / version).write_text(version)
+
+        return write
+
+    trial.save_with(write_dir("one"), "hf")
+    trial.save_with(write_dir("two"), "hf")  # a folder replaces the folder it follows
+    assert sorted(p.name for p in (trial.checkpoint_dir / "hf").iterdir()) == ["two"]
+    assert sorted(p.name for p in trial.checkpoint_dir.iterdir()) == ["hf", "model.keras"]
+    with pytest.raises(FileNotFoundError, match="wrote nothing"):
+        trial.save_with(lambda path: None, "lost.bin")
+
+
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     trial = Trial(FakeService(), 1, 5, 4, {}, 0, 1, tmp_path / "ckpt")
     assert trial.load() is None and trial.load("x.pkl", default=7) == 7

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -255,6 +256,32 @@ class Trial:
         self._saved_at = self._epoch
         return path
 
+    def save_with(self, write: Callable[[Path], object], name: str) -> Path:
+        """Save a checkpoint with a framework's own saver: ``write(path)`` writes it (a
+        Lightning ``trainer.save_checkpoint``, a Keras ``model.save``, a booster's
+        ``save_model``), to a temporary path that keeps ``name``'s suffix, which some savers
+        read their format from; it is renamed into place once written, so never half
+        written, and counts as a save for ``checkpoint_every``. ``name`` may be a folder
+        (a Transformers checkpoint): the one it replaces is removed after the rename."""
+        path = self.checkpoint_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        _remove(tmp)
+        write(tmp)
+        if not tmp.exists():
+            raise FileNotFoundError(f"the saver wrote nothing at {tmp} (checkpoint {name!r})")
+        if tmp.is_dir() and path.exists():
+            old = path.with_name(f".{path.stem}.old{path.suffix}")
+            _remove(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+        self._saves += 1
+        self._saved_at = self._epoch
+        return path
+
     def load(self, name: str = "state.pkl", default: Any = None) -> Any:
         """What :meth:`save` stored (restored before a resume); ``default`` when nothing is.
 
@@ -272,6 +299,13 @@ class Trial:
             return torch.load(path, map_location=where, weights_only=False)
         with open(path, "rb") as f:
             return pickle.load(f)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _is_torch(obj: Any, depth: int = 3) -> bool:
