@@ -158,10 +158,59 @@ def test_ask_tell_jobs_pause_and_resume_from_what_they_saved(ty: tuneyard.Local)
     assert study.best_trial.number in resumed
 
 
-def test_a_worker_started_separately_serves_the_same_study(
+def serve_with_a_worker_process(ty: tuneyard.Local, study: tuneyard.Study, tmp: Path) -> None:
+    """`tuneyard worker` started on its own with a worker token, as on another machine, until
+    the study is over."""
+    token = ty.client.create_token("separate worker", "worker", queues=["nb"]).token
+    env = {
+        **os.environ,
+        "TUNEYARD_TOKEN": token,
+        "TUNEYARD_REDIS_URL": ty.stack.redis_url,
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-m", "tuneyard.cli", "worker", "--api", ty.url, "--queue", "nb"]
+    cmd += ["--slots", "1", "--allow", "tests.e2e.*", "--data-dir", str(tmp)]
+    with open(tmp / "worker.log", "wb") as log:
+        worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            out = study.wait(timeout=120, poll=0.5)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert out.state == "completed", (tmp / "worker.log").read_text()[-3000:]
+
+
+def test_optimize_part_then_a_worker_started_separately_serves_the_same_study(
     ty: tuneyard.Local, tmp_path: Path
 ) -> None:
-    spec = definition("served", max_trials=6)
+    spec = definition("served", max_trials=8)
+    spec["execution"] = {"entrypoint": "tests.e2e.test_python_api:quadratic", "queue": "nb"}
+    study = ty.create_study(spec)
+    # The notebook runs four trials on two local worker processes and reads the results...
+    study.optimize(quadratic, n_workers=2, n_trials=4)
+    assert study.state == "running"
+    trials = list(study.trials())
+    assert len(trials) == 4 and all(t.state == "completed" for t in trials), trials
+    assert len({ty.client.get_trial(t.id).worker for t in trials}) == 2
+    best = min(trials, key=lambda t: t.value if t.value is not None else float("inf"))
+    assert study.best_params == best.params
+    df = study.trials_dataframe()
+    assert list(df["number"]) == sorted(t.number for t in trials)
+    assert df["value"].min() == pytest.approx(best.value)
+
+    # ...then leaves the rest to a worker process started on its own, as on another machine.
+    serve_with_a_worker_process(ty, study, tmp_path)
+    later = [t for t in study.trials() if t.id not in {t.id for t in trials}]
+    assert len(later) == 4 and all(t.state == "completed" for t in later)
+    served = {ty.client.get_trial(t.id).worker for t in later}
+    assert served and not served & {ty.client.get_trial(t.id).worker for t in trials}, served
+    assert len(study.trials_dataframe()) == 8
+
+
+def test_an_ask_tell_loop_hands_over_to_a_worker_process(
+    ty: tuneyard.Local, tmp_path: Path
+) -> None:
+    spec = definition("handed-over", max_trials=6)
     spec["execution"] = {"entrypoint": "tests.e2e.test_python_api:quadratic", "queue": "nb"}
     study = ty.create_study(spec)
     # The notebook evaluates two trials itself, then leaves the rest to a worker process.
@@ -171,23 +220,7 @@ def test_a_worker_started_separately_serves_the_same_study(
         if done == 2:
             break
     assert study.state == "running"
-    token = ty.client.create_token("separate worker", "worker", queues=["nb"]).token
-    env = {
-        **os.environ,
-        "TUNEYARD_TOKEN": token,
-        "TUNEYARD_REDIS_URL": ty.stack.redis_url,
-        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
-    }
-    cmd = [sys.executable, "-m", "tuneyard.cli", "worker", "--api", ty.url, "--queue", "nb"]
-    cmd += ["--slots", "1", "--allow", "tests.e2e.*", "--data-dir", str(tmp_path)]
-    with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            out = study.wait(timeout=120, poll=0.5)
-        finally:
-            worker.terminate()
-            worker.wait(30)
-    assert out.state == "completed", (tmp_path / "worker.log").read_text()[-3000:]
+    serve_with_a_worker_process(ty, study, tmp_path)
     trials = list(study.trials())
     assert len(trials) == 6
     served = [ty.client.get_trial(t.id).worker for t in trials]

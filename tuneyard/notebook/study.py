@@ -30,6 +30,7 @@ from tuneyard.notebook.workers import (
 )
 from tuneyard.protocol import ParetoOut, StudyOut, TrialSummary
 from tuneyard.states import FINAL_STUDY_STATES
+from tuneyard.worker.local import TrialBudget
 
 if TYPE_CHECKING:
     import pandas
@@ -139,26 +140,35 @@ class Study:
             time.sleep(poll)
 
     # -- running trials --------------------------------------------------------------------
-    def optimize(self, fn: Objective, n_workers: int = 4, timeout: float | None = None) -> Study:
-        """Run ``fn(trial)`` on ``n_workers`` local workers until the study is over, or for at
-        most ``timeout`` seconds. ``trial`` is the handle every tuneyard worker gives an
-        objective (``params``, ``report``, ``epochs``, ``save``, ``load``).
+    def optimize(
+        self,
+        fn: Objective,
+        n_workers: int = 4,
+        timeout: float | None = None,
+        n_trials: int | None = None,
+    ) -> Study:
+        """Run ``fn(trial)`` on ``n_workers`` local workers until the study is over, for at
+        most ``timeout`` seconds, or until these workers have started ``n_trials`` new
+        trials (each worker then returns once its current job ends; trials paused at a rung
+        wait for the next call, or for other workers). ``trial`` is the handle every tuneyard
+        worker gives an objective (``params``, ``report``, ``epochs``, ``save``, ``load``).
 
         An importable ``fn`` runs in worker processes; one defined in the notebook runs in
         threads. Other workers (``tuneyard worker`` elsewhere) may serve the same study
         meanwhile: they all ask the service for the next trial."""
         if n_workers < 1:
             raise ValueError(f"n_workers must be at least 1, got {n_workers}")
+        budget = None if n_trials is None else TrialBudget(n_trials)
         conn = self.connection
         deadline = None if timeout is None else time.monotonic() + timeout
         data_dir = conn.data_dir / f"study-{self.id}"
         data_dir.mkdir(parents=True, exist_ok=True)
         entrypoint = entrypoint_of(fn)
         if entrypoint is None:
-            run_in_threads(conn.client, self.id, fn, n_workers, data_dir, deadline)
+            run_in_threads(conn.client, self.id, fn, n_workers, data_dir, deadline, budget)
             return self
         codes = run_in_processes(
-            conn.client, self.id, entrypoint, n_workers, data_dir, conn.token, deadline
+            conn.client, self.id, entrypoint, n_workers, data_dir, conn.token, deadline, budget
         )
         crashed = [f"worker {i} (exit code {c})" for i, c in enumerate(codes) if c]
         if crashed and deadline is None:

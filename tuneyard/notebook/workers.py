@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from tuneyard.client import Client, StudyFinished
 from tuneyard.worker.checkpoints import CheckpointStore
+from tuneyard.worker.local import TrialBudget
 from tuneyard.worker.trial import Trial
 
 Objective = Callable[[Trial], Any]
@@ -49,6 +50,7 @@ def run_in_processes(
     data_dir: Path,
     token: str | None,
     deadline: float | None,
+    budget: TrialBudget | None = None,
 ) -> list[int | None]:
     """``n_workers`` spawned worker processes until the study is over or ``deadline`` (on
     ``time.monotonic``) passes; then they are terminated, and the trials they were running
@@ -60,7 +62,17 @@ def run_in_processes(
     procs = [
         ctx.Process(
             target=_process_main,
-            args=(client.base_url, study_id, entrypoint, str(data_dir), i, paths, threads, token),
+            args=(
+                client.base_url,
+                study_id,
+                entrypoint,
+                str(data_dir),
+                i,
+                paths,
+                threads,
+                token,
+                budget,
+            ),
             name=f"tuneyard-notebook-worker-{i}",
             daemon=True,
         )
@@ -88,6 +100,7 @@ def _process_main(
     paths: list[str],
     threads: int,
     token: str | None,
+    budget: TrialBudget | None,
 ) -> None:
     """One worker process: the objective imported, then the worker loop until the study is
     over. BLAS/OpenMP threads are capped so that n processes do not oversubscribe the cores."""
@@ -105,7 +118,7 @@ def _process_main(
     logging.basicConfig(level=logging.WARNING)
     objective = load_objective(entrypoint)
     with Client(api_url, token=token, retries=10) as client:
-        _loop(client, study_id, objective, Path(data_dir), f"local-{index}", None)
+        _loop(client, study_id, objective, Path(data_dir), f"local-{index}", None, budget)
 
 
 def _loop(
@@ -115,6 +128,7 @@ def _loop(
     data_dir: Path,
     name: str,
     stop: threading.Event | None,
+    budget: TrialBudget | None = None,
 ) -> int:
     """The worker loop as ``tuneyard worker`` runs it: the study's timeout and checkpoint
     interval, checkpoints uploaded to the API server (or where TUNEYARD_CHECKPOINT_STORE
@@ -132,7 +146,7 @@ def _loop(
     store = store_from_env(client, data_dir)
     worker = f"{socket.gethostname()}/{name}"
     try:
-        return work_loop(client, study_id, fn, store, workdir, worker, 0.2, stop, opts)
+        return work_loop(client, study_id, fn, store, workdir, worker, 0.2, stop, opts, budget)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -144,6 +158,7 @@ def run_in_threads(
     n_workers: int,
     data_dir: Path,
     deadline: float | None,
+    budget: TrialBudget | None = None,
 ) -> int:
     """``n_workers`` threads of this process, each a worker loop, until the study is over or
     ``deadline`` passes (then each finishes the job it is running). Returns the jobs run.
@@ -156,7 +171,7 @@ def run_in_threads(
 
     def loop(i: int) -> None:
         try:
-            ran[i] = _loop(client, study_id, fn, data_dir, f"notebook-{i}", stop)
+            ran[i] = _loop(client, study_id, fn, data_dir, f"notebook-{i}", stop, budget)
         except BaseException as exc:  # raised by optimize, which stops the other threads
             errors.append(exc)
             stop.set()

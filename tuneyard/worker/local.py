@@ -21,6 +21,45 @@ from tuneyard.worker.objective import Objective, load_objective
 log = logging.getLogger("tuneyard.worker")
 
 
+class TrialBudget:
+    """At most ``n`` new trials started by the workers that share it: threads, or processes
+    it was handed to when they were spawned. A worker reserves a place before it asks for
+    work and settles it with what it got: a new trial keeps the place, a resumed one (or
+    nothing) gives it back. While places are reserved, a worker that finds none free waits
+    for them to settle, so the count is exact however many workers ask at once."""
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"n_trials must be at least 1, got {n}")
+        ctx = multiprocessing.get_context("spawn")
+        self.n = n
+        self._lock = ctx.Lock()
+        self._started = ctx.RawValue("i", 0)
+        self._reserved = ctx.RawValue("i", 0)
+
+    @property
+    def started(self) -> int:
+        return int(self._started.value)
+
+    def reserve(self, stop: threading.Event) -> bool:
+        """True with a place reserved; False once ``n`` trials started (or ``stop`` is set)."""
+        while not stop.is_set():
+            with self._lock:
+                if self._started.value >= self.n:
+                    return False
+                if self._started.value + self._reserved.value < self.n:
+                    self._reserved.value += 1
+                    return True
+            stop.wait(0.05)
+        return False
+
+    def settle(self, started: bool) -> None:
+        with self._lock:
+            self._reserved.value -= 1
+            if started:
+                self._started.value += 1
+
+
 def work_loop(
     client: WorkerClient,
     study_id: int,
@@ -31,18 +70,28 @@ def work_loop(
     idle_sleep: float = 0.2,
     stop_event: threading.Event | None = None,
     opts: JobOptions | None = None,
+    budget: TrialBudget | None = None,
 ) -> int:
-    """Ask for work until the study is over (or ``stop_event`` is set); returns how many
-    jobs this worker ran. While nothing can run (ASHA waiting for a rung to fill) it polls
-    with a backoff from ``idle_sleep`` up to 2 s."""
+    """Ask for work until the study is over (or ``stop_event`` is set, or ``budget`` has no
+    new trial left); returns how many jobs this worker ran. While nothing can run (ASHA
+    waiting for a rung to fill) it polls with a backoff from ``idle_sleep`` up to 2 s."""
     stop = stop_event or threading.Event()
     jobs = 0
     idle = idle_sleep
     while not stop.is_set():
+        if budget is not None and not budget.reserve(stop):
+            return jobs
         try:
             job = client.next(study_id, worker=worker_name)
-        except StudyFinished:
-            return jobs
+        except BaseException as exc:
+            if budget is not None:
+                budget.settle(started=False)
+            if isinstance(exc, StudyFinished):
+                return jobs
+            raise
+        if budget is not None:
+            # A trial's first job starts it; a resumed or retried one was counted before.
+            budget.settle(started=job is not None and job.resource_from == 0 and job.attempt == 1)
         if job is None:
             stop.wait(idle)
             idle = min(idle * 1.5, max(2.0, idle_sleep))
