@@ -1,4 +1,5 @@
-"""``tuneyard import optuna``: an Optuna study (a real one, in its SQLite storage) becomes a
+"""``tuneyard import optuna``: an Optuna study (a real one, in its SQLite or PostgreSQL
+storage) becomes a
 tuneyard study whose history holds its completed and pruned trials, with their parameters,
 intermediate and final values, and whose sampler starts from them; what cannot be imported
 is refused, naming the parameter or the field."""
@@ -6,6 +7,7 @@ is refused, naming the parameter or the field."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,11 @@ from typing import Any
 import optuna
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from tests.conftest import PG_URL, _unreachable, postgres_problem
 from tests.helpers import API, serve
 from tuneyard import cli
 from tuneyard.api.app import create_app
@@ -26,17 +29,45 @@ from tuneyard.store.models import Observation
 ENV = {"COLUMNS": "300", "NO_COLOR": "1"}
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def optuna_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where Optuna keeps the study to import: a SQLite file, or a PostgreSQL database of its
+    own (Optuna's tables would meet tuneyard's of the same names in a shared one)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'optuna.db'}"
+        return
+    problem = postgres_problem()
+    if problem:
+        _unreachable("PostgreSQL", problem)
+    name = f"optuna_import_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
 @pytest.fixture
 def http(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
 
 
-def optuna_study(path: Path, name: str = "mlp", conditional: bool = False) -> str:
-    """A finished Optuna study: 24 trials of a curve over lr, layers and an optimizer, the
-    worse ones pruned by Optuna's median pruner. Its storage URL."""
+def optuna_study(url: str, name: str = "mlp", conditional: bool = False) -> str:
+    """A finished Optuna study in the storage at ``url``: 24 trials of a curve over lr,
+    layers and an optimizer, the worse ones pruned by Optuna's median pruner. Its URL."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{path}"
     study = optuna.create_study(
         study_name=name,
         storage=url,
@@ -64,9 +95,9 @@ def optuna_study(path: Path, name: str = "mlp", conditional: bool = False) -> st
 
 
 def test_an_optuna_study_becomes_the_history_of_a_new_study(
-    http: TestClient, settings: Settings, tmp_path: Path
+    http: TestClient, settings: Settings, optuna_storage: str
 ) -> None:
-    url = optuna_study(tmp_path / "optuna.db")
+    url = optuna_study(optuna_storage)
     source = optuna.load_study(study_name="mlp", storage=url)
     finished = [t for t in source.trials if t.state.name in ("COMPLETE", "PRUNED")]
     pruned = [t for t in finished if t.state.name == "PRUNED"]
@@ -126,7 +157,7 @@ def test_an_optuna_study_becomes_the_history_of_a_new_study(
 def test_what_cannot_be_imported_is_refused_naming_it(
     http: TestClient, settings: Settings, tmp_path: Path
 ) -> None:
-    url = optuna_study(tmp_path / "cond.db", name="cond", conditional=True)
+    url = optuna_study(f"sqlite:///{tmp_path / 'cond.db'}", name="cond", conditional=True)
     with serve(create_app(settings)) as api:
         r = CliRunner().invoke(
             cli.app,
