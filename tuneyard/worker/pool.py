@@ -180,6 +180,17 @@ def _slot_main(
             CONTROL.stop("the worker is stopping")
             super().request_stop(signum, frame)
 
+        def subscribe(self) -> None:
+            """RQ's command listener, polling every second rather than RQ's 60 s. RQ's
+            teardown stops the listener thread, and redis-py 8 waits for that thread to
+            finish its current poll: with 60 s, a slot asked to stop would hand its trial
+            back at once and then take up to a minute to exit."""
+            self.pubsub = self.connection.pubsub()
+            self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+            self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+                sleep_time=1.0, daemon=True, exception_handler=self._pubsub_exception_handler
+            )  # (RQ declares the attribute as None)
+
     os.environ.update(env)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
