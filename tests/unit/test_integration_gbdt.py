@@ -281,3 +281,19 @@ def test_the_example_pauses_and_resumes_on_another_worker(example: str, tmp_path
     assert run_assignment(second, 1, b, objective, store, tmp_path / "b") == "complete"  # type: ignore[arg-type]
     assert steps(first) == [1, 2, 3] and steps(second) == [4, 5, 6, 7, 8, 9]
     assert second.models and second.models[0] is not None
+
+
+@pytest.mark.parametrize("example", ["xgboost", "lightgbm"])
+def test_the_example_study_names_the_example_s_objective_and_metric(example: str) -> None:
+    import importlib
+
+    import yaml
+
+    from tuneyard.spec import StudySpec
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    spec = StudySpec.model_validate(yaml.safe_load((root / f"{example}_study.yaml").read_text()))
+    assert spec.execution is not None
+    assert spec.execution.entrypoint == f"examples.{example}_digits:objective"
+    assert spec.metric == importlib.import_module(f"examples.{example}_digits").METRIC
+    assert spec.scheduler.type == "asha"

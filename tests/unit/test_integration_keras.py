@@ -169,3 +169,16 @@ def test_the_example_pauses_and_resumes_on_another_worker(tmp_path: Path) -> Non
     assert run_assignment(second, 1, b, objective, store, tmp_path / "b") == "complete"  # type: ignore[arg-type]
     assert steps(first) == [1] and steps(second) == [2, 3]
     assert second.models and second.models[0] is not None
+
+
+def test_the_example_study_names_the_example_s_objective_and_metric() -> None:
+    import yaml
+
+    from examples import keras_digits
+    from tuneyard.spec import StudySpec
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "keras_study.yaml"
+    spec = StudySpec.model_validate(yaml.safe_load(path.read_text()))
+    assert spec.execution is not None
+    assert spec.execution.entrypoint == "examples.keras_digits:objective"
+    assert spec.metric == keras_digits.METRIC
