@@ -49,9 +49,9 @@ class TuneyardCallback(keras.callbacks.Callback):
     other numbers Keras logged (``loss``, ``accuracy``…) go beside it.
 
     Fit with ``initial_epoch=int(trial.resource_from)`` (:func:`fit` does): a resumed job
-    that starts counting from 0 again would report the paused epochs a second time, so the
-    first epoch is checked and a wrong one raises before it trains. ``last_value`` is the
-    last value reported."""
+    that starts counting from 0 again would report the paused epochs a second time, so each
+    epoch is checked to follow the last one reported, and a wrong one raises before it
+    trains. ``last_value`` is the last value reported."""
 
     def __init__(
         self,
@@ -68,17 +68,18 @@ class TuneyardCallback(keras.callbacks.Callback):
         self.metric = metric
         self.checkpoint = checkpoint
         self.last_value: float | None = None
-        self._start, _ = whole_units(trial, _WHERE)
+        self._done, _ = whole_units(trial, _WHERE)  # epochs trained so far
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch < self._start:
+        if epoch != self._done:
             raise ValueError(
-                f"Keras is starting epoch {epoch + 1}, but the trial resumes after epoch "
-                f"{self._start}: fit with initial_epoch=int(trial.resource_from)"
+                f"Keras is starting epoch {epoch + 1}, but the trial goes on after epoch "
+                f"{self._done}: fit with initial_epoch={self._done} (int(trial.resource_from) "
+                "for a new fit)"
             )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        step = epoch + 1
+        step = self._done = epoch + 1
         decision, self.last_value = report_logged(
             self.trial, step, logs or {}, self.monitor, self.metric, f"{_WHERE} (epoch {step})"
         )
