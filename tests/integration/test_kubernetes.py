@@ -269,7 +269,17 @@ SCALED_OBJECT = {
     },
 }
 # The parameters KEDA's redis scaler takes from a TriggerAuthentication.
-REDIS_AUTH_PARAMETERS = {"address", "host", "port", "username", "password", "tls", "ca", "cert"}
+REDIS_AUTH_PARAMETERS = {
+    "address",
+    "host",
+    "port",
+    "username",
+    "password",
+    "tls",
+    "ca",
+    "cert",
+    "key",
+}
 TRIGGER_AUTHENTICATION = {
     "type": "object",
     "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -611,6 +621,46 @@ def test_keda_scales_the_workers_on_the_queue_they_serve(names: tuple[str, ...])
         refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
         assert {"address", "password"} <= set(refs)
         assert {ref["name"] for ref in refs.values()} == {"tuneyard-redis"}
+
+
+def _count_while_running(queue: str) -> dict[str, Any]:
+    """An RQ job that reports what KEDA's redis trigger would count while it runs."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    redis = job.connection
+    started = StartedJobRegistry(queue, connection=redis).key
+    waiting = Queue(queue, connection=redis).key
+    return {
+        "started_type": redis.type(started),
+        "started": redis.zcard(started),
+        "waiting": redis.llen(waiting),
+    }
+
+
+@pytest.mark.redis
+def test_the_keys_keda_counts_are_the_ones_rq_fills(redis_url: str) -> None:
+    """KEDA's redis trigger counts a list by LLEN and a sorted set by ZCARD: a slot job waits
+    in the first and, once a worker took it, is in the second (and no longer in the first)."""
+    from rq import SimpleWorker
+
+    class Worker(SimpleWorker):
+        """Without RQ's command listener (stop and kill over pub/sub): nothing here sends a
+        command, and its thread takes up to a minute to stop."""
+
+        def subscribe(self) -> None:
+            pass
+
+    queue_name = worker_params(render("overlays/example"))["queue"]
+    redis = Redis.from_url(redis_url)
+    queue = Queue(queue_name, connection=redis)
+    job = queue.enqueue(_count_while_running, queue_name)
+    assert redis.type(queue.key) == b"list" and redis.llen(queue.key) == 1
+    Worker([queue], connection=redis).work(burst=True)
+    job.refresh()
+    assert job.return_value() == {"started_type": b"zset", "started": 1, "waiting": 0}
+    assert redis.zcard(StartedJobRegistry(queue_name, connection=redis).key) == 0
 
 
 def test_workers_reach_only_the_api_redis_and_dns() -> None:
