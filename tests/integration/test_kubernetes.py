@@ -576,7 +576,10 @@ def test_the_images_agree(app: str, migrate: str) -> None:
     assert image["api"] == image["dispatcher"] == image["migrate"], image
 
     def split(ref: str) -> tuple[str, str]:
-        name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+        """(repository, tag) of an image reference; a registry's port is not a tag."""
+        if ":" not in ref.rsplit("/", 1)[-1]:
+            return ref, ""
+        name, _, tag = ref.rpartition(":")
         return name, tag
 
     server, tag = split(image["api"])
