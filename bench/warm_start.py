@@ -53,16 +53,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-# One BLAS thread per process: the benchmark runs one process per core.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.multi_objective.problems import DIGITS_EPOCHS, DIGITS_SIZE, digits_table, grid_key  # noqa: E402
-from tuneyard.scheduler.space import SearchSpace  # noqa: E402
-from tuneyard.spec import StudySpec  # noqa: E402
+from bench.multi_objective.problems import DIGITS_EPOCHS, DIGITS_SIZE, digits_table, grid_key
+from tuneyard.scheduler.space import SearchSpace
+from tuneyard.spec import StudySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 API = "/api/v1"
@@ -437,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         data = json.loads(path.read_text())
     else:
+        # One BLAS thread per process (the pool's processes inherit it): one process per core.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
         started = time.perf_counter()
         tasks = [(n, seed, args.trials) for n in args.names for seed in range(args.seeds)]
         with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
