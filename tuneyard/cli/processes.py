@@ -331,7 +331,8 @@ def worker(
         if token_file is not None:
             if token:
                 raise StartupError(
-                    startup.TOKEN_FILE, "give the token once: --token-file, or --token / TUNEYARD_TOKEN, not both"
+                    startup.TOKEN_FILE,
+                    "give the token once: --token-file, or --token / TUNEYARD_TOKEN, not both",
                 )
             token = startup.read_token_file(token_file)
         if token:

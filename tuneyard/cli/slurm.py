@@ -120,8 +120,7 @@ def submit(
     script: Annotated[
         Path | None,
         typer.Option(
-            help="Where to write the batch script (default: tuneyard-workers-<time>.sbatch "
-            "here)."
+            help="Where to write the batch script (default: tuneyard-workers-<time>.sbatch here)."
         ),
     ] = None,
     dry_run: Annotated[
