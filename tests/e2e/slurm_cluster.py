@@ -100,6 +100,7 @@ class SlurmCluster:
         d = self.dir
         (d / "state").mkdir()
         (d / "spool").mkdir()
+        (d / "plugstack.conf").write_text("")  # no SPANK plugins: not the machine's
         cpus = os.cpu_count() or 1
         self.conf.write_text(
             "\n".join(
@@ -117,6 +118,7 @@ class SlurmCluster:
                     f"SlurmdSpoolDir={d / 'spool'}",
                     f"SlurmctldPidFile={d / 'slurmctld.pid'}",
                     f"SlurmdPidFile={d / 'slurmd.pid'}",
+                    f"PlugStackConfig={d / 'plugstack.conf'}",
                     "ProctrackType=proctrack/linuxproc",
                     "TaskPlugin=task/none",
                     "SelectType=select/cons_tres",

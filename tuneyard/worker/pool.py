@@ -220,7 +220,15 @@ def _slot_main(
         """On SIGTERM/SIGINT, the running trial pauses at its next report and is handed
         back with its checkpoint (RQ's warm shutdown then waits for that job to end)."""
 
+        stop_signalled = False
+
         def request_stop(self, signum: Any, frame: Any) -> None:
+            # Once only. A Slurm job's processes all get scancel's SIGTERM, and the pool
+            # forwards its own copy a moment later: a second handler that ran inside the
+            # first one (Python runs them nested) would wait on a lock the first one holds.
+            if self.stop_signalled:
+                return
+            self.stop_signalled = True
             CONTROL.stop("the worker is stopping")
             super().request_stop(signum, frame)
 
