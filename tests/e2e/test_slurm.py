@@ -125,7 +125,7 @@ def test_a_slurm_array_runs_a_study_and_a_cancelled_task_hands_its_trial_to_the_
         "space": {"x": {"type": "float", "low": 0, "high": 1}},
         "sampler": {"type": "random", "seed": 5},
         # Long jobs without rungs, so the cancel lands mid-job rather than at a pause.
-        "scheduler": {"type": "fifo", "max_resource": 12},
+        "scheduler": {"type": "fifo", "max_resource": 16},
         "limits": {"max_trials": 4, "max_concurrent": 2},
         "execution": {
             "entrypoint": "tests.e2e.objectives:slow_curve",
@@ -156,7 +156,7 @@ def test_a_slurm_array_runs_a_study_and_a_cancelled_task_hands_its_trial_to_the_
     assert second["worker"] == other, second
     # From the hand-back's checkpoint, mid-way (the objective fails a resume whose
     # checkpoint disagrees with resource_from).
-    assert 0 < second["resource_from"] < 12, "resumed from the hand-back's checkpoint"
+    assert 0 < second["resource_from"] < 16, "resumed from the hand-back's checkpoint"
     # The cancelled task's worker signed off; its job is gone, the other one still runs.
     workers = {w["name"]: w for w in d.http.get("/api/v1/workers?include_stopped=true").json()}
     assert workers[f"{victim}/slot-0"]["state"] == "stopped"
