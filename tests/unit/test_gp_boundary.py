@@ -1,11 +1,18 @@
 """The GP sampler does not pile its suggestions on the faces of the search space when the
-optimum is inside, and still reaches an optimum that lies on a face."""
+optimum is inside, and still reaches an optimum that lies on a face.
+
+The bounds on the share of suggestions on a boundary (a coordinate within 1 % of the range of
+a bound), over the 30 suggestions after the 10 random ones, seeds 0-4, as measured when they
+were set: 6-D quadratic 42 % (79 % with the GP's earlier fit and prior mean: four seeds of five
+at 80-100 %), Hartmann-6 31 % (60 %), 2-D quadratic 7 % (7 %; in two dimensions the pile-up
+did not happen)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tuneyard.scheduler.samplers.base import Observation
 from tuneyard.scheduler.samplers.gp import GPSampler
@@ -14,6 +21,39 @@ from tuneyard.spec import SamplerSpec, StudySpec
 
 # Within this distance of a bound (in the unit cube) a coordinate counts as on the boundary.
 EDGE = 1e-3
+# The same, as 1 % of the range, for the shares measured over several seeds.
+NEAR = 0.01
+SEEDS = range(5)
+
+# Hartmann-6 (Dixon & Szego 1978), shifted so that its minimum is 0, at
+# (0.202, 0.150, 0.477, 0.275, 0.312, 0.657), inside the cube; its other local minima are too.
+H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+H6_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+H6_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+
+
+def hartmann6(u: np.ndarray) -> float:
+    return 3.32237 - float((H6_ALPHA * np.exp(-(H6_A * (u - H6_P) ** 2).sum(1))).sum())
+
+
+def quadratic(d: int, seed: int) -> Callable[[np.ndarray], float]:
+    """A quadratic bowl whose minimum (0) is drawn from [0.2, 0.8]^d."""
+    optimum = np.random.default_rng([seed, 9]).uniform(0.2, 0.8, d)
+    return lambda u: float(((u - optimum) ** 2).sum())
 
 
 def cube(d: int) -> SearchSpace:
@@ -33,13 +73,15 @@ def optimise(
     space = cube(d)
     s = GPSampler(space, seed, SamplerSpec(type="gp"))
     points, values = [], []
-    for k in range(n):
-        p = s.suggest(k)
-        u = space.to_unit(p)
-        y = f(u)
-        s.observe([Observation(k, p, 1.0, y)])
-        points.append(u)
-        values.append(y)
+    # One BLAS thread, as the service suggests (more only fight over the cores here).
+    with threadpool_limits(limits=1):
+        for k in range(n):
+            p = s.suggest(k)
+            u = space.to_unit(p)
+            y = f(u)
+            s.observe([Observation(k, p, 1.0, y)])
+            points.append(u)
+            values.append(y)
     return s, np.array(points), np.array(values)
 
 
@@ -74,3 +116,33 @@ def test_an_optimum_on_a_face_is_still_reached() -> None:
     best = points[int(np.argmin(values))]
     assert best[0] < 0.01, best
     assert values.min() < 1e-3
+
+
+def boundary_share(d: int, f: Callable[[np.ndarray], float], seed: int) -> tuple[float, float]:
+    """Share of the 30 modelled suggestions (after 10 random) within NEAR of a bound, and the
+    best value found in 40 trials."""
+    s, points, values = optimise(d, f, 40, seed)
+    modelled = points[s.n_startup :]
+    near = np.any((modelled < NEAR) | (modelled > 1.0 - NEAR), axis=1)
+    return float(near.mean()), float(values.min())
+
+
+def test_a_6d_quadratic_with_an_interior_minimum_is_not_searched_on_the_boundary() -> None:
+    # With its earlier fit the GP explained the curvature of the less explored dimensions as
+    # noise, with lengthscales of 10-20: nearly linear there, EI peaked on a face, and three
+    # seeds of five stalled at 0.08-0.15, two of them with every suggestion on the boundary.
+    shares, best = zip(*(boundary_share(6, quadratic(6, k), k) for k in SEEDS), strict=True)
+    assert float(np.mean(shares)) <= 0.5, shares
+    assert max(shares) <= 0.75, shares
+    assert max(best) < 1e-3, best
+
+
+def test_hartmann6_is_not_searched_on_the_boundary() -> None:
+    shares, _ = zip(*(boundary_share(6, hartmann6, k) for k in SEEDS), strict=True)
+    assert float(np.mean(shares)) <= 0.45, shares
+
+
+def test_a_2d_quadratic_with_an_interior_minimum_is_not_searched_on_the_boundary() -> None:
+    shares, best = zip(*(boundary_share(2, quadratic(2, k), k) for k in SEEDS), strict=True)
+    assert float(np.mean(shares)) <= 0.15, shares
+    assert max(best) < 1e-5, best

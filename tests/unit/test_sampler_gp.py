@@ -62,6 +62,30 @@ def test_the_fitted_gp_interpolates_a_noiseless_objective() -> None:
     assert np.max(np.abs(mean_mid - (np.sin(6 * mid) + 0.5 * mid))) < 0.05 * spread
 
 
+def test_a_noisy_objective_keeps_a_noisy_fit() -> None:
+    # A fit that ends noisy is tried again from the interpolating basin; on data that really
+    # are noisy that start must lose, or the mean would chase the noise.
+    s = sampler(LINE)
+    rng = np.random.default_rng(3)
+    xs = rng.random(40)
+    truth = (xs - 0.4) ** 2
+    ys = truth + 0.05 * rng.normal(size=len(xs))
+    s.observe(
+        [
+            Observation(i, {"x": float(x)}, 1.0, float(y))
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+        ]
+    )
+    model = s.fit()
+    assert model is not None
+    # Standardised, the noise variance is 0.05^2 / var(ys), about 0.2.
+    assert model.posterior.hyper.noise > 0.05, model.posterior.hyper.noise
+    # The mean follows the trend, not the noise (sd 0.05), away from the sparse ends.
+    grid = np.linspace(0.1, 0.9, 33)
+    mean, _ = model.predict_scores(grid[:, None])
+    assert np.max(np.abs(mean - (grid - 0.4) ** 2)) < 0.05
+
+
 def test_expected_improvement_is_highest_near_the_optimum_not_in_the_bad_region() -> None:
     s = sampler(LINE)
     xs = [0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.9, 1.0]
