@@ -7,10 +7,11 @@
         trainer = lightning.pytorch.Trainer(callbacks=[callback], logger=False)
         callback.fit(trainer, Model(**trial.params), datamodule=Digits())
 
-One resource unit is one epoch, reported as ``trainer.current_epoch + 1`` at the end of its
-validation: the first epoch is step 1, as :meth:`Trial.epochs` counts. The callback sets the
-trainer's ``max_epochs`` to the trial's ``resource_to`` (and raises it when a report promotes
-the trial on the spot), so whatever ``max_epochs`` the trainer was given is replaced.
+One resource unit is one epoch, reported as ``trainer.current_epoch + 1`` once the epoch and
+its validation have ended: the first epoch is step 1, as :meth:`Trial.epochs` counts. The
+callback sets the trainer's ``max_epochs`` to the trial's ``resource_to`` (and raises it when a
+report promotes the trial on the spot), so whatever ``max_epochs`` the trainer was given is
+replaced.
 
 On ``pause`` the fit stops at the end of that epoch and a Lightning checkpoint
 (``trainer.save_checkpoint``: weights, optimizers, LR schedulers, loop counters, callback
@@ -45,9 +46,11 @@ log = logging.getLogger("tuneyard.integrations")
 
 
 class TuneyardCallback(pl.Callback):
-    """Reports ``trainer.callback_metrics[monitor]`` once per epoch, at the end of its
-    validation, and acts on the answer. ``metric`` is the name the study knows it by, when
-    that is not ``monitor``; the other scalars Lightning logged go beside it.
+    """Reports ``trainer.callback_metrics[monitor]`` once per epoch, when the epoch (its
+    validation included) has ended, and acts on the answer. ``metric`` is the name the study
+    knows it by, when that is not ``monitor``; the other scalars Lightning logged go beside
+    it: the epoch's validation metrics and its training metrics logged with ``on_epoch=True``
+    (not those the module logs in its own ``on_train_epoch_end``, which runs after).
 
     Validation must run once at the end of every epoch (Lightning's default
     ``check_val_every_n_epoch=1``): an epoch that ends unreported raises, since the service
@@ -70,7 +73,7 @@ class TuneyardCallback(pl.Callback):
         self.checkpoint = checkpoint
         self.last_value: float | None = None
         self._start, _ = epoch_range(trial, _WHERE)
-        self._reported: int | None = None  # the last epoch reported by this job
+        self._validated: int | None = None  # the last epoch validated in this fit
         self._ran_out = False  # the fit reached resource_to on a "continue"
 
     @property
@@ -118,7 +121,7 @@ class TuneyardCallback(pl.Callback):
                     f"or stop; leave {name} unset"
                 )
         trainer.fit_loop.max_epochs = epoch_range(self.trial, _WHERE)[1]
-        self._reported, self._ran_out = None, False
+        self._validated, self._ran_out = None, False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # After Lightning restored the checkpoint (if any): its loop counters say which
@@ -138,14 +141,26 @@ class TuneyardCallback(pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return  # the check before the first epoch, or a validate() outside a fit
         epoch = trainer.current_epoch + 1
-        if self._reported == epoch:
+        if self._validated == epoch:
             raise ValueError(
                 f"Lightning validated twice in epoch {epoch}; the callback reports once per "
                 "epoch: leave val_check_interval at 1.0 (validation at each epoch's end)"
             )
+        self._validated = epoch
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # Reported here rather than at the validation's end: only now does Lightning hold
+        # this epoch's own training metrics (``on_epoch=True``), not the previous epoch's.
+        epoch = trainer.current_epoch + 1
         if self.trial.should_stop:
             trainer.should_stop = True  # already answered: nothing more to report
             return
+        if self._validated != epoch:
+            raise ValueError(
+                f"epoch {epoch} ended without a validation, so {self.monitor!r} cannot be "
+                "reported: give the fit validation data and validate every epoch "
+                "(check_val_every_n_epoch=1)"
+            )
         decision, self.last_value = report_epoch(
             self.trial,
             epoch,
@@ -154,7 +169,6 @@ class TuneyardCallback(pl.Callback):
             self.metric,
             f"{_WHERE} (epoch {epoch})",
         )
-        self._reported = epoch
         if decision in _TERMINAL:
             trainer.should_stop = True
             return
@@ -162,15 +176,6 @@ class TuneyardCallback(pl.Callback):
         end = epoch_range(self.trial, _WHERE)[1]
         trainer.fit_loop.max_epochs = end
         self._ran_out = epoch >= end
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        epoch = trainer.current_epoch + 1
-        if self._reported != epoch and not self.trial.should_stop:
-            raise ValueError(
-                f"epoch {epoch} ended without a validation, so {self.monitor!r} was not "
-                "reported: give the fit validation data and validate every epoch "
-                "(check_val_every_n_epoch=1)"
-            )
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         decision = self.trial.decision
