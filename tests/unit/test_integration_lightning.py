@@ -9,12 +9,17 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.fakes import FakeService, job, run
 from tuneyard.integrations._common import MissingMetric, ResumeMismatch
 from tuneyard.integrations.lightning import CHECKPOINT, TuneyardCallback
+from tuneyard.spec import StudySpec
 from tuneyard.worker import Trial
+from tuneyard.worker.runner import load_objective
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class Tiny(pl.LightningModule):
@@ -186,19 +191,24 @@ def test_settings_that_would_outlast_a_pause_are_refused(tmp_path: Path) -> None
         TuneyardCallback(Trial(FakeService(), 1, 5, 0, {}, 0, 2.5, tmp_path))
 
 
-def test_a_pause_and_resume_through_the_worker_s_checkpoint_store(tmp_path: Path) -> None:
-    """The job runner uploads what the callback saved and restores it on another worker."""
-
-    def objective(trial: Trial) -> float | None:
-        callback = TuneyardCallback(trial)
-        train, val = loaders()
-        return callback.fit(trainer(callback), Tiny(), train, val)
-
+def test_the_example_pauses_and_resumes_through_the_worker_s_checkpoint_store(
+    tmp_path: Path,
+) -> None:
+    """examples/lightning_digits.py as its study runs it: the job runner uploads the checkpoint
+    the callback saved at the pause and restores it for the resume in another directory."""
+    spec = StudySpec.model_validate(yaml.safe_load((EXAMPLES / "lightning_study.yaml").read_text()))
+    assert spec.execution is not None
+    train = load_objective(spec.execution.entrypoint or "")
+    params = {"lr": 0.01, "hidden": 32, "dropout": 0.1, "weight_decay": 1e-4, "batch_size": 64}
+    assert set(params) == set(spec.space)
     svc = FakeService({2: ("pause", None)})
-    assert run(svc, job(to=2), objective, tmp_path, "worker-a") == "pause"
+    assert run(svc, job(to=3, params=params), train, tmp_path, "worker-a") == "pause"
     ((_, location),) = svc.args("pause")
     svc.script = {}
-    assert run(svc, job("resume", 2, 3, location), objective, tmp_path, "worker-b") == "complete"
-    assert steps(svc) == [1, 2, 3]
+    resume = job("resume", 2, 4, location, params=params)
+    assert run(svc, resume, train, tmp_path, "worker-b") == "complete"
+    assert steps(svc) == [1, 2, 3, 4]
+    losses = [m["val_loss"] for _, _, _, m in svc.args("report")]
     ((_, value),) = svc.args("complete")
-    assert value == svc.args("report")[-1][3]["val_loss"]
+    assert value == losses[-1] < losses[0]
+    assert svc.args("report")[-1][3]["val_acc"] > 0.8

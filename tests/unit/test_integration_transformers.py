@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 from tests.fakes import FakeService, job, run
 from tuneyard.integrations._common import MissingMetric, ResumeMismatch
 from tuneyard.integrations.transformers import CHECKPOINT, TuneyardCallback
+from tuneyard.spec import StudySpec
 from tuneyard.worker import Trial
+from tuneyard.worker.runner import load_objective
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -198,18 +202,36 @@ def test_arguments_the_callback_cannot_work_with_are_refused(tmp_path: Path) -> 
         train(trial, tmp_path / "o3", max_steps=5)
 
 
-def test_a_pause_and_resume_through_the_worker_s_checkpoint_store(tmp_path: Path) -> None:
-    """The job runner uploads the kept folder and restores it on another worker."""
+def test_the_example_pauses_and_resumes_through_the_worker_s_checkpoint_store(
+    tmp_path: Path,
+) -> None:
+    """examples/transformers_tiny.py as its study runs it: the job runner uploads the kept
+    folder at the pause and restores it for the resume in another directory."""
+    from examples import transformers_tiny
 
-    def objective(trial: Trial) -> float | None:
-        callback = TuneyardCallback(trial)
-        return callback.train(trainer(callback, trial.checkpoint_dir / "run"))
-
+    spec = StudySpec.model_validate(
+        yaml.safe_load((EXAMPLES / "transformers_study.yaml").read_text())
+    )
+    assert (
+        spec.execution is not None and spec.scheduler.max_resource == transformers_tiny.MAX_EPOCHS
+    )
+    train = load_objective(spec.execution.entrypoint or "")
+    params = {
+        "lr": 5e-3,
+        "hidden": 32,
+        "layers": 2,
+        "schedule": "linear",
+        "weight_decay": 1e-3,
+        "batch_size": 64,
+    }
+    assert set(params) == set(spec.space)
     svc = FakeService({2: ("pause", None)})
-    assert run(svc, job(to=2), objective, tmp_path, "worker-a") == "pause"
+    assert run(svc, job(to=3, params=params), train, tmp_path, "worker-a") == "pause"
     ((_, location),) = svc.args("pause")
     svc.script = {}
-    assert run(svc, job("resume", 2, 3, location), objective, tmp_path, "worker-b") == "complete"
-    assert steps(svc) == [1, 2, 3]
+    resume = job("resume", 2, 4, location, params=params)
+    assert run(svc, resume, train, tmp_path, "worker-b") == "complete"
+    assert steps(svc) == [1, 2, 3, 4]
+    losses = [m["eval_loss"] for _, _, _, m in svc.args("report")]
     ((_, value),) = svc.args("complete")
-    assert value == svc.args("report")[-1][3]["eval_loss"]
+    assert value == losses[-1] < losses[0]

@@ -14,6 +14,8 @@ They all behave alike. The callback reports the study's metric once per resource
 epoch, or a boosting round) and acts on the service's answer: on ``pause`` it saves the
 framework's own checkpoint in the trial's checkpoint directory (``trial.save_with``) and ends
 the fit, which the worker uploads with the trial; on ``stop`` or ``complete`` it ends the fit.
+The Lightning and Transformers callbacks save on ``complete`` as well (and when the job's
+last epoch gets a plain ``continue``): the worker keeps that checkpoint as the trial's model.
 A resumed job finds that checkpoint and goes on from the epoch after the paused one, on
 whichever worker it lands.
 """
