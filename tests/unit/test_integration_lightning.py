@@ -4,6 +4,7 @@ reports, when it saves and stops, and that a resumed fit goes on exactly where i
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -212,3 +213,12 @@ def test_the_example_pauses_and_resumes_through_the_worker_s_checkpoint_store(
     ((_, value),) = svc.args("complete")
     assert value == losses[-1] < losses[0]
     assert svc.args("report")[-1][3]["val_acc"] > 0.8
+
+
+def test_a_fit_over_several_processes_is_refused(tmp_path: Path) -> None:
+    """Each DDP rank would report the same epochs; the hook refuses before training (a
+    trainer's attributes stand in for a multi-process run, which a unit test can't start)."""
+    callback = TuneyardCallback(Trial(FakeService(), 1, 5, 0, {}, 0, 3, tmp_path))
+    ddp = SimpleNamespace(world_size=4, max_steps=-1, fit_loop=SimpleNamespace())
+    with pytest.raises(ValueError, match=r"runs in 4 processes.*devices=1"):
+        callback.on_fit_start(ddp, None)

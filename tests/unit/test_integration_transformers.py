@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -235,3 +236,12 @@ def test_the_example_pauses_and_resumes_through_the_worker_s_checkpoint_store(
     losses = [m["eval_loss"] for _, _, _, m in svc.args("report")]
     ((_, value),) = svc.args("complete")
     assert value == losses[-1] < losses[0]
+
+
+def test_training_over_several_processes_is_refused(tmp_path: Path) -> None:
+    """Each process of a torchrun would report the same epochs (the arguments of one stand
+    in for it: a unit test can't start several)."""
+    callback = TuneyardCallback(Trial(FakeService(), 1, 5, 0, {}, 0, 3, tmp_path))
+    args = SimpleNamespace(world_size=2, eval_strategy="epoch", max_steps=-1, num_train_epochs=3)
+    with pytest.raises(ValueError, match=r"runs in 2 processes.*one process"):
+        callback.on_train_begin(args, SimpleNamespace(epoch=0), SimpleNamespace())

@@ -109,6 +109,11 @@ class TuneyardCallback(pl.Callback):
 
     # -- Lightning's hooks -----------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.world_size > 1:
+            raise ValueError(
+                f"the fit runs in {trainer.world_size} processes, and each would report the "
+                "same epochs: the callback supports one process (devices=1, num_nodes=1)"
+            )
         if trainer.max_steps not in (None, -1):
             raise ValueError(
                 f"the trainer's max_steps={trainer.max_steps} would end the fit before the "

@@ -211,6 +211,11 @@ class TuneyardCallback(transformers.TrainerCallback):
 
 def _check_arguments(args: Any, trial: Any) -> None:
     """The ``TrainingArguments`` the callback needs, each refused with what to set."""
+    if args.world_size > 1:
+        raise ValueError(
+            f"training runs in {args.world_size} processes, and each would report the same "
+            "epochs: the callback supports one process (no torchrun or accelerate launch)"
+        )
     if _value(args.eval_strategy) != "epoch":
         raise ValueError(
             f'TrainingArguments.eval_strategy is "{_value(args.eval_strategy)}": the callback '
