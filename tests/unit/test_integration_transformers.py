@@ -170,6 +170,13 @@ def test_an_on_the_spot_promotion_trains_on_to_the_new_end(tmp_path: Path) -> No
     assert saved_epoch(tmp_path / "ckpt" / CHECKPOINT) == 3
 
 
+def test_a_promotion_past_num_train_epochs_fails_naming_it(tmp_path: Path) -> None:
+    svc = FakeService({1: ("continue", 6)})
+    trial = Trial(svc, 1, 5, 0, {}, 0, 1, tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"promoted to 6 epochs, past .*num_train_epochs=4"):
+        train(trial, tmp_path / "out")
+
+
 def test_a_metric_not_logged_fails_naming_it(tmp_path: Path) -> None:
     trial = Trial(FakeService(), 1, 5, 0, {}, 0, 2, tmp_path / "ckpt")
     callback = TuneyardCallback(trial, monitor="eval_acc")

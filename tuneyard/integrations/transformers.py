@@ -178,7 +178,13 @@ class TuneyardCallback(transformers.TrainerCallback):
         )
         self._reported = epoch
         # A "continue" may promote the trial on the spot: resource_to is read again.
-        ran_out = decision == "continue" and epoch >= epoch_range(self.trial, _WHERE)[1]
+        end = epoch_range(self.trial, _WHERE)[1]
+        if decision == "continue" and end > args.num_train_epochs:
+            raise ValueError(
+                f"the trial was promoted to {end} epochs, past TrainingArguments."
+                f"num_train_epochs={args.num_train_epochs:g}: give it the study's max_resource"
+            )
+        ran_out = decision == "continue" and epoch >= end
         if decision in ("pause", "complete") or ran_out:
             control.should_save = True
             self._save_pending = True
