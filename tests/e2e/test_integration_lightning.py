@@ -29,8 +29,8 @@ QUIET = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"
 
 @pytest.fixture
 def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    # A slot imports the objective (torch and Lightning) after `next` hands it the trial and
-    # before its heartbeats start: on a busy machine that can outlast a 5 s lease.
+    # The first job imports torch and Lightning (the objective does, when it runs): on a busy
+    # machine that holds the slot long enough to miss a 5 s lease's heartbeats.
     with running(postgres_url, redis_url, tmp_path, lease=20.0, env=QUIET) as d:
         yield d
 
