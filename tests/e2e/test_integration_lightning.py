@@ -29,8 +29,9 @@ QUIET = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"
 
 @pytest.fixture
 def deployment(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
-    # The first job imports torch and Lightning (the objective does, when it runs): on a busy
-    # machine that holds the slot long enough to miss a 5 s lease's heartbeats.
+    # The first job imports torch and Lightning (the objective does, when it runs) while its
+    # heartbeats go on, but a busy machine can keep the heartbeat thread waiting through
+    # much of that import: a 20 s lease, not the usual 5 s, keeps it from costing an attempt.
     with running(postgres_url, redis_url, tmp_path, lease=20.0, env=QUIET) as d:
         yield d
 
