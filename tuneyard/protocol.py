@@ -610,6 +610,44 @@ class CallerOut(BaseModel):
     auth: bool = Field(description="whether the server checks tokens at all")
 
 
+# -- warm starts -----------------------------------------------------------------------------
+class PriorOut(BaseModel):
+    """An earlier study's observation that a warm-started study's sampler was given: a prior,
+    not one of the study's trials."""
+
+    study_id: int = Field(description="the source study")
+    trial_number: int = Field(description="the trial's number in the source study")
+    number: int = Field(description="its number for this study's sampler: -1, -2, ...")
+    params: dict[str, Any] = Field(description="its configuration, mapped into this space")
+    resource: float
+    value: float = Field(description="its value, in the metric's units")
+
+
+class PriorSourceOut(BaseModel):
+    study_id: int
+    name: str | None = Field(description="the source study's name (None: since deleted)")
+    observations: int = Field(description="its observations this study's space accepts")
+    trials: int = Field(description="the source trials they come from")
+
+
+class PriorsOut(BaseModel):
+    """The priors of a warm-started study (``warm_start`` in its definition). They are not
+    counted in its trials, budget or results."""
+
+    study_id: int
+    read: bool = Field(
+        description="whether its sampler has read them (at its first suggestion); before, "
+        "what it would read now"
+    )
+    total: int = Field(description="observations, from every source")
+    trials: int = Field(description="source trials they come from")
+    sources: list[PriorSourceOut]
+    priors: list[PriorOut] = Field(
+        description="at most ``limit`` observations, the best first chosen, listed in the "
+        "order the sampler got them"
+    )
+
+
 # -- population-based training -------------------------------------------------------------
 class PopulationStepOut(BaseModel):
     """A pbt or pb2 member at an interval boundary: the value it reached there (the study's

@@ -41,10 +41,11 @@ def spec(sampler: dict[str, Any], trials: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def run(http: TestClient, sid: int) -> list[float]:
-    """Every trial in turn, one report at the end; the losses in trial order."""
-    out = []
-    while True:
+def run(http: TestClient, sid: int, most: int | None = None) -> list[float]:
+    """Every trial in turn (or the first ``most``), one report at the end; the losses in trial
+    order."""
+    out: list[float] = []
+    while most is None or len(out) < most:
         r = http.post(f"{API}/studies/{sid}/next", json={"worker": "w"})
         if r.status_code == 409:
             return out
@@ -56,6 +57,7 @@ def run(http: TestClient, sid: int) -> list[float]:
             json={"attempt": job["attempt"], "step": 1, "value": out[-1]},
         )
         assert rep.status_code == 200, rep.text
+    return out
 
 
 @pytest.mark.parametrize("source", ["random", "gp"])
@@ -77,9 +79,98 @@ def test_a_warm_started_sampler_starts_where_the_earlier_study_left_off(
         warm_losses,
         cold_losses,
     )
-    # The priors are not the new study's trials: its budget and counts are its own.
-    view = http.get(f"{API}/studies/{warm.json()['id']}").json()
+    # The priors are not the new study's trials: its budget and counts are its own, in the
+    # API and on the dashboard.
+    wid = warm.json()["id"]
+    view = http.get(f"{API}/studies/{wid}").json()
     assert sum(view["counts"].values()) == 6
+    card = http.get(f"{API}/dashboard/studies/{wid}").json()
+    assert card["trials_started"] == 6 and sum(card["counts"].values()) == 6
+    assert card["budget"]["trials"]["used"] == 6
+    history = http.get(f"{API}/dashboard/studies/{wid}/history").json()
+    assert history["total"] == 6 and all(p["number"] >= 0 for p in history["points"])
+    priors = http.get(f"{API}/studies/{wid}/priors").json()
+    assert priors["read"] and priors["total"] == priors["trials"] == 30
+
+
+def by_number(http: TestClient, sid: int) -> dict[int, float]:
+    trials = http.get(f"{API}/studies/{sid}/trials", params={"limit": 500}).json()["items"]
+    return {t["number"]: t["value"] for t in trials}
+
+
+def test_the_priors_a_study_was_given_are_listed_with_their_sources(http: TestClient) -> None:
+    tpe = {"type": "tpe", "seed": 3, "n_startup": 4}
+    # A model-based source records observations; a random one leaves its trials' values.
+    a = http.post(f"{API}/studies", json={**spec(tpe, 12), "name": "first"}).json()["id"]
+    b = http.post(f"{API}/studies", json={**spec({"type": "random"}, 5), "name": "rnd"}).json()
+    run(http, a, most=8)  # a is still running: 4 trials to go
+    run(http, b["id"])
+    sid = http.post(f"{API}/studies", json=spec(tpe, 3, warm_start={"studies": [a, b["id"]]}))
+    sid = sid.json()["id"]
+
+    before = http.get(f"{API}/studies/{sid}/priors").json()
+    assert before["read"] is False  # no suggestion yet: what the sampler would read now
+    assert before["total"] == 13
+
+    run(http, sid)
+    got = http.get(f"{API}/studies/{sid}/priors").json()
+    assert got["read"] is True
+    assert got["total"] == got["trials"] == 13
+    assert [(x["study_id"], x["name"], x["observations"]) for x in got["sources"]] == [
+        (a, "first", 8),
+        (b["id"], "rnd", 5),
+    ]
+    # Numbered as the sampler numbers them, each with its source trial's value and the
+    # configuration it ran.
+    assert sorted(p["number"] for p in got["priors"]) == list(range(-13, 0))
+    values = {a: by_number(http, a), b["id"]: by_number(http, b["id"])}
+    for p in got["priors"]:
+        assert p["value"] == pytest.approx(values[p["study_id"]][p["trial_number"]])
+        assert p["value"] == pytest.approx(loss(p["params"])) and p["resource"] == 1.0
+
+    # What the source learns after the study started is not what this study was given...
+    run(http, a)
+    assert http.get(f"{API}/studies/{sid}/priors").json()["total"] == 13
+    # ...while a study started now gets it.
+    later = http.post(f"{API}/studies", json=spec(tpe, 1, warm_start={"studies": [a]}))
+    assert http.get(f"{API}/studies/{later.json()['id']}/priors").json()["total"] == 12
+
+    # A bounded list: the best ones, in the sampler's order; the totals stay whole.
+    top = http.get(f"{API}/studies/{sid}/priors", params={"limit": 3}).json()
+    assert top["total"] == 13 and len(top["priors"]) == 3
+    best = sorted(p["value"] for p in got["priors"])[:3]
+    assert sorted(p["value"] for p in top["priors"]) == pytest.approx(best)
+    numbers = [p["number"] for p in top["priors"]]
+    assert numbers == sorted(numbers, reverse=True)
+
+
+def test_priors_are_in_the_metric_units_of_a_maximised_study(http: TestClient) -> None:
+    body = {**spec({"type": "random", "seed": 1}, 4), "direction": "maximize"}
+    src = http.post(f"{API}/studies", json=body).json()["id"]
+    run(http, src)
+    warm = {**body, "sampler": {"type": "tpe"}, "warm_start": {"studies": [src]}}
+    sid = http.post(f"{API}/studies", json=warm).json()["id"]
+    got = http.get(f"{API}/studies/{sid}/priors").json()
+    source = by_number(http, src)
+    assert sorted(p["value"] for p in got["priors"]) == pytest.approx(sorted(source.values()))
+
+
+def test_a_study_without_warm_start_has_no_priors_and_a_missing_one_is_404(
+    http: TestClient,
+) -> None:
+    sid = http.post(f"{API}/studies", json=spec({"type": "tpe"}, 2)).json()["id"]
+    got = http.get(f"{API}/studies/{sid}/priors").json()
+    assert got == {
+        "study_id": sid,
+        "read": False,
+        "total": 0,
+        "trials": 0,
+        "sources": [],
+        "priors": [],
+    }
+    assert http.get(f"{API}/studies/999999/priors").status_code == 404
+    bad = http.get(f"{API}/studies/{sid}/priors", params={"limit": 0})
+    assert bad.status_code == 422 and "limit" in bad.text
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.fakes import FakeService, job, run
-from tuneyard.integrations._common import MissingMetric, ResumeMismatch
+from tuneyard.integrations._common import CheckpointMismatch, MissingMetric
 from tuneyard.integrations.lightning import CHECKPOINT, TuneyardCallback
 from tuneyard.spec import StudySpec
 from tuneyard.worker import Trial
@@ -161,14 +161,16 @@ def test_an_epoch_without_validation_fails(tmp_path: Path) -> None:
 
 def test_a_resume_without_its_checkpoint_fails(tmp_path: Path) -> None:
     trial = Trial(FakeService(), 1, 5, 0, {}, 2, 4, tmp_path)
-    with pytest.raises(ResumeMismatch, match="resumes after epoch 2, but there is no"):
+    with pytest.raises(CheckpointMismatch, match="resumes after epoch 2, but there is no"):
         fit(trial)
 
 
 def test_a_resume_from_another_epoch_fails_before_training(tmp_path: Path) -> None:
     fit(Trial(FakeService({1: ("pause", None)}), 1, 5, 0, {}, 0, 4, tmp_path))
     svc = FakeService()
-    with pytest.raises(ResumeMismatch, match="starting epoch 2, but the job resumes after epoch 3"):
+    with pytest.raises(
+        CheckpointMismatch, match="starting epoch 2, but the job resumes after epoch 3"
+    ):
         fit(Trial(svc, 1, 5, 0, {}, 3, 6, tmp_path))
     assert svc.args("report") == []
 
@@ -178,7 +180,7 @@ def test_a_resume_that_fits_from_scratch_fails(tmp_path: Path) -> None:
     trial = Trial(FakeService(), 1, 5, 0, {}, 1, 4, tmp_path)
     callback = TuneyardCallback(trial)
     train, val = loaders()
-    with pytest.raises(ResumeMismatch, match=r"ckpt_path=callback\.ckpt_path"):
+    with pytest.raises(CheckpointMismatch, match=r"ckpt_path=callback\.ckpt_path"):
         trainer(callback).fit(Tiny(), train, val)
 
 
@@ -188,7 +190,7 @@ def test_settings_that_would_outlast_a_pause_are_refused(tmp_path: Path) -> None
         fit(trial, min_epochs=2)
     with pytest.raises(ValueError, match="max_steps=5"):
         fit(trial, max_steps=5)
-    with pytest.raises(ValueError, match=r"whole epochs, but the trial's resource_to is 2\.5"):
+    with pytest.raises(ValueError, match=r"whole units, but the trial's resource_to is 2\.5"):
         TuneyardCallback(Trial(FakeService(), 1, 5, 0, {}, 0, 2.5, tmp_path))
 
 

@@ -18,7 +18,7 @@ import yaml
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 from tests.fakes import FakeService, job, run
-from tuneyard.integrations._common import MissingMetric, ResumeMismatch
+from tuneyard.integrations._common import CheckpointMismatch, MissingMetric
 from tuneyard.integrations.transformers import CHECKPOINT, TuneyardCallback
 from tuneyard.spec import StudySpec
 from tuneyard.worker import Trial
@@ -187,15 +187,17 @@ def test_a_metric_not_logged_fails_naming_it(tmp_path: Path) -> None:
 def test_a_resume_checks_the_checkpoint_s_epoch(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt"
     nothing = TuneyardCallback(Trial(FakeService(), 1, 5, 0, {}, 2, 4, ckpt))
-    with pytest.raises(ResumeMismatch, match="resumes after epoch 2, but there is no Trainer"):
+    with pytest.raises(CheckpointMismatch, match="resumes after epoch 2, but there is no Trainer"):
         _ = nothing.resume_from
     train(Trial(FakeService({1: ("pause", None)}), 1, 5, 0, {}, 0, 4, ckpt), tmp_path / "o1")
     svc = FakeService()
-    with pytest.raises(ResumeMismatch, match="holds epoch 1, but the job resumes after epoch 2"):
+    with pytest.raises(
+        CheckpointMismatch, match="holds epoch 1, but the job resumes after epoch 2"
+    ):
         train(Trial(svc, 1, 5, 0, {}, 2, 4, ckpt), tmp_path / "o2")
     # Training from scratch where a resume was due fails before the first step.
     callback = TuneyardCallback(Trial(svc, 1, 5, 0, {}, 1, 4, ckpt))
-    with pytest.raises(ResumeMismatch, match=r"resume_from_checkpoint=callback\.resume_from"):
+    with pytest.raises(CheckpointMismatch, match=r"resume_from_checkpoint=callback\.resume_from"):
         trainer(callback, tmp_path / "o3").train()
     assert svc.args("report") == []
 

@@ -26,6 +26,7 @@ from tuneyard.api.population_routes import router as population_router
 from tuneyard.api.routes import router
 from tuneyard.api.token_routes import router as token_router
 from tuneyard.api.token_routes import self_router as whoami_router
+from tuneyard.api.warm_start_routes import router as warm_start_router
 from tuneyard.api.worker_routes import router as worker_router
 from tuneyard.errors import Unavailable
 from tuneyard.service.context import Clock, Toolkit, utc_clock
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.include_router(code_router)
     app.include_router(model_router)
     app.include_router(population_router)
+    app.include_router(warm_start_router)
     app.include_router(import_router)
     app.include_router(metrics_router)
     app.include_router(token_router)

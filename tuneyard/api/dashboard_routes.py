@@ -150,6 +150,11 @@ class StudySummary(StudyCard):
         default=False,
         description="several objectives or constraints: the study has a Pareto view",
     )
+    warm_start: list[int] | None = Field(
+        default=None,
+        description="the studies whose observations it starts from (GET "
+        "/api/v1/studies/{id}/priors lists them); null: none",
+    )
 
 
 class ParetoPoint(BaseModel):
@@ -397,6 +402,7 @@ def study(study_id: Id, dash: DashboardDep) -> StudySummary:
             "best_by_rung": by_rung,
             "objectives": Objectives.of(spec).as_list(),
             "pareto": spec.ranked_by_fronts,
+            "warm_start": spec.warm_start.studies if spec.warm_start else None,
         }
     )
 

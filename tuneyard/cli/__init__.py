@@ -6,9 +6,10 @@ of the API prints its problem detail and exits 1; an invalid study file exits 2.
 The commands live by what they do: ``processes`` runs the service (server, db, dispatcher,
 worker, up, demo), ``tokens`` makes and revokes API tokens, ``studies`` calls the API about
 studies, trials and workers, ``pareto`` prints a study's Pareto front, ``models`` downloads
-a trial's model, ``report`` is the command objective's side; ``common`` holds the Typer
-apps, the shared options and the one way to call the API. Importing this package registers
-them all, in the order ``tuneyard --help`` lists them, and loads no server code.
+a trial's model, ``report`` is the command objective's side, ``slurm`` submits workers to a
+Slurm cluster; ``common`` holds the Typer apps, the shared options and the one way to call
+the API. Importing this package registers them all, in the order ``tuneyard --help`` lists
+them, and loads no server code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tuneyard.cli import models
 from tuneyard.cli import report
 from tuneyard.cli import init
 from tuneyard.cli import importer
+from tuneyard.cli import slurm
 
 # isort: on
 from tuneyard.cli.common import api_url, app, console, err, is_loopback
@@ -45,6 +47,7 @@ __all__ = [
     "population",
     "processes",
     "report",
+    "slurm",
     "studies",
     "tokens",
 ]

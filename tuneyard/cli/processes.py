@@ -216,7 +216,13 @@ def worker(
     api: ApiOpt = None,
     redis_url: RedisOpt = None,
     queue: Annotated[str, typer.Option(help="Queue to take jobs from.")] = "default",
-    gpus: Annotated[str | None, typer.Option(help="GPU ids ('0,1,3'), 'auto' or 'none'.")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="GPU ids ('0,1,3'), 'auto', 'slurm' (the GPUs of this Slurm job) or 'none'. "
+            "Inside a Slurm job, 'auto' is the job's GPUs.",
+        ),
+    ] = None,
     slots: Annotated[int | None, typer.Option(help="CPU worker processes (no GPU).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Work and checkpoint directory.")] = None,
     path: Annotated[
@@ -283,6 +289,16 @@ def worker(
             "worker`). Prefer TUNEYARD_TOKEN: a command line is visible to every user.",
         ),
     ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="TUNEYARD_TOKEN_FILE",
+            show_default=False,
+            help="A file that holds the worker token, readable by this user only (mode "
+            "0600), read at start; instead of --token (used by `tuneyard slurm submit`).",
+        ),
+    ] = None,
     insecure_no_auth: Annotated[
         bool,
         typer.Option(
@@ -312,6 +328,13 @@ def worker(
     url = api_url(api)
     allowed = Allowlist.of(allow or [], allow_command or [])
     try:
+        if token_file is not None:
+            if token:
+                raise StartupError(
+                    startup.TOKEN_FILE,
+                    "give the token once: --token-file, or --token / TUNEYARD_TOKEN, not both",
+                )
+            token = startup.read_token_file(token_file)
         if token:
             # The slot processes (and the objectives' handles) read it from the environment.
             os.environ["TUNEYARD_TOKEN"] = token

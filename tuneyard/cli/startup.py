@@ -11,8 +11,11 @@ alongside), a refusal is final at once.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tuneyard.client import ApiError, Client, Unreachable
 from tuneyard.protocol import CallerOut
@@ -20,6 +23,7 @@ from tuneyard.redact import redact_text, redact_url
 
 API = "--api / TUNEYARD_API_URL"
 TOKEN = "--token / TUNEYARD_TOKEN"
+TOKEN_FILE = "--token-file / TUNEYARD_TOKEN_FILE"
 REDIS = "--redis / TUNEYARD_REDIS_URL"
 ALLOW = "--allow / TUNEYARD_ALLOW (or --allow-command / TUNEYARD_ALLOW_COMMAND)"
 QUEUE = "--queue"
@@ -62,6 +66,44 @@ def _patiently(
                 return exc
             sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def read_token_file(path: Path | str) -> str:
+    """The API token kept in the file at ``path``, for processes that must not carry it on a
+    command line or in a script (a Slurm job's script is kept by the cluster, and readable
+    by its operators). StartupError, naming the file and why, unless this user owns the file,
+    nobody else may read or write it (mode 0600 or 0400), and it holds one token."""
+    where = Path(path)
+    try:
+        with open(where, "rb") as f:
+            info = os.fstat(f.fileno())
+            data = f.read(4096)
+    except OSError as exc:
+        raise StartupError(
+            TOKEN_FILE, f"cannot read the token file {where} ({exc.strerror or exc})"
+        ) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise StartupError(TOKEN_FILE, f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise StartupError(
+            TOKEN_FILE,
+            f"{where} has mode {stat.S_IMODE(info.st_mode):04o}: other users may read or "
+            f"change the token; `chmod 600 {where}`",
+        )
+    if info.st_uid != os.geteuid():
+        raise StartupError(
+            TOKEN_FILE, f"{where} belongs to user id {info.st_uid}, not to this user"
+        )
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        text = ""
+    if not text or len(text.split()) != 1:
+        raise StartupError(
+            TOKEN_FILE,
+            f"{where} does not hold one token (`tuneyard token create --scope worker > FILE`)",
+        )
+    return text
 
 
 def check_api(

@@ -31,53 +31,68 @@ def pick_metric(logged: Mapping[str, Any], name: str, where: str) -> float | Non
     return float(value)
 
 
-class ResumeMismatch(TuneyardError):
-    """A resumed job found no framework checkpoint, or one that holds another epoch than the
-    one the job resumes from (``trial.resource_from``): training on from it would report
-    epochs twice or skip some, so the trial fails with where each count came from."""
-
-    title = "Checkpoint does not match the resume"
+_INF = float("inf")  # a NaN is neither below nor above it
 
 
-def epoch_range(trial: Any, where: str) -> tuple[int, int]:
-    """The job's ``resource_from`` and ``resource_to`` as whole epochs. A framework counts
-    epochs in whole numbers, so a study whose rungs fall between two (``min_resource: 0.5``)
-    cannot drive it; the error says which end and how to fix the study."""
+class CheckpointMismatch(TuneyardError):
+    """A job's checkpoint does not hold the training its resource range starts from: the
+    framework's own count (epochs, boosted rounds) in it is not ``resource_from``, or a
+    resumed job found no checkpoint at all. Going on would report units twice or skip some,
+    so the trial fails with this message instead."""
+
+    title = "Checkpoint does not match the job"
+
+
+def whole_units(trial: Any, where: str) -> tuple[int, int]:
+    """The job's resource range, ``resource_from`` and ``resource_to``, as whole units: a
+    framework counts epochs and boosting rounds in whole numbers, so a study whose rungs fall
+    between two (``min_resource: 0.5``) cannot drive it."""
     ends = []
     for name in ("resource_from", "resource_to"):
         value = float(getattr(trial, name))
         if abs(value - round(value)) > 1e-9:
             raise ValueError(
-                f"{where} trains whole epochs, but the trial's {name} is {value:g}: give the "
+                f"{where} trains whole units, but the trial's {name} is {value:g}: give the "
                 "study's scheduler whole min_resource and max_resource"
             )
         ends.append(round(value))
     return ends[0], ends[1]
 
 
-def report_epoch(
-    trial: Any, epoch: int, logged: Mapping[str, Any], monitor: str, metric: str | None, where: str
+def report_logged(
+    trial: Any, step: int, logged: Mapping[str, Any], monitor: str, metric: str | None, where: str
 ) -> tuple[str, float | None]:
-    """Report ``logged[monitor]`` at ``epoch`` under the study's ``metric`` name (``monitor``
-    when None), with the other scalar numbers the framework logged beside it for the
-    dashboard; returns the decision and the value reported. The monitored value goes as it
-    is, NaN included, since the service fails the trial with the reason; the others are
-    left out when they are not finite numbers, as they decide nothing."""
+    """Report ``logged[monitor]`` at ``step`` as the study's ``metric`` (``monitor``'s own
+    name when None), with the other finite numbers of ``logged`` beside it under their names,
+    for the dashboard; returns the service's decision and the value reported. The monitored
+    value goes as is, NaN included (the service fails the trial with the reason); another
+    metric that is not a finite number is left out, since it decides nothing."""
     value = pick_metric(logged, monitor, where)
     metrics: dict[str, float | None] = {}
     for name, raw in logged.items():
         if name == monitor:
             continue
-        if hasattr(raw, "numel") and raw.numel() != 1:
-            continue  # a tensor that is not a scalar
-        if hasattr(raw, "item"):
+        if hasattr(raw, "item") and getattr(raw, "size", 1) == 1:
             raw = raw.item()
-        if isinstance(raw, int | float) and not isinstance(raw, bool) and _finite(raw):
+        if isinstance(raw, int | float) and not isinstance(raw, bool) and _INF > raw > -_INF:
             metrics[str(name)] = float(raw)
     metrics[metric or monitor] = value
-    decision: str = trial.report(epoch, **metrics)
+    decision: str = trial.report(step, **metrics)
     return decision, value
 
 
-def _finite(x: float) -> bool:
-    return float("-inf") < x < float("inf")  # False for NaN too
+def check_restored(found: int, expected: int, what: str, path: Any) -> None:
+    """Raise :class:`CheckpointMismatch` unless the checkpoint at ``path`` holds ``expected``
+    units (``what``: "boosting rounds", "epochs"), as the job's ``resource_from`` says."""
+    if found != expected:
+        raise CheckpointMismatch(
+            f"the checkpoint {path} holds {found} {what}, but the job resumes from {expected}"
+        )
+
+
+def check_rounds_per_unit(rounds_per_unit: int) -> None:
+    """A boosting callback's ``rounds_per_unit``: a whole number of rounds, at least one."""
+    if isinstance(rounds_per_unit, bool) or not isinstance(rounds_per_unit, int):
+        raise TypeError(f"rounds_per_unit must be a whole number, got {rounds_per_unit!r}")
+    if rounds_per_unit < 1:
+        raise ValueError(f"rounds_per_unit must be at least 1, got {rounds_per_unit}")

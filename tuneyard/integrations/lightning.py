@@ -36,7 +36,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from tuneyard.integrations._common import ResumeMismatch, epoch_range, report_epoch
+from tuneyard.integrations._common import CheckpointMismatch, report_logged, whole_units
 
 CHECKPOINT = "lightning.ckpt"
 _WHERE = "Lightning"
@@ -72,7 +72,7 @@ class TuneyardCallback(pl.Callback):
         self.metric = metric
         self.checkpoint = checkpoint
         self.last_value: float | None = None
-        self._start, _ = epoch_range(trial, _WHERE)
+        self._start, _ = whole_units(trial, _WHERE)
         self._validated: int | None = None  # the last epoch validated in this fit
         self._ran_out = False  # the fit reached resource_to on a "continue"
 
@@ -84,12 +84,12 @@ class TuneyardCallback(pl.Callback):
     @property
     def ckpt_path(self) -> str | None:
         """The checkpoint a resumed job fits from (``trainer.fit(..., ckpt_path=...)``), None
-        for a job that starts at epoch 0. Raises :class:`ResumeMismatch` when the job
+        for a job that starts at epoch 0. Raises :class:`CheckpointMismatch` when the job
         resumes but the trial's checkpoint directory holds no Lightning checkpoint."""
         if self._start == 0:
             return None
         if not self.path.is_file():
-            raise ResumeMismatch(
+            raise CheckpointMismatch(
                 f"the job resumes after epoch {self._start}, but there is no Lightning "
                 f"checkpoint at {self.path}"
             )
@@ -103,7 +103,7 @@ class TuneyardCallback(pl.Callback):
             raise ValueError("fit resumes from the trial's checkpoint; do not pass ckpt_path=")
         if not any(cb is self for cb in trainer.callbacks):
             raise ValueError("give the trainer this callback: Trainer(callbacks=[callback])")
-        trainer.fit_loop.max_epochs = epoch_range(self.trial, _WHERE)[1]
+        trainer.fit_loop.max_epochs = whole_units(self.trial, _WHERE)[1]
         trainer.fit(model, *args, ckpt_path=self.ckpt_path, **kwargs)
         return self.last_value
 
@@ -125,7 +125,7 @@ class TuneyardCallback(pl.Callback):
                     f"the trainer's {name} keeps the fit going after the service says pause "
                     f"or stop; leave {name} unset"
                 )
-        trainer.fit_loop.max_epochs = epoch_range(self.trial, _WHERE)[1]
+        trainer.fit_loop.max_epochs = whole_units(self.trial, _WHERE)[1]
         self._validated, self._ran_out = None, False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -137,7 +137,7 @@ class TuneyardCallback(pl.Callback):
                 if trainer.current_epoch == 0
                 else "the checkpoint holds another epoch than the one the trial paused at"
             )
-            raise ResumeMismatch(
+            raise CheckpointMismatch(
                 f"Lightning is starting epoch {trainer.current_epoch + 1}, but the job resumes "
                 f"after epoch {self._start}: {how}"
             )
@@ -166,10 +166,10 @@ class TuneyardCallback(pl.Callback):
                 "reported: give the fit validation data and validate every epoch "
                 "(check_val_every_n_epoch=1)"
             )
-        decision, self.last_value = report_epoch(
+        decision, self.last_value = report_logged(
             self.trial,
             epoch,
-            trainer.callback_metrics,
+            {name: _scalar(value) for name, value in trainer.callback_metrics.items()},
             self.monitor,
             self.metric,
             f"{_WHERE} (epoch {epoch})",
@@ -178,7 +178,7 @@ class TuneyardCallback(pl.Callback):
             trainer.should_stop = True
             return
         # A "continue" may promote the trial on the spot: train on to its new end.
-        end = epoch_range(self.trial, _WHERE)[1]
+        end = whole_units(self.trial, _WHERE)[1]
         trainer.fit_loop.max_epochs = end
         self._ran_out = epoch >= end
 
@@ -191,3 +191,10 @@ class TuneyardCallback(pl.Callback):
                 self.trial.trial_id,
                 trainer.current_epoch,
             )
+
+
+def _scalar(value: Any) -> Any:
+    """A one-element tensor as its number: Lightning logs metrics as tensors."""
+    if hasattr(value, "numel") and value.numel() == 1:
+        return value.item()
+    return value

@@ -54,7 +54,7 @@ from typing import Any
 import transformers
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from tuneyard.integrations._common import ResumeMismatch, epoch_range, report_epoch
+from tuneyard.integrations._common import CheckpointMismatch, report_logged, whole_units
 
 CHECKPOINT = "trainer-checkpoint"
 _WHERE = "Transformers"
@@ -91,7 +91,7 @@ class TuneyardCallback(transformers.TrainerCallback):
         self.metric = metric
         self.checkpoint = checkpoint
         self.last_value: float | None = None
-        self._start, _ = epoch_range(trial, _WHERE)
+        self._start, _ = whole_units(trial, _WHERE)
         self._training = False
         self._reported: int | None = None  # the last epoch reported by this job
         self._save_pending = False
@@ -104,22 +104,22 @@ class TuneyardCallback(transformers.TrainerCallback):
     @property
     def resume_from(self) -> str | None:
         """The checkpoint a resumed job trains from (``trainer.train(resume_from_checkpoint=
-        ...)``), None for a job that starts at epoch 0. Raises :class:`ResumeMismatch` when
+        ...)``), None for a job that starts at epoch 0. Raises :class:`CheckpointMismatch` when
         the job resumes but finds no Trainer checkpoint, or one of another epoch."""
         if self._start == 0:
             return None
         state = self.path / _STATE
         if not state.is_file():
-            raise ResumeMismatch(
+            raise CheckpointMismatch(
                 f"the job resumes after epoch {self._start}, but there is no Trainer "
                 f"checkpoint at {self.path} (no {_STATE})"
             )
         try:
             epoch = float(json.loads(state.read_text())["epoch"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise ResumeMismatch(f"{state} does not say which epoch it holds: {exc}") from exc
+            raise CheckpointMismatch(f"{state} does not say which epoch it holds: {exc}") from exc
         if abs(epoch - self._start) > 1e-6:
-            raise ResumeMismatch(
+            raise CheckpointMismatch(
                 f"the Trainer checkpoint at {self.path} holds epoch {epoch:g}, but the job "
                 f"resumes after epoch {self._start}"
             )
@@ -148,7 +148,7 @@ class TuneyardCallback(transformers.TrainerCallback):
                 if started == 0
                 else "the checkpoint holds another epoch than the one the trial paused at"
             )
-            raise ResumeMismatch(
+            raise CheckpointMismatch(
                 f"the Trainer starts after epoch {started:g}, but the job resumes after epoch "
                 f"{self._start}: {how}"
             )
@@ -173,12 +173,12 @@ class TuneyardCallback(transformers.TrainerCallback):
             control.should_training_stop = True  # already answered: nothing more to report
             return control
         logged = {k: v for k, v in (metrics or {}).items() if k != "epoch"}
-        decision, self.last_value = report_epoch(
+        decision, self.last_value = report_logged(
             self.trial, epoch, logged, self.monitor, self.metric, f"{_WHERE} (epoch {epoch})"
         )
         self._reported = epoch
         # A "continue" may promote the trial on the spot: resource_to is read again.
-        end = epoch_range(self.trial, _WHERE)[1]
+        end = whole_units(self.trial, _WHERE)[1]
         if decision == "continue" and end > args.num_train_epochs:
             raise ValueError(
                 f"the trial was promoted to {end} epochs, past TrainingArguments."
@@ -232,7 +232,7 @@ def _check_arguments(args: Any, trial: Any) -> None:
             f"TrainingArguments.max_steps={args.max_steps} overrides num_train_epochs; leave "
             "it unset and give num_train_epochs the study's max_resource"
         )
-    _, end = epoch_range(trial, _WHERE)
+    _, end = whole_units(trial, _WHERE)
     if args.num_train_epochs < end:
         raise ValueError(
             f"TrainingArguments.num_train_epochs={args.num_train_epochs:g} ends before the "

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,7 @@ from tuneyard.worker.allow import Allowlist
 from tuneyard.worker.code import ACCEPT_ENV as ACCEPT_CODE_ENV
 from tuneyard.worker.code import CACHE_ENV as CODE_CACHE_ENV
 from tuneyard.worker.slots import SlotState, die_with_parent, watch_redis
+from tuneyard.worker.slurm import allocated_gpus, in_slurm_job
 
 log = logging.getLogger("tuneyard.worker")
 
@@ -68,10 +70,18 @@ def detect_gpus() -> list[Gpu]:
     return gpus
 
 
-def plan_slots(gpus: str | None, slots: int | None) -> list[Gpu | None]:
-    """One entry per worker process: the GPU it is pinned to, or None for a CPU slot."""
+def plan_slots(
+    gpus: str | None, slots: int | None, env: Mapping[str, str] | None = None
+) -> list[Gpu | None]:
+    """One entry per worker process: the GPU it is pinned to, or None for a CPU slot.
+
+    ``slurm`` (and ``auto`` inside a Slurm job, ``env``: os.environ) is the GPUs Slurm
+    allocated to this job, never the other GPUs of its node, which other jobs hold."""
+    env = os.environ if env is None else env
     if gpus in (None, "", "none"):
         return [None] * (slots or 1)
+    if gpus == "slurm" or (gpus == "auto" and in_slurm_job(env)):
+        return _slurm_slots(gpus, slots, env)
     found = detect_gpus()
     if gpus == "auto":
         return list(found) if found else [None] * (slots or 1)
@@ -80,6 +90,40 @@ def plan_slots(gpus: str | None, slots: int | None) -> list[Gpu | None]:
     if not ids:
         raise ValueError("--gpus names no GPU")
     return [known.get(i, Gpu(index=i)) for i in ids]
+
+
+def _slurm_slots(gpus: str, slots: int | None, env: Mapping[str, str]) -> list[Gpu | None]:
+    if not in_slurm_job(env):
+        raise ValueError("'slurm' is for a worker inside a Slurm job, and SLURM_JOB_ID is not set")
+    found = detect_gpus()
+    allocated = allocated_gpus(env, len(found) if found else None)
+    if not allocated:
+        if gpus == "auto":
+            return [None] * (slots or 1)
+        raise ValueError(
+            f"Slurm job {env['SLURM_JOB_ID']} has no GPUs (CUDA_VISIBLE_DEVICES, SLURM_STEP_GPUS "
+            "and SLURM_JOB_GPUS are unset): submit it with --gres=gpu:N, or run CPU slots "
+            "with --slots"
+        )
+    by_uuid = {g.uuid: g for g in found if g.uuid}
+    by_index = {g.index: g for g in found}
+    plan: list[Gpu | None] = []
+    for i, a in enumerate(allocated):
+        # nvidia-smi's model and memory for it: by UUID when Slurm names GPUs so, else by
+        # the node's index; on a node that shows the job only its own GPUs, by position;
+        # on one that shows it all, CUDA's ids are the node's indices.
+        known = by_uuid.get(a.visible) or by_index.get(a.node_index or "")
+        if known is None:
+            known = found[i] if len(found) == len(allocated) else by_index.get(a.visible)
+        plan.append(
+            Gpu(
+                index=a.visible,
+                name=known.name if known else None,
+                memory_mib=known.memory_mib if known else None,
+                uuid=known.uuid if known else None,
+            )
+        )
+    return plan
 
 
 class _Registration:
@@ -176,7 +220,15 @@ def _slot_main(
         """On SIGTERM/SIGINT, the running trial pauses at its next report and is handed
         back with its checkpoint (RQ's warm shutdown then waits for that job to end)."""
 
+        stop_signalled = False
+
         def request_stop(self, signum: Any, frame: Any) -> None:
+            # Once only. A Slurm job's processes all get scancel's SIGTERM, and the pool
+            # forwards its own copy a moment later: a second handler that ran inside the
+            # first one (Python runs them nested) would wait on a lock the first one holds.
+            if self.stop_signalled:
+                return
+            self.stop_signalled = True
             CONTROL.stop("the worker is stopping")
             super().request_stop(signum, frame)
 

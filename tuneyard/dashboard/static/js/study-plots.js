@@ -20,6 +20,7 @@ import {
   theme,
 } from "./plots.js";
 import { drawParcoords } from "./parcoords.js";
+import { priorHistoryTraces, priorSliceTraces, priorsLine, priorsSource } from "./study-priors.js";
 import { card, metaEl } from "./widgets.js";
 
 // The plot cards of study `studyId`, in page order, and `load(detail)` that (re)draws them.
@@ -29,6 +30,8 @@ export function studyPlots(studyId) {
   const plot = (name) =>
     h("div", { id: `plot-${name}`, class: "plot", "data-testid": `plot-${name}` });
   const history = plot("history");
+  const warmStart = h("div", { class: "note", "data-testid": "warm-start", hidden: true });
+  const priorsOf = priorsSource(studyId);
   const curves = plot("curves");
   curves.classList.add("tall");
   const parcoords = plot("parcoords");
@@ -44,7 +47,7 @@ export function studyPlots(studyId) {
       title: "Optimization history",
       testid: "history",
       meta: metaEl("meta-history"),
-      body: history,
+      body: [history, warmStart],
       cls: "span-8",
     }),
     card({
@@ -81,17 +84,22 @@ export function studyPlots(studyId) {
     await plotlyReady;
     const t = theme();
     const base = `${DASH}/studies/${studyId}`;
+    // A warm start's priors go on the history and the slices; without them those still draw.
+    const priors = priorsOf(d).catch(() => null);
     await Promise.allSettled([
-      section("history", async () =>
-        drawHistory(history, t, d, await getJSON(`${base}/history?points=2000`)),
-      ),
+      section("history", async () => {
+        const data = await getJSON(`${base}/history?points=2000`);
+        const p = await priors;
+        priorsLine(warmStart, p);
+        drawHistory(history, t, d, data, p);
+      }),
       section("curves", async () =>
         drawStudyCurves(curves, t, d, await getJSON(`${base}/curves?trials=200`)),
       ),
       section("parcoords", async () => {
         const p = await getJSON(`${base}/params?trials=2000`);
         drawParcoords(parcoords, t, d, p);
-        drawSlices(slices, sliceEls, t, d, p);
+        drawSlices(slices, sliceEls, t, d, p, await priors);
       }),
       section("importance", async () =>
         drawImportance(importance, importanceNote, t, await getJSON(`${base}/importance`)),
@@ -111,16 +119,17 @@ function section(name, fn) {
   });
 }
 
-function drawHistory(el, t, d, data) {
+function drawHistory(el, t, d, data, priors) {
   const pts = data.points || [];
+  const before = priorHistoryTraces(priors, d.metric);
   $("#meta-history").textContent = data.downsampled
     ? `${fmtInt(pts.length)} of ${fmtInt(data.total)} trials shown (best and worst per bucket)`
     : `${fmtInt(data.total ?? pts.length)} finished trials`;
-  if (!pts.length) {
+  if (!pts.length && !before.length) {
     draw(el, [], emptyLayout(t, "No finished trials yet"));
     return;
   }
-  const traces = [];
+  const traces = [...before];
   for (const s of TRIAL_STATES) {
     const mine = pts.filter((p) => p.state === s);
     if (!mine.length) continue;
@@ -135,7 +144,7 @@ function drawHistory(el, t, d, data) {
     });
   }
   const best = data.best || [];
-  if (best.length) {
+  if (best.length && pts.length) {
     const last = Math.max(...pts.map((p) => p.number));
     const bx = best.map((b) => b.number);
     const by = best.map((b) => b.value);
@@ -160,7 +169,9 @@ function drawHistory(el, t, d, data) {
       xaxis: { title: { text: "trial number" }, rangemode: "tozero" },
       yaxis: {
         title: { text: `${plotText(d.metric)} ${d.direction === "maximize" ? "↑" : "↓"}` },
-        type: logScaleFits(pts.map((p) => p.value)) ? "log" : "linear",
+        type: logScaleFits([...pts.map((p) => p.value), ...before.flatMap((tr) => tr.y)])
+          ? "log"
+          : "linear",
       },
     }),
   );
@@ -229,7 +240,7 @@ function drawStudyCurves(el, t, d, data) {
   linkPoints(el);
 }
 
-function drawSlices(slices, sliceEls, t, d, data) {
+function drawSlices(slices, sliceEls, t, d, data, priors) {
   const space = data.space || d.space || [];
   const trials = (data.trials || []).filter((tr) => typeof tr.value === "number");
   $("#meta-slices").textContent =
@@ -301,7 +312,7 @@ function drawSlices(slices, sliceEls, t, d, data) {
     trace.hovertemplate = `trial %{text}<br>${plotText(spec.name)} %{x}<br>${plotText(d.metric)} %{y:.5g}<extra></extra>`;
     draw(
       el,
-      [trace],
+      [trace, ...priorSliceTraces(priors, spec.name, d.metric, categorical)],
       layout(t, {
         showlegend: false,
         margin: { l: 52, r: 10, t: 6, b: 38 },
