@@ -3,6 +3,7 @@ restarted on its port, the dispatcher and worker pools, on PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -206,3 +207,26 @@ def assert_no_report_lost(trial: dict[str, Any]) -> None:
     """Reports at 1, 2, … up to the last one, none missing: a learning curve without holes."""
     steps = [r["step"] for r in trial["reports"]]
     assert steps == [float(i) for i in range(1, len(steps) + 1)], (trial["number"], steps)
+
+
+def paused_and_resumed(trials: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    """Every resume of a paused trial, as (trial number, the paused attempt's last reported
+    step, the resumed attempt's first), after checking that each resumed attempt started at
+    the resource its predecessor paused at and reported ``restored_epoch`` (the epoch of the
+    framework checkpoint it was loaded from) equal to it, at each of its reports."""
+    resumes = []
+    for t in trials:
+        by_attempt: dict[int, list[dict[str, Any]]] = {}
+        for r in sorted(t["reports"], key=lambda r: r["step"]):
+            by_attempt.setdefault(r["attempt"], []).append(r)
+        attempts = {a["number"]: a for a in t["attempt_log"]}
+        numbers = sorted(by_attempt)
+        assert all(r["metrics"]["restored_epoch"] == 0 for r in by_attempt[numbers[0]])
+        for before, after in itertools.pairwise(numbers):
+            last = int(by_attempt[before][-1]["step"])
+            first = int(by_attempt[after][0]["step"])
+            assert attempts[after]["resource_from"] == last, (t["number"], attempts[after])
+            restored = {r["metrics"]["restored_epoch"] for r in by_attempt[after]}
+            assert restored == {float(last)}, (t["number"], last, restored)
+            resumes.append((t["number"], last, first))
+    return resumes
