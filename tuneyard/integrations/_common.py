@@ -70,15 +70,27 @@ def report_logged(
     value = pick_metric(logged, monitor, where)
     metrics: dict[str, float | None] = {}
     for name, raw in logged.items():
-        if name == monitor:
+        # ``step`` and ``value`` are report()'s own arguments: a logged "step" would clash.
+        if name == monitor or name in _REPORT_ARGUMENTS:
             continue
-        if hasattr(raw, "item") and getattr(raw, "size", 1) == 1:
-            raw = raw.item()
+        raw = _one_number(raw)
         if isinstance(raw, int | float) and not isinstance(raw, bool) and _INF > raw > -_INF:
             metrics[str(name)] = float(raw)
     metrics[metric or monitor] = value
     decision: str = trial.report(step, **metrics)
     return decision, value
+
+
+_REPORT_ARGUMENTS = frozenset({"step", "value"})
+
+
+def _one_number(raw: Any) -> Any:
+    """A one-element numpy array or torch tensor as its Python number; anything else as is.
+    (A tensor's ``size`` is a method, its element count ``numel()``.)"""
+    if not hasattr(raw, "item"):
+        return raw
+    size = raw.numel() if hasattr(raw, "numel") else getattr(raw, "size", 1)
+    return raw.item() if size == 1 else raw
 
 
 def check_restored(found: int, expected: int, what: str, path: Any) -> None:
