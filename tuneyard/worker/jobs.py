@@ -27,7 +27,9 @@ from tuneyard.worker.allow import Allowlist, NotAllowed
 from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
 from tuneyard.worker.code import accepts, prepare_objective, refusal
+from tuneyard.worker.command import CommandObjective
 from tuneyard.worker.control import Control, JobOptions
+from tuneyard.worker.objective import Objective
 from tuneyard.worker.reload import MODULES
 
 # How long a slot job keeps asking while the study has nothing to run (e.g. ASHA waiting on
@@ -165,6 +167,17 @@ def _run_slot(
         refuse(job, study, str(exc))
         return "refused"
     store = store_from_env(client, data_dir)
+
+    def load() -> tuple[Objective | CommandObjective | None, Exception | None]:
+        # Per job: a changed module of the user's is imported again. Before the trial is
+        # asked for, so that a slow import (torch and a framework: seconds) is not spent on
+        # the trial's lease before its heartbeats start.
+        try:
+            return prepare_objective(spec.execution, url, token, client, data_dir), None
+        except Exception as exc:  # an import error, a SyntaxError of an edited module...
+            return None, exc
+
+    objective, error = load()
     assignment = _first_assignment(client, study_id, name, gpus)
     if isinstance(assignment, str):
         return assignment
@@ -177,12 +190,9 @@ def _run_slot(
     )
     workdir = data_dir / "work" / name.replace("/", "_")
     while True:
-        try:
-            # Per job: a changed module of the user's is imported again.
-            objective = prepare_objective(spec.execution, url, token, client, data_dir)
-        except Exception as exc:  # an import error, a SyntaxError of an edited module...
+        if objective is None:
             client.fail(
-                assignment.trial_id, f"{type(exc).__name__}: {exc}", attempt=assignment.attempt
+                assignment.trial_id, f"{type(error).__name__}: {error}", attempt=assignment.attempt
             )
             return "fail"
         try:
@@ -193,6 +203,7 @@ def _run_slot(
             return outcome
         if _others_waiting(job, study_id):
             return outcome
+        objective, error = load()
         try:
             found = client.next(study_id, worker=name, gpus=gpus)
         except StudyFinished:
