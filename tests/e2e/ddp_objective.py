@@ -2,13 +2,13 @@
 under torchrun with one process per GPU of its slot, on CPU: the gloo backend stands in for
 NCCL and the slot's GPU ids are only names in CUDA_VISIBLE_DEVICES.
 
-    python ddp_objective.py OUT_DIR
+    python ddp_objective.py OUT_DIR [SECONDS_PER_EPOCH]
 
 Every rank trains a shard of one regression problem through DistributedDataParallel and
 calls ``trial.report`` each epoch (rank 0's report is the one sent; the others get its
 decision). At the end rank 0 writes ``OUT_DIR/trial-<number>.json``: what each rank saw
-(its rank, LOCAL_RANK, CUDA_VISIBLE_DEVICES, the decisions it got), gathered with
-all_gather_object, and whether the ranks' weights agree.
+(its rank, LOCAL_RANK, CUDA_VISIBLE_DEVICES, the decisions it got, whether it started from
+a checkpoint, its weights), gathered with all_gather_object.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 import tuneyard
 
 
-def main(out: Path) -> None:
+def main(out: Path, epoch_seconds: float) -> None:
     dist.init_process_group("gloo")
     trial = tuneyard.trial_from_env()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -45,6 +46,7 @@ def main(out: Path) -> None:
             loss = torch.nn.functional.mse_loss(model(x[shard]), y[shard])
             loss.backward()  # DDP averages the gradients of the ranks here
             opt.step()
+        time.sleep(epoch_seconds)
         total = torch.nn.functional.mse_loss(model(x[shard]), y[shard]).detach()
         dist.all_reduce(total)
         trial.save({"model": model.module.state_dict()})
@@ -57,6 +59,7 @@ def main(out: Path) -> None:
         "local_rank": int(os.environ["LOCAL_RANK"]),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "decisions": decisions,
+        "resumed": state is not None,
         "weights": weights.tolist(),
     }
     everyone: list[dict[str, object] | None] = [None] * world
@@ -70,4 +73,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)

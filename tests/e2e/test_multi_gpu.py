@@ -7,6 +7,7 @@ by those slots and says why."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 OBJECTIVE = Path(__file__).with_name("ddp_objective.py")
 
 
-def spec(queue: str, name: str, gpus: int, out: Path) -> dict[str, Any]:
+def spec(queue: str, name: str, gpus: int, out: Path, *seconds: str) -> dict[str, Any]:
     return {
         "name": name,
         "metric": "loss",
@@ -33,7 +34,7 @@ def spec(queue: str, name: str, gpus: int, out: Path) -> dict[str, Any]:
             "queue": queue,
             "gpus": gpus,
             "max_retries": 0,
-            "command": [sys.executable, str(OBJECTIVE), str(out)],
+            "command": [sys.executable, str(OBJECTIVE), str(out), *seconds],
         },
     }
 
@@ -96,3 +97,45 @@ def test_each_rank_of_a_two_gpu_trial_sees_its_own_gpu_of_the_slot(
         f"no live worker on queue {queue!r} has 4 GPUs per slot for its trials "
         "(execution.gpus); the most is 2: start one with --gpus-per-slot 4"
     )
+
+
+def test_a_stopping_worker_hands_a_two_gpu_trial_back_and_another_slot_resumes_it(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    d = deployment
+    queue = f"ddp-{uuid.uuid4().hex[:6]}"
+    out = tmp_path / "seen"
+    out.mkdir()
+    leaving = d.start_pool(
+        "leaving", queue, 1, "--gpus", "0,1", "--gpus-per-slot", "2", "--name", "leaving"
+    )
+    body = spec(queue, "handed-back", 2, out, "0.5")
+    body["scheduler"] = {"type": "fifo", "max_resource": 8}
+    body["limits"] = {"max_trials": 1, "max_concurrent": 1}
+    sid = d.create(body)
+
+    def reported() -> dict[str, Any] | None:
+        for t in d.http.get(f"/api/v1/studies/{sid}/trials?state=running").json()["items"]:
+            full = d.trial(t["id"])
+            if len(full["reports"]) >= 2:
+                return full
+        return None
+
+    trial = wait_for(reported, 60, "the two-GPU trial reporting")
+    d.start_pool("staying", queue, 1, "--gpus", "2,3", "--gpus-per-slot", "2", "--name", "staying")
+    # SIGTERM reaches each rank (not torchrun): rank 0 pauses at its next report, rank 1 with it.
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(timeout=60) == 0
+
+    assert d.wait_finished(sid, 120)["state"] == "completed"
+    t = d.trial(trial["id"])
+    first, second = t["attempt_log"]
+    assert first["worker"] == "leaving/gpu-0+1" and first["state"] == "released"
+    assert second["worker"] == "staying/gpu-2+3"
+    assert 2 <= second["resource_from"] < 8, "resumed from the hand-back's checkpoint"
+    assert [r["step"] for r in t["reports"]] == [float(i) for i in range(1, 9)]
+    seen = out / f"trial-{t['number']}.json"
+    wait_for(seen.exists, 30, f"{seen.name} written")
+    ranks = json.loads(seen.read_text())
+    assert [r["cuda_visible_devices"] for r in ranks] == ["2,3", "2,3"]
+    assert all(r["resumed"] for r in ranks), "every rank loaded rank 0's checkpoint"
