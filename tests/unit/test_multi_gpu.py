@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from tuneyard.protocol import ReportOut
 from tuneyard.spec import ExecutionSpec, StudySpec
@@ -73,8 +74,8 @@ def test_named_gpus_are_kept_without_nvidia_smi_and_grouped_in_order(
 @pytest.mark.parametrize(
     ("gpus", "per_slot", "text"),
     [
-        ("0,1,2", 2, "does not divide the 3 GPUs (0,1,2) into whole slots; name 2 of them"),
-        ("none", 2, "--gpus-per-slot 2 needs GPUs"),
+        ("0,1,2", 2, "the 3 GPUs (0,1,2) do not make whole slots of 2; name 2 of them"),
+        ("none", 2, "no GPUs to make slots of 2 from: give --gpus"),
         ("0,1", 0, "at least 1"),
     ],
 )
@@ -85,6 +86,22 @@ def test_slots_that_cannot_be_whole_are_refused(
     with pytest.raises(ValueError) as info:
         group_slots(plan_slots(gpus, 2), per_slot)
     assert text in str(info.value)
+
+
+def test_a_worker_whose_gpus_make_no_whole_slots_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuneyard.worker.pool
+    from tuneyard import cli
+
+    started: list[Any] = []
+    monkeypatch.setattr(tuneyard.worker.pool, "run_pool", lambda *a, **kw: started.append(a))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    args = ["worker", "--api", "http://127.0.0.1:1", "--redis", "redis://127.0.0.1:1/0"]
+    args += ["--token", "ty_x", "--allow", "examples.*", "--gpus", "0,1,2"]
+    result = CliRunner().invoke(cli.app, [*args, "--gpus-per-slot", "2"])
+    assert result.exit_code == 2 and started == []
+    assert "--gpus-per-slot: the 3 GPUs (0,1,2) do not make whole slots of 2" in result.output
 
 
 def test_a_slot_runs_only_studies_whose_trials_fit_on_its_gpus() -> None:

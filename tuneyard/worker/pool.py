@@ -92,17 +92,20 @@ def group_slots(plan: list[Gpu | None], per_slot: int) -> list[Slot]:
     all of its slot's GPUs. GPUs that would be left over, or CPU slots, are an error: a
     slot short of GPUs would take jobs it cannot run."""
     if per_slot < 1:
-        raise ValueError(f"--gpus-per-slot must be at least 1, got {per_slot}")
+        raise ValueError(f"must be at least 1, got {per_slot}")
     if per_slot == 1:
         return list(plan)
     gpus = [g for g in plan if g is not None]
     if not gpus:
-        raise ValueError(f"--gpus-per-slot {per_slot} needs GPUs: give --gpus (ids or 'auto')")
+        raise ValueError(
+            f"no GPUs to make slots of {per_slot} from: give --gpus (ids, or 'auto' on a "
+            "machine with GPUs)"
+        )
     if len(gpus) % per_slot:
         ids = ",".join(g.index for g in gpus)
         raise ValueError(
-            f"--gpus-per-slot {per_slot} does not divide the {len(gpus)} GPUs ({ids}) into "
-            f"whole slots; name {len(gpus) - len(gpus) % per_slot} of them with --gpus"
+            f"the {len(gpus)} GPUs ({ids}) do not make whole slots of {per_slot}; name "
+            f"{len(gpus) - len(gpus) % per_slot} of them with --gpus"
         )
     return [tuple(gpus[i : i + per_slot]) for i in range(0, len(gpus), per_slot)]
 
