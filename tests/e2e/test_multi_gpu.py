@@ -132,7 +132,8 @@ def test_a_stopping_worker_hands_a_two_gpu_trial_back_and_another_slot_resumes_i
     first, second = t["attempt_log"]
     assert first["worker"] == "leaving/gpu-0+1" and first["state"] == "released"
     assert second["worker"] == "staying/gpu-2+3"
-    assert 2 <= second["resource_from"] < 8, "resumed from the hand-back's checkpoint"
+    # Resumed from the hand-back's checkpoint, not from the start.
+    assert 2 <= second["resource_from"] < 8, (first, second, d.logs())
     assert [r["step"] for r in t["reports"]] == [float(i) for i in range(1, 9)]
     seen = out / f"trial-{t['number']}.json"
     wait_for(seen.exists, 30, f"{seen.name} written")

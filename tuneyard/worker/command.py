@@ -42,7 +42,8 @@ from typing import Any
 from tuneyard.worker.output import LogShipper
 from tuneyard.worker.trial import REPLICATE_ENV, Trial, replicate_env
 
-# Seconds a process gets to exit after SIGTERM before it is killed.
+# Seconds a process gets to exit after SIGTERM before it is killed, unless the worker gives
+# its own grace (``tuneyard worker --grace``).
 TERM_GRACE = 10.0
 
 
@@ -112,8 +113,10 @@ class CommandObjective:
     """Runs the command for a trial; returns its exit code.
 
     ``interrupt`` (set when the worker stops) sends SIGTERM, which ``trial_from_env`` turns
-    into a pause at the next report; ``timeout`` kills the process group and raises
-    :class:`CommandTimeout`."""
+    into a pause at the next report, and kills the process ``grace`` seconds later if it is
+    still running (the worker's ``--grace``: an epoch of a real model, or torchrun's ranks
+    finishing theirs together, can take longer than a toy's); ``timeout`` kills the process
+    group and raises :class:`CommandTimeout`."""
 
     def __init__(
         self,
@@ -147,6 +150,7 @@ class CommandObjective:
         timeout: float | None,
         interrupt: threading.Event,
         echo: Any = None,
+        grace: float = TERM_GRACE,
     ) -> int:
         fields: dict[str, Any] = dict(trial.params)
         fields.update(
@@ -217,7 +221,7 @@ class CommandObjective:
                     if terminated_at is None:
                         terminated_at = now
                         self._terminate(proc)
-                    elif now - terminated_at > TERM_GRACE:
+                    elif now - terminated_at > grace:
                         _kill_group(proc, signal.SIGKILL)
         except BaseException:
             if proc.poll() is None:
