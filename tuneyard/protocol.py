@@ -211,8 +211,9 @@ class StudyOut(BaseModel):
     usage: StudyUsage | None = None
     queue_warning: str | None = Field(
         default=None,
-        description="set while the study waits for workers and no live worker serves its "
-        "queue, e.g. \"no live worker serves queue 'gpu'\"",
+        description="set while the study waits for workers and no live worker can run its "
+        "trials: none serves its queue (e.g. \"no live worker serves queue 'gpu'\"), or none "
+        "has a slot with the GPUs its trials need (execution.gpus)",
     )
     pareto: ParetoSummary | None = Field(
         default=None,

@@ -248,6 +248,47 @@ def test_a_study_no_live_worker_serves_is_flagged(http: TestClient, clock: FakeC
     assert http.get(f"{API}/studies/{sid}").json()["queue_warning"] is None
 
 
+def test_a_study_whose_trials_need_more_gpus_than_any_live_slot_is_flagged(
+    http: TestClient, clock: FakeClock
+) -> None:
+    def needing(gpus: int, name: str) -> int:
+        execution = {"command": ["python", "train.py"], "queue": "gpu", "gpus": gpus}
+        return create(http, study_spec(name=name, execution=execution))
+
+    def warnings() -> dict[int, str | None]:
+        items = http.get(f"{API}/studies").json()["items"]
+        return {s["id"]: s["queue_warning"] for s in items}
+
+    four, two, one = needing(4, "four"), needing(2, "two"), needing(1, "one")
+    nobody = "no live worker serves queue 'gpu'"
+    assert warnings() == {four: nobody, two: nobody, one: nobody}
+
+    def register(name: str, gpus: list[dict[str, str]]) -> None:
+        r = http.post(
+            f"{API}/workers", json={"name": name, "host": "h", "queue": "gpu", "gpus": gpus}
+        )
+        assert r.status_code == 201, r.text
+
+    # A CPU slot serves one-GPU trials (as before GPU counts), not those needing more.
+    register("h/slot-0", [])
+    short = "no live worker on queue 'gpu' has {} GPUs per slot for its trials (execution.gpus); "
+    assert warnings() == {
+        four: short.format(4) + "the most is 0: start one with --gpus-per-slot 4",
+        two: short.format(2) + "the most is 0: start one with --gpus-per-slot 2",
+        one: None,
+    }
+    register("h/gpu-0+1", TWO_GPUS)
+    expected = short.format(4) + "the most is 2: start one with --gpus-per-slot 4"
+    assert warnings() == {four: expected, two: None, one: None}
+    assert http.get(f"{API}/studies/{four}").json()["queue_warning"] == expected
+    assert http.get(f"{DASH}/studies/{four}").json()["queue_warning"] == expected
+    four_gpus = [{"index": str(i), "name": "NVIDIA H100"} for i in range(4, 8)]
+    register("h/gpu-4+5+6+7", four_gpus)
+    assert warnings() == {four: None, two: None, one: None}
+    clock.advance(LEASE + 1)  # every slot silent for longer than a lease: lost
+    assert warnings() == {four: nobody, two: nobody, one: nobody}
+
+
 @pytest.mark.parametrize(
     ("limits", "field", "text"),
     [

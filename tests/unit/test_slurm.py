@@ -49,6 +49,16 @@ def test_gpu_tasks_ask_for_their_gres_and_the_worker_takes_the_job_s_gpus() -> N
     assert "--gpus slurm" in script and "--slots" not in script
 
 
+def test_multi_gpu_trials_group_each_task_s_gpus_into_slots() -> None:
+    script = job(gpus_per_task=4, gpus_per_slot=2).script()
+    assert "--gres=gpu:4" in sbatch_lines(script)
+    assert "--gpus slurm" in script and "--gpus-per-slot 2" in script
+    assert "--gpus-per-slot" not in job(gpus_per_task=4).script(), "one GPU per slot: as before"
+    for per_task, per_slot in ((3, 2), (0, 2)):
+        with pytest.raises(ValueError, match=f"--gpus-per-slot: {per_slot} does not divide"):
+            job(gpus_per_task=per_task, gpus_per_slot=per_slot).script()
+
+
 def test_cpu_tasks_run_one_slot_and_ask_for_no_gres() -> None:
     script = job(gpus_per_task=0).script()
     assert not any(ln.startswith("--gres") for ln in sbatch_lines(script))

@@ -116,7 +116,9 @@ class StudyCard(BaseModel):
         description="set while the study is failing, or when it ended failed or exhausted",
     )
     queue_warning: str | None = Field(
-        default=None, description="set while the study waits and no live worker serves its queue"
+        default=None,
+        description="set while the study waits and no live worker can run its trials (none "
+        "serves its queue, or none has the GPUs per slot its trials need)",
     )
 
 

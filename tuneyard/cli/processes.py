@@ -4,8 +4,9 @@ dispatcher, a worker pool, and the whole stack on one machine (``up``, ``demo``)
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -16,6 +17,9 @@ from tuneyard.cli.common import ApiOpt, api_url, app, console, db_app, err, is_l
 from tuneyard.cli.startup import StartupError
 from tuneyard.cli.tokens import _active_tokens
 from tuneyard.settings import Settings
+
+if TYPE_CHECKING:
+    from tuneyard.worker.pool import Gpu
 
 
 @app.command()
@@ -224,6 +228,15 @@ def worker(
         ),
     ] = None,
     slots: Annotated[int | None, typer.Option(help="CPU worker processes (no GPU).")] = None,
+    gpus_per_slot: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="GPUs per worker process: 2 makes slots of GPUs 0,1 and 2,3 of --gpus "
+            "0,1,2,3, for studies whose trials need that many (execution.gpus).",
+        ),
+    ] = 1,
     data_dir: Annotated[Path | None, typer.Option(help="Work and checkpoint directory.")] = None,
     path: Annotated[
         list[str] | None, typer.Option(help="Extra import path for objectives (repeatable).")
@@ -309,7 +322,8 @@ def worker(
     ] = False,
     startup_wait: StartupWaitOpt = startup.PATIENCE,
 ) -> None:
-    """Attach this machine: one RQ worker process per GPU, or --slots CPU processes.
+    """Attach this machine: one RQ worker process per GPU (per --gpus-per-slot GPUs), or
+    --slots CPU processes.
 
     Each registers with the API (host, GPU model and memory). On SIGTERM the running trials
     pause at their next report and are handed back with a checkpoint. A study whose objective
@@ -322,7 +336,7 @@ def worker(
     TUNEYARD_REDIS_URL) where Redis answers; an allowlist that is not empty (or
     --accept-code). When one is wrong it exits 2 with one line naming it."""
     from tuneyard.worker.allow import Allowlist
-    from tuneyard.worker.pool import plan_slots, run_pool
+    from tuneyard.worker.pool import group_slots, plan_slots, run_pool, slot_gpus
 
     settings = Settings()
     url = api_url(api)
@@ -362,6 +376,10 @@ def worker(
             plan = plan_slots(gpus, slots)
         except ValueError as exc:
             raise StartupError("--gpus", str(exc)) from exc
+        try:
+            grouped = group_slots(plan, gpus_per_slot)
+        except ValueError as exc:
+            raise StartupError("--gpus-per-slot", str(exc)) from exc
         startup.check_api(
             url,
             token or "",
@@ -372,11 +390,8 @@ def worker(
         redis = startup.check_redis(redis_url, patience=startup_wait)
     except StartupError as exc:
         raise _cannot_start("worker", exc) from None
-    where = ", ".join(
-        f"GPU {g.index}" + (f" ({g.name})" if g.name else "") if g is not None else "CPU"
-        for g in plan
-    )
-    err.print(f"tuneyard worker: {len(plan)} processes ({where}) on queue {queue!r}")
+    where = ", ".join(_describe_slot(slot_gpus(slot)) for slot in grouped)
+    err.print(f"tuneyard worker: {len(grouped)} processes ({where}) on queue {queue!r}")
     if allowed:
         err.print(
             "runs entrypoints "
@@ -391,7 +406,7 @@ def worker(
         url,
         redis,
         queue,
-        plan,
+        grouped,
         (data_dir or settings.data_dir).resolve(),
         path,
         checkpoints=checkpoints if checkpoints == "api" else str(Path(checkpoints).resolve()),
@@ -402,6 +417,17 @@ def worker(
         code_cache=code_cache.resolve() if code_cache else None,
     )
     raise typer.Exit(code)
+
+
+def _describe_slot(gpus: Sequence[Gpu]) -> str:
+    """``GPU 0 (A100)``, ``GPUs 0,1 (A100)`` or ``CPU``: what one worker process runs on."""
+    if not gpus:
+        return "CPU"
+    names = sorted({g.name for g in gpus if g.name})
+    ids = ",".join(g.index for g in gpus)
+    return (
+        ("GPUs " if len(gpus) > 1 else "GPU ") + ids + (f" ({', '.join(names)})" if names else "")
+    )
 
 
 NO_AUTH = (

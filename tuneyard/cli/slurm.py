@@ -38,7 +38,17 @@ def submit(
     gpus_per_task: Annotated[
         int,
         typer.Option(
-            min=0, help="GPUs per task (--gres=gpu:N), one trial slot each; 0: one CPU slot."
+            min=0,
+            help="GPUs per task (--gres=gpu:N), one trial slot each (or per --gpus-per-slot); "
+            "0: one CPU slot.",
+        ),
+    ] = 1,
+    gpus_per_slot: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="GPUs per trial slot of each worker, for studies whose trials need several "
+            "(execution.gpus); must divide --gpus-per-task.",
         ),
     ] = 1,
     queue: Annotated[str, typer.Option(help="Queue the workers take jobs from.")] = "default",
@@ -147,6 +157,7 @@ def submit(
         python=python or sys.executable,
         tasks=tasks,
         gpus_per_task=gpus_per_task,
+        gpus_per_slot=gpus_per_slot,
         queue=queue,
         partition=partition,
         time=time,

@@ -160,20 +160,56 @@ def served_queues(s: Session, queues: Collection[str], since: datetime) -> set[s
     return {q for q in rows if q is not None}
 
 
+def most_gpus_per_slot(s: Session, queues: Collection[str], since: datetime) -> dict[str, int]:
+    """The most GPUs one live worker slot of each of ``queues`` has (0: only CPU slots);
+    a queue no live worker serves is left out. One query."""
+    if not queues:
+        return {}
+    rows = s.execute(
+        select(Worker.queue, Worker.gpus).where(
+            Worker.queue.in_(sorted(queues)),
+            Worker.state == WorkerState.ACTIVE,
+            Worker.last_seen_at >= since,
+        )
+    )
+    most: dict[str, int] = {}
+    for queue, gpus in rows:
+        if queue is not None:
+            most[queue] = max(most.get(queue, 0), len(gpus or ()))
+    return most
+
+
 def queue_warnings(s: Session, kit: Toolkit, studies: Sequence[Study]) -> dict[int, str]:
-    """A warning for each study that waits for workers while no live worker serves its
-    queue: a running study whose trials run from its queue (it has an entrypoint or a
-    command), none of them running now. Ask/tell studies bring their own workers."""
-    waiting: dict[int, str] = {}
+    """A warning for each study that waits for workers while no live worker can run its
+    trials: a running study whose trials run from its queue (it has an entrypoint or a
+    command), none of them running now, and no live worker serves that queue or, for trials
+    that need several GPUs (``execution.gpus``), none has a slot with that many (such a slot
+    leaves the jobs to others: ``tuneyard.worker.jobs.cannot_serve``). Ask/tell studies bring
+    their own workers."""
+    waiting: dict[int, tuple[str, int]] = {}
     for st in studies:
         if st.state != StudyState.RUNNING or st.active > 0:
             continue
         execution = StudySpec.from_stored(st.spec).execution
         if execution is not None and (execution.entrypoint or execution.command):
-            waiting[st.id] = execution.queue
-    served = served_queues(s, set(waiting.values()), live_since(kit))
-    return {
-        sid: f"no live worker serves queue {queue!r}"
-        for sid, queue in waiting.items()
-        if queue not in served
-    }
+            waiting[st.id] = (execution.queue, execution.gpus)
+    since = live_since(kit)
+    if not any(gpus > 1 for _, gpus in waiting.values()):
+        served = served_queues(s, {q for q, _ in waiting.values()}, since)
+        return {
+            sid: f"no live worker serves queue {queue!r}"
+            for sid, (queue, _) in waiting.items()
+            if queue not in served
+        }
+    most = most_gpus_per_slot(s, {q for q, _ in waiting.values()}, since)
+    warnings: dict[int, str] = {}
+    for sid, (queue, gpus) in waiting.items():
+        if queue not in most:
+            warnings[sid] = f"no live worker serves queue {queue!r}"
+        elif gpus > 1 and most[queue] < gpus:
+            warnings[sid] = (
+                f"no live worker on queue {queue!r} has {gpus} GPUs per slot for its trials "
+                f"(execution.gpus); the most is {most[queue]}: start one with "
+                f"--gpus-per-slot {gpus}"
+            )
+    return warnings

@@ -48,6 +48,8 @@ MAX_ARGS = 256
 # The largest budgets a definition may set: a million GPU-hours, a year of wall time.
 MAX_GPU_HOURS = 1_000_000.0
 MAX_WALL_TIME = 366 * 86_400.0
+# The most GPUs one trial may ask for: a trial runs on one host, and no host has more.
+MAX_TRIAL_GPUS = 64
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -115,6 +117,30 @@ class ExecutionSpec(StrictModel):
         description="upload the objective's latest trial.save() every N resource units, so a "
         "retry resumes from there",
     )
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_TRIAL_GPUS,
+        description="GPUs each trial gets, all on one host: only a worker slot with at least "
+        "this many takes the study's jobs (`tuneyard worker --gpus-per-slot N`); 1 runs on any "
+        "slot, a CPU slot included",
+    )
+    launcher: Literal["torchrun", "none"] | None = Field(
+        default=None,
+        description="how a command objective is started: 'torchrun' runs it once per GPU "
+        "(`python -m torch.distributed.run --standalone --nproc-per-node GPUS --no-python "
+        "COMMAND`), 'none' once; by default torchrun when gpus > 1",
+    )
+
+    @property
+    def ranks(self) -> int | None:
+        """How many processes torchrun starts for one trial (one per GPU), or None when the
+        objective runs as a single process: an entrypoint, or a command with launcher none."""
+        if not self.command or self.launcher == "none":
+            return None
+        if self.launcher == "torchrun" or self.gpus > 1:
+            return self.gpus
+        return None
 
     @field_validator("entrypoint")
     @classmethod
@@ -134,6 +160,12 @@ class ExecutionSpec(StrictModel):
                 "checkpoint_every: works with an entrypoint objective (its trial.save() is "
                 "uploaded as it trains); a command saves what it leaves in its checkpoint "
                 "directory when it pauses or is handed back"
+            )
+        if self.launcher == "torchrun" and not self.command:
+            raise ValueError(
+                "launcher: torchrun starts execution.command once per GPU; an entrypoint runs "
+                "in the worker's own process (give a command such as [python, train.py], or "
+                "leave launcher out)"
             )
         if self.checkpoint_every is not None and self.code:
             raise ValueError(

@@ -227,7 +227,13 @@ def _run(
     try:
         if isinstance(objective, CommandObjective):
             code = objective.run(
-                trial, job.attempt, shipper, opts.timeout, opts.control.stopping, sys.stdout
+                trial,
+                job.attempt,
+                shipper,
+                opts.timeout,
+                opts.control.stopping,
+                sys.stdout,
+                grace=opts.grace,
             )
             ended = _after_command(client, trial, code, shipper, opts)
             if ended == "complete":

@@ -148,7 +148,7 @@ class ShippedObjective(CommandObjective):
             if execution.command
             else [sys.executable, "-m", "tuneyard.worker.shipped", execution.entrypoint or ""]
         )
-        super().__init__(template, api_url, token, cwd=code_dir)
+        super().__init__(template, api_url, token, cwd=code_dir, ranks=execution.ranks)
         self.code_dir = code_dir
         self._ended: dict[str, Any] = {}
 

@@ -10,6 +10,18 @@ Placeholders are the trial's parameters and ``trial_id``, ``trial_number``, ``st
 ``tuneyard.trial_from_env()`` or ``tuneyard report``, which read the ``TUNEYARD_*`` variables
 set here; its output goes to the trial's log. It runs in its own process group, so a timeout
 or a stopping worker ends it and whatever it started.
+
+A study whose trials get several GPUs (``execution.gpus: N``) runs its command under torchrun,
+once per GPU of the slot (``execution.launcher``)::
+
+    python -m torch.distributed.run --standalone --nproc-per-node N --no-python COMMAND...
+
+Each rank inherits the slot's ``CUDA_VISIBLE_DEVICES`` and gets torchrun's ``RANK``,
+``LOCAL_RANK`` and ``WORLD_SIZE``; ``trial_from_env`` in every rank reads them, and only rank 0
+reports and saves (see :class:`tuneyard.worker.trial.Trial`). torchrun starts each rank in a
+session of its own, so the ranks are signalled and killed one by one besides torchrun's group:
+a stopping worker's SIGTERM goes to the ranks (which pause at their next report) rather than to
+torchrun, which would give them only its own 30 seconds before killing them.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import os
 import signal
 import string
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +42,8 @@ from typing import Any
 from tuneyard.worker.output import LogShipper
 from tuneyard.worker.trial import REPLICATE_ENV, Trial, replicate_env
 
-# Seconds a process gets to exit after SIGTERM before it is killed.
+# Seconds a process gets to exit after SIGTERM before it is killed, unless the worker gives
+# its own grace (``tuneyard worker --grace``).
 TERM_GRACE = 10.0
 
 
@@ -66,6 +80,14 @@ def build_argv(template: Sequence[str], fields: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def torchrun_argv(ranks: int, argv: Sequence[str]) -> list[str]:
+    """``argv`` started once per GPU by torchrun with this worker's Python: single-node
+    (``--standalone`` picks a free rendezvous port, so slots on one host never collide) and
+    ``--no-python`` (each rank runs the command as written: ``python train.py`` stays that)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, f"--nproc-per-node={ranks}", "--no-python", *argv]
+
+
 def trial_env(trial: Trial, api_url: str, token: str | None, attempt: int) -> dict[str, str]:
     """The ``TUNEYARD_*`` variables ``trial_from_env`` reads back; a replicate's fold, seed
     and the rest only when the trial has them, so a process can tell "no folds" by absence."""
@@ -91,8 +113,10 @@ class CommandObjective:
     """Runs the command for a trial; returns its exit code.
 
     ``interrupt`` (set when the worker stops) sends SIGTERM, which ``trial_from_env`` turns
-    into a pause at the next report; ``timeout`` kills the process group and raises
-    :class:`CommandTimeout`."""
+    into a pause at the next report, and kills the process ``grace`` seconds later if it is
+    still running (the worker's ``--grace``: an epoch of a real model, or torchrun's ranks
+    finishing theirs together, can take longer than a toy's); ``timeout`` kills the process
+    group and raises :class:`CommandTimeout`."""
 
     def __init__(
         self,
@@ -100,11 +124,14 @@ class CommandObjective:
         api_url: str,
         token: str | None = None,
         cwd: Path | None = None,
+        ranks: int | None = None,
     ) -> None:
         self.template = list(template)
         self.api_url = api_url
         self.token = token
         self.cwd = cwd
+        # Processes torchrun starts for one trial (``ExecutionSpec.ranks``); None: one, plainly.
+        self.ranks = ranks
 
     def environment(self, trial: Trial) -> dict[str, str]:
         """Variables the process gets besides the trial's ``TUNEYARD_*`` ones."""
@@ -123,6 +150,7 @@ class CommandObjective:
         timeout: float | None,
         interrupt: threading.Event,
         echo: Any = None,
+        grace: float = TERM_GRACE,
     ) -> int:
         fields: dict[str, Any] = dict(trial.params)
         fields.update(
@@ -138,6 +166,8 @@ class CommandObjective:
             if (value := getattr(trial, attr)) is not None:
                 fields[attr] = value
         argv = build_argv(self.template, fields)
+        if self.ranks is not None:
+            argv = torchrun_argv(self.ranks, argv)
         # A worker that itself runs under a replicate's variables (one started from a job)
         # must not pass them on to a job that has none.
         inherited = {k: v for k, v in os.environ.items() if k not in REPLICATE_ENV}
@@ -190,8 +220,8 @@ class CommandObjective:
                 if interrupt.is_set():
                     if terminated_at is None:
                         terminated_at = now
-                        _kill_group(proc, signal.SIGTERM)
-                    elif now - terminated_at > TERM_GRACE:
+                        self._terminate(proc)
+                    elif now - terminated_at > grace:
                         _kill_group(proc, signal.SIGKILL)
         except BaseException:
             if proc.poll() is None:
@@ -201,7 +231,35 @@ class CommandObjective:
         reader.join(timeout=5)
         return code
 
+    def _terminate(self, proc: subprocess.Popen[str]) -> None:
+        """Ask the process to pause at its next report: SIGTERM to its group, or under
+        torchrun to each rank (torchrun itself ends once they have)."""
+        ranks = _child_groups(proc.pid) if self.ranks is not None else []
+        if not ranks:
+            _kill_group(proc, signal.SIGTERM)
+        for group in ranks:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGTERM)
+
+
+def _child_groups(pid: int) -> list[int]:
+    """The process groups that ``pid``'s children lead (torchrun's ranks, each started in a
+    session of its own), read from /proc; empty where there is no /proc."""
+    groups = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            for child in task.read_text().split():
+                with contextlib.suppress(OSError):
+                    if os.getpgid(int(child)) == int(child):
+                        groups.append(int(child))
+    return groups
+
 
 def _kill_group(proc: subprocess.Popen[str], sig: int) -> None:
+    """Signal the process's group and, for a launcher such as torchrun, the groups its
+    children lead, which would otherwise outlive a SIGKILL of the launcher."""
+    for group in _child_groups(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)

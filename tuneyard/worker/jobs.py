@@ -7,10 +7,12 @@ paper's ``get_job()``), and one pool of workers can serve several studies.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tuneyard.client import ApiError, Client, NotFound, StudyFinished, Unreachab
 from tuneyard.outage import Outage
 from tuneyard.protocol import PENDING_KEY, Assignment, StudyOut
 from tuneyard.redact import redact_url
+from tuneyard.spec import ExecutionSpec
 from tuneyard.worker.allow import Allowlist, NotAllowed
 from tuneyard.worker.assignment import run_assignment
 from tuneyard.worker.checkpoints import store_from_env
@@ -166,6 +169,10 @@ def _run_slot(
     except NotAllowed as exc:
         refuse(job, study, str(exc))
         return "refused"
+    short = cannot_serve(spec.execution, gpus)
+    if short is not None:
+        refuse(job, study, short)
+        return "refused"
     store = store_from_env(client, data_dir)
 
     def load() -> tuple[Objective | CommandObjective | None, Exception | None]:
@@ -211,6 +218,28 @@ def _run_slot(
         if found is None:
             return outcome  # nothing to run now: the dispatcher sends a job when there is
         assignment = found
+
+
+def cannot_serve(execution: ExecutionSpec | None, gpus: list[dict[str, str]]) -> str | None:
+    """Why this slot cannot run the study's trials, or None when it can: a trial that needs
+    N GPUs (``execution.gpus``) runs only on a slot of at least N (one GPU's trials run on any
+    slot, a CPU slot included, as before GPU counts existed); one that torchrun starts needs
+    torch in this worker's Python. A slot with more GPUs than asked runs the trial on all of
+    them, and the attempt records them all: no other trial could use them meanwhile."""
+    if execution is None:
+        return None
+    if execution.gpus > 1 and len(gpus) < execution.gpus:
+        has = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "no GPU"
+        return (
+            f"its trials need {execution.gpus} GPUs each (execution.gpus) and this worker "
+            f"slot has {has} (start a worker with --gpus-per-slot {execution.gpus})"
+        )
+    if execution.ranks is not None and importlib.util.find_spec("torch") is None:
+        return (
+            "its command runs under torchrun (execution.launcher), and torch is not installed "
+            f"in this worker's Python ({sys.executable})"
+        )
+    return None
 
 
 def refuse(job: Job | None, study: StudyOut, reason: str) -> None:

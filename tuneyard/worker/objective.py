@@ -44,7 +44,7 @@ def make_objective(
 ) -> Objective | CommandObjective:
     """The objective a study's ``execution`` names; ValueError when it names none."""
     if execution is not None and execution.command:
-        return CommandObjective(execution.command, api_url, token)
+        return CommandObjective(execution.command, api_url, token, ranks=execution.ranks)
     if execution is None or not execution.entrypoint:
         raise ValueError("the study names no execution.entrypoint or execution.command to run")
     return load_objective(execution.entrypoint)

@@ -1,4 +1,8 @@
-"""``tuneyard worker``: one RQ worker process per GPU (or per CPU slot) on this machine."""
+"""``tuneyard worker``: one RQ worker process per GPU (or per CPU slot) on this machine.
+
+With ``--gpus-per-slot N`` a process serves N GPUs at once (``group_slots``): its trials see
+them all in ``CUDA_VISIBLE_DEVICES`` and it takes the jobs of studies whose trials ask for up
+to N GPUs (``execution.gpus``), running a command objective under torchrun, one rank per GPU."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -68,6 +72,42 @@ def detect_gpus() -> list[Gpu]:
             )
         )
     return gpus
+
+
+# What one slot process runs its jobs on: a GPU, several GPUs (``--gpus-per-slot``), or
+# None for a CPU slot.
+Slot = Gpu | tuple[Gpu, ...] | None
+
+
+def slot_gpus(slot: Slot) -> tuple[Gpu, ...]:
+    """A slot's GPUs, none for a CPU slot."""
+    if slot is None:
+        return ()
+    return slot if isinstance(slot, tuple) else (slot,)
+
+
+def group_slots(plan: list[Gpu | None], per_slot: int) -> list[Slot]:
+    """``plan``'s GPUs in slots of ``per_slot`` each, in the order given (``0,1`` and
+    ``2,3`` for ``--gpus 0,1,2,3 --gpus-per-slot 2``), so that one process runs each trial on
+    all of its slot's GPUs. GPUs that would be left over, or CPU slots, are an error: a
+    slot short of GPUs would take jobs it cannot run."""
+    if per_slot < 1:
+        raise ValueError(f"must be at least 1, got {per_slot}")
+    if per_slot == 1:
+        return list(plan)
+    gpus = [g for g in plan if g is not None]
+    if not gpus:
+        raise ValueError(
+            f"no GPUs to make slots of {per_slot} from: give --gpus (ids, or 'auto' on a "
+            "machine with GPUs)"
+        )
+    if len(gpus) % per_slot:
+        ids = ",".join(g.index for g in gpus)
+        raise ValueError(
+            f"the {len(gpus)} GPUs ({ids}) do not make whole slots of {per_slot}; name "
+            f"{len(gpus) - len(gpus) % per_slot} of them with --gpus"
+        )
+    return [tuple(gpus[i : i + per_slot]) for i in range(0, len(gpus), per_slot)]
 
 
 def plan_slots(
@@ -195,7 +235,7 @@ class _Registration:
 def _slot_main(
     redis_url: str,
     queue: str,
-    gpu: Gpu | None,
+    slot: Slot,
     index: int,
     env: dict[str, str],
     paths: list[str],
@@ -244,13 +284,15 @@ def _slot_main(
             )  # (RQ declares the attribute as None)
 
     os.environ.update(env)
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.index
-    # The slot's jobs name its GPU when they ask for work: the attempt records it.
-    os.environ[GPUS_ENV] = json.dumps([] if gpu is None else [_gpu_ref(gpu)])
-    slot = f"gpu-{gpu.index}" if gpu is not None else f"slot-{index}"
+    gpus = slot_gpus(slot)
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(g.index for g in gpus)
+    # The slot's jobs name its GPUs when they ask for work: the attempt records them, and a
+    # job whose study needs more GPUs than these leaves them to another worker.
+    os.environ[GPUS_ENV] = json.dumps([_gpu_ref(g) for g in gpus])
+    label = "gpu-" + "+".join(g.index for g in gpus) if gpus else f"slot-{index}"
     host = socket.gethostname()
-    name = f"{prefix or host}/{slot}"
+    name = f"{prefix or host}/{label}"
     os.environ["TUNEYARD_WORKER_NAME"] = name
     for p in reversed([os.getcwd(), *paths]):
         if p not in sys.path:
@@ -266,7 +308,7 @@ def _slot_main(
             "pid": os.getpid(),
             "queue": queue,
             "slots": 1,
-            "gpus": [] if gpu is None else [asdict(gpu)],
+            "gpus": [asdict(g) for g in gpus],
         },
         state,
     )
@@ -312,7 +354,7 @@ def run_pool(
     api_url: str,
     redis_url: str,
     queue: str,
-    slots: list[Gpu | None],
+    slots: Sequence[Slot],
     data_dir: Path,
     paths: list[str] | None = None,
     poll: float = 1.0,
@@ -357,18 +399,18 @@ def run_pool(
     stopping = False
     states = [SlotState(ctx) for _ in slots]
 
-    def start(i: int, gpu: Gpu | None) -> multiprocessing.process.BaseProcess:
+    def start(i: int, slot: Slot) -> multiprocessing.process.BaseProcess:
         states[i].set_trial(None)
         states[i].set_worker(None)
         p = ctx.Process(
             target=_slot_main,
-            args=(redis_url, queue, gpu, i, env, list(paths or []), name, states[i], os.getpid()),
+            args=(redis_url, queue, slot, i, env, list(paths or []), name, states[i], os.getpid()),
             name=f"tuneyard-worker-{i}",
         )
         p.start()
         return p
 
-    procs = [start(i, gpu) for i, gpu in enumerate(slots)]
+    procs = [start(i, slot) for i, slot in enumerate(slots)]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping

@@ -108,6 +108,8 @@ class WorkerJob:
     python: str
     tasks: int = 1
     gpus_per_task: int = 0
+    # GPUs per trial slot of each task's worker (multi-GPU trials): a divisor of gpus_per_task.
+    gpus_per_slot: int = 1
     queue: str = "default"
     partition: str | None = None
     time: str | None = None
@@ -138,6 +140,14 @@ class WorkerJob:
             raise ValueError(f"--tasks: {self.tasks} is not a number of array tasks (>= 1)")
         if self.gpus_per_task < 0:
             raise ValueError(f"--gpus-per-task: {self.gpus_per_task} is negative")
+        if self.gpus_per_slot < 1:
+            raise ValueError(f"--gpus-per-slot: {self.gpus_per_slot} is not >= 1")
+        per_slot = self.gpus_per_slot
+        if per_slot > 1 and (not self.gpus_per_task or self.gpus_per_task % per_slot):
+            raise ValueError(
+                f"--gpus-per-slot: {self.gpus_per_slot} does not divide --gpus-per-task "
+                f"{self.gpus_per_task} into whole slots; each task's worker would refuse to start"
+            )
         if self.cpus_per_task is not None and self.cpus_per_task < 1:
             raise ValueError(f"--cpus-per-task: {self.cpus_per_task} is not >= 1")
         if self.grace < 0 or not math.isfinite(self.grace):
@@ -225,6 +235,8 @@ class WorkerJob:
             f"--data-dir {data_dir}",
             "--gpus slurm" if self.gpus_per_task else "--slots 1",
         ]
+        if self.gpus_per_slot > 1:
+            options.append(f"--gpus-per-slot {self.gpus_per_slot}")
         if self.checkpoints:
             options.append(f"--checkpoints {q(self.checkpoints)}")
         for flag, values in (

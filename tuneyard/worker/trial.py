@@ -55,7 +55,15 @@ class Trial:
     the random state from, ``replicate`` its index among ``replicates``, and ``parent_id`` the
     configuration's trial (``trial_id`` is the replicate's own, which reports name). All of
     them are None for a trial that is not replicated, and ``fold`` or ``seed`` alone is None
-    when the study gives no folds or no seeds."""
+    when the study gives no folds or no seeds.
+
+    A trial with several GPUs runs as ``world_size`` processes under torchrun, one per GPU;
+    ``rank`` is this one's. Rank 0 alone talks to the service and writes checkpoints: on
+    the other ranks :meth:`save` writes nothing, and :meth:`report` sends nothing and returns
+    the decision rank 0 got, which rank 0 broadcasts over the default torch.distributed
+    process group. So once the group is initialised, every rank calls ``report`` at the same
+    steps (a collective, like DDP's own), and all ranks leave :meth:`epochs` together. Without
+    a process group a rank other than 0 cannot learn the decision, and its report raises."""
 
     def __init__(
         self,
@@ -69,7 +77,16 @@ class Trial:
         checkpoint_dir: Path,
         attempt: int = 1,
         replicate: ReplicateInfo | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank must be in 0..world_size - 1 and world_size at least 1, got rank "
+                f"{rank} of world_size {world_size}"
+            )
+        self.rank = rank
+        self.world_size = world_size
         self.client = client
         self.attempt = attempt
         self.study_id = study_id
@@ -170,14 +187,26 @@ class Trial:
         Give the study's metric as ``value`` or by name (``val_error=0.1``). A ``continue``
         whose ``resource_to`` is larger is an on-the-spot promotion: the trial keeps training
         up to the new end, which :meth:`epochs` follows. After pause, stop or complete the
-        objective should return; reporting again raises :class:`TrialStopped`."""
-        from tuneyard.client import StaleAttempt
+        objective should return; reporting again raises :class:`TrialStopped`.
 
+        Under torchrun (``world_size`` > 1) every rank calls it at the same steps; rank 0's
+        report is the one sent, and each rank returns its decision."""
         if self.should_stop:
             raise TrialStopped(
                 f"trial {self.trial_id} was told to {self.decision} ({self.reason}); "
                 "end the objective instead of reporting again"
             )
+        decision = self._send(step, value, metrics) if self.rank == 0 else None
+        if self.world_size > 1:
+            decision = self._share_decision()
+        if decision is None:
+            raise RuntimeError(f"trial {self.trial_id}: rank {self.rank} got no decision")
+        return decision
+
+    def _send(self, step: float, value: float | None, metrics: dict[str, float | None]) -> str:
+        """Rank 0's report: sent to the service, its answer applied."""
+        from tuneyard.client import StaleAttempt
+
         if self.stale is None:
             try:
                 ans = self.client.report(
@@ -195,6 +224,30 @@ class Trial:
         if ans.decision == "continue" and self.interrupted:
             self.decision, self.reason = "pause", self.interrupted
             self.handed_back = True
+        return self.decision
+
+    def _share_decision(self) -> str | None:
+        """Rank 0 broadcasts what its report got; the other ranks take it as their own."""
+        dist = _process_group()
+        if dist is None:
+            if self.rank == 0:
+                return self.decision  # the other ranks cannot hear it; theirs raise and say why
+            raise RuntimeError(
+                f"trial.report on rank {self.rank} of {self.world_size}: only rank 0 reports, "
+                "and the others learn its decision through torch.distributed; call "
+                "torch.distributed.init_process_group() before the first report"
+            )
+        state = [
+            (self.decision, self.reason, self.last_step, self.last_value, self.resource_to)
+            if self.rank == 0
+            else None
+        ]
+        dist.broadcast_object_list(state, src=0)
+        decision, reason, last_step, last_value, resource_to = state[0]  # type: ignore[misc]
+        if self.rank != 0:
+            self.decision, self.reason = decision, reason
+            self.last_step, self.last_value = last_step, last_value
+            self.resource_to = resource_to
         return self.decision
 
     def epochs(self) -> Iterator[int]:
@@ -240,8 +293,11 @@ class Trial:
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, obj: Any, name: str = "state.pkl") -> Path:
         """Save ``obj`` in the checkpoint dir: ``torch.save`` when it holds torch objects,
-        pickle otherwise. Written to a temporary file and renamed, so never half written."""
+        pickle otherwise. Written to a temporary file and renamed, so never half written.
+        On a rank other than 0 nothing is written (rank 0's save is the trial's)."""
         path = self.checkpoint_dir / name
+        if self.rank != 0:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         if _is_torch(obj):
@@ -262,8 +318,11 @@ class Trial:
         ``save_model``), to a temporary path that keeps ``name``'s suffix, which some savers
         read their format from; it is renamed into place once written, so never half
         written, and counts as a save for ``checkpoint_every``. ``name`` may be a folder
-        (a Transformers checkpoint): the one it replaces is removed after the rename."""
+        (a Transformers checkpoint): the one it replaces is removed after the rename. On a
+        rank other than 0 nothing is written."""
         path = self.checkpoint_dir / name
+        if self.rank != 0:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         _remove(tmp)
@@ -299,6 +358,17 @@ class Trial:
             return torch.load(path, map_location=where, weights_only=False)
         with open(path, "rb") as f:
             return pickle.load(f)
+
+
+def _process_group() -> Any:
+    """``torch.distributed`` when torch is imported and its default process group is
+    initialised, else None. Not imported here: an objective without torch never loads it."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return None
+    return dist
 
 
 def _remove(path: Path) -> None:
@@ -383,6 +453,16 @@ def _replicate_from_env(env: Mapping[str, str]) -> ReplicateInfo | None:
     )
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, got {text!r}") from None
+
+
 def trial_from_env() -> Trial:
     """The trial of a command-line objective, from the ``TUNEYARD_*`` variables it was given.
 
@@ -391,7 +471,9 @@ def trial_from_env() -> Trial:
     TUNEYARD_TRIAL_NUMBER, TUNEYARD_ATTEMPT and TUNEYARD_TOKEN when set, and for one
     replicate of a study with ``evaluation`` TUNEYARD_REPLICATE, TUNEYARD_REPLICATES and
     TUNEYARD_PARENT_ID with TUNEYARD_FOLD and TUNEYARD_FOLDS and/or TUNEYARD_SEED (see
-    :class:`Trial` for what each means).
+    :class:`Trial` for what each means). Under torchrun (a trial with several GPUs) it reads
+    the process's RANK and WORLD_SIZE too: every rank gets a handle, and only rank 0's
+    reports and saves reach the service.
 
     Called from the main thread, it also turns the SIGTERM a stopping worker sends into a
     pause at the next report: save the state when ``epochs()`` ends (or the report says
@@ -423,6 +505,8 @@ def trial_from_env() -> Trial:
         checkpoint_dir=Path(env.get("TUNEYARD_CHECKPOINT_DIR", ".")),
         attempt=int(env.get("TUNEYARD_ATTEMPT", "1")),
         replicate=_replicate_from_env(env),
+        rank=_whole(env, "RANK", 0),
+        world_size=_whole(env, "WORLD_SIZE", 1),
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: trial.interrupt("the worker is stopping"))
