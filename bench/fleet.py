@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -373,8 +374,14 @@ async def _run_job(
         decision = "continue"
         step = int(job["resource_from"])
         while step < int(job["resource_to"]):
-            step += 1
             await asyncio.sleep(jittered(plan.epoch_s, plan.jitter, rng))
+            if now() > win.end:
+                # The fleet stops: hand the trial back, as a worker told to stop does.
+                body = {"attempt": attempt, "reason": "the benchmark's window ended"}
+                with contextlib.suppress(Exception):
+                    await http.post(f"{API}/trials/{tid}/release", body)
+                return
+            step += 1
             body = {"attempt": attempt, "step": step, "value": overhead.curve(params, step)}
             a = now()
             try:
@@ -467,6 +474,12 @@ def _optuna_thread(
             prune = False
             for step in range(1, overhead.STEPS + 1):
                 time.sleep(jittered(plan.epoch_s, plan.jitter, rng))
+                if now() > win.end:
+                    # The fleet stops: the unfinished trial ends as a stopped worker's does.
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    with lock:
+                        rec.merge(mine)
+                    return
                 a = now()
                 trial.report(overhead.curve(params, step), step)
                 prune = trial.should_prune()
@@ -475,7 +488,7 @@ def _optuna_thread(
                     mine.report_s.append(b - a)
                 if win.inside(b):
                     mine.reports += 1
-                if prune or now() > win.end:
+                if prune:
                     break
             if prune:
                 study.tell(trial, state=pruned)
@@ -669,9 +682,12 @@ class Bench:
         finally:
             # The trials left running must not be dealt to the next size's fleet.
             stop = {"state": "stopped"}
-            httpx.patch(
-                f"{server.url}{API}/studies/{study_id}", json=stop, headers=admin, timeout=120
-            ).raise_for_status()
+            try:
+                httpx.patch(
+                    f"{server.url}{API}/studies/{study_id}", json=stop, headers=admin, timeout=120
+                ).raise_for_status()
+            except httpx.HTTPError as exc:
+                print(f"  could not stop study {study_id}: {exc}", flush=True)
 
     def optuna(self, kind: str, workers: int) -> Result:
         import optuna
