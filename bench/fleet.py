@@ -203,6 +203,8 @@ class Result:
     client_cores: float = math.nan
     server_cores: float = math.nan
     db_cores: float = math.nan
+    db_active: float = math.nan
+    db_lock_waits: float = math.nan
     failed_to_start: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     holds: bool = False
@@ -557,6 +559,47 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+class LockSampler:
+    """Samples the benchmark database's backends ten times a second over the window: how
+    many run a statement, and how many of those wait for a lock (a row or a relation: the
+    study's row, a rung's). Many waiting with the CPUs not busy means the locks bound it."""
+
+    SQL = (
+        "SELECT count(*) FILTER (WHERE state = 'active'), "
+        "count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock') "
+        "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+    )
+
+    def __init__(self, base: str, database: str | None, every: float = 0.1) -> None:
+        self.base, self.database, self.every = base, database, every
+        self.samples: list[tuple[int, int]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psycopg
+
+        url = benchlib.libpq_url(benchlib.with_database(self.base, "postgres"))
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not self.done.wait(self.every):
+                row = conn.execute(self.SQL, (self.database,)).fetchone()
+                if row is not None:
+                    self.samples.append((int(row[0]), int(row[1])))
+
+    def start(self) -> None:
+        if self.database:
+            self.thread.start()
+
+    def stop(self) -> tuple[float, float]:
+        """Mean backends active, and mean of them waiting for a lock."""
+        if not self.database:
+            return math.nan, math.nan
+        self.done.set()
+        self.thread.join(timeout=10)
+        n = len(self.samples) or 1
+        return sum(a for a, _ in self.samples) / n, sum(w for _, w in self.samples) / n
+
+
 def run_size(
     system: str,
     workers: int,
@@ -567,6 +610,7 @@ def run_size(
     db_pids: Any,
     opts: argparse.Namespace,
     limits: Limits,
+    database: str | None = None,
 ) -> Result:
     ctx = mp.get_context("fork")
     out = ctx.Queue()
@@ -585,7 +629,10 @@ def run_size(
     meters[0].start(pids)
     meters[1].start(server_pids() if server_pids else [])
     meters[2].start(db_pids())
+    locks = LockSampler(opts.postgres, database)
+    locks.start()
     time.sleep(max(0.0, times[1] - time.monotonic()))
+    res.db_active, res.db_lock_waits = locks.stop()
     client_s = meters[0].stop(pids)
     server_s = meters[1].stop(server_pids()) if server_pids else None
     db_s = meters[2].stop(db_pids())
@@ -678,6 +725,7 @@ class Bench:
                 lambda: self.admin.backends(TY_DB),
                 self.opts,
                 self.limits,
+                TY_DB,
             )
         finally:
             # The trials left running must not be dealt to the next size's fleet.
@@ -720,6 +768,7 @@ class Bench:
             db_pids,
             self.opts,
             self.limits,
+            OPTUNA_DB if kind == "optuna-rdb" else None,
         )
 
     def one(self, system: str, workers: int) -> Result:
@@ -732,7 +781,9 @@ class Bench:
             f"{f(res.report_ms[0])}/{f(res.report_ms[1])} ms, next {f(res.next_ms[0])}/"
             f"{f(res.next_ms[1])} ms, gap {f(res.gap_ms[0])}/{f(res.gap_ms[1])} ms, cores "
             f"client/server/db {res.client_cores:.2f}/{res.server_cores:.2f}/"
-            f"{res.db_cores:.2f}, {'holds' if res.holds else 'short: ' + '; '.join(res.short_of)}"
+            f"{res.db_cores:.2f}, db active/lock-waiting {res.db_active:.1f}/"
+            f"{res.db_lock_waits:.1f}, "
+            f"{'holds' if res.holds else 'short: ' + '; '.join(res.short_of)}"
             f" [{time.monotonic() - t:.0f} s]",
             flush=True,
         )
@@ -752,6 +803,7 @@ HEAD = [
     "gap p50/p99 ms",
     "CPU ms/report client/API/db",
     "cores client/API/db",
+    "db active/lock-waiting",
     "errors",
     "holds",
 ]
@@ -772,6 +824,7 @@ def _row(r: Result) -> list[str]:
             "-" if math.isnan(x) else f"{x:.2f}"
             for x in (r.client_cores, r.server_cores, r.db_cores)
         ),
+        "-" if math.isnan(r.db_active) else f"{r.db_active:.1f}/{r.db_lock_waits:.1f}",
         str(errors + r.failed_to_start),
         "yes" if r.holds else "no",
     ]
