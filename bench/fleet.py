@@ -78,6 +78,7 @@ API = "/api/v1"
 WORKER_BEAT_S = 5.0
 TRIAL_BEAT_S = 10.0
 IDLE_FIRST_S, IDLE_MAX_S = 0.1, 1.0
+GRACE_S = 30.0
 warnings.filterwarnings("ignore", message=".*is experimental.*")
 
 SPEC: dict[str, Any] = {
@@ -428,14 +429,24 @@ def _ty_client(idx: int, count: int, plan: Plan, times: Any, out: Any) -> None:
         ) as client:
             http = Checked(client)
             rng = random.Random(idx)
-            await asyncio.gather(
-                *(
+            tasks = [
+                asyncio.create_task(
                     _sim_worker(
                         f"fleet/{idx}-{i}", http, plan, win, rec, random.Random(rng.random())
                     )
-                    for i in range(count)
                 )
-            )
+                for i in range(count)
+            ]
+            # A worker whose call is still unanswered well after the window is cut off, so
+            # that what the others measured comes back.
+            _, pending = await asyncio.wait(tasks, timeout=win.end + GRACE_S - time.monotonic())
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                rec.errors[f"cut off: a call unanswered {GRACE_S:g} s after the window"] = len(
+                    pending
+                )
         return rec
 
     out.put((idx, asdict(asyncio.run(main()))))
