@@ -305,6 +305,10 @@ async def _beat_trial(http: Checked, tid: int, attempt: int, every: float, rec: 
         try:
             await http.post(f"{API}/trials/{tid}/heartbeat", {"attempt": attempt})
             rec.beats += 1
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (404, 409):
+                return  # the trial ended (a beat racing its pause): the runtime stops beating
+            rec.error("trial heartbeat", exc)
         except Exception as exc:
             rec.error("trial heartbeat", exc)
 
