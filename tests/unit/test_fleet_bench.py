@@ -81,7 +81,6 @@ def test_a_size_within_every_limit_holds() -> None:
         ({"gap_ms": (math.nan, math.nan)}, "gap p99: not measured"),
         ({"served_per_s": 400.0}, "served 400 < 90% of offered"),
         ({"errors": {"report: HTTP 503": 2, "next: ReadTimeout": 1}}, "3 errors"),
-        ({"failed_to_start": 4}, "4 workers did not start"),
     ],
 )
 def test_a_size_misses_the_limits_for_each_reason(change: dict[str, object], reason: str) -> None:
