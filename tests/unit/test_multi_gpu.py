@@ -171,6 +171,19 @@ def test_rank_zero_alone_saves(tmp_path: Path) -> None:
     assert not one.save_with(lambda p: p.write_text("x"), "model.txt").exists()
 
 
+def test_the_stop_file_pauses_rank_zero_at_its_next_report(tmp_path: Path) -> None:
+    """A stopping worker asks torchrun's ranks to pause through a file, not a signal: the
+    report after the file appears is a pause, and the trial is handed back."""
+    service = Service([("continue", None), ("continue", None)])
+    zero = make(tmp_path, service, 0, 1)
+    zero.stop_file = tmp_path / "stop"
+    assert zero.report(1, 0.5) == "continue"
+    zero.stop_file.touch()
+    assert zero.report(2, 0.4) == "pause"
+    assert zero.handed_back and zero.reason == "the worker is stopping"
+    assert service.sent == [1, 2], "the report itself still reaches the service"
+
+
 def test_a_rank_without_a_process_group_cannot_learn_the_decision(tmp_path: Path) -> None:
     service = Service([("continue", None)])
     one = make(tmp_path, service, 1, 2)

@@ -18,10 +18,11 @@ once per GPU of the slot (``execution.launcher``)::
 
 Each rank inherits the slot's ``CUDA_VISIBLE_DEVICES`` and gets torchrun's ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE``; ``trial_from_env`` in every rank reads them, and only rank 0
-reports and saves (see :class:`tuneyard.worker.trial.Trial`). torchrun starts each rank in a
-session of its own, so the ranks are signalled and killed one by one besides torchrun's group:
-a stopping worker's SIGTERM goes to the ranks (which pause at their next report) rather than to
-torchrun, which would give them only its own 30 seconds before killing them.
+reports and saves (see :class:`tuneyard.worker.trial.Trial`). A stopping worker signals
+neither torchrun (which would give the ranks only its own 30 seconds) nor the ranks (a signal
+in a collective's thread can abort one): it creates the file ``TUNEYARD_STOP_FILE`` names, and
+rank 0 pauses at its next report and shares that decision. torchrun starts each rank in a
+session of its own, so a kill reaches the ranks one by one besides torchrun's group.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -176,6 +178,15 @@ class CommandObjective:
             **trial_env(trial, self.api_url, self.token, attempt),
             **self.environment(trial),
         }
+        # Under torchrun a stopping worker creates this file instead of signalling the ranks
+        # (see :meth:`_terminate`); rank 0 reads it at its next report.
+        stop_file: Path | None = None
+        if self.ranks is not None:
+            stop_file = Path(tempfile.gettempdir()) / (
+                f"tuneyard-stop-{os.getpid()}-{trial.trial_id}-{attempt}"
+            )
+            stop_file.unlink(missing_ok=True)
+            env["TUNEYARD_STOP_FILE"] = str(stop_file)
         try:
             proc = subprocess.Popen(
                 argv,
@@ -220,7 +231,7 @@ class CommandObjective:
                 if interrupt.is_set():
                     if terminated_at is None:
                         terminated_at = now
-                        self._terminate(proc)
+                        self._terminate(proc, stop_file)
                     elif now - terminated_at > grace:
                         _kill_group(proc, signal.SIGKILL)
         except BaseException:
@@ -228,18 +239,21 @@ class CommandObjective:
                 _kill_group(proc, signal.SIGKILL)
                 proc.wait()
             raise
+        finally:
+            if stop_file is not None:
+                stop_file.unlink(missing_ok=True)
         reader.join(timeout=5)
         return code
 
-    def _terminate(self, proc: subprocess.Popen[str]) -> None:
+    def _terminate(self, proc: subprocess.Popen[str], stop_file: Path | None) -> None:
         """Ask the process to pause at its next report: SIGTERM to its group, or under
-        torchrun to each rank (torchrun itself ends once they have)."""
-        ranks = _child_groups(proc.pid) if self.ranks is not None else []
-        if not ranks:
+        torchrun the stop file, which rank 0 reads at its next report and whose pause it
+        shares with the other ranks; torchrun ends once they have. (A signal would reach
+        the ranks' collective threads too, and gloo aborts a rank whose wait it interrupts.)"""
+        if stop_file is None:
             _kill_group(proc, signal.SIGTERM)
-        for group in ranks:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGTERM)
+        else:
+            stop_file.touch()
 
 
 def _child_groups(pid: int) -> list[int]:

@@ -106,6 +106,10 @@ class Trial:
         # worker hands it back with the checkpoint instead of telling the service to pause.
         self.interrupted: str | None = None
         self.handed_back = False
+        # Under torchrun the worker asks rank 0 to pause by creating this file rather than by
+        # a signal: a SIGTERM that lands in a collective's thread (gloo, NCCL) can abort the
+        # rank before its report, and the trial would restart from its start.
+        self.stop_file: Path | None = None
         # Set when the service refused a call of this attempt as stale: the trial runs again
         # elsewhere (or waits to), so this job ends without telling the service anything.
         self.stale: str | None = None
@@ -207,6 +211,8 @@ class Trial:
         """Rank 0's report: sent to the service, its answer applied."""
         from tuneyard.client import StaleAttempt
 
+        if self.stop_file is not None and not self.interrupted and self.stop_file.exists():
+            self.interrupted = "the worker is stopping"
         if self.stale is None:
             try:
                 ans = self.client.report(
@@ -508,6 +514,8 @@ def trial_from_env() -> Trial:
         rank=_whole(env, "RANK", 0),
         world_size=_whole(env, "WORLD_SIZE", 1),
     )
+    if env.get("TUNEYARD_STOP_FILE"):
+        trial.stop_file = Path(env["TUNEYARD_STOP_FILE"])
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: trial.interrupt("the worker is stopping"))
     return trial
