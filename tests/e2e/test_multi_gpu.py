@@ -123,7 +123,7 @@ def test_a_stopping_worker_hands_a_two_gpu_trial_back_and_another_slot_resumes_i
 
     trial = wait_for(reported, 60, "the two-GPU trial reporting")
     d.start_pool("staying", queue, 1, "--gpus", "2,3", "--gpus-per-slot", "2", "--name", "staying")
-    # SIGTERM reaches each rank (not torchrun): rank 0 pauses at its next report, rank 1 with it.
+    # The worker asks rank 0 (through its stop file) to pause at its next report; rank 1 follows.
     leaving.send_signal(signal.SIGTERM)
     assert leaving.wait(timeout=60) == 0
 
