@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from bench.multi_objective.problems import DIGITS_EPOCHS, DIGITS_SIZE, digits_table, grid_key
+from bench.quality.objectives import H6_A, H6_ALPHA, H6_P, HARTMANN6_ARGMIN, HARTMANN6_MIN
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import StudySpec
 
@@ -67,27 +68,10 @@ Params = dict[str, Any]
 
 # -- objectives ----------------------------------------------------------------------------------
 
-# Hartmann-6 (Dixon & Szegö 1978; as tabulated by Surjanovic & Bingham's library of test
-# functions): -sum_i alpha_i exp(-sum_j A_ij (x_j - P_ij)^2) on [0, 1]^6.
-H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-H6_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-H6_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-H6_OPTIMUM = -3.32237
-H6_ARGMIN = (0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573)
+# Hartmann-6 (Dixon & Szegö 1978): -sum_i alpha_i exp(-sum_j A_ij (x_j - P_ij)^2) on [0, 1]^6,
+# its constants as bench/quality has them.
+H6_OPTIMUM = HARTMANN6_MIN
+H6_ARGMIN = HARTMANN6_ARGMIN
 H6_NAMES = tuple(f"x{j}" for j in range(6))
 # The nearby source: every centre moved by this much in each coordinate.
 NEAR_SHIFT = 0.1

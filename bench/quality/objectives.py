@@ -204,8 +204,9 @@ DIABETES = Objective(
 
 # -- synthetic: Hartmann-6 along crossing learning curves ------------------------------------
 
-_H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-_H_A = np.array(
+# Hartmann-6's constants (Dixon & Szegö 1978), shared with bench/warm_start.py and the GP tests.
+H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+H6_A = np.array(
     [
         [10, 3, 17, 3.5, 1.7, 8],
         [0.05, 10, 17, 0.1, 8, 14],
@@ -213,7 +214,7 @@ _H_A = np.array(
         [17, 8, 0.05, 10, 0.1, 14],
     ]
 )
-_H_P = 1e-4 * np.array(
+H6_P = 1e-4 * np.array(
     [
         [1312, 1696, 5569, 124, 8283, 5886],
         [2329, 4135, 8307, 3736, 1004, 9991],
@@ -229,7 +230,7 @@ CROSSING_EPOCHS = 27
 
 
 def hartmann6(x: np.ndarray) -> float:
-    return float(-np.sum(_H_ALPHA * np.exp(-np.sum(_H_A * (x - _H_P) ** 2, axis=1))))
+    return float(-np.sum(H6_ALPHA * np.exp(-np.sum(H6_A * (x - H6_P) ** 2, axis=1))))
 
 
 def crossing_error(params: Params, epoch: int, max_epochs: int = CROSSING_EPOCHS) -> float:

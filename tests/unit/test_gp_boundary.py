@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from bench.quality.objectives import H6_A, H6_ALPHA, H6_P
 from tuneyard.scheduler.samplers.base import Observation
 from tuneyard.scheduler.samplers.gp import GPSampler
 from tuneyard.scheduler.space import SearchSpace
@@ -25,27 +26,9 @@ EDGE = 1e-3
 NEAR = 0.01
 SEEDS = range(5)
 
+
 # Hartmann-6 (Dixon & Szego 1978), shifted so that its minimum is 0, at
 # (0.202, 0.150, 0.477, 0.275, 0.312, 0.657), inside the cube; its other local minima are too.
-H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
-H6_A = np.array(
-    [
-        [10, 3, 17, 3.5, 1.7, 8],
-        [0.05, 10, 17, 0.1, 8, 14],
-        [3, 3.5, 1.7, 10, 17, 8],
-        [17, 8, 0.05, 10, 0.1, 14],
-    ]
-)
-H6_P = 1e-4 * np.array(
-    [
-        [1312, 1696, 5569, 124, 8283, 5886],
-        [2329, 4135, 8307, 3736, 1004, 9991],
-        [2348, 1451, 3522, 2883, 3047, 6650],
-        [4047, 8828, 8732, 5743, 1091, 381],
-    ]
-)
-
-
 def hartmann6(u: np.ndarray) -> float:
     return 3.32237 - float((H6_ALPHA * np.exp(-(H6_A * (u - H6_P) ** 2).sum(1))).sum())
 
