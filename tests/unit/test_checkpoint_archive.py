@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,3 +247,45 @@ def test_a_checkpoint_holding_a_link_to_a_directory_is_not_saved(tmp_path: Path)
     (src / "alias").symlink_to("real")
     with pytest.raises(ValueError, match="only files and directories"):
         HttpCheckpointStore(_Api(), tmp_path / "cache").save(1, 7, src)
+
+
+def test_a_save_leaves_other_threads_archives_in_progress_alone(tmp_path: Path) -> None:
+    """Worker slots and notebook threads share one cache: a save's pruning must neither
+    count nor remove an archive another thread is still packing or fetching."""
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "state.pkl").write_bytes(b"state")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    packing = cache / ".pack-3-0123abcd.tar.gz"
+    packing.write_bytes(b"half written")
+    store = HttpCheckpointStore(_Api(), cache, keep=1)
+    for n in range(3):
+        (src / "state.pkl").write_bytes(f"state {n}".encode())
+        store.save(1, 7, src)
+    assert packing.read_bytes() == b"half written"
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_threads_saving_into_one_cache_all_succeed(tmp_path: Path) -> None:
+    api = _Api()
+    store = HttpCheckpointStore(api, tmp_path / "cache", keep=2)
+    failures: list[BaseException] = []
+
+    def saves(trial_id: int) -> None:
+        src = tmp_path / f"ckpt-{trial_id}"
+        src.mkdir()
+        for n in range(40):
+            (src / "state.pkl").write_bytes(f"{trial_id} {n}".encode())
+            try:
+                store.save(1, trial_id, src)
+            except BaseException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=saves, args=(i,)) for i in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(list((tmp_path / "cache").glob("[0-9a-f]*.tar.gz"))) <= 2

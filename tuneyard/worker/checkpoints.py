@@ -144,8 +144,19 @@ class HttpCheckpointStore:
         return self.cache / f"{digest}.tar.gz"
 
     def _prune(self) -> None:
-        archives = sorted(self.cache.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
-        for old in archives[: max(0, len(archives) - self.keep)]:
+        """Keep the newest ``keep`` cached archives. Only archives named by their digest are
+        counted: a ``.pack``/``.fetch`` file is another thread's work in progress (worker
+        slots and notebook threads share the cache), and one may vanish while we look."""
+        archives: list[tuple[float, Path]] = []
+        for path in self.cache.iterdir():
+            if not _CACHED.fullmatch(path.name):
+                continue
+            try:
+                archives.append((path.stat().st_mtime, path))
+            except FileNotFoundError:
+                continue  # pruned by another thread meanwhile
+        archives.sort()
+        for _, old in archives[: max(0, len(archives) - self.keep)]:
             old.unlink(missing_ok=True)
 
 
@@ -182,6 +193,7 @@ class RoutingCheckpointStore:
 
 API_PREFIX = "api:"
 _API_LOCATION = re.compile(r"api:([1-9][0-9]{0,18})/([0-9a-f]{64})")
+_CACHED = re.compile(r"[0-9a-f]{64}\.tar\.gz")
 _TRIAL_DIR = re.compile(r"/study-[0-9]+/trial-[0-9]+$")
 
 
