@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from tests.fake_api import FakeApi, run, study_json
-from tuneyard.service.budget import add_usage, new_trial_barrier, usage
+from tuneyard.service.budget import attempt_usage, new_trial_barrier, usage
 from tuneyard.spec import LimitsSpec
 from tuneyard.spec.durations import format_duration, parse_duration
+from tuneyard.store.counters import Counts
 from tuneyard.store.models import Study
 from tuneyard.worker.jobs import GPUS_ENV, slot_gpus
 
@@ -67,23 +68,24 @@ def test_durations_format_back(seconds: float, text: str) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-def study(**counters: float) -> Study:
-    return Study(
-        trials_started=int(counters.pop("trials_started", 3)),
-        gpu_seconds=counters.pop("gpu_seconds", 0.0),
-        worker_seconds=counters.pop("worker_seconds", 0.0),
-        created_at=T0,
-        finished_at=None,
-    )
+def study(trials_started: int = 3) -> Study:
+    return Study(trials_started=trials_started, created_at=T0, finished_at=None)
+
+
+def spent(gpu_seconds: float = 0.0, worker_seconds: float = 0.0) -> Counts:
+    return Counts(0, gpu_seconds, worker_seconds)
 
 
 def test_ended_attempts_add_gpu_time_and_worker_time() -> None:
-    st = study()
-    add_usage(st, 1800.0, 2)  # half an hour on two GPUs
-    add_usage(st, 600.0, 0)  # ten minutes on a CPU slot
-    add_usage(st, -5.0, 4)  # a clock that went back counts nothing
-    assert st.gpu_seconds == 3600.0 and st.worker_seconds == 2400.0
-    u = usage(st, LimitsSpec(max_gpu_hours=4), 10, T0 + timedelta(hours=2))
+    total = Counts()
+    for wall, gpus in [(1800.0, 2), (600.0, 0), (-5.0, 4)]:
+        # Half an hour on two GPUs, ten minutes on a CPU slot, and a clock that went back,
+        # which counts nothing.
+        used = attempt_usage(wall, gpus)
+        total.gpu_seconds += used.gpu_seconds
+        total.worker_seconds += used.worker_seconds
+    assert total.gpu_seconds == 3600.0 and total.worker_seconds == 2400.0
+    u = usage(study(), total, LimitsSpec(max_gpu_hours=4), 10, T0 + timedelta(hours=2))
     assert (u.gpu_hours.used, u.gpu_hours.limit) == (1.0, 4.0)
     assert u.worker_hours == pytest.approx(2 / 3)
     assert (u.wall_seconds.used, u.wall_seconds.limit) == (7200.0, None)
@@ -93,33 +95,34 @@ def test_ended_attempts_add_gpu_time_and_worker_time() -> None:
 def test_the_first_budget_spent_is_the_barrier_with_its_reason() -> None:
     limits = LimitsSpec(max_gpu_hours=2, max_wall_time="1h")
     later = T0 + timedelta(minutes=30)
-    assert new_trial_barrier(study(gpu_seconds=7199), limits, 10, later) is None
-    gpu = new_trial_barrier(study(gpu_seconds=2.01 * 3600), limits, 10, later)
+    assert new_trial_barrier(study(), lambda: spent(7199), limits, 10, later) is None
+    gpu = new_trial_barrier(study(), lambda: spent(2.01 * 3600), limits, 10, later)
     assert gpu is not None and gpu.kind == "gpu_hours"
     assert gpu.reason == "the GPU-hour budget is spent: 2.01 of 2" == gpu.ending
-    wall = new_trial_barrier(study(), limits, 10, T0 + timedelta(seconds=3600))
+    wall = new_trial_barrier(study(), spent, limits, 10, T0 + timedelta(seconds=3600))
     assert wall is not None and wall.reason == "the wall-time budget is spent: 1h of 1h"
-    trials = new_trial_barrier(study(trials_started=10, gpu_seconds=1e9), limits, 10, later)
+    trials = new_trial_barrier(study(10), lambda: spent(1e9), limits, 10, later)
     assert trials is not None and trials.kind == "trials"
     assert trials.ending == "all trials finished"
     # No limit but the trials': decided without building the usage.
-    assert new_trial_barrier(study(gpu_seconds=1e9), LimitsSpec(), 10, later) is None
+    unread = lambda: pytest.fail("the counters were read")  # noqa: E731
+    assert new_trial_barrier(study(), unread, LimitsSpec(), 10, later) is None
 
 
 def test_a_finished_studys_wall_time_stops_at_its_end() -> None:
     st = study()
     st.finished_at = T0 + timedelta(minutes=5)
-    u = usage(st, LimitsSpec(max_wall_time=600), 10, T0 + timedelta(days=3))
+    u = usage(st, spent(), LimitsSpec(max_wall_time=600), 10, T0 + timedelta(days=3))
     assert u.wall_seconds.used == 300.0 and u.barrier is None
 
 
 def test_the_budget_shown_is_the_one_closest_to_being_spent() -> None:
     now = T0 + timedelta(minutes=30)
-    plain = usage(study(trials_started=4), LimitsSpec(max_trials=10), 10, now)
+    plain = usage(study(4), spent(), LimitsSpec(max_trials=10), 10, now)
     assert plain.binding() == ("trials", plain.trials)
-    gpu = usage(study(gpu_seconds=3 * 3600), LimitsSpec(max_gpu_hours=4), 10, now)
+    gpu = usage(study(), spent(3 * 3600), LimitsSpec(max_gpu_hours=4), 10, now)
     assert gpu.binding()[0] == "GPU-hours" and gpu.binding()[1].used == 3.0
-    wall = usage(study(), LimitsSpec(max_gpu_hours=4, max_wall_time="40m"), 10, now)
+    wall = usage(study(), spent(), LimitsSpec(max_gpu_hours=4, max_wall_time="40m"), 10, now)
     assert wall.binding()[0] == "seconds"
     assert wall.as_dict()["wall_seconds"] == {"used": 1800.0, "limit": 2400.0}
 

@@ -2,8 +2,8 @@
 how long it may run. When one is spent, no new trial starts; running trials finish, and the
 study ends when nothing is left to run (see :meth:`TrialCore._maybe_finish`).
 
-Usage is kept as counters on the study, added as each attempt ends (:func:`add_usage`), so
-checking a budget on the next-job path reads one row, whatever the study's size. GPU time is
+Usage is kept as the study's counters (tuneyard/store/counters.py), added as each attempt ends,
+so checking a budget on the next-job path reads one row, whatever the study's size. GPU time is
 an attempt's wall time times its GPUs (a CPU-only attempt uses none); worker time is the wall
 time of every attempt, CPU or GPU. Both count ended attempts: a running attempt's time is
 added when it ends.
@@ -11,6 +11,7 @@ added when it ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from tuneyard.scheduler.decisions import fmt
 from tuneyard.service.context import Toolkit
 from tuneyard.spec import LimitsSpec, StudySpec
 from tuneyard.spec.durations import format_duration
+from tuneyard.store.counters import Counts
 from tuneyard.store.models import Study
 
 HOUR = 3600.0
@@ -100,9 +102,10 @@ def study_wall_seconds(study: Study, now: datetime) -> float:
     return max(0.0, (end - study.created_at).total_seconds())
 
 
-def usage(study: Study, limits: LimitsSpec, capacity: int, now: datetime) -> Usage:
+def usage(study: Study, spent: Counts, limits: LimitsSpec, capacity: int, now: datetime) -> Usage:
+    """``spent``: the study's counters (its GPU and worker seconds)."""
     trials = Line(float(study.trials_started), float(capacity))
-    gpu = Line((study.gpu_seconds or 0.0) / HOUR, limits.max_gpu_hours)
+    gpu = Line(spent.gpu_seconds / HOUR, limits.max_gpu_hours)
     wall = Line(study_wall_seconds(study, now), limits.max_wall_time)
     barrier: Barrier | None = None
     if trials.spent:
@@ -118,10 +121,10 @@ def usage(study: Study, limits: LimitsSpec, capacity: int, now: datetime) -> Usa
             "the wall-time budget is spent: "
             f"{format_duration(wall.used)} of {format_duration(wall.limit)}",
         )
-    return Usage(trials, gpu, wall, (study.worker_seconds or 0.0) / HOUR, barrier)
+    return Usage(trials, gpu, wall, spent.worker_seconds / HOUR, barrier)
 
 
-def read_usage(kit: Toolkit, study: Study, now: datetime) -> Usage:
+def read_usage(kit: Toolkit, study: Study, spent: Counts, now: datetime) -> Usage:
     """A study's usage for the read paths (a study shown, a page of them): the trials it may
     start come from the context this process holds, else from its definition; only a grid,
     whose size may be fewer trials than ``max_trials``, has its context built for it."""
@@ -129,28 +132,29 @@ def read_usage(kit: Toolkit, study: Study, now: datetime) -> Usage:
     if ctx is None and (study.spec.get("sampler") or {}).get("type") == "grid":
         ctx = kit.context(study)
     if ctx is not None:
-        return usage(study, ctx.spec.limits, ctx.capacity, now)
+        return usage(study, spent, ctx.spec.limits, ctx.capacity, now)
     limits = StudySpec.from_stored(study.spec).limits
-    return usage(study, limits, limits.max_trials, now)
+    return usage(study, spent, limits, limits.max_trials, now)
 
 
 def new_trial_barrier(
-    study: Study, limits: LimitsSpec, capacity: int, now: datetime
+    study: Study, spent: Callable[[], Counts], limits: LimitsSpec, capacity: int, now: datetime
 ) -> Barrier | None:
     """Why the study may place no new trial now, or None when it may: every trial it may
     start has started, its GPU-hours reached ``max_gpu_hours``, or ``max_wall_time`` has
-    passed since it was created."""
+    passed since it was created. ``spent`` reads the study's counters, only when a budget
+    other than the trials' is set."""
     unlimited = limits.max_gpu_hours is None and limits.max_wall_time is None
     if study.trials_started < capacity and unlimited:
         return None  # the common case, decided without building the usage
-    return usage(study, limits, capacity, now).barrier
+    return usage(study, spent(), limits, capacity, now).barrier
 
 
-def add_usage(study: Study, wall_seconds: float, gpu_count: int) -> None:
-    """Count an ended attempt's time in its study's counters (the study's row locked)."""
+def attempt_usage(wall_seconds: float, gpu_count: int) -> Counts:
+    """What an ended attempt adds to its study's counters: its wall time as worker time, and
+    times its GPUs as GPU time (a clock that went back counts nothing)."""
     wall = max(0.0, wall_seconds)
-    study.worker_seconds = (study.worker_seconds or 0.0) + wall
-    study.gpu_seconds = (study.gpu_seconds or 0.0) + wall * max(0, gpu_count)
+    return Counts(0, wall * max(0, gpu_count), wall)
 
 
 def _hours(h: float) -> str:

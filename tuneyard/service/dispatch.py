@@ -16,7 +16,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import (
     DisconnectionError,
     InterfaceError,
@@ -33,7 +33,7 @@ from tuneyard.service.notifications import Notifier
 from tuneyard.service.trials import TrialService
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState
-from tuneyard.store.models import Study
+from tuneyard.store.models import Study, StudyCounters
 
 log = logging.getLogger("tuneyard.dispatcher")
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -84,7 +84,9 @@ class Dispatcher:
         self.notifier.deliver_due(limit=10, budget=5.0)
         with self.kit.transaction() as s:
             rows = s.execute(
-                select(Study.id, Study.spec, Study.active).where(Study.state == StudyState.RUNNING)
+                select(Study.id, Study.spec, func.coalesce(StudyCounters.active, 0))
+                .outerjoin(StudyCounters, StudyCounters.study_id == Study.id)
+                .where(Study.state == StudyState.RUNNING)
             ).all()
         fills = []
         for study_id, raw, active in rows:

@@ -23,7 +23,8 @@ from tuneyard.errors import Conflict, InvalidRequest, NotFound
 from tuneyard.protocol import ImportedTrialIn
 from tuneyard.service.context import Toolkit
 from tuneyard.states import FINAL_STUDY_STATES, DecisionKind, TrialState
-from tuneyard.store.models import Observation, Report, Study, Trial
+from tuneyard.store import observations
+from tuneyard.store.models import Report, Study, Trial
 
 
 def _refuse(i: int, what: str) -> InvalidRequest:
@@ -146,15 +147,17 @@ class ImportService:
                         )
                     )
                     if ctx.model is not None:
-                        s.add(
-                            Observation(
-                                study_id=study.id,
-                                trial_id=trial.id,
-                                number=number,
-                                resource=step,
-                                score=ctx.sign * v,
-                                created_at=now,
-                            )
+                        observations.add(
+                            s,
+                            study_id=study.id,
+                            trial_id=trial.id,
+                            number=number,
+                            resource=step,
+                            score=ctx.sign * v,
+                            scores=None,
+                            violation=0.0,
+                            noise=0.0,
+                            created_at=now,
                         )
                 numbers.append(number)
             return numbers

@@ -35,6 +35,7 @@ from tuneyard.service.warm_start import check_sources
 from tuneyard.service.workers import queue_warnings
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.models import Attempt, DecisionLog, Report, Rung, RungEntry, Study, Trial
 
 TRIAL_ORDERS = ("number", "-number", "value", "-value")
@@ -216,7 +217,6 @@ class StudyService:
                 metric=spec.metric,
                 seed=seed,
                 trials_started=0,
-                active=0,
                 brackets_opened=0,
                 error_streak=0,
                 created_at=now,
@@ -224,8 +224,12 @@ class StudyService:
             )
             s.add(study)
             s.flush()
+            counters.create(s, study.id)
             study.brackets_opened = ctx.engine.open(ctx.board(s, study.id))
-            return StudyView(study, {}, None, usage=usage(study, spec.limits, ctx.capacity, now))
+            zero = counters.Counts()
+            return StudyView(
+                study, {}, None, usage=usage(study, zero, spec.limits, ctx.capacity, now)
+            )
 
     def definition(self, study_id: int) -> StudySpec:
         """A study's definition (this process's copy when it has built the study's context)."""
@@ -245,10 +249,17 @@ class StudyService:
         return study
 
     def _views(self, s: Session, studies: Sequence[Study]) -> list[StudyView]:
-        warnings = queue_warnings(s, self.kit, studies)
-        return [self._view(s, st, warnings.get(st.id)) for st in studies]
+        spent = counters.read_many(s, [st.id for st in studies])
+        warnings = queue_warnings(s, self.kit, studies, spent)
+        return [self._view(s, st, spent[st.id], warnings.get(st.id)) for st in studies]
 
-    def _view(self, s: Session, study: Study, queue_warning: str | None = None) -> StudyView:
+    def _view(
+        self,
+        s: Session,
+        study: Study,
+        used: counters.Counts,
+        queue_warning: str | None = None,
+    ) -> StudyView:
         counts = {state.value: 0 for state in TrialState}
         for state, n in s.execute(
             select(Trial.state, func.count())
@@ -268,7 +279,7 @@ class StudyService:
             .order_by(order, Trial.id)
             .limit(1)
         )
-        spent = read_usage(self.kit, study, self.kit.clock())
+        spent = read_usage(self.kit, study, used, self.kit.clock())
         return StudyView(study, counts, best, usage=spent, queue_warning=queue_warning)
 
     def get(self, study_id: int) -> StudyView:

@@ -14,7 +14,7 @@ restarted worker gets its row back), as is the name of the same process register
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,7 @@ from tuneyard.errors import Conflict, NotFound
 from tuneyard.service.context import Toolkit
 from tuneyard.spec import StudySpec
 from tuneyard.states import StudyState, WorkerState
+from tuneyard.store import counters
 from tuneyard.store.models import Study, Worker
 
 # A worker that sent nothing for this many lease periods is listed as lost.
@@ -179,7 +180,12 @@ def most_gpus_per_slot(s: Session, queues: Collection[str], since: datetime) -> 
     return most
 
 
-def queue_warnings(s: Session, kit: Toolkit, studies: Sequence[Study]) -> dict[int, str]:
+def queue_warnings(
+    s: Session,
+    kit: Toolkit,
+    studies: Sequence[Study],
+    spent: Mapping[int, counters.Counts] | None = None,
+) -> dict[int, str]:
     """A warning for each study that waits for workers while no live worker can run its
     trials: a running study whose trials run from its queue (it has an entrypoint or a
     command), none of them running now, and no live worker serves that queue or, for trials
@@ -187,8 +193,11 @@ def queue_warnings(s: Session, kit: Toolkit, studies: Sequence[Study]) -> dict[i
     leaves the jobs to others: ``tuneyard.worker.jobs.cannot_serve``). Ask/tell studies bring
     their own workers."""
     waiting: dict[int, tuple[str, int]] = {}
+    running = [st.id for st in studies if st.state == StudyState.RUNNING]
+    if spent is None:
+        spent = counters.read_many(s, running)
     for st in studies:
-        if st.state != StudyState.RUNNING or st.active > 0:
+        if st.state != StudyState.RUNNING or spent[st.id].active > 0:
             continue
         execution = StudySpec.from_stored(st.spec).execution
         if execution is not None and (execution.entrypoint or execution.command):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tuneyard.errors import Conflict
 from tuneyard.lru import LRU
 from tuneyard.scheduler.board import BracketInfo, CutoffRank, Entry, RungStats, RungVectors, Vector
-from tuneyard.store.models import Bracket, Rung, RungEntry
+from tuneyard.store.models import Bracket, Rung, RungEntry, Trial
 from tuneyard.store.sql import insert_new
 
 
@@ -19,7 +19,7 @@ class RungCache:
     """A process's committed :class:`RungVectors` per (study, bracket, rung), so ranking a rung
     by fronts reads only the entries that arrived since (by id, the rung's index) and reuses
     the order it computed while nothing arrived. An entry's vector never changes once written,
-    and a rung's entries are written under its study's lock, so ids grow in commit order; the
+    and a rung's entries are written under its rung's row lock, so ids grow in commit order; the
     rung's count (read in the caller's transaction) checks each use, and a copy that does not
     match it is read again whole."""
 
@@ -37,7 +37,14 @@ class RungCache:
 
 
 class SqlBoard:
-    """Rung results of one study, read and written inside the caller's transaction."""
+    """Rung results of one study, read and written inside the caller's transaction.
+
+    Reads take no lock: a decision made on a rung a moment old is the decision an
+    asynchronous scheduler would have made a moment earlier. Every write to a rung's row
+    (its entries, cut-off, promoted and dropped counts) first locks that row
+    (``SELECT ... FOR UPDATE``, the rung lock; :meth:`_rung_for_write`), and a promotion
+    first locks the promoted trial's row, so the lock order is the one every path keeps
+    (tuneyard/service/trials/base.py): study, trial, rungs by (bracket, rung)."""
 
     def __init__(
         self,
@@ -57,6 +64,8 @@ class SqlBoard:
         self._combined: dict[tuple[int, int], tuple[RungVectors, RungVectors]] = {}
         self._brackets: dict[int, Bracket] | None = None
         self._rungs: dict[tuple[int, int], Rung] = {}
+        # Rungs whose row this transaction holds locked (read again under the lock).
+        self._locked: set[tuple[int, int]] = set()
         # Entries read along with a rung or as its new cut-off, by id: the session's identity
         # map holds its objects weakly, and cutoff() would read them again.
         self._entries: dict[int, RungEntry] = {}
@@ -97,20 +106,47 @@ class SqlBoard:
         return row
 
     def _rung_for_write(self, bracket: int, rung: int) -> Rung:
-        row = self._rung(bracket, rung)
-        if row is None:
-            row = Rung(
-                study_id=self.study_id,
-                bracket=bracket,
-                rung=rung,
-                resource=self.resources[rung],
-                entries=0,
-                dropped=0,
-                promoted=0,
+        """The rung's row, locked until the transaction ends (created first when the rung has
+        none yet), read again under the lock: its counts and cut-off may have moved since an
+        unlocked read of this transaction."""
+        key = (bracket, rung)
+        if key in self._locked:
+            return self._rungs[key]
+        found = self._lock_rung(bracket, rung)
+        if found is None:
+            # Its first entry: two writers may both insert the row, the second does nothing.
+            insert_new(
+                self.s.connection(),
+                Rung,
+                {
+                    "study_id": self.study_id,
+                    "bracket": bracket,
+                    "rung": rung,
+                    "resource": self.resources[rung],
+                    "entries": 0,
+                    "dropped": 0,
+                    "promoted": 0,
+                },
+                key=(Rung.study_id, Rung.bracket, Rung.rung),
             )
-            self.s.add(row)
-            self._rungs[(bracket, rung)] = row
+            found = self._lock_rung(bracket, rung)
+            assert found is not None
+        row, cut = found
+        if cut is not None:
+            self._entries[cut.id] = cut
+        self._rungs[key] = row
+        self._locked.add(key)
         return row
+
+    def _lock_rung(self, bracket: int, rung: int) -> tuple[Rung, RungEntry | None] | None:
+        found = self.s.execute(
+            select(Rung, RungEntry)
+            .outerjoin(RungEntry, RungEntry.id == Rung.cut_entry)
+            .where(Rung.study_id == self.study_id, Rung.bracket == bracket, Rung.rung == rung)
+            .with_for_update(of=Rung)
+            .execution_options(populate_existing=True)
+        ).first()
+        return None if found is None else (found[0], found[1])
 
     def stats(self, bracket: int, rung: int) -> RungStats:
         row = self._rung(bracket, rung)
@@ -302,6 +338,8 @@ class SqlBoard:
     def record(
         self, bracket: int, rung: int, trial_id: int, score: float, vector: Vector | None = None
     ) -> bool:
+        # The rung's lock first: its entries' ids then grow in the order they commit.
+        row = self._rung_for_write(bracket, rung)
         # Once per (trial, bracket, rung), by the unique key: one statement.
         entry_id = insert_new(
             self.s.connection(),
@@ -333,7 +371,6 @@ class SqlBoard:
                 0.0 if vector is None else vector.violation,
             )
         )
-        row = self._rung_for_write(bracket, rung)
         self._move_cutoff(row, (score, entry_id))
         row.entries += 1
         return True
@@ -398,8 +435,11 @@ class SqlBoard:
         self._set_entry(bracket, rung, trial_id, waiting=waiting)
 
     def mark_promoted(self, bracket: int, rung: int, trial_id: int) -> None:
+        # The trial's row before its rung's (the lock order); a no-op for a trial whose
+        # report promotes it, which holds its row already.
+        self.s.execute(select(Trial.id).where(Trial.id == trial_id).with_for_update())
+        row = self._rung_for_write(bracket, rung)
         if self._set_entry(bracket, rung, trial_id, promoted=True, waiting=False):
-            row = self._rung_for_write(bracket, rung)
             row.promoted += 1
 
     def mark_dropped(self, bracket: int, rung: int) -> None:

@@ -12,6 +12,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.orm import Session, sessionmaker
 
+# Registers the writes every transaction makes last (counters, observations) on Session.
+from tuneyard.store import tail as _tail  # noqa: F401
+
 
 def make_engine(
     url: str, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30.0

@@ -75,15 +75,10 @@ class Study(Base):
     direction: Mapped[str] = mapped_column(String(8))
     metric: Mapped[str] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(BigInteger)
-    # Counters kept under the study lock, so the hot paths never count rows.
+    # Counters kept under the study lock, so the hot paths never count rows. The slot count
+    # and the usage, which a job's end changes without that lock, are StudyCounters'.
     trials_started: Mapped[int] = mapped_column(Integer, default=0)
-    active: Mapped[int] = mapped_column(Integer, default=0)
     brackets_opened: Mapped[int] = mapped_column(Integer, default=0)
-    # What the study's ended attempts used, added as each one ends (never summed over its
-    # attempts): GPU-seconds (wall time times GPUs; a CPU-only attempt adds none) and wall
-    # seconds of every attempt, CPU or GPU ("worker time").
-    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
-    worker_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The last error a trial of the study failed with (its summary line, its exception's class
     # when the error was a traceback, the trial), and how many trials in a row failed with
@@ -114,6 +109,25 @@ class Study(Base):
     # "AND state = <the state it was read in>", and one that matches no row raises
     # StaleDataError instead of writing over a change made meanwhile.
     __mapper_args__ = {"version_id_col": state, "version_id_generator": False}
+
+
+class StudyCounters(Base):
+    """A study's counters that a job's end changes: a row of their own, changed only by
+    increments applied as the transaction commits (tuneyard/store/counters.py), so that a
+    pause or a job's end need not wait for the study's row lock, which ``next`` holds."""
+
+    __tablename__ = "study_counters"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Jobs running now (the slots ``limits.max_concurrent`` bounds).
+    active: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the study's ended attempts used, added as each one ends (never summed over its
+    # attempts): GPU-seconds (wall time times GPUs; a CPU-only attempt adds none) and wall
+    # seconds of every attempt, CPU or GPU ("worker time").
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    worker_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Trial(Base):

@@ -103,15 +103,14 @@ class Card:
 def version_token(
     state: str,
     trials_started: int,
-    active: int,
     study_updated: datetime | None,
     trials_updated: datetime | None,
 ) -> str:
-    """An opaque stamp that changes whenever the study or any of its trials does."""
+    """An opaque stamp that changes whenever the study or any of its trials does (a job
+    that starts or ends changes its trial's row, so the slot count needs no part of it)."""
     parts = (
         state,
         trials_started,
-        active,
         study_updated.timestamp() if study_updated else 0.0,
         trials_updated.timestamp() if trials_updated else 0.0,
     )
@@ -157,6 +156,4 @@ class DashboardBase:
         return {int(i): t for i, t in rows}
 
     def _token(self, study: Study, latest: datetime | None) -> str:
-        return version_token(
-            study.state, study.trials_started, study.active, study.updated_at, latest
-        )
+        return version_token(study.state, study.trials_started, study.updated_at, latest)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from tuneyard.service.budget import HOUR
 from tuneyard.service.dashboard.base import DashboardBase, study_key
 from tuneyard.states import AttemptState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.models import Attempt, Study, Trial
 
 
@@ -84,6 +85,7 @@ class BudgetViews(DashboardBase):
             )
             .order_by(with_prev.c.ended_at, with_prev.c.id)
         ).all()
+        spent = counters.read(s, study.id)
         return {
             "direction": study.direction,
             "points": [
@@ -96,6 +98,6 @@ class BudgetViews(DashboardBase):
                 }
                 for g, w, v, tid, n in rows
             ],
-            "gpu_hours": (study.gpu_seconds or 0.0) / HOUR,
-            "worker_hours": (study.worker_seconds or 0.0) / HOUR,
+            "gpu_hours": spent.gpu_seconds / HOUR,
+            "worker_hours": spent.worker_seconds / HOUR,
         }

@@ -29,6 +29,7 @@ from tuneyard.service.studies import (
 )
 from tuneyard.service.workers import queue_warnings
 from tuneyard.states import TrialState
+from tuneyard.store import counters
 from tuneyard.store.models import Study, Trial
 
 
@@ -113,7 +114,8 @@ class StudyCards(DashboardBase):
         aggs = self._aggregates(s, studies)
         bests = self._bests(s, studies) if studies else {}
         tags = study_tags(s, [st.id for st in studies])
-        warnings = queue_warnings(s, self.kit, studies)
+        spent = counters.read_many(s, [st.id for st in studies])
+        warnings = queue_warnings(s, self.kit, studies, spent)
         now = self.kit.clock()
         return [
             Card(
@@ -124,7 +126,7 @@ class StudyCards(DashboardBase):
                 version=aggs[st.id].version,
                 age_s=max(0.0, (now - st.created_at).total_seconds()),
                 tags=tags[st.id],
-                usage=read_usage(self.kit, st, now),
+                usage=read_usage(self.kit, st, spent[st.id], now),
                 queue_warning=warnings.get(st.id),
             )
             for st in studies
@@ -163,17 +165,14 @@ class StudyCards(DashboardBase):
                 select(
                     Study.state,
                     Study.trials_started,
-                    Study.active,
                     Study.updated_at,
                     latest,
                 ).where(Study.id == study_id)
             ).first()
             if row is None:
                 raise NotFound(f"study {study_id} does not exist")
-            state, started, active, updated, trials_updated = row
-            return Version(
-                study_id, state, version_token(state, started, active, updated, trials_updated)
-            )
+            state, started, updated, trials_updated = row
+            return Version(study_id, state, version_token(state, started, updated, trials_updated))
 
     def counts(self, study_id: int) -> tuple[Version, dict[str, int]]:
         """The version and the trials by state (cached per version)."""

@@ -26,6 +26,7 @@ from tuneyard.service.trials.lifecycle import Lifecycle
 from tuneyard.service.trials.replicates import replicate_info
 from tuneyard.service.trials.suggestions import Suggestion
 from tuneyard.states import FINAL_STUDY_STATES, JobKind, LogKind, StudyState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Study,
@@ -84,7 +85,9 @@ class TrialService(Lifecycle):
             self._reap_expired(s, ctx, study, board, now)
             if study.state in (StudyState.PAUSED, StudyState.FAILING):
                 return None  # its running trials finish; it starts nothing until resumed
-            if study.active >= ctx.spec.limits.max_concurrent:
+            # The committed count (jobs ended meanwhile lower it) plus the reaped ones.
+            active = counters.read(s, study.id).active
+            if active >= ctx.spec.limits.max_concurrent:
                 return None
             # A queued trial (a retry, or one handed back) goes preferably to the worker that
             # ran it last, whose cache may still hold its checkpoint; any other takes it
@@ -99,8 +102,8 @@ class TrialService(Lifecycle):
                     .with_for_update()
                 ),
                 board,
-                may_start_new=self._may_start_new(study, ctx, now),
-                running=study.active,
+                may_start_new=self._may_start_new(s, study, ctx, now),
+                running=active,
             )
             if isinstance(work, Trial):
                 retry = work
@@ -109,7 +112,7 @@ class TrialService(Lifecycle):
                 retry.worker = worker
                 retry.lease_expires_at = self._lease(now)
                 self._start_attempt(s, retry, worker, now, gpus)
-                study.active += 1
+                counters.add(s, study.id, active=1)
                 kind = JobKind.RESUME if retry.checkpoint else JobKind.NEW
                 return self._result(ctx, retry, kind, retry.reason or "retry")
             if isinstance(work, Promotion):
@@ -137,7 +140,7 @@ class TrialService(Lifecycle):
                 trial.worker = worker
                 trial.lease_expires_at = self._lease(now)
                 self._start_attempt(s, trial, worker, now, gpus)
-                study.active += 1
+                counters.add(s, study.id, active=1)
                 self._log(
                     s, trial, LogKind.PROMOTE, promo.reason, promo.from_rung, promo.resource_to
                 )
@@ -231,7 +234,7 @@ class TrialService(Lifecycle):
             created_at=now,
             updated_at=now,
         )
-        study.active += 1
+        counters.add(s, study.id, active=1)
         s.add(trial)
         s.flush()
         return trial

@@ -1,7 +1,27 @@
 """What every use case of a trial shares: the study's and the trial's row locks, the fence
 on a call's attempt, the decision log, attempts and leases, and the end of a job (a final
 state, a retry, the study's completion). Each public method of the services built on it is
-one transaction."""
+one transaction.
+
+Locks, in the only order any transaction takes them (so no two can wait on each other):
+
+1. the study's row (``_lock_study``): ``next``, a job's end by complete, fail or release, a
+   report that ends its job or fails it, a replicate's or a population member's pause, a
+   study's state changes; it orders new trials, promotions out of ``next`` and the study's end;
+2. trial rows (``_trial(lock=True)``; a promotion locks the promoted trial's row before its
+   rung's, :meth:`SqlBoard.mark_promoted`), and with a trial its own rung entries;
+3. rung rows, by (bracket, rung) (:meth:`SqlBoard._rung_for_write`): every write to a rung,
+   and so every rung decision. A report that reaches a rung and is answered ``pause`` or
+   ``continue`` (a promotion in place included) takes only 2 and 3: reports at different rungs,
+   and ``next`` meanwhile, do not wait for one another. One that stops or completes its
+   trial is decided again with 1 first (:class:`NeedsStudyLock`). A trial's own pause takes
+   only 2 (and 4);
+4. the study's counters row (the slot count and usage, tuneyard/store/counters.py), changed by
+   increments applied just before the commit;
+5. the study's observations (an advisory lock, tuneyard/store/observations.py), taken last.
+
+A report that reaches no rung locks only its trial's row (reports.py).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +39,11 @@ from tuneyard.errors import (
 )
 from tuneyard.service import joblog, notifications
 from tuneyard.service import metrics as meter
-from tuneyard.service.budget import Barrier, add_usage, new_trial_barrier
+from tuneyard.service.budget import Barrier, attempt_usage, new_trial_barrier
 from tuneyard.service.context import StudyContext, Toolkit
 from tuneyard.service.transitions import move, move_study
 from tuneyard.states import AttemptState, LogKind, StudyState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Attempt,
@@ -34,6 +55,15 @@ from tuneyard.store.models import (
 )
 from tuneyard.store.sql import seconds_between
 
+# The study whose row lock a session holds (set by TrialCore._lock_study).
+STUDY_LOCKED = "tuneyard.trials.study_locked"
+
+
+class NeedsStudyLock(Exception):
+    """A report decided without the study's lock turned out to end its job (a stop, a
+    completion), which changes the study's counters and may end the study: the transaction
+    is rolled back, and the report decided again with the study's lock taken first."""
+
 
 class TrialCore:
     def __init__(self, kit: Toolkit) -> None:
@@ -41,14 +71,20 @@ class TrialCore:
 
     # -- shared helpers --------------------------------------------------------------------
     def _lock_study(self, s: Session, study_id: int) -> Study:
+        """The study's row lock (the first lock of any path that takes it). ``FOR NO KEY
+        UPDATE`` on PostgreSQL: writers exclude each other as with ``FOR UPDATE``, but the
+        rows that reference the study (rung entries, trials, logs) are inserted meanwhile by
+        the paths that do not take it, whose foreign key checks ``FOR KEY SHARE`` would
+        otherwise wait for it."""
         study = s.scalar(
             select(Study)
             .where(Study.id == study_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
         if study is None:
             raise NotFound(f"study {study_id} does not exist")
+        s.info[STUDY_LOCKED] = study_id
         return study
 
     def _trial(self, s: Session, trial_id: int, lock: bool = False) -> Trial:
@@ -112,7 +148,7 @@ class TrialCore:
         self, s: Session, trial: Trial, state: AttemptState, error: str | None = None
     ) -> None:
         """End the trial's live attempt, storing its wall time, and add what it used to its
-        study's counters (the study's row is locked and loaded: every caller holds it)."""
+        study's counters (as the transaction commits)."""
         now = self.kit.clock()
         ended = s.execute(
             update(Attempt)
@@ -134,9 +170,10 @@ class TrialCore:
         if ended is not None:  # the attempt was running: it ends here
             began, wall, gpu_count = ended
             joblog.ended(s, trial.id, trial.study_id, trial.attempts, state, began, now)
-            study = s.get(Study, trial.study_id)
-            if study is not None:
-                add_usage(study, float(wall or 0.0), int(gpu_count or 0))
+            used = attempt_usage(float(wall or 0.0), int(gpu_count or 0))
+            counters.add(
+                s, trial.study_id, gpu_seconds=used.gpu_seconds, worker_seconds=used.worker_seconds
+            )
 
     @staticmethod
     def _ended_as(s: Session, trial: Trial, attempt: int, state: AttemptState) -> bool:
@@ -245,7 +282,7 @@ class TrialCore:
         elif state in (TrialState.COMPLETED, TrialState.STOPPED):
             # Ended well: an earlier attempt's error stays in that attempt's row only.
             trial.error = None
-        study.active = max(0, study.active - 1)
+        counters.add(s, study.id, active=-1)
         self._end_attempt(s, trial, AttemptState(state), error)
         self._log(s, trial, _END_LOG.get(state, LogKind.FAIL), reason)
 
@@ -277,32 +314,39 @@ class TrialCore:
         trial.reason = again
         trial.error = error
         trial.lease_expires_at = None
-        study.active = max(0, study.active - 1)
+        counters.add(s, study.id, active=-1)
         self._end_attempt(s, trial, AttemptState.FAILED, error)
         self._log(s, trial, LogKind.RETRY, trial.reason, trial.rung, trial.resource_from)
 
-    def _may_start_new(self, study: Study, ctx: StudyContext, now: datetime | None = None) -> bool:
+    def _may_start_new(
+        self, s: Session, study: Study, ctx: StudyContext, now: datetime | None = None
+    ) -> bool:
         """Whether the study may place another trial (now: the clock's time when not given):
         the one place that says so. Its trials, its GPU-hours and its wall time decide (see
         :func:`tuneyard.service.budget.new_trial_barrier`)."""
-        return self._new_trial_barrier(study, ctx, now) is None
+        return self._new_trial_barrier(s, study, ctx, now) is None
 
     def _new_trial_barrier(
-        self, study: Study, ctx: StudyContext, now: datetime | None = None
+        self, s: Session, study: Study, ctx: StudyContext, now: datetime | None = None
     ) -> Barrier | None:
         """Why the study may place no other trial (every trial started, a budget spent), or
         None when it may."""
         when = now if now is not None else self.kit.clock()
-        return new_trial_barrier(study, ctx.spec.limits, ctx.capacity, when)
+        return new_trial_barrier(
+            study, lambda: counters.read(s, study.id), ctx.spec.limits, ctx.capacity, when
+        )
 
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
         """End the study when the engine says it is over: nothing runs, is queued or can be
         promoted, and no new trial may start (all its trials started, or a budget spent,
         which its reason then names). The queued-trial query runs only once nothing runs and
         nothing can start: at the end of a study, not on every job's end."""
-        if study.state != StudyState.RUNNING or study.active > 0:
+        if study.state != StudyState.RUNNING:
             return False
-        barrier = self._new_trial_barrier(study, ctx)
+        running = counters.read(s, study.id).active
+        if running > 0:
+            return False
+        barrier = self._new_trial_barrier(s, study, ctx)
         if barrier is None:
             return False
         queued = s.scalar(
@@ -311,7 +355,7 @@ class TrialCore:
             .limit(1)
         )
         over = ctx.engine.finished(
-            board, running=study.active, queued=queued is not None, may_start_new=False
+            board, running=running, queued=queued is not None, may_start_new=False
         )
         if not over:
             return False

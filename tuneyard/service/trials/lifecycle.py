@@ -23,6 +23,7 @@ from tuneyard.service.objectives import Measure, bad_value
 from tuneyard.service.transitions import move, move_study
 from tuneyard.service.trials.reports import Reports
 from tuneyard.states import AttemptState, DecisionKind, LogKind, StudyState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     RungEntry,
@@ -34,10 +35,22 @@ from tuneyard.store.models import (
 class Lifecycle(Reports):
     # -- end of a job ------------------------------------------------------------------------
     def pause(self, trial_id: int, checkpoint: str | None, *, attempt: int) -> Trial:
-        """The worker saved the checkpoint of a trial told to pause: it may now be promoted."""
+        """The worker saved the checkpoint of a trial told to pause: it may now be promoted.
+
+        A trial's own pause locks its row only: it frees its slot through the study's
+        counters and marks its rung entry as waiting for a promotion, which ``next`` reads
+        once this commits. The study's lock is taken afterwards only when this was the
+        study's last running job, to ask whether the study is over. A replicate's pause and a
+        population member's change other trials: they take the study's lock first."""
         with self.kit.transaction() as s:
             peek = self._trial(s, trial_id)
-            study = self._lock_study(s, peek.study_id)
+            study = s.get(Study, peek.study_id)
+            if study is None:
+                raise Conflict(f"trial {trial_id} has no study")
+            ctx = self.kit.context(study)
+            light = peek.parent_id is None and ctx.population is None
+            if not light:
+                study = self._lock_study(s, peek.study_id)
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
             if trial.state == TrialState.PAUSED:
@@ -46,22 +59,39 @@ class Lifecycle(Reports):
                 raise Conflict(f"trial {trial_id} is {trial.state} and was not told to pause")
             if checkpoint is not None:
                 checkpoint = check_location(self.kit.settings, trial.study_id, trial.id, checkpoint)
-            ctx = self.kit.context(study)
             board = ctx.board(s, study.id)
             move(trial, TrialState.PAUSED)
             trial.pending = None
             self._set_checkpoint(trial, checkpoint)
             trial.lease_expires_at = None
-            study.active = max(0, study.active - 1)
+            counters.add(s, study.id, active=-1)
             self._end_attempt(s, trial, AttemptState.PAUSED)
-            if trial.parent_id is None:
-                if ctx.population is not None:
-                    self._population_step(s, ctx, study, trial)
+            if light:
                 board.set_waiting(trial.bracket, trial.rung, trial.id, True)
             else:
-                self._replicate_paused(s, ctx, study, board, trial)
-            self._maybe_finish(s, ctx, study, board)
-            return trial
+                if trial.parent_id is None:
+                    self._population_step(s, ctx, study, trial)
+                    board.set_waiting(trial.bracket, trial.rung, trial.id, True)
+                else:
+                    self._replicate_paused(s, ctx, study, board, trial)
+                self._maybe_finish(s, ctx, study, board)
+        if self._finish_drained(counters.drained(s)):
+            # The study's end stopped the trial, if it was not promoted: say so.
+            with self.kit.reading() as s:
+                trial = self._trial(s, trial_id)
+        return trial
+
+    def _finish_drained(self, study_ids: list[int]) -> bool:
+        """End the studies whose last running job a transaction without their lock ended,
+        when they are over (each under its lock, in a transaction of its own). Whether one
+        ended."""
+        ended = False
+        for study_id in study_ids:
+            with self.kit.transaction() as s:
+                study = self._lock_study(s, study_id)
+                ctx = self.kit.context(study)
+                ended |= self._maybe_finish(s, ctx, study, ctx.board(s, study.id))
+        return ended
 
     def complete(
         self,
@@ -240,7 +270,7 @@ class Lifecycle(Reports):
             move(trial, TrialState.QUEUED)
             trial.reason = f"handed back: {reason}"
             trial.lease_expires_at = None
-            study.active = max(0, study.active - 1)
+            counters.add(s, study.id, active=-1)
             self._end_attempt(s, trial, AttemptState.RELEASED, reason)
             self._log(s, trial, LogKind.RELEASE, trial.reason, trial.rung, trial.resource_from)
             return trial

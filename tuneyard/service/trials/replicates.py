@@ -44,6 +44,7 @@ from tuneyard.service.transitions import move
 from tuneyard.service.trials.suggestions import Suggestions
 from tuneyard.spec.evaluation import EvaluationSpec, Replicate
 from tuneyard.states import FINAL_TRIAL_STATES, DecisionKind, LogKind, TrialState
+from tuneyard.store import counters
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import Attempt, ReplicateLevel, ReplicateScore, Study, Trial
 
@@ -95,7 +96,7 @@ class Replicates(Suggestions):
         trial.attempts = 0
         trial.worker = None
         trial.lease_expires_at = None
-        study.active = max(0, study.active - 1)
+        counters.add(s, study.id, active=-1)
         self._log(s, trial, LogKind.START, trial.reason or "", None, trial.resource_to)
         self._advance(s, ctx, study, board, trial)
         return self._take_replicate(s, study, trial, worker, now, gpus)
@@ -124,7 +125,7 @@ class Replicates(Suggestions):
         child.worker = worker
         child.lease_expires_at = self._lease(now)
         self._start_attempt(s, child, worker, now, gpus)
-        study.active += 1
+        counters.add(s, study.id, active=1)
         return child
 
     def _advance(

@@ -1,5 +1,5 @@
 """Reports: the plain one (a running trial's good value that reaches no rung: its row only,
-two statements on PostgreSQL) and the general one (a rung under the study's lock, a bad value,
+two statements on PostgreSQL) and the general one (a rung under its rung's lock, a bad value,
 a stopped study, a step an earlier attempt reported, the refusals)."""
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tuneyard.service import metrics as meter
 from tuneyard.service import notifications
 from tuneyard.service.context import StudyContext
 from tuneyard.service.objectives import Measure, bad_value
+from tuneyard.service.trials.base import STUDY_LOCKED, NeedsStudyLock
 from tuneyard.service.trials.population import Population
 from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
 from tuneyard.store.board import SqlBoard
@@ -53,15 +54,27 @@ class Reports(Population):
         Idempotent on (trial, step) within an attempt: a repeat returns the stored answer.
         A step that an earlier attempt reported (a retry that runs the job again) is decided
         again and replaces that attempt's report, so an answer always means "stored"."""
+        recheck = False
         try:
             plain = self._plain_report(trial_id, step, value, metrics, attempt)
             if plain is not None:
                 return plain
-            return self._report(trial_id, step, value, metrics, attempt, recheck=False)
+            try:
+                return self._report(trial_id, step, value, metrics, attempt, recheck=False)
+            except NeedsStudyLock:
+                return self._report(
+                    trial_id, step, value, metrics, attempt, recheck=False, study_lock=True
+                )
         except IntegrityError:
             # The unique (trial, step) key refused this report: a copy of it was stored while
             # this one was being decided. Answer as that one was answered.
-            return self._report(trial_id, step, value, metrics, attempt, recheck=True)
+            recheck = True
+        try:
+            return self._report(trial_id, step, value, metrics, attempt, recheck=recheck)
+        except NeedsStudyLock:
+            return self._report(
+                trial_id, step, value, metrics, attempt, recheck=recheck, study_lock=True
+            )
 
     def _plain_report(
         self,
@@ -174,12 +187,15 @@ class Reports(Population):
         metrics: dict[str, Any],
         attempt: int,
         recheck: bool,
+        study_lock: bool = False,
     ) -> Report:
-        """Any report, in one transaction: one that reaches a rung (the study's lock first),
-        a bad value, a report to a stopped study, a step an earlier attempt reported, and
-        the refusals. A copy of the report stored after the first read (a retry racing the
-        original) is looked up again only where this one is refused, where it replaces an
-        earlier attempt's, or when the final insert hit the unique key (``recheck``)."""
+        """Any report, in one transaction: one that reaches a rung (its trial's and rungs'
+        locks; :class:`NeedsStudyLock` when it turns out to end the job, and then again with
+        ``study_lock``), a bad value, a report to a stopped study or of a replicate (the
+        study's lock first), a step an earlier attempt reported, and the refusals. A copy of
+        the report stored after the first read (a retry racing the original) is looked up
+        again only where this one is refused, where it replaces an earlier attempt's, or when
+        the final insert hit the unique key (``recheck``)."""
         with self.kit.transaction() as s:
             # The trial, its study and this step's stored report, in one statement.
             found = s.execute(
@@ -202,13 +218,17 @@ class Reports(Population):
             bad = measured if isinstance(measured, str) else None
             measure = measured if not isinstance(measured, str) else None
             value = measure.value if measure is not None else value
+            # A replicate's report may change its trial and its other replicates, which the
+            # study's lock orders; a bad value fails the trial. A rung decision needs only
+            # the rungs' locks, unless it ends the job (NeedsStudyLock): the top rung always
+            # does, and a scheduler that stops rather than pauses mostly does.
             sched = ctx.scheduler
             crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
-            # A replicate's report may change its trial and its other replicates, which the
-            # study's lock orders.
+            ends = crosses and (not sched.pauses or step >= sched.ladder.max_resource - 1e-9)
             heavy = (
-                bad is not None
-                or crosses
+                study_lock
+                or ends
+                or bad is not None
                 or study.state == StudyState.STOPPED
                 or peek.parent_id is not None
             )
@@ -373,6 +393,11 @@ class Reports(Population):
             trial.pending = DecisionKind.PAUSE
             trial.reason = decision.reason
             self._log(s, trial, LogKind.PAUSE, decision.reason, decision.rung, step)
+        elif s.info.get(STUDY_LOCKED) != study.id and decision.kind in (
+            DecisionKind.STOP,
+            DecisionKind.COMPLETE,
+        ):
+            raise NeedsStudyLock
         elif decision.kind == DecisionKind.STOP:
             self._observe(s, ctx, trial, step, score, measure.vector)
             self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)

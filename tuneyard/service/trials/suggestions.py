@@ -23,13 +23,12 @@ from tuneyard.service.context import StudyContext
 from tuneyard.service.trials.base import TrialCore
 from tuneyard.service.warm_start import priors
 from tuneyard.states import StudyState, TrialState
+from tuneyard.store import counters, observations
 from tuneyard.store.models import (
-    Observation,
     SamplerState,
     Study,
     Trial,
 )
-from tuneyard.store.sql import insert_new
 
 
 @functools.cache
@@ -79,8 +78,8 @@ class Suggestions(TrialCore):
             if (
                 model is None
                 or model.sampler.changes_on_suggest
-                or study.active >= ctx.spec.limits.max_concurrent
-                or not self._may_start_new(study, ctx)
+                or counters.read(s, study.id).active >= ctx.spec.limits.max_concurrent
+                or not self._may_start_new(s, study, ctx)
             ):
                 return None
             if ctx.scheduler.pauses and ctx.scheduler.next_promotion(ctx.board(s, study_id)):
@@ -190,19 +189,15 @@ class Suggestions(TrialCore):
         if (trial.id, resource) in done:
             return
         done.add((trial.id, resource))
-        insert_new(
-            s.connection(),
-            Observation,
-            {
-                "study_id": trial.study_id,
-                "trial_id": trial.id,
-                "number": trial.number,
-                "resource": resource,
-                "score": score,
-                "scores": None if vector is None else list(vector.scores),
-                "violation": 0.0 if vector is None else vector.violation,
-                "noise": noise,
-                "created_at": self.kit.clock(),
-            },
-            key=(Observation.trial_id, Observation.resource),
+        observations.add(
+            s,
+            study_id=trial.study_id,
+            trial_id=trial.id,
+            number=trial.number,
+            resource=resource,
+            score=score,
+            scores=None if vector is None else list(vector.scores),
+            violation=0.0 if vector is None else vector.violation,
+            noise=noise,
+            created_at=self.kit.clock(),
         )
