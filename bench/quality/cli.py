@@ -1,8 +1,8 @@
 """The command: run every (method, objective, seed) in a process pool, then report.
 
     python bench/quality.py [--quick] [--out DIR] [--seeds N] [--budget-factor K]
-                            [--workers W] [--procs P] [--methods a,b] [--objectives a,b]
-                            [--report-only]
+                            [--suite broad] [--workers 1,4,16,64] [--procs P]
+                            [--methods a,b] [--objectives a,b] [--report-only]
 
 Writes ``results.json`` (every run's anytime trace), ``table.md`` (tables and verdict) and
 ``anytime.png`` into ``--out``.
@@ -22,13 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality import report
-from bench.quality.methods import ALL, QUICK, SAMPLER_MODULES, Method, available
-from bench.quality.objectives import OBJECTIVES
+from bench.quality.methods import (
+    ALL,
+    BROAD,
+    BROAD_WORKERS,
+    QUICK,
+    SAMPLER_MODULES,
+    Method,
+    available,
+)
+from bench.quality.objectives import HELD_IN, OBJECTIVES
 from bench.quality.runners import run
 
 ROOT = Path(__file__).resolve().parents[2]
+# The plain and quick runs keep the three objectives of the 28-method comparison (20 min on 2
+# cores); ``--suite broad`` or ``--objectives`` reach the others.
+ORIGINAL = ("digits-mlp", "diabetes-rff", "crossing")
 # Rough relative cost of one run, to start the long ones first and keep both processes busy.
-_OBJECTIVE_COST = {"digits-mlp": 10.0, "diabetes-rff": 2.0, "crossing": 0.5}
+_OBJECTIVE_COST = {"digits-mlp": 10.0, "diabetes-rff": 2.0, "cancer-sgd": 2.0, "crossing": 0.5}
 _SAMPLER_COST = {"gp": 3.0, "tpe": 1.5, "bohb": 1.2}
 
 Task = tuple[str, str, int, int, int]  # method, objective, seed, budget, workers
@@ -64,7 +75,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="budget in full trials' epochs (default: the objective's, 30 or 20; quick 10)",
     )
-    p.add_argument("--workers", type=int, default=4, help="simulated parallel workers")
+    p.add_argument(
+        "--suite",
+        choices=["broad"],
+        help=f"broad: {len(BROAD)} methods, every objective, workers "
+        f"{','.join(map(str, BROAD_WORKERS))} (default out: results-broad)",
+    )
+    p.add_argument(
+        "--workers",
+        type=worker_counts,
+        help="simulated parallel workers, one count or a list (1,4,16,64); default 4",
+    )
     p.add_argument("--procs", type=int, default=2, help="processes running (method, seed) pairs")
     p.add_argument("--methods", help=f"comma-separated subset of: {', '.join(ALL)}")
     p.add_argument("--objectives", help=f"comma-separated subset of: {', '.join(OBJECTIVES)}")
@@ -72,13 +93,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--report-only", action="store_true", help="redo table and plot from results.json"
     )
     args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = list(BROAD_WORKERS) if args.suite == "broad" else [4]
+    if args.suite == "broad" and args.methods is None:
+        args.methods = ",".join(BROAD)
     if args.out is None:
-        args.out = ROOT / "bench" / "quality" / ("results-quick" if args.quick else "results")
+        folder = "results-broad" if args.suite else "results-quick" if args.quick else "results"
+        args.out = ROOT / "bench" / "quality" / folder
     if args.seeds is None:
         args.seeds = 2 if args.quick else 10
-    if args.budget_factor is None and args.quick:
+    if args.budget_factor is None and (args.quick or args.suite == "broad"):
+        # broad: 10 full trials' epochs per run, not 20-30, to fit 30 min on 2 cores.
         args.budget_factor = 10
     return args
+
+
+def worker_counts(text: str) -> list[int]:
+    """``"1,4,16,64"`` -> ``[1, 4, 16, 64]``: distinct positive counts, in the order given."""
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"distinct counts of at least 1, not {text!r}")
+    return counts
 
 
 def _select(args: argparse.Namespace) -> tuple[list[Method], list[str]]:
@@ -121,15 +159,19 @@ def preload(methods: list[Method]) -> dict[str, str]:
 
 def write_outputs(out: Path, payload: dict[str, Any]) -> str:
     results = payload["results"]
-    text = report.table(results)
-    v = report.verdict(results)
+    split = report.by_workers(results)
+    # The per-budget tables, the goal and the plot are of one worker count (4 if run).
+    main_w = 4 if 4 in split else next(iter(split))
+    text = report.table(split[main_w]) if len(split) == 1 else report.broad(results)
+    # The best method is chosen on the held-in objectives only.
+    v = report.verdict([r for r in split[main_w] if r["objective"] in HELD_IN])
     header = [
         "# tuneyard quality benchmark",
         "",
         f"Command: `{payload['command']}`",
         "",
         f"Wall time {payload['wall_seconds'] / 60:.1f} min on {payload['machine']}, "
-        f"{payload['procs']} processes; {payload['workers']} simulated workers per run.",
+        f"{payload['procs']} processes; simulated workers per run: {payload['workers']}.",
     ]
     if payload.get("missing"):
         header.append(f"Not run (sampler missing): {', '.join(payload['missing'])}.")
@@ -138,11 +180,14 @@ def write_outputs(out: Path, payload: dict[str, Any]) -> str:
         header.append(f"Failed: {method}: {error}")
     md = "\n".join([*header, "", text])
     if v is not None:
-        md += "\n## Goal\n\n" + v.text + "\n"
+        md += f"\n## Goal (held-in objectives, {main_w} workers)\n\n" + v.text + "\n"
         payload["verdict"] = {"method": v.method, "objectives": v.per_objective}
     (out / "table.md").write_text(md)
     (out / "results.json").write_text(json.dumps(payload, indent=1))
-    report.plot(results, out / "anytime.png")
+    try:
+        report.plot(split[main_w], out / "anytime.png")
+    except ImportError:  # matplotlib is optional: the tables are the results
+        print("matplotlib not installed: no anytime.png", file=sys.stderr)
     return md
 
 
@@ -155,7 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         print(write_outputs(out, payload))
         return 0
     methods, missing = _select(args)
-    objectives = args.objectives.split(",") if args.objectives else list(OBJECTIVES)
+    objectives = (
+        args.objectives.split(",")
+        if args.objectives
+        else list(OBJECTIVES)
+        if args.suite
+        else list(ORIGINAL)
+    )
     for o in objectives:
         if o not in OBJECTIVES:
             raise SystemExit(f"unknown objective {o!r}; one of {', '.join(OBJECTIVES)}")
@@ -165,18 +216,19 @@ def main(argv: list[str] | None = None) -> int:
             o,
             seed,
             (args.budget_factor or OBJECTIVES[o].budget_factor) * OBJECTIVES[o].max_epochs,
-            args.workers,
+            workers,
         )
         for o in objectives
         for m in methods
         for seed in range(args.seeds)
+        for workers in args.workers
     ]
     tasks.sort(key=_cost, reverse=True)
     if missing:
         print(f"skipping (sampler not in this checkout): {', '.join(missing)}", file=sys.stderr)
     print(
         f"{len(tasks)} runs: {len(methods)} methods x {len(objectives)} objectives x "
-        f"{args.seeds} seeds, {args.procs} processes",
+        f"{args.seeds} seeds x workers {args.workers}, {args.procs} processes",
         file=sys.stderr,
     )
     code = preload(methods)
@@ -197,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {r['method']} on {r['objective']} ended early", file=sys.stderr)
             print(
                 f"[{time.perf_counter() - started:7.1f}s] {i + 1}/{len(tasks)} {r['method']} "
-                f"{r['objective']} seed {r['seed']}: {r['trace'][-1][1]:.4f} "
+                f"{r['objective']} seed {r['seed']} {r['workers']}w: {r['trace'][-1][1]:.4f} "
                 f"({r['trials']} trials, {r['seconds']:.1f}s)",
                 file=sys.stderr,
                 flush=True,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from tuneyard.spec import SamplerSpec, SchedulerSpec
+
 
 @dataclass(frozen=True)
 class Method:
@@ -116,6 +118,36 @@ QUICK = (
     "op-tpe",
     "op-tpe-hb",
 )
+
+# The broad suite: a few methods over every objective and worker count.
+BROAD = (
+    "ty-random-asha",
+    "ty-tpe-hb",
+    "ty-tpe-asha",
+    "ty-gp-asha",
+    "ty-bohb-hb",
+    "op-tpe-hb",
+    "op-tpe",
+    "op-random",
+)
+BROAD_WORKERS = (1, 4, 16, 64)
+
+
+def default_method() -> str:
+    """The method tuneyard runs when a study names no sampler and no scheduler: the spec's
+    default sampler type with its default scheduler (type, mode, brackets, eta)."""
+    sampler, sched = SamplerSpec(), SchedulerSpec()
+    for m in ALL.values():
+        if (m.framework, m.sampler, m.scheduler, m.mode, m.brackets, m.eta) == (
+            "tuneyard",
+            sampler.type,
+            sched.type,
+            sched.mode,
+            sched.brackets,
+            sched.reduction_factor,
+        ):
+            return m.name
+    raise LookupError("the spec's default sampler and scheduler are not among the methods")
 
 
 def available(method: Method) -> bool:

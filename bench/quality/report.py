@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality.methods import ALL, REFERENCE
-from bench.quality.objectives import OBJECTIVES
+from bench.quality.methods import ALL, REFERENCE, default_method
+from bench.quality.objectives import HELD_IN, HELD_OUT, OBJECTIVES
 
 FRACTIONS = (0.25, 0.5, 1.0)
 
@@ -219,6 +219,196 @@ def verdict(results: Sequence[dict[str, Any]]) -> Verdict | None:
         f"{', '.join(ALL[m].label for m in everywhere) or 'none'}.",
     ]
     return Verdict(chosen, rows, "\n".join(lines))
+
+
+# -- several worker counts, and the held-out half --------------------------------------------
+
+
+def workers_of(r: dict[str, Any]) -> int:
+    """A run's simulated worker count (runs recorded before the count was kept used 4)."""
+    return int(r.get("workers", 4))
+
+
+def by_workers(results: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        out[workers_of(r)].append(r)
+    return dict(sorted(out.items()))
+
+
+def _label(method: str) -> str:
+    return ALL[method].label if method in ALL else method
+
+
+def mean_ranks(results: Sequence[dict[str, Any]], objectives: Sequence[str]) -> dict[str, float]:
+    """Method -> mean over ``objectives`` of its rank (1 = best) by final mean, among the
+    methods run on all of them (ties share the lower rank)."""
+    by_obj = cells(results)
+    objs = [o for o in objectives if o in by_obj]
+    if not objs:
+        return {}
+    methods = [m for m in by_obj[objs[0]] if all(m in by_obj[o] for o in objs)]
+    ranks: dict[str, list[int]] = defaultdict(list)
+    for o in objs:
+        finals = {m: by_obj[o][m].mean(1.0) for m in methods}
+        for m in methods:
+            ranks[m].append(1 + sum(v < finals[m] - _TIE for v in finals.values()))
+    return {m: float(np.mean(r)) for m, r in ranks.items()}
+
+
+def worker_tables(results: Sequence[dict[str, Any]], objectives: Sequence[str]) -> str:
+    """Per objective: final mean ± std of each method at each worker count; then each
+    method's mean rank over ``objectives`` at each worker count."""
+    split = by_workers([r for r in results if r["objective"] in objectives])
+    counts = list(split)
+    per_count = {w: cells(rs) for w, rs in split.items()}
+    head = "| method | " + " | ".join(f"{w} workers" for w in counts) + " |"
+    rule = "|---|" + "---|" * len(counts)
+    lines: list[str] = []
+    for o in objectives:
+        methods = sorted({m for c in per_count.values() for m in c.get(o, {})})
+        if not methods:
+            continue
+        budget = next(r["budget"] for r in results if r["objective"] == o)
+        lines += [
+            f"#### {OBJECTIVES[o].title}",
+            "",
+            f"budget {budget} epochs; final mean ± std",
+            "",
+        ]
+        lines += [head, rule]
+        for m in methods:
+            row = [
+                _fmt(per_count[w][o][m].mean(1.0), per_count[w][o][m].std(1.0))
+                if m in per_count[w].get(o, {})
+                else "-"
+                for w in counts
+            ]
+            lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+        lines.append("")
+    ranks = {w: mean_ranks(rs, objectives) for w, rs in split.items()}
+    methods = sorted({m for r in ranks.values() for m in r})
+    lines += [f"Mean rank over {', '.join(objectives)} (1 = best):", "", head, rule]
+    for m in sorted(methods, key=lambda m: np.mean([r.get(m, math.inf) for r in ranks.values()])):
+        row = [f"{ranks[w][m]:.2f}" if m in ranks[w] else "-" for w in counts]
+        lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class HeldOut:
+    rows: list[dict[str, Any]]
+    text: str
+
+
+def held_out(results: Sequence[dict[str, Any]], many: int = 16, one: int = 1) -> HeldOut | None:
+    """The default method on the held-out objectives only: (a) at ``many`` workers against
+    its own ``one``-worker result at equal epochs (ratio of final means, and of its rank among
+    all (method, worker count) cells of the objective); (b) against Optuna TPE + Hyperband at
+    ``many`` workers; (c) at ``one`` worker, the budget fraction at which its mean curve
+    reaches Optuna TPE + Hyperband's full-budget mean."""
+    mine = [r for r in results if r["objective"] in HELD_OUT]
+    split = by_workers(mine)
+    if many not in split or one not in split:
+        return None
+    default = default_method()
+    per = {w: cells(rs) for w, rs in split.items()}
+    rows = []
+    for o in HELD_OUT:
+        if not all(o in per[w] and default in per[w][o] for w in (one, many)):
+            continue
+        pooled = {(w, m): c.mean(1.0) for w in per for m, c in per[w].get(o, {}).items()}
+
+        def rank(key: tuple[int, str], pooled: dict[tuple[int, str], float] = pooled) -> int:
+            return 1 + sum(v < pooled[key] - _TIE for v in pooled.values())
+
+        row: dict[str, Any] = {
+            "objective": o,
+            "final_one": per[one][o][default].mean(1.0),
+            "final_many": per[many][o][default].mean(1.0),
+            "rank_one": rank((one, default)),
+            "rank_many": rank((many, default)),
+            "cells": len(pooled),
+        }
+        # Noise can put a best observation below a known optimum of 0: no ratio then.
+        both = row["final_one"] > 0 and row["final_many"] > 0
+        row["ratio"] = row["final_many"] / row["final_one"] if both else math.nan
+        if REFERENCE in per[many][o]:
+            ref = per[many][o][REFERENCE]
+            row["ref_many"] = ref.mean(1.0)
+            row["beats_ref_many"] = row["final_many"] < ref.mean(1.0) - _TIE
+            row["p_many"] = _mann_whitney_less(per[many][o][default].values[1.0], ref.values[1.0])
+        if REFERENCE in per[one][o]:
+            row["ref_one"] = per[one][o][REFERENCE].mean(1.0)
+            runs = [r for r in split[one] if r["objective"] == o and r["method"] == default]
+            row["reach_one"] = reach(runs, row["ref_one"])
+        rows.append(row)
+    if not rows:
+        return None
+    lines = [
+        f"Default method (what a study that names no sampler or scheduler runs): "
+        f"**{_label(default)}**. Held-out objectives only. *Rank*: among all "
+        f"(method, worker count) cells of the objective by final mean.",
+        "",
+        f"| objective | final, {one} w | final, {many} w | ratio | rank {one} w | rank {many} w "
+        f"| Optuna TPE+HB, {many} w | beats it | p | Optuna TPE+HB, {one} w "
+        f"| reached at ({one} w) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['objective']} | {r['final_one']:.4f} | {r['final_many']:.4f} | "
+            f"{_ratio(r['ratio'])} | {r['rank_one']}/{r['cells']} | "
+            f"{r['rank_many']}/{r['cells']} | "
+            + (
+                f"{r['ref_many']:.4f} | {'yes' if r['beats_ref_many'] else 'no'} | "
+                f"{r['p_many']:.3f} | "
+                if "ref_many" in r
+                else "- | - | - | "
+            )
+            + (f"{r['ref_one']:.4f} | {_pct(r['reach_one'])} |" if "ref_one" in r else "- | - |")
+        )
+    rank_one = float(np.mean([r["rank_one"] for r in rows]))
+    rank_many = float(np.mean([r["rank_many"] for r in rows]))
+    beats = sum(bool(r.get("beats_ref_many")) for r in rows)
+    by_half = sum(r.get("reach_one") is not None and r["reach_one"] <= 0.5 for r in rows)
+    lines += [
+        "",
+        f"(a) {many} against {one} worker: mean rank {rank_many:.2f} against {rank_one:.2f} "
+        f"(ratio {rank_many / rank_one:.2f}); final means {many} w / {one} w: geometric mean "
+        f"{_geomean([r['ratio'] for r in rows]):.2f} over the objectives where both are "
+        "above 0. "
+        f"(b) Beats Optuna TPE + HyperbandPruner at {many} workers on {beats} of {len(rows)}. "
+        f"(c) At {one} worker, reaches Optuna TPE + Hyperband's full-budget mean by half "
+        "the budget on "
+        f"{by_half} of {len(rows)}.",
+    ]
+    return HeldOut(rows, "\n".join(lines))
+
+
+def _ratio(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.2f}"
+
+
+def _geomean(ratios: Sequence[float]) -> float:
+    ok = [x for x in ratios if x > 0 and math.isfinite(x)]
+    return float(np.exp(np.mean(np.log(ok)))) if ok else math.nan
+
+
+def broad(results: Sequence[dict[str, Any]]) -> str:
+    """The report over several worker counts: held-in tables, held-out tables, the
+    held-out comparison of the default method."""
+    present = {r["objective"] for r in results}
+    parts = []
+    for title, half in (("Held in", HELD_IN), ("Held out", HELD_OUT)):
+        objs = [o for o in half if o in present]
+        if objs:
+            parts.append(f"## {title}: {', '.join(objs)}\n\n" + worker_tables(results, objs))
+    h = held_out(results)
+    if h is not None:
+        parts.append("## Held out: the default method\n\n" + h.text + "\n")
+    return "\n".join(parts)
 
 
 # Colour: the sampler (Optuna's in darker shades); line style: the scheduler or pruner.

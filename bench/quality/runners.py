@@ -64,6 +64,7 @@ class Result:
     trials: int
     trace: list[tuple[int, float]]
     seconds: float
+    workers: int
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class Result:
             "trials": self.trials,
             "trace": [[u, e] for u, e in self.trace],
             "seconds": round(self.seconds, 3),
+            "workers": self.workers,
         }
 
 
@@ -157,6 +159,7 @@ def run_tuneyard(
         ledger.trials,
         ledger.trace,
         time.perf_counter() - started,
+        workers,
     )
 
 
@@ -164,10 +167,13 @@ def run_tuneyard(
 
 
 def _suggest_optuna(trial: Any, space: dict[str, dict[str, Any]]) -> Params:
+    """Suggest the active parameters only: a parameter with ``when`` is asked for when every
+    parent it names (listed before it) took one of the given values, as in tuneyard's
+    spaces, so Optuna's TPE models it on the trials where it exists."""
     params: Params = {}
     for name, p in space.items():
-        if p.get("when"):
-            raise ValueError(f"{name}: conditional parameters are not supported here")
+        if not _active(p.get("when"), params):
+            continue
         if p["type"] == "float":
             params[name] = trial.suggest_float(
                 name, p["low"], p["high"], log=p.get("log", False), step=p.get("step")
@@ -179,6 +185,14 @@ def _suggest_optuna(trial: Any, space: dict[str, dict[str, Any]]) -> Params:
         else:
             params[name] = trial.suggest_categorical(name, p["choices"])
     return params
+
+
+def _active(when: dict[str, Any] | None, params: Params) -> bool:
+    for parent, allowed in (when or {}).items():
+        values = allowed if isinstance(allowed, list) else [allowed]
+        if parent not in params or params[parent] not in values:
+            return False
+    return True
 
 
 def _optuna_study(method: Method, objective: Objective, seed: int) -> Any:
@@ -261,6 +275,7 @@ def run_optuna(
         ledger.trials,
         ledger.trace,
         time.perf_counter() - started,
+        workers,
     )
 
 

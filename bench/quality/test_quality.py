@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from bench.quality.methods import ALL, available
+from bench.quality.cli import parse, worker_counts
+from bench.quality.methods import ALL, REFERENCE, available, default_method
 from bench.quality.objectives import (
     CROSSING,
     DIGITS,
+    HARTMANN3,
     HARTMANN6_ARGMIN,
+    HELD_IN,
+    HELD_OUT,
+    MIXED,
+    OBJECTIVES,
     crossing_error,
 )
-from bench.quality.report import best_at
+from bench.quality.report import best_at, held_out
 from bench.quality.runners import Ledger, Trainer, run, run_tuneyard
+from tuneyard.scheduler.space import SearchSpace
+from tuneyard.spec import StudySpec
 
 
 def test_crossing_has_its_optimum_at_the_hartmann_minimiser() -> None:
@@ -74,3 +83,88 @@ def test_best_at_reads_the_trace_as_a_step_function() -> None:
     assert best_at(trace, 9) == 0.5
     assert best_at(trace, 10) == 0.3
     assert best_at(trace, 1000) == 0.2
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_refuses_to_skip_or_repeat_an_epoch(name: str) -> None:
+    objective = OBJECTIVES[name]
+    space = SearchSpace(StudySpec.model_validate({"name": name, "space": objective.space}).space)
+    params = space.sample(np.random.default_rng(0))
+    trainer = Trainer(objective, 0, Ledger(10))
+    assert math.isfinite(trainer.epoch(0, params, 1))
+    with pytest.raises(RuntimeError, match="asked for 3"):
+        trainer.epoch(0, params, 3)
+    with pytest.raises(RuntimeError, match="asked for 1"):
+        trainer.epoch(0, params, 1)
+    assert trainer.ledger.used == 1
+
+
+def test_a_noisy_objective_draws_the_same_noise_when_resumed() -> None:
+    params = {"lr": 0.01, "x1": 0.3, "x2": 0.6}
+    straight = Trainer(HARTMANN3, 5, Ledger(100))
+    errors = [straight.epoch(2, params, e) for e in range(1, 7)]
+    paused = Trainer(HARTMANN3, 5, Ledger(100))
+    first = [paused.epoch(2, params, e) for e in range(1, 4)]
+    paused.epoch(3, params, 1)
+    assert first + [paused.epoch(2, params, e) for e in range(4, 7)] == errors
+    # Noise is there: two model seeds see different values for one configuration.
+    assert Trainer(HARTMANN3, 6, Ledger(10)).epoch(2, params, 1) != errors[0]
+
+
+def test_the_held_out_split_is_fixed_disjoint_and_covers_every_objective() -> None:
+    assert HELD_IN == ("digits-mlp", "diabetes-rff", "crossing", "branin-2d")
+    assert HELD_OUT == ("ellipsoid-20d", "hartmann3-noisy", "mixed-cond", "cancer-sgd")
+    assert not set(HELD_IN) & set(HELD_OUT)
+    assert set(HELD_IN) | set(HELD_OUT) == set(OBJECTIVES)
+
+
+def test_worker_counts_parse_as_a_list() -> None:
+    assert worker_counts("1,4,16,64") == [1, 4, 16, 64]
+    assert worker_counts("8") == [8]
+    for bad in ("0,4", "4,4", "a,2", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            worker_counts(bad)
+    assert parse(["--workers", "1,16"]).workers == [1, 16]
+    assert parse([]).workers == [4]
+    broad = parse(["--suite", "broad"])
+    assert broad.workers == [1, 4, 16, 64]
+    assert "ty-random-asha" in broad.methods.split(",")
+
+
+def test_conditional_parameters_run_on_both_libraries() -> None:
+    for name in ("op-tpe-hb", "ty-tpe-hb"):
+        assert run(ALL[name], MIXED, seed=0, budget=150, workers=4).used == 150
+
+
+def _fake(objective: str, method: str, workers: int, final: float) -> list[dict[str, object]]:
+    return [
+        {
+            "method": method,
+            "objective": objective,
+            "seed": seed,
+            "budget": 100,
+            "workers": workers,
+            "trials": 10,
+            "seconds": 0.0,
+            "trace": [[1, 1.0], [40, final + 0.01 * seed], [90, final]],
+        }
+        for seed in range(3)
+    ]
+
+
+def test_the_held_out_report_reads_held_out_objectives_only() -> None:
+    default = default_method()
+    results = []
+    for o in OBJECTIVES:
+        results += _fake(o, default, 1, 0.2) + _fake(o, default, 16, 0.3)
+        results += _fake(o, REFERENCE, 1, 0.25) + _fake(o, REFERENCE, 16, 0.35)
+    report = held_out(results)
+    assert report is not None
+    assert [r["objective"] for r in report.rows] == list(HELD_OUT)
+    row = report.rows[0]
+    assert row["ratio"] == pytest.approx(1.5)
+    assert row["beats_ref_many"]
+    assert row["reach_one"] == pytest.approx(0.40)  # its curve reaches 0.25 at epoch 40 of 100
+    # Wild held-in results change nothing.
+    changed = [{**r, "trace": [[1, -5.0]]} if r["objective"] in HELD_IN else r for r in results]
+    assert held_out(changed).rows == report.rows  # type: ignore[union-attr]
