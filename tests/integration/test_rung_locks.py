@@ -64,15 +64,17 @@ def work(trials: TrialService, sid: int, name: str, seed: int) -> Counter[str]:
             trials.complete(trial.id, None, {}, None, attempt=attempt)
 
 
-@pytest.mark.parametrize("brackets", [1, 3])
+@pytest.mark.parametrize(
+    ("mode", "brackets"), [("promotion", 1), ("promotion", 3), ("stopping", 3)]
+)
 def test_a_fleet_on_rung_locks_keeps_the_books(
-    postgres_url: str, tmp_path: Path, brackets: int
+    postgres_url: str, tmp_path: Path, mode: str, brackets: int
 ) -> None:
     engine = make_engine(postgres_url, pool_size=WORKERS + 2)
     kit = Toolkit(make_sessionmaker(engine), Settings(database_url=postgres_url, data_dir=tmp_path))
     spec = study_spec(
         sampler={"type": "tpe", "seed": 11, "n_startup": 4},
-        scheduler={"mode": "promotion", "max_resource": 9, "brackets": brackets},
+        scheduler={"mode": mode, "max_resource": 9, "brackets": brackets},
         limits={"max_trials": 60, "max_concurrent": WORKERS},
     )
     sid = StudyService(kit).create(StudySpec.model_validate(spec)).study.id
@@ -87,8 +89,10 @@ def test_a_fleet_on_rung_locks_keeps_the_books(
         decided = sum(
             (f.result() for f in [pool.submit(worker, i) for i in range(WORKERS)]), Counter()
         )
-    # The run exercised what it is about: pauses at rungs and promotions on the spot.
-    assert decided["pause"] > 0 and decided["complete"] > 0, decided
+    # The run exercised what it is about: pauses at rungs and promotions (or stops at rungs),
+    # and completions.
+    ended_at_rungs = "pause" if mode == "promotion" else "stop"
+    assert decided[ended_at_rungs] > 0 and decided["complete"] > 0, decided
 
     with kit.transaction() as s:
         study = s.get(Study, sid)
@@ -126,8 +130,10 @@ def test_a_fleet_on_rung_locks_keeps_the_books(
             mine = sorted(by_rung[(r.bracket, r.rung)])
             assert r.entries == len(mine), (r.bracket, r.rung)
             assert r.promoted == promoted[(r.bracket, r.rung)], (r.bracket, r.rung)
-            # The cut-off is the floor(n / eta)-th best entry, as if written one at a time.
-            rank = len(mine) // ETA - 1
+            # The cut-off is the floor(n / eta)-th best entry (ceil when stopping), as if the
+            # entries were written one at a time.
+            n = len(mine)
+            rank = (n // ETA if mode == "promotion" else -(-n // ETA)) - 1
             expected = mine[rank] if rank >= 0 else (None, None)
             assert (r.cut_score, r.cut_entry) == expected, (r.bracket, r.rung)
 
@@ -139,7 +145,8 @@ def test_a_fleet_on_rung_locks_keeps_the_books(
                 )
             ).all()
         )
-        assert promotions and max(promotions.values()) == 1, promotions.most_common(3)
+        assert max(promotions.values(), default=1) == 1, promotions.most_common(3)
+        assert promotions or mode == "stopping"
 
         # Every rung record is observed once, and the sampler read every observation once.
         observed = s.scalar(

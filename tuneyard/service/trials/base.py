@@ -11,11 +11,13 @@ Locks, in the only order any transaction takes them (so no two can wait on each 
 2. trial rows (``_trial(lock=True)``; a promotion locks the promoted trial's row before its
    rung's, :meth:`SqlBoard.mark_promoted`), and with a trial its own rung entries;
 3. rung rows, by (bracket, rung) (:meth:`SqlBoard._rung_for_write`): every write to a rung,
-   and so every rung decision. A report that reaches a rung and is answered ``pause`` or
-   ``continue`` (a promotion in place included) takes only 2 and 3: reports at different rungs,
-   and ``next`` meanwhile, do not wait for one another. One that stops or completes its
-   trial is decided again with 1 first (:class:`NeedsStudyLock`). A trial's own pause takes
-   only 2 (and 4);
+   and so every rung decision. A report that reaches a rung takes only 2 and 3 (and 4, 5)
+   whatever it decides (pause, continue, a promotion in place, stop, complete): reports at
+   different rungs, and ``next`` meanwhile, do not wait for one another. Only a completion in
+   a study that tells of a new best (kept on the study's row) takes 1 first
+   (:class:`NeedsStudyLock`). A trial's own pause takes only 2 (and 4). A path without 1
+   that ends its study's last running job asks whether the study is over afterwards, under 1
+   (:meth:`TrialCore._finish_drained`);
 4. the study's counters row (the slot count and usage, tuneyard/store/counters.py), changed by
    increments applied just before the commit;
 5. the study's observations (an advisory lock, tuneyard/store/observations.py), taken last.
@@ -60,9 +62,9 @@ STUDY_LOCKED = "tuneyard.trials.study_locked"
 
 
 class NeedsStudyLock(Exception):
-    """A report decided without the study's lock turned out to end its job (a stop, a
-    completion), which changes the study's counters and may end the study: the transaction
-    is rolled back, and the report decided again with the study's lock taken first."""
+    """A report decided without the study's lock turned out to complete its trial in a study
+    that tells of a new best, which it keeps on the study's row: the transaction is rolled
+    back, and the report decided again with the study's lock taken first."""
 
 
 class TrialCore:
@@ -252,7 +254,8 @@ class TrialCore:
         reason: str,
         error: str | None = None,
     ) -> None:
-        """Move a running trial to a final state and free its slot (study lock held)."""
+        """Move a running trial to a final state and free its slot (as the transaction
+        commits: the study's lock need not be held, ``study`` is read only for its id)."""
         if trial.state != TrialState.RUNNING:
             raise Conflict(f"trial {trial.id} is {trial.state}, not running")
         if trial.parent_id is None:
@@ -335,6 +338,18 @@ class TrialCore:
         return new_trial_barrier(
             study, lambda: counters.read(s, study.id), ctx.spec.limits, ctx.capacity, when
         )
+
+    def _finish_drained(self, study_ids: list[int]) -> bool:
+        """End the studies whose last running job a transaction without their lock ended,
+        when they are over (each under its lock, in a transaction of its own). Whether one
+        ended."""
+        ended = False
+        for study_id in study_ids:
+            with self.kit.transaction() as s:
+                study = self._lock_study(s, study_id)
+                ctx = self.kit.context(study)
+                ended |= self._maybe_finish(s, ctx, study, ctx.board(s, study.id))
+        return ended
 
     def _maybe_finish(self, s: Session, ctx: StudyContext, study: Study, board: SqlBoard) -> bool:
         """End the study when the engine says it is over: nothing runs, is queued or can be

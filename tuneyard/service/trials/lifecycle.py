@@ -81,18 +81,6 @@ class Lifecycle(Reports):
                 trial = self._trial(s, trial_id)
         return trial
 
-    def _finish_drained(self, study_ids: list[int]) -> bool:
-        """End the studies whose last running job a transaction without their lock ended,
-        when they are over (each under its lock, in a transaction of its own). Whether one
-        ended."""
-        ended = False
-        for study_id in study_ids:
-            with self.kit.transaction() as s:
-                study = self._lock_study(s, study_id)
-                ctx = self.kit.context(study)
-                ended |= self._maybe_finish(s, ctx, study, ctx.board(s, study.id))
-        return ended
-
     def complete(
         self,
         trial_id: int,

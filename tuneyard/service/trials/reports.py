@@ -28,6 +28,7 @@ from tuneyard.service.objectives import Measure, bad_value
 from tuneyard.service.trials.base import STUDY_LOCKED, NeedsStudyLock
 from tuneyard.service.trials.population import Population
 from tuneyard.states import DecisionKind, LogKind, StudyState, TrialState
+from tuneyard.store import counters
 from tuneyard.store.board import SqlBoard
 from tuneyard.store.models import (
     Attempt,
@@ -190,112 +191,128 @@ class Reports(Population):
         study_lock: bool = False,
     ) -> Report:
         """Any report, in one transaction: one that reaches a rung (its trial's and rungs'
-        locks; :class:`NeedsStudyLock` when it turns out to end the job, and then again with
-        ``study_lock``), a bad value, a report to a stopped study or of a replicate (the
-        study's lock first), a step an earlier attempt reported, and the refusals. A copy of
-        the report stored after the first read (a retry racing the original) is looked up
-        again only where this one is refused, where it replaces an earlier attempt's, or when
-        the final insert hit the unique key (``recheck``)."""
+        locks; :class:`NeedsStudyLock` when it completes a trial of a study that tells of a
+        new best, and then again with ``study_lock``), a bad value, a report to a stopped
+        study or of a replicate (the study's lock first), a step an earlier attempt
+        reported, and the refusals. A copy of the report stored after the first read (a
+        retry racing the original) is looked up again only where this one is refused, where
+        it replaces an earlier attempt's, or when the final insert hit the unique key
+        (``recheck``)."""
         with self.kit.transaction() as s:
-            # The trial, its study and this step's stored report, in one statement.
-            found = s.execute(
-                select(Trial, Study, Report)
-                .join(Study, Study.id == Trial.study_id)
-                .outerjoin(Report, (Report.trial_id == Trial.id) & (Report.step == step))
-                .where(Trial.id == trial_id)
-            ).first()
-            if found is None:
-                raise NotFound(f"trial {trial_id} does not exist")
-            peek, study, first = found
-            stored: Report | None = first
-            self._fence(peek, attempt)
+            report = self._decide_report(
+                s, trial_id, step, value, metrics, attempt, recheck, study_lock
+            )
+        # A job this report ended may have been its study's last: is the study over?
+        self._finish_drained(counters.drained(s))
+        return report
+
+    def _decide_report(
+        self,
+        s: Session,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
+        recheck: bool,
+        study_lock: bool,
+    ) -> Report:
+        # The trial, its study and this step's stored report, in one statement.
+        found = s.execute(
+            select(Trial, Study, Report)
+            .join(Study, Study.id == Trial.study_id)
+            .outerjoin(Report, (Report.trial_id == Trial.id) & (Report.step == step))
+            .where(Trial.id == trial_id)
+        ).first()
+        if found is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        peek, study, first = found
+        stored: Report | None = first
+        self._fence(peek, attempt)
+        if stored is not None and stored.attempt == attempt:
+            return stored
+        ctx = self.kit.context(study)
+        # A metric the study needs and the report lacks is refused here, before anything
+        # changes; a NaN fails the trial below.
+        measured = ctx.objectives.measure(value, metrics, step)
+        bad = measured if isinstance(measured, str) else None
+        measure = measured if not isinstance(measured, str) else None
+        value = measure.value if measure is not None else value
+        # A replicate's report may change its trial and its other replicates, which the
+        # study's lock orders; a bad value fails the trial. A rung decision needs only the
+        # rungs' locks, unless it completes a trial of a study that tells of a new best
+        # (kept on the study's row): at the top rung it would, so that takes the lock first.
+        sched = ctx.scheduler
+        tells = ctx.spec.notifications is not None
+        heavy = (
+            study_lock
+            or (tells and step >= sched.ladder.max_resource - 1e-9)
+            or bad is not None
+            or study.state == StudyState.STOPPED
+            or peek.parent_id is not None
+        )
+        if heavy:
+            study = self._lock_study(s, study.id)
+        trial = self._trial(s, trial_id, lock=True)
+        self._fence(trial, attempt)
+        if recheck or stored is not None:
+            # Read again under the trial's lock: a copy of this report (of this attempt)
+            # may have been stored, or replaced the earlier attempt's, meanwhile.
+            stored = self._stored_report(s, trial_id, step)
             if stored is not None and stored.attempt == attempt:
                 return stored
-            ctx = self.kit.context(study)
-            # A metric the study needs and the report lacks is refused here, before anything
-            # changes; a NaN fails the trial below.
-            measured = ctx.objectives.measure(value, metrics, step)
-            bad = measured if isinstance(measured, str) else None
-            measure = measured if not isinstance(measured, str) else None
-            value = measure.value if measure is not None else value
-            # A replicate's report may change its trial and its other replicates, which the
-            # study's lock orders; a bad value fails the trial. A rung decision needs only
-            # the rungs' locks, unless it ends the job (NeedsStudyLock): the top rung always
-            # does, and a scheduler that stops rather than pauses mostly does.
-            sched = ctx.scheduler
-            crosses = bool(sched.ladder.crossed(max(peek.rung, peek.base_rung - 1), step))
-            ends = crosses and (not sched.pauses or step >= sched.ladder.max_resource - 1e-9)
-            heavy = (
-                study_lock
-                or ends
-                or bad is not None
-                or study.state == StudyState.STOPPED
-                or peek.parent_id is not None
-            )
-            if heavy:
-                study = self._lock_study(s, study.id)
-            trial = self._trial(s, trial_id, lock=True)
-            self._fence(trial, attempt)
-            if recheck or stored is not None:
-                # Read again under the trial's lock: a copy of this report (of this attempt)
-                # may have been stored, or replaced the earlier attempt's, meanwhile.
-                stored = self._stored_report(s, trial_id, step)
-                if stored is not None and stored.attempt == attempt:
-                    return stored
-            try:
-                self._check_report(ctx, trial, step)
-            except TuneyardError:
-                # Refused, unless a copy of this report was stored meanwhile: its answer stands.
-                again = self._stored_report(s, trial_id, step)
-                if again is not None and again.attempt == attempt:
-                    return again
-                raise
-            now = self.kit.clock()
-            board = ctx.board(s, study.id)
-            # Nothing below reads back what it changed through the ORM (rung entries and
-            # observations are written by statements of their own), so the changes to the
-            # trial, its rung and the study go out together, once, at commit.
-            with s.no_autoflush:
-                if bad is not None:
-                    decision = Decision(DecisionKind.STOP, bad)
-                    self._end_job(s, ctx, study, board, trial, TrialState.FAILED, bad, error=bad)
-                    self._maybe_finish(s, ctx, study, board)
-                elif study.state == StudyState.STOPPED:
-                    decision = Decision(DecisionKind.STOP, "the study was stopped")
-                    self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
-                    trial.value, trial.resource = value, step
-                    if measure is not None:
-                        _keep_values(trial, measure)
-                elif stored is not None and stored.decision == DecisionKind.PAUSE:
-                    assert measure is not None  # a bad value is the first branch
-                    decision = self._pause_again(s, trial, step, measure, stored, now)
-                elif trial.parent_id is not None:
-                    assert measure is not None
-                    decision = self._decide_replicate(
-                        s, ctx, study, board, trial, step, measure, now
-                    )
-                else:
-                    assert measure is not None
-                    decision = self._decide(s, ctx, study, board, trial, step, measure, now)
-            fields = {
-                "attempt": attempt,
-                "value": value if bad is None else None,
-                "metrics": _jsonable(metrics),
-                "decision": decision.kind,
-                "reason": decision.reason,
-                "resource_to": trial.resource_to,
-                "created_at": now,
-            }
-            if stored is None:
-                report = Report(trial_id=trial.id, step=step, **fields)
-                s.add(report)
+        try:
+            self._check_report(ctx, trial, step)
+        except TuneyardError:
+            # Refused, unless a copy of this report was stored meanwhile: its answer stands.
+            again = self._stored_report(s, trial_id, step)
+            if again is not None and again.attempt == attempt:
+                return again
+            raise
+        now = self.kit.clock()
+        board = ctx.board(s, study.id)
+        # Nothing below reads back what it changed through the ORM (rung entries and
+        # observations are written by statements of their own), so the changes to the
+        # trial, its rung and the study go out together, once, at commit.
+        with s.no_autoflush:
+            if bad is not None:
+                decision = Decision(DecisionKind.STOP, bad)
+                self._end_job(s, ctx, study, board, trial, TrialState.FAILED, bad, error=bad)
+                self._maybe_finish(s, ctx, study, board)
+            elif study.state == StudyState.STOPPED:
+                decision = Decision(DecisionKind.STOP, "the study was stopped")
+                self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
+                trial.value, trial.resource = value, step
+                if measure is not None:
+                    _keep_values(trial, measure)
+            elif stored is not None and stored.decision == DecisionKind.PAUSE:
+                assert measure is not None  # a bad value is the first branch
+                decision = self._pause_again(s, trial, step, measure, stored, now)
+            elif trial.parent_id is not None:
+                assert measure is not None
+                decision = self._decide_replicate(s, ctx, study, board, trial, step, measure, now)
             else:
-                # The earlier attempt's report of this step gives way to this one's.
-                report = stored
-                for key, v in fields.items():
-                    setattr(report, key, v)
-            meter.reported(self.kit, s, decision.kind)
-            return report
+                assert measure is not None
+                decision = self._decide(s, ctx, study, board, trial, step, measure, now)
+        fields = {
+            "attempt": attempt,
+            "value": value if bad is None else None,
+            "metrics": _jsonable(metrics),
+            "decision": decision.kind,
+            "reason": decision.reason,
+            "resource_to": trial.resource_to,
+            "created_at": now,
+        }
+        if stored is None:
+            report = Report(trial_id=trial.id, step=step, **fields)
+            s.add(report)
+        else:
+            # The earlier attempt's report of this step gives way to this one's.
+            report = stored
+            for key, v in fields.items():
+                setattr(report, key, v)
+        meter.reported(self.kit, s, decision.kind)
+        return report
 
     def _pause_again(
         self,
@@ -393,20 +410,20 @@ class Reports(Population):
             trial.pending = DecisionKind.PAUSE
             trial.reason = decision.reason
             self._log(s, trial, LogKind.PAUSE, decision.reason, decision.rung, step)
-        elif s.info.get(STUDY_LOCKED) != study.id and decision.kind in (
-            DecisionKind.STOP,
-            DecisionKind.COMPLETE,
-        ):
-            raise NeedsStudyLock
-        elif decision.kind == DecisionKind.STOP:
+        elif decision.kind in (DecisionKind.STOP, DecisionKind.COMPLETE):
+            locked = s.info.get(STUDY_LOCKED) == study.id
+            done = decision.kind == DecisionKind.COMPLETE
+            if done and ctx.spec.notifications is not None and not locked:
+                raise NeedsStudyLock
             self._observe(s, ctx, trial, step, score, measure.vector)
-            self._end_job(s, ctx, study, board, trial, TrialState.STOPPED, decision.reason)
-            self._maybe_finish(s, ctx, study, board)
-        elif decision.kind == DecisionKind.COMPLETE:
-            self._observe(s, ctx, trial, step, score, measure.vector)
-            self._end_job(s, ctx, study, board, trial, TrialState.COMPLETED, decision.reason)
-            notifications.trial_completed(s, self.kit, ctx, study, trial)
-            self._maybe_finish(s, ctx, study, board)
+            state = TrialState.COMPLETED if done else TrialState.STOPPED
+            self._end_job(s, ctx, study, board, trial, state, decision.reason)
+            if done:
+                notifications.trial_completed(s, self.kit, ctx, study, trial)
+            if locked:
+                self._maybe_finish(s, ctx, study, board)
+            # Else its slot is freed as this commits, and report() asks whether the study
+            # is over when that was its last running job.
         return decision
 
 
