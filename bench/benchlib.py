@@ -186,7 +186,14 @@ class ApiServer:
             "TUNEYARD_DATA_DIR": str(data_dir),
             **(env or {}),
         }
-        cmd = [PY, "-m", "tuneyard.cli", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        # BENCH_PROFILE=FILE: the server under yappi (bench/profile_server.py), for where the
+        # API's CPU per report goes when py-spy is not at hand.
+        profile = os.environ.get("BENCH_PROFILE")
+        if profile:
+            cmd = [PY, str(ROOT / "bench" / "profile_server.py"), profile, "server"]
+        else:
+            cmd = [PY, "-m", "tuneyard.cli", "server"]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, *args], env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
         )
