@@ -55,27 +55,15 @@ class Reports(Population):
         Idempotent on (trial, step) within an attempt: a repeat returns the stored answer.
         A step that an earlier attempt reported (a retry that runs the job again) is decided
         again and replaces that attempt's report, so an answer always means "stored"."""
-        recheck = False
         try:
             plain = self._plain_report(trial_id, step, value, metrics, attempt)
             if plain is not None:
                 return plain
-            try:
-                return self._report(trial_id, step, value, metrics, attempt, recheck=False)
-            except NeedsStudyLock:
-                return self._report(
-                    trial_id, step, value, metrics, attempt, recheck=False, study_lock=True
-                )
+            return self._report(trial_id, step, value, metrics, attempt, recheck=False)
         except IntegrityError:
             # The unique (trial, step) key refused this report: a copy of it was stored while
             # this one was being decided. Answer as that one was answered.
-            recheck = True
-        try:
-            return self._report(trial_id, step, value, metrics, attempt, recheck=recheck)
-        except NeedsStudyLock:
-            return self._report(
-                trial_id, step, value, metrics, attempt, recheck=recheck, study_lock=True
-            )
+            return self._report(trial_id, step, value, metrics, attempt, recheck=True)
 
     def _plain_report(
         self,
@@ -188,20 +176,25 @@ class Reports(Population):
         metrics: dict[str, Any],
         attempt: int,
         recheck: bool,
-        study_lock: bool = False,
     ) -> Report:
         """Any report, in one transaction: one that reaches a rung (its trial's and rungs'
         locks; :class:`NeedsStudyLock` when it completes a trial of a study that tells of a
-        new best, and then again with ``study_lock``), a bad value, a report to a stopped
+        new best, and then again with the study's lock first), a bad value, a report to a stopped
         study or of a replicate (the study's lock first), a step an earlier attempt
         reported, and the refusals. A copy of the report stored after the first read (a
         retry racing the original) is looked up again only where this one is refused, where
         it replaces an earlier attempt's, or when the final insert hit the unique key
         (``recheck``)."""
-        with self.kit.transaction() as s:
-            report = self._decide_report(
-                s, trial_id, step, value, metrics, attempt, recheck, study_lock
-            )
+        try:
+            with self.kit.transaction() as s:
+                report = self._decide_report(
+                    s, trial_id, step, value, metrics, attempt, recheck, study_lock=False
+                )
+        except NeedsStudyLock:
+            with self.kit.transaction() as s:
+                report = self._decide_report(
+                    s, trial_id, step, value, metrics, attempt, recheck, study_lock=True
+                )
         # A job this report ended may have been its study's last: is the study over?
         self._finish_drained(counters.drained(s))
         return report
