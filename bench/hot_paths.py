@@ -220,12 +220,22 @@ def prefill(
 
 
 class QueryCounter:
-    def __init__(self, engine: Any) -> None:
-        self.n = 0
+    """SQL statements run on ``engine``: SQLAlchemy's, and with ``kit`` the plain report's,
+    which run on the driver's connection (tuneyard/store/plain_reports.py)."""
+
+    def __init__(self, engine: Any, kit: Toolkit | None = None) -> None:
+        self._sql = 0
+        self._raw = kit.plain_reports if kit is not None else None
+        self._raw_start = self._raw.statements if self._raw is not None else 0
         event.listen(engine, "before_cursor_execute", self._count)
 
+    @property
+    def n(self) -> int:
+        raw = self._raw.statements - self._raw_start if self._raw is not None else 0
+        return self._sql + raw
+
     def _count(self, *args: Any) -> None:
-        self.n += 1
+        self._sql += 1
 
 
 def measure(
@@ -239,7 +249,7 @@ def measure(
     sid = StudyService(kit).create(spec).study.id
     prefill(kit, sid, n, multi, replicated)
     trials = TrialService(kit)
-    counter = QueryCounter(engine)
+    counter = QueryCounter(engine, kit)
     t_next, t_plain, t_rung, q_next, q_plain, q_rung = [], [], [], [], [], []
     for _ in range(calls):
         c0, a = counter.n, time.perf_counter()

@@ -76,7 +76,7 @@ def measure(url: str, n: int, intervals: int, data_dir: str) -> dict[str, Any]:
     kit = Toolkit(make_sessionmaker(engine), settings)
     sid = StudyService(kit).create(StudySpec.model_validate(spec(n, intervals))).study.id
     trials = TrialService(kit)
-    counter = QueryCounter(engine)
+    counter = QueryCounter(engine, kit)
     rng = np.random.default_rng(0)
     quality: dict[int, float] = {}
     t: dict[str, list[float]] = {"next": [], "report": [], "pause": []}

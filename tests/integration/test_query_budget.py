@@ -16,8 +16,9 @@ from tuneyard.spec import StudySpec
 from tuneyard.store.db import make_engine, make_sessionmaker
 
 CALLS = 12
-# Statements per call at most, by backend, as measured: PostgreSQL's plain report is two (a
-# locking read, then one statement that updates the trial and stores the report); a rung
+# Statements per call at most, by backend, as measured: PostgreSQL's plain report is two in
+# autocommit (a read, then one statement that updates the trial and stores the report if the
+# trial is as read; no BEGIN or COMMIT), SQLite's a transaction that locks the trial; a rung
 # report's count depends on its decision (a pause, a promotion, a stop). ``next`` reads the
 # study's slot count and adds the slot it takes (its counters' row, which a pause changes
 # without the study's lock) in two statements of their own.
@@ -60,7 +61,7 @@ def test_statements_per_call_do_not_grow_with_the_study(database_url: str) -> No
     engine = make_engine(database_url)
     try:
         kit = Toolkit(make_sessionmaker(engine), Settings(database_url=database_url))
-        counter = QueryCounter(engine)
+        counter = QueryCounter(engine, kit)
         small = _costs(kit, counter, 100)
         large = _costs(kit, counter, 10_000)
         budget = BUDGET[engine.dialect.name]

@@ -274,7 +274,7 @@ def test_a_page_reads_its_replicates_in_one_statement_whatever_its_size(
         kit = Toolkit(make_sessionmaker(engine), settings)
         studies = StudyService(kit)
         spec = studies.definition(raced_study)
-        counter = QueryCounter(engine)
+        counter = QueryCounter(engine, kit)
 
         def marks(limit: int) -> int:
             rows, _ = studies.trials(raced_study, None, "number", limit, None)

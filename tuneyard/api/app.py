@@ -15,6 +15,7 @@ from tuneyard import __version__, dashboard
 from tuneyard.api import dashboard_routes, errors, openapi
 from tuneyard.api.auth import AuthGate, TokenCache
 from tuneyard.api.code_routes import router as code_router
+from tuneyard.api.fast_report import FastReports
 from tuneyard.api.guards import LoopbackOnly, NoSniff
 from tuneyard.api.import_routes import router as import_router
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
@@ -89,7 +90,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.state.token_cache = TokenCache()
     errors.install(app)
     openapi.install(app)
-    # Innermost: the token is checked before a route reads the body, after the size limit.
+    # Innermost: a report's happy path, answered without the router (fast_report.py).
+    app.add_middleware(FastReports, api=app)
+    # The token is checked before a route reads the body, after the size limit.
     app.add_middleware(AuthGate, api=app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

@@ -25,6 +25,7 @@ from tuneyard.spec.algorithms import POPULATION_TYPES
 from tuneyard.store.board import RungCache, SqlBoard
 from tuneyard.store.db import READ_ONLY
 from tuneyard.store.models import Study
+from tuneyard.store.plain_reports import PlainReports
 
 if TYPE_CHECKING:
     from tuneyard.service.metrics import Metrics
@@ -98,6 +99,11 @@ class Toolkit:
         self.factory = factory
         self.settings = settings
         self.clock = clock
+        # The plain report's statements on the driver's connection (PostgreSQL), else None.
+        bind = factory.kw.get("bind")
+        self.plain_reports = (
+            PlainReports(bind) if bind is not None and PlainReports.usable(bind) else None
+        )
         # Counters and histograms (the API app's); None: nothing is counted.
         self.metrics = metrics
         if metrics is not None:

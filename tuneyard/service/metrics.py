@@ -144,6 +144,13 @@ def reported(kit: Toolkit, s: Session, decision: str) -> None:
     _defer(kit, s, "report", decision)
 
 
+def reported_now(kit: Toolkit, decision: str) -> None:
+    """Count a report stored outside a session (autocommit), already committed."""
+    metrics: Metrics | None = getattr(kit, "metrics", None)
+    if metrics is not None:
+        metrics._apply("report", decision)
+
+
 def timed_suggest(kit: Toolkit, ctx: StudyContext, suggest: Callable[[], R]) -> R:
     """``suggest()``, its duration observed in ``tuneyard_suggest_seconds`` under the study's
     sampler."""

@@ -5,10 +5,12 @@ a stopped study, a step an earlier attempt reported, the refusals)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Float, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -19,6 +21,7 @@ from tuneyard.errors import (
     NotFound,
     TuneyardError,
 )
+from tuneyard.scheduler.board import Board
 from tuneyard.scheduler.decisions import Decision, fmt
 from tuneyard.scheduler.schedulers import TrialView
 from tuneyard.service import metrics as meter
@@ -75,98 +78,159 @@ class Reports(Population):
     ) -> Report | None:
         """The common report, most of a trial's: a good value from a running trial of a study
         not stopped, that reaches no rung, and that the scheduler answers with a plain
-        ``continue``. It locks only the trial's row, and on PostgreSQL takes two statements:
-        one reads and locks the trial with its study and any stored report of this step, one
-        updates the trial and stores the report (a data-modifying CTE). They are built once
-        and run on plain rows, none through the ORM's unit of work.
+        ``continue``. It takes two statements and no lock of the study's: on PostgreSQL a read
+        and a compare-and-set write in autocommit on the driver's connection
+        (tuneyard/store/plain_reports.py); elsewhere a transaction whose read locks the trial's
+        row. Both run on plain rows, none through the ORM's unit of work.
 
-        None, with nothing written, when the report is anything else (or is refused): the
-        general path (``_report``) then takes it, and answers or refuses it itself."""
+        None, with nothing written, when the report is anything else (or is refused, or the
+        trial changed between the read and the write): the general path (``_report``) then
+        takes it, and answers or refuses it itself."""
+        raw = self.kit.plain_reports
+        if raw is None:
+            return self._plain_report_locked(trial_id, step, value, metrics, attempt)
+        try:
+            with raw.connection() as conn:
+                found = raw.peek(conn, trial_id, step)
+                if found is None:
+                    return None
+                plan = self._plain_plan(
+                    found, trial_id, step, value, metrics, attempt, lambda i: raw.spec(conn, i)
+                )
+                if not isinstance(plan, _PlainWrite):
+                    return plan
+                values = plan.values | {
+                    f"old_{c.key}": found[i]
+                    for i, c in enumerate(_PLAIN_TRIAL_COLUMNS)
+                    if c.key in _COMPARED
+                }
+                values |= {"running": TrialState.RUNNING, "stopped": StudyState.STOPPED}
+                report_id = raw.write(conn, values)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            return None  # the general path retries it on a fresh connection, or answers 503
+        if report_id is None:
+            return None
+        plan.report.id = report_id
+        meter.reported_now(self.kit, plan.report.decision)
+        return plan.report
+
+    def _plain_report_locked(
+        self,
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
+    ) -> Report | None:
+        """The plain report as one transaction that locks the trial's row (SQLite)."""
         with self.kit.transaction() as s:
             # Core statements on the session's connection: rows, not ORM objects.
             conn = s.connection()
-            found = conn.execute(_PEEK, {"trial_id": trial_id, "step": step}).first()
-            if found is None:
+            row = conn.execute(_PEEK, {"trial_id": trial_id, "step": step}).first()
+            if row is None:
                 return None
-            n = len(_PLAIN_TRIAL_COLUMNS)
-            study_id, study_state, seed, created_at, parent_state = cast(
-                tuple[int, str, int, datetime, str | None], tuple(found[n : n + 5])
-            )
-            if found[_PLAIN_ATTEMPTS] != attempt:
-                return None  # refused by the general path, which says why
-            if found[_PLAIN_PARENT] is not None and parent_state != TrialState.RUNNING:
-                # A replicate of a trial that ended (it stops) or pauses: the general path's.
-                return None
-            if found[n + 5] is not None:
-                stored = _report_row(found[n + 5 :])
-                # A step an earlier attempt reported is decided again, by the general path.
-                return stored if stored.attempt == attempt else None
-            ctx = self.kit.cached_context(study_id, created_at)
-            if ctx is None:
-                spec = conn.execute(select(Study.spec).where(Study.id == study_id)).scalar_one()
-                ctx = self.kit.context(
-                    Study(id=study_id, spec=spec, seed=seed, created_at=created_at)
+
+            def spec_of(study_id: int) -> dict[str, Any]:
+                return cast(
+                    dict[str, Any],
+                    conn.execute(select(Study.spec).where(Study.id == study_id)).scalar_one(),
                 )
-            sched = ctx.scheduler
-            if ctx.objectives.by_fronts:
-                return None  # the trial's vector and feasibility are the general path's
-            if value is None:
-                value = metrics.get(ctx.spec.metric)
-            if (
-                bad_value(ctx.spec.metric, value, step) is not None
-                or study_state == StudyState.STOPPED
-            ):
-                return None
-            # The row as locked: the same checks as the general path's, on the same values.
-            trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
-            if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
-                return None
-            board = ctx.board(s, study_id)
-            try:
-                self._check_report(ctx, trial, step)
-            except TuneyardError:
-                return None
-            assert value is not None  # guaranteed by bad_value
-            score = ctx.sign * value
-            trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
-            trial.score_sum += score
-            trial.score_count += 1
-            decision = ctx.engine.plain(_view(trial, trial.best_score), step, score, board)
-            if decision is None:
-                return None
-            now = self.kit.clock()
-            report = Report(
-                trial_id=trial_id,
-                attempt=attempt,
-                step=step,
-                value=value,
-                metrics=_jsonable(metrics),
-                decision=decision.kind,
-                reason=decision.reason,
-                resource_to=trial.resource_to,
-                created_at=now,
-            )
-            # Every name distinct from the trial's columns, which would join the update's SET.
-            values = {
-                f"report_{c.key}": getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"
-            }
-            values |= {
-                "trial_id": trial_id,
-                "new_value": value,
-                "new_resource": step,
-                "new_best_score": trial.best_score,
-                "new_score_sum": trial.score_sum,
-                "new_score_count": trial.score_count,
-                "new_lease_expires_at": self._lease(now),
-                "new_updated_at": utcnow(),
-            }
+
+            plan = self._plain_plan(tuple(row), trial_id, step, value, metrics, attempt, spec_of)
+            if not isinstance(plan, _PlainWrite):
+                return plan
             if conn.dialect.name == "postgresql":
-                report.id = conn.execute(_UPDATE_AND_INSERT, values).scalar_one()
+                plan.report.id = conn.execute(_UPDATE_AND_INSERT, plan.values).scalar_one()
             else:
-                conn.execute(_UPDATE_TRIAL, values)
-                report.id = conn.execute(_INSERT_REPORT, values).scalar_one()
-            meter.reported(self.kit, s, decision.kind)
-            return report
+                conn.execute(_UPDATE_TRIAL, plan.values)
+                plan.report.id = conn.execute(_INSERT_REPORT, plan.values).scalar_one()
+            meter.reported(self.kit, s, plan.report.decision)
+            return plan.report
+
+    def _plain_plan(
+        self,
+        found: tuple[Any, ...],
+        trial_id: int,
+        step: float,
+        value: float | None,
+        metrics: dict[str, Any],
+        attempt: int,
+        spec_of: Callable[[int], dict[str, Any]],
+    ) -> _PlainWrite | Report | None:
+        """What a plain report writes, from the trial as read (``found``: the columns of
+        ``_PEEK``): the report and the statements' values; the stored report when this step
+        was reported by this attempt already; None when the report is not a plain one."""
+        n = len(_PLAIN_TRIAL_COLUMNS)
+        study_id, study_state, seed, created_at, parent_state = cast(
+            tuple[int, str, int, datetime, str | None], found[n : n + 5]
+        )
+        if found[_PLAIN_ATTEMPTS] != attempt:
+            return None  # refused by the general path, which says why
+        if found[_PLAIN_PARENT] is not None and parent_state != TrialState.RUNNING:
+            # A replicate of a trial that ended (it stops) or pauses: the general path's.
+            return None
+        if found[n + 5] is not None:
+            stored = _report_row(found[n + 5 :])
+            # A step an earlier attempt reported is decided again, by the general path.
+            return stored if stored.attempt == attempt else None
+        ctx = self.kit.cached_context(study_id, created_at)
+        if ctx is None:
+            ctx = self.kit.context(
+                Study(id=study_id, spec=spec_of(study_id), seed=seed, created_at=created_at)
+            )
+        sched = ctx.scheduler
+        if ctx.objectives.by_fronts:
+            return None  # the trial's vector and feasibility are the general path's
+        if value is None:
+            value = metrics.get(ctx.spec.metric)
+        if bad_value(ctx.spec.metric, value, step) is not None or study_state == StudyState.STOPPED:
+            return None
+        # The row as read: the same checks as the general path's, on the same values.
+        trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
+        if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
+            return None
+        try:
+            self._check_report(ctx, trial, step)
+        except TuneyardError:
+            return None
+        assert value is not None  # guaranteed by bad_value
+        score = ctx.sign * value
+        trial.best_score = score if trial.best_score is None else min(trial.best_score, score)
+        trial.score_sum += score
+        trial.score_count += 1
+        try:
+            decision = ctx.engine.plain(_view(trial, trial.best_score), step, score, _NO_BOARD)
+        except _BoardNeeded:
+            return None
+        if decision is None:
+            return None
+        now = self.kit.clock()
+        report = Report(
+            trial_id=trial_id,
+            attempt=attempt,
+            step=step,
+            value=value,
+            metrics=_jsonable(metrics),
+            decision=decision.kind,
+            reason=decision.reason,
+            resource_to=trial.resource_to,
+            created_at=now,
+        )
+        # Every name distinct from the trial's columns, which would join the update's SET.
+        values = {
+            f"report_{c.key}": getattr(report, c.key) for c in _REPORT_COLUMNS if c.key != "id"
+        }
+        values |= {
+            "trial_id": trial_id,
+            "new_value": value,
+            "new_resource": step,
+            "new_best_score": trial.best_score,
+            "new_score_sum": trial.score_sum,
+            "new_score_count": trial.score_count,
+            "new_lease_expires_at": self._lease(now),
+            "new_updated_at": utcnow(),
+        }
+        return _PlainWrite(report, values)
 
     def _report(
         self,
@@ -453,6 +517,45 @@ _PLAIN_TRIAL_COLUMNS = (
 
 _PLAIN_ATTEMPTS = len(_PLAIN_TRIAL_COLUMNS) - 1
 _PLAIN_PARENT = 1
+
+# The trial's columns a plain report's decision read and its write compares (the state and
+# the attempt are compared with what the report requires: running, the report's attempt).
+_COMPARED = frozenset(
+    {
+        "pending",
+        "bracket",
+        "base_rung",
+        "rung",
+        "resource_from",
+        "resource_to",
+        "best_score",
+        "score_sum",
+        "score_count",
+    }
+)
+
+
+@dataclass
+class _PlainWrite:
+    """A plain report's decision: the report, and the values of the statements that store it."""
+
+    report: Report
+    values: dict[str, Any]
+
+
+class _BoardNeeded(Exception):
+    """A scheduler looked at the board for a report that reaches no rung."""
+
+
+class _NoBoard:
+    """The board of a plain report, which reaches no rung: no scheduler reads one then, and
+    should one, the report goes to the general path (which reads the real one)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _BoardNeeded(name)
+
+
+_NO_BOARD = cast(Board, _NoBoard())
 
 # A replicate's trial: its state says whether the replicate's report may be a plain one.
 _PARENT = aliased(Trial, name="parent")
