@@ -22,7 +22,9 @@ Locks, in the only order any transaction takes them (so no two can wait on each 
    increments applied just before the commit;
 5. the study's observations (an advisory lock, tuneyard/store/observations.py), taken last.
 
-A report that reaches no rung locks only its trial's row (reports.py).
+A report that reaches no rung locks only its trial's row on SQLite, and none on PostgreSQL,
+where it writes with a compare-and-set on that row instead (reports.py,
+tuneyard/store/plain_reports.py).
 """
 
 from __future__ import annotations
