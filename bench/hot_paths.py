@@ -221,11 +221,11 @@ def prefill(
 
 class QueryCounter:
     """SQL statements run on ``engine``: SQLAlchemy's, and with ``kit`` the plain report's,
-    which run on the driver's connection (tuneyard/store/plain_reports.py)."""
+    which run on the driver's connection (tuneyard/store/fast_paths.py)."""
 
     def __init__(self, engine: Any, kit: Toolkit | None = None) -> None:
         self._sql = 0
-        self._raw = kit.plain_reports if kit is not None else None
+        self._raw = kit.fast_paths if kit is not None else None
         self._raw_start = self._raw.statements if self._raw is not None else 0
         event.listen(engine, "before_cursor_execute", self._count)
 

@@ -15,7 +15,7 @@ from tuneyard import __version__, dashboard
 from tuneyard.api import dashboard_routes, errors, openapi
 from tuneyard.api.auth import AuthGate, TokenCache
 from tuneyard.api.code_routes import router as code_router
-from tuneyard.api.fast_report import FastReports
+from tuneyard.api.fast_calls import FastCalls
 from tuneyard.api.guards import LoopbackOnly, NoSniff
 from tuneyard.api.import_routes import router as import_router
 from tuneyard.api.limits import BodyLimitMiddleware, RateLimiter
@@ -90,8 +90,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_clock) -> Fa
     app.state.token_cache = TokenCache()
     errors.install(app)
     openapi.install(app)
-    # Innermost: a report's happy path, answered without the router (fast_report.py).
-    app.add_middleware(FastReports, api=app)
+    # Innermost: a report's and a heartbeat's happy path, without the router (fast_calls.py).
+    app.add_middleware(FastCalls, api=app)
     # The token is checked before a route reads the body, after the size limit.
     app.add_middleware(AuthGate, api=app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -552,5 +552,4 @@ def fail(trial_id: Id, body: FailIn, trials: TrialsDep) -> TrialSummary:
 @router.post("/trials/{trial_id}/heartbeat", responses={**E404, **E409}, dependencies=[WORKER])
 def heartbeat(trial_id: Id, body: HeartbeatIn, trials: TrialsDep) -> dict[str, datetime | None]:
     """Extend the lease of the trial's live attempt."""
-    t = trials.heartbeat(trial_id, attempt=body.attempt)
-    return {"lease_expires_at": t.lease_expires_at}
+    return {"lease_expires_at": trials.heartbeat(trial_id, attempt=body.attempt)}

@@ -24,8 +24,8 @@ from tuneyard.spec import StudySpec
 from tuneyard.spec.algorithms import POPULATION_TYPES
 from tuneyard.store.board import RungCache, SqlBoard
 from tuneyard.store.db import READ_ONLY
+from tuneyard.store.fast_paths import FastPaths
 from tuneyard.store.models import Study
-from tuneyard.store.plain_reports import PlainReports
 
 if TYPE_CHECKING:
     from tuneyard.service.metrics import Metrics
@@ -101,9 +101,7 @@ class Toolkit:
         self.clock = clock
         # The plain report's statements on the driver's connection (PostgreSQL), else None.
         bind = factory.kw.get("bind")
-        self.plain_reports = (
-            PlainReports(bind) if bind is not None and PlainReports.usable(bind) else None
-        )
+        self.fast_paths = FastPaths(bind) if bind is not None and FastPaths.usable(bind) else None
         # Counters and histograms (the API app's); None: nothing is counted.
         self.metrics = metrics
         if metrics is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,15 +96,25 @@ class WorkerService:
         return timedelta(seconds=self.kit.settings.lease_seconds * LOST_AFTER_LEASES)
 
     def beat(self, worker_id: int, trial_id: int | None) -> Worker:
+        """The worker is alive and runs ``trial_id``; one back after being given up as lost (or
+        stopped) is active again. One statement: a fleet's workers beat every few seconds."""
         with self.kit.transaction() as s:
-            w = s.get(Worker, worker_id, with_for_update=True)
+            w = s.scalars(
+                update(Worker)
+                .where(Worker.id == worker_id)
+                .values(
+                    last_seen_at=self.kit.clock(),
+                    trial_id=trial_id,
+                    state=WorkerState.ACTIVE,
+                    stopped_at=case(
+                        (Worker.state == WorkerState.ACTIVE, Worker.stopped_at), else_=None
+                    ),
+                )
+                .returning(Worker),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
             if w is None:
                 raise NotFound(f"worker {worker_id} is not registered")
-            w.last_seen_at = self.kit.clock()
-            w.trial_id = trial_id
-            if w.state != WorkerState.ACTIVE:
-                # Back after being given up as lost.
-                w.state, w.stopped_at = WorkerState.ACTIVE, None
             return w
 
     def stop(self, worker_id: int) -> Worker:

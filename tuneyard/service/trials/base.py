@@ -24,7 +24,7 @@ Locks, in the only order any transaction takes them (so no two can wait on each 
 
 A report that reaches no rung locks only its trial's row on SQLite, and none on PostgreSQL,
 where it writes with a compare-and-set on that row instead (reports.py,
-tuneyard/store/plain_reports.py).
+tuneyard/store/fast_paths.py).
 """
 
 from __future__ import annotations

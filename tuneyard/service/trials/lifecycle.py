@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,7 @@ from tuneyard.store.models import (
     RungEntry,
     Study,
     Trial,
+    utcnow,
 )
 
 
@@ -302,8 +304,22 @@ class Lifecycle(Reports):
             trial.lease_expires_at = self._lease(self.kit.clock())
             return trial
 
-    def heartbeat(self, trial_id: int, *, attempt: int) -> Trial:
-        """Extend the lease of the trial's live attempt; another attempt's beat is refused."""
+    def heartbeat(self, trial_id: int, *, attempt: int) -> datetime | None:
+        """Extend the lease of the trial's live attempt, and return it; another attempt's beat
+        is refused. On PostgreSQL one statement that moves the lease only while the trial runs
+        that attempt (tuneyard/store/fast_paths.py); when it moved nothing, the transaction
+        below says why (or extends it, should the trial have just started running it)."""
+        fast = self.kit.fast_paths
+        if fast is not None:
+            now = self.kit.clock()
+            try:
+                lease = fast.extend_lease(
+                    trial_id, attempt, self._lease(now), utcnow(), TrialState.RUNNING
+                )
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                lease = None  # the transaction below retries it, or answers 503
+            if lease is not None:
+                return lease
         with self.kit.transaction() as s:
             trial = self._trial(s, trial_id, lock=True)
             self._fence(trial, attempt)
@@ -312,7 +328,7 @@ class Lifecycle(Reports):
                     f"trial {trial_id} is {trial.state}; heartbeats are for running trials"
                 )
             trial.lease_expires_at = self._lease(self.kit.clock())
-            return trial
+            return trial.lease_expires_at
 
     def reap_expired(self) -> list[int]:
         """Deal with every running trial whose lease ran out (retry or fail it); returns the

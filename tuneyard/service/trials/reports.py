@@ -80,13 +80,13 @@ class Reports(Population):
         not stopped, that reaches no rung, and that the scheduler answers with a plain
         ``continue``. It takes two statements and no lock of the study's: on PostgreSQL a read
         and a compare-and-set write in autocommit on the driver's connection
-        (tuneyard/store/plain_reports.py); elsewhere a transaction whose read locks the trial's
+        (tuneyard/store/fast_paths.py); elsewhere a transaction whose read locks the trial's
         row. Both run on plain rows, none through the ORM's unit of work.
 
         None, with nothing written, when the report is anything else (or is refused, or the
         trial changed between the read and the write): the general path (``_report``) then
         takes it, and answers or refuses it itself."""
-        raw = self.kit.plain_reports
+        raw = self.kit.fast_paths
         if raw is None:
             return self._plain_report_locked(trial_id, step, value, metrics, attempt)
         try:
@@ -105,7 +105,7 @@ class Reports(Population):
                     if c.key in _COMPARED
                 }
                 values |= {"running": TrialState.RUNNING, "stopped": StudyState.STOPPED}
-                report_id = raw.write(conn, values)
+                report_id = raw.write_report(conn, values)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             return None  # the general path retries it on a fresh connection, or answers 503
         if report_id is None:

@@ -1,7 +1,7 @@
-"""``POST /trials/{id}/reports`` is answered before the router when it is a well-formed report
-(tuneyard/api/fast_report.py). Every answer must be the route's own: the same requests sent
-through an app without the shortcut get the same status and body, and what the shortcut does
-not take reaches the route with its body intact."""
+"""``POST /trials/{id}/reports`` and ``.../heartbeat`` are answered before the router when they
+are well-formed (tuneyard/api/fast_calls.py). Every answer must be the route's own: the same
+requests sent through an app without the shortcut get the same status and body, and what the
+shortcut does not take reaches the route with its body intact."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from tests.helpers import API, study_spec
 from tuneyard.api.app import create_app
-from tuneyard.api.fast_report import FastReports
+from tuneyard.api.fast_calls import FastCalls
 from tuneyard.settings import Settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -29,7 +29,7 @@ def clients(settings: Settings) -> Iterator[tuple[TestClient, TestClient]]:
     """The app as served, and the same app without the shortcut, on one database."""
     limited = settings.model_copy(update={"report_rate": 5.0, "report_burst": 100})
     fast, slow = create_app(limited), create_app(limited)
-    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not FastReports]
+    slow.user_middleware = [m for m in slow.user_middleware if m.cls is not FastCalls]
     assert len(fast.user_middleware) == len(slow.user_middleware) + 1
     with TestClient(fast) as f, TestClient(slow) as s:
         yield f, s
@@ -83,6 +83,27 @@ def test_the_shortcut_answers_as_the_route(clients: tuple[TestClient, TestClient
     # Two studies alike, a trial of each: the rung a report reaches holds its study's only.
     a = _trial(fast, fast.post(f"{API}/studies", json=spec).json()["id"])
     b = _trial(slow, slow.post(f"{API}/studies", json=spec).json()["id"])
+    # Heartbeats while the trial runs, then reports until it stops.
+    beats: list[tuple[str, bytes]] = [
+        ("beat", b'{"attempt": 1}'),
+        ("stale beat", b'{"attempt": 2}'),
+        ("beat without attempt", b"{}"),
+        ("beat with a string attempt", b'{"attempt": "1"}'),
+    ]
+    for name, body in beats:
+        got = fast.post(f"{API}/trials/{a}/heartbeat", content=body, headers=JSON)
+        want = slow.post(f"{API}/trials/{b}/heartbeat", content=body, headers=JSON)
+        assert got.status_code == want.status_code, name
+        if name == "beat":
+            assert got.status_code == 200, got.text
+        if got.status_code == 200:
+            # The lease is later for the later call; the shape is the same.
+            assert got.json().keys() == want.json().keys() == {"lease_expires_at"}
+            assert got.json()["lease_expires_at"].endswith("Z") == (
+                want.json()["lease_expires_at"].endswith("Z")
+            )
+        else:
+            assert _same(got, a) == _same(want, b), name
     for name, headers, body in CASES:
         got = fast.post(f"{API}/trials/{a}/reports", content=body, headers=headers)
         want = slow.post(f"{API}/trials/{b}/reports", content=body, headers=headers)
@@ -91,9 +112,10 @@ def test_the_shortcut_answers_as_the_route(clients: tuple[TestClient, TestClient
     # another way, one out of range.
     body = b'{"step": 0.5, "value": 0.7, "attempt": 1}'
     for path in ("999999", "01", "+3", str(2**63)):
-        got = fast.post(f"{API}/trials/{path}/reports", content=body, headers=JSON)
-        want = slow.post(f"{API}/trials/{path}/reports", content=body, headers=JSON)
-        assert (got.status_code, got.json()) == (want.status_code, want.json()), path
+        for call in ("reports", "heartbeat"):
+            got = fast.post(f"{API}/trials/{path}/{call}", content=body, headers=JSON)
+            want = slow.post(f"{API}/trials/{path}/{call}", content=body, headers=JSON)
+            assert (got.status_code, got.json()) == (want.status_code, want.json()), path
 
 
 def test_reports_faster_than_the_rate_are_refused_alike(settings: Settings) -> None:
@@ -134,7 +156,7 @@ def test_what_the_shortcut_does_not_take_reaches_the_route_whole(settings: Setti
     with TestClient(api) as http:
         sid = http.post(f"{API}/studies", json=study_spec()).json()["id"]
         tid = _trial(http, sid)
-    fast = FastReports(route, api)
+    fast = FastCalls(route, api)
 
     async def served(scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = api  # as the app sets it for its middleware

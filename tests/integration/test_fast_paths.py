@@ -1,10 +1,12 @@
-"""The plain report on PostgreSQL reads its trial without a lock and writes only if the trial
-is still as read (tuneyard/store/plain_reports.py). A change that lands in between sends the
-report to the general path, which decides it again under the trial's lock: nothing the other
-change wrote is lost."""
+"""The fast paths on PostgreSQL (tuneyard/store/fast_paths.py). The plain report reads its
+trial without a lock and writes only if the trial is still as read: a change that lands in
+between sends the report to the general path, which decides it again under the trial's lock,
+and nothing the other change wrote is lost. A heartbeat moves the lease of the live attempt of
+a running trial only."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.helpers import study_spec
+from tuneyard.errors import Conflict, StaleAttempt
 from tuneyard.service.context import Toolkit
 from tuneyard.service.studies import StudyService
 from tuneyard.service.trials import TrialService
@@ -46,9 +49,9 @@ def _interleave(
 ) -> list[int | None]:
     """Run ``meanwhile()`` between the plain report's read and its write at ``at_step``; the
     writes' results, in order."""
-    raw = kit.plain_reports
+    raw = kit.fast_paths
     assert raw is not None
-    peek, write = raw.peek, raw.write
+    peek, write = raw.peek, raw.write_report
     written: list[int | None] = []
 
     def peek_then_change(conn: Any, trial_id: int, step: float) -> Any:
@@ -62,7 +65,7 @@ def _interleave(
         return written[-1]
 
     monkeypatch.setattr(raw, "peek", peek_then_change)
-    monkeypatch.setattr(raw, "write", spy)
+    monkeypatch.setattr(raw, "write_report", spy)
     return written
 
 
@@ -107,3 +110,32 @@ def test_a_study_stopped_meanwhile_gets_the_general_answer(
     with kit.transaction() as s:
         study = s.get(Study, sid)
         assert study is not None and study.state == StudyState.STOPPED
+
+
+def test_a_heartbeat_moves_the_lease_of_the_live_attempt_only(kit: Toolkit) -> None:
+    _, tid = _running_trial(kit)
+    trials = TrialService(kit)
+    fast = kit.fast_paths
+    assert fast is not None
+    with kit.transaction() as s:
+        before = s.get(Trial, tid)
+        assert before is not None and before.lease_expires_at is not None
+        old_lease = before.lease_expires_at
+    kit.clock = lambda: old_lease + timedelta(seconds=30)  # type: ignore[method-assign]
+    statements = fast.statements
+    lease = trials.heartbeat(tid, attempt=1)
+    assert fast.statements == statements + 1  # one statement, no transaction
+    assert lease is not None and lease > old_lease
+    with kit.transaction() as s:
+        trial = s.get(Trial, tid)
+        assert trial is not None and trial.lease_expires_at == lease
+    # Another attempt's beat changes nothing, and the general path says why.
+    with pytest.raises(StaleAttempt):
+        trials.heartbeat(tid, attempt=2)
+    trials.complete(tid, 0.1, {}, None, attempt=1)
+    with pytest.raises(Conflict, match="heartbeats are for running trials"):
+        trials.heartbeat(tid, attempt=1)
+    with kit.transaction() as s:
+        trial = s.get(Trial, tid)
+        # The completion ended the lease; the refused beat did not bring one back.
+        assert trial is not None and trial.lease_expires_at is None

@@ -1,30 +1,33 @@
-"""The plain report's two statements on PostgreSQL, run on the driver's connection.
+"""The calls a fleet makes most, as single statements in autocommit on PostgreSQL, run on the
+driver's connection: a plain report and a trial's heartbeat.
 
-A plain report (a running trial's good value that reaches no rung, answered ``continue``) is
-most of a study's traffic. Through SQLAlchemy it was a transaction of four round trips (BEGIN,
-the read that locks the trial, the write, COMMIT), and SQLAlchemy's execution path around its
-two statements was half of the API's CPU per report (bench/README.md, "Where a report's CPU
-goes"). Here it is two statements in autocommit, hand-written SQL on psycopg's connection
-(which prepares them server-side after a few runs):
+Through SQLAlchemy each was a transaction of four round trips (BEGIN, a read that locks the
+trial, the write, COMMIT), and SQLAlchemy's execution path around their statements was half
+of the API's CPU per report (bench/README.md, "Where a report's CPU goes"). Here they are
+hand-written SQL on psycopg's connection (which prepares them server-side after a few runs):
 
-1. :data:`PEEK` reads the trial, its study, its parent's state (a replicate) and any report of
-   the step, without a lock;
-2. :data:`WRITE` updates the trial and stores the report in one statement, *if the trial is
-   still as it was read*: every column the decision read is compared in the UPDATE's WHERE
-   (a compare-and-set; under READ COMMITTED a row changed meanwhile is compared as changed),
-   together with the study not stopped and a replicate's trial still running. When anything
-   moved, nothing is written and the caller hands the report to the general path, which
-   decides it under the trial's lock. The unique (trial, step) key still turns away a copy
-   of the report stored meanwhile (:class:`sqlalchemy.exc.IntegrityError`, as on the general
-   path).
+- **A plain report** (a running trial's good value that reaches no rung, answered
+  ``continue``) in two statements. :data:`PEEK` reads the trial, its study, its parent's
+  state (a replicate) and any report of the step, without a lock. :data:`WRITE` updates the
+  trial and stores the report in one statement, *if the trial is still as it was read*:
+  every column the decision read is compared in the UPDATE's WHERE (a compare-and-set; under
+  READ COMMITTED a row changed meanwhile is compared as changed), together with the study
+  not stopped and a replicate's trial still running. When anything moved, nothing is written
+  and the caller hands the report to the general path, which decides it under the trial's
+  lock. The unique (trial, step) key still turns away a copy of the report stored meanwhile
+  (:class:`sqlalchemy.exc.IntegrityError`, as on the general path).
+- **A trial's heartbeat** in one statement, :data:`EXTEND_LEASE`: the lease moves only while
+  the trial runs the beating attempt; otherwise nothing changes and the general path answers
+  (404, or 409 naming the live attempt or the trial's state).
 
-Only for PostgreSQL through psycopg; SQLite keeps the general transaction."""
+Only for PostgreSQL through psycopg; SQLite keeps the general transactions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Json
@@ -80,11 +83,17 @@ FROM upd
 RETURNING id
 """
 
+EXTEND_LEASE = """
+UPDATE trials SET lease_expires_at = %(lease)s, updated_at = %(now)s
+WHERE id = %(trial_id)s AND attempts = %(attempt)s AND state = %(running)s
+RETURNING lease_expires_at
+"""
+
 # What a lost or restarting database raises on the driver's connection.
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-class PlainReports:
+class FastPaths:
     """The statements above on connections of ``engine``'s pool (PostgreSQL, psycopg)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -128,7 +137,7 @@ class PlainReports:
         spec: dict[str, Any] = row[0]
         return spec
 
-    def write(self, conn: psycopg.Connection[Any], values: Mapping[str, Any]) -> int | None:
+    def write_report(self, conn: psycopg.Connection[Any], values: Mapping[str, Any]) -> int | None:
         """Store the report if the trial is as read: its id, or None when nothing was written.
         :class:`IntegrityError` when a report of the step was stored meanwhile."""
         params = dict(values)
@@ -139,3 +148,21 @@ class PlainReports:
         except psycopg.errors.UniqueViolation as exc:
             raise IntegrityError(WRITE, None, exc) from exc
         return None if row is None else int(row[0])
+
+    def extend_lease(
+        self, trial_id: int, attempt: int, lease: datetime, now: datetime, running: str
+    ) -> datetime | None:
+        """The trial's new lease, or None when it does not run ``attempt`` (nothing changed)."""
+        with self.connection() as conn:
+            self.statements += 1
+            row = conn.execute(
+                EXTEND_LEASE,
+                {
+                    "trial_id": trial_id,
+                    "attempt": attempt,
+                    "lease": lease,
+                    "now": now,
+                    "running": running,
+                },
+            ).fetchone()
+        return None if row is None else cast(datetime, row[0])
