@@ -64,6 +64,8 @@ class SqlBoard:
         self._combined: dict[tuple[int, int], tuple[RungVectors, RungVectors]] = {}
         self._brackets: dict[int, Bracket] | None = None
         self._rungs: dict[tuple[int, int], Rung] = {}
+        # Whether every rung of the study's open brackets is in _rungs (read_rungs).
+        self._all_rungs = False
         # Rungs whose row this transaction holds locked (read again under the lock).
         self._locked: set[tuple[int, int]] = set()
         # Entries read along with a rung or as its new cut-off, by id: the session's identity
@@ -87,9 +89,35 @@ class SqlBoard:
             for b in self._bracket_rows().values()
         ]
 
+    def read_rungs(self) -> None:
+        """Read every rung of the study's open brackets, with their cut-off entries, in one
+        statement: ``next`` looks at all of them (a promotion is looked for from the highest
+        rung down, and a new trial's bracket is chosen from their counts), which read one by
+        one was a round trip per rung, with the study's lock held. Bounded by the open
+        brackets' rungs, whatever the study's size. Rungs this transaction read already are
+        kept as they are."""
+        if self._all_rungs:
+            return
+        rows = self.s.execute(
+            select(Rung, RungEntry)
+            .join(Bracket, (Bracket.study_id == Rung.study_id) & (Bracket.index == Rung.bracket))
+            .outerjoin(RungEntry, RungEntry.id == Rung.cut_entry)
+            .where(Rung.study_id == self.study_id, Bracket.done.is_(False))
+        ).all()
+        for row, cut in rows:
+            key = (row.bracket, row.rung)
+            if key in self._rungs:
+                continue
+            self._rungs[key] = row
+            if cut is not None:
+                self._entries[cut.id] = cut
+        self._all_rungs = True
+
     def _rung(self, bracket: int, rung: int) -> Rung | None:
         key = (bracket, rung)
         row = self._rungs.get(key)
+        if row is None and self._all_rungs and bracket in self._bracket_rows():
+            return None  # read_rungs found no row: the rung has no entry yet
         if row is None:
             # With its cut-off entry, in one statement: cutoff() then finds that entry in the
             # session instead of reading it.

@@ -89,6 +89,8 @@ class TrialService(Lifecycle):
             active = counters.read(s, study.id).active
             if active >= ctx.spec.limits.max_concurrent:
                 return None
+            if ctx.scheduler.pauses:
+                board.read_rungs()  # what the promotion search and the placement look at
             # A queued trial (a retry, or one handed back) goes preferably to the worker that
             # ran it last, whose cache may still hold its checkpoint; any other takes it
             # otherwise, so none waits for that worker. Few trials are queued at a time.
