@@ -86,7 +86,10 @@ def test_round_robin_and_the_stopping_mode_deal_by_trial_number() -> None:
 def test_bracket_choice_is_for_asha_only() -> None:
     with pytest.raises(ValidationError, match="bracket_choice applies to asha only"):
         SchedulerSpec(type="hyperband", bracket_choice="round_robin")
-    assert SchedulerSpec(type="hyperband").bracket_choice == "budget"
+    # A stored definition is validated again from its dump, which names the default.
+    stored = SchedulerSpec(type="hyperband").model_dump()
+    assert stored["bracket_choice"] == "budget"
+    assert SchedulerSpec.model_validate(stored).type == "hyperband"
 
 
 def _trained_by_bracket(choice: str, workers: int) -> list[float]:

@@ -183,7 +183,7 @@ class SchedulerSpec(StrictModel):
             raise ValueError(f"mode 'stopping' applies to asha only, not to {self.type}")
         if self.brackets != 1 and self.type != "asha":
             raise ValueError("brackets applies to asha only (hyperband chooses its own)")
-        if "bracket_choice" in self.model_fields_set and self.type != "asha":
+        if self.bracket_choice != "budget" and self.type != "asha":
             raise ValueError("bracket_choice applies to asha only (hyperband opens its own)")
         population = self.type in POPULATION_TYPES
         if self.interval is not None and self.type != "median" and not population:
