@@ -5,24 +5,24 @@ when they rank in the top ``1/eta`` of it. Stopping mode is the variant most lib
 (Ray Tune's ASHA, Optuna's SuccessiveHalvingPruner): a trial runs to ``max_resource`` unless,
 at a rung, it falls out of the top ``ceil(n/eta)`` seen there so far.
 
-``brackets: n`` gives asynchronous Hyperband (Li et al. 2020, section 3.2): bracket b's trials
-start at rung b. Which bracket a new trial joins is decided with the busy workers in mind
-(``bracket_choice: budget``, the default in promotion mode): Hyperband gives every bracket the
-same budget (Li et al. 2018, https://arxiv.org/abs/1603.06560, section 3), so the trial goes to
-the bracket that has *committed* the least resource, ties to the lowest bracket. A bracket's
-commitment is every job it has started, counted in full: the first jobs of its trials
-(``admitted * r_base``) and each promotion's step to the next rung (``promoted(k) *
-(r_{k+1} - r_k)``), so the jobs its busy workers are still running count already. Counting only
-finished work would send every new trial to a bracket whose many jobs are still running (they
-have not reported yet) and overfill it while many workers are busy; dealing trials round-robin
-(``bracket_choice: round_robin``, what tuneyard did before) gives each bracket the same number
-of trials, so the bracket that starts at ``max_resource`` gets ``r_top / r_0`` times the first
-bracket's resource per trial (with rungs 1/3/9/27, 27 of every 40 epochs). Syne Tune draws the
-bracket at random with probabilities proportional to synchronous Hyperband's bracket sizes,
-which equalises the budgets only in expectation and only as far as promotions go as planned;
-the commitment is read from the rung counters the board keeps (``O(brackets x rungs)``), so the
-choice is deterministic and follows the promotions actually made. The stopping mode keeps
-round-robin: its jobs run to ``max_resource`` unless stopped, which the counters do not tell.
+``brackets: n`` gives asynchronous Hyperband (Li et al. 2020): bracket b's trials start at rung
+b. Which bracket a new trial joins is decided with the busy workers in mind (``bracket_choice:
+budget``, the default in promotion mode): Hyperband gives every bracket the same budget (Li et
+al. 2018, https://arxiv.org/abs/1603.06560), so the trial goes to the bracket that has
+*committed* the least resource, ties to the lowest bracket. A bracket's commitment is every job
+it has started, counted in full: the first jobs of its trials (``admitted * r_base``) and each
+promotion's step to the next rung (``promoted(k) * (r_{k+1} - r_k)``), so the jobs its busy
+workers are still running count already. Counting only finished work would send every new trial
+to a bracket whose many jobs are still running (they have not reported yet) and overfill it
+while many workers are busy; dealing trials round-robin (``bracket_choice: round_robin``, what
+tuneyard did before) gives each bracket the same number of trials, so the bracket that starts
+at ``max_resource`` gets ``r_top / r_0`` times the first bracket's resource per trial (with
+rungs 1/3/9/27, 27 of every 40 epochs of first jobs). Syne Tune draws the bracket at random
+with probabilities proportional to synchronous Hyperband's bracket sizes, which equalises the
+budgets only in expectation and only as far as promotions go as planned; the commitment is read
+from the rung counters the board keeps (``O(brackets x rungs)``), so the choice is
+deterministic and follows the promotions actually made. The stopping mode keeps round-robin:
+its jobs run to ``max_resource`` unless stopped, which the counters do not tell.
 """
 
 from __future__ import annotations
