@@ -23,6 +23,8 @@ class Method:
     mode: str = "promotion"
     brackets: int = 1
     eta: int = 3
+    # tuneyard asha with several brackets: where a new trial goes ("budget" or "round_robin").
+    bracket_choice: str = "budget"
 
     @property
     def multi_fidelity(self) -> bool:
@@ -81,6 +83,31 @@ def tuneyard_methods() -> list[Method]:
             brackets=4,
         )
     )
+    # Asynchronous Hyperband (ASHA, 4 brackets) with the two bracket choices.
+    for sampler in ("tpe", "bohb"):
+        label = SAMPLER_LABELS[sampler]
+        if sampler == "tpe":
+            out.append(
+                Method(
+                    "ty-tpe-asha4",
+                    f"tuneyard {label} + ASHA 4 brackets",
+                    "tuneyard",
+                    sampler,
+                    "asha",
+                    brackets=4,
+                )
+            )
+        out.append(
+            Method(
+                f"ty-{sampler}-asha4-rr",
+                f"tuneyard {label} + ASHA 4 brackets, round-robin",
+                "tuneyard",
+                sampler,
+                "asha",
+                brackets=4,
+                bracket_choice="round_robin",
+            )
+        )
     return out
 
 

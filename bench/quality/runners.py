@@ -131,6 +131,7 @@ def run_tuneyard(
         reduction_factor=method.eta,
         mode=method.mode,  # type: ignore[arg-type]
         brackets=method.brackets,
+        **({"bracket_choice": method.bracket_choice} if method.scheduler == "asha" else {}),
     )
 
     def curve(t: SimTrial, step: float) -> float:

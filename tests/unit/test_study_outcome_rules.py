@@ -46,7 +46,11 @@ def needed(s: StudySpec) -> int:
         ({"type": "asha", "max_resource": 9}, 9),
         # Two brackets dealt round-robin: bracket 1 starts at rung 1 and needs 9 of its own,
         # trials 1, 3, ..., 17.
-        ({"type": "asha", "brackets": 2}, 18),
+        ({"type": "asha", "brackets": 2, "bracket_choice": "round_robin"}, 18),
+        # Placed by committed resource: a trial of bracket 0 costs 3 epochs with its planned
+        # promotions (1 + 2/3 + 6/9 + 18/27), one of bracket 1 costs 7 (3 + 6/3 + 18/9), so
+        # bracket 1's ninth trial comes after bracket 0's nineteenth: 28 trials.
+        ({"type": "asha", "brackets": 2}, 28),
         # As many brackets as rungs: bracket 3 starts at the top, trial 3 trains to 27.
         ({"type": "asha", "brackets": 4}, 4),
         ({"type": "sha"}, 27),
@@ -99,7 +103,13 @@ def test_an_sha_bracket_smaller_than_the_rungs_need_is_warned_of() -> None:
 
 
 @pytest.mark.parametrize(
-    "scheduler", [{"type": "asha"}, {"type": "asha", "brackets": 2}, {"type": "hyperband"}]
+    "scheduler",
+    [
+        {"type": "asha"},
+        {"type": "asha", "brackets": 2},
+        {"type": "asha", "brackets": 2, "bracket_choice": "round_robin"},
+        {"type": "hyperband"},
+    ],
 )
 def test_with_the_trials_the_rule_asks_for_a_trial_reaches_max_resource(
     scheduler: dict[str, Any],

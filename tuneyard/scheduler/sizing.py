@@ -73,10 +73,12 @@ def _trials_needed(spec: StudySpec, eta: int, top: int) -> int | None:
     number of trials does (an SHA bracket too small)."""
     sch = spec.scheduler
     if sch.type == "asha":
-        # Trials are dealt to the brackets round-robin; bracket b starts at rung b and needs
-        # eta^(top - b) of them: trial number b + (need - 1) * B is the last one it needs.
         brackets = min(sch.brackets, top + 1)
-        return min(b + (eta ** (top - b) - 1) * brackets + 1 for b in range(brackets))
+        if sch.bracket_choice == "round_robin" or sch.mode == "stopping" or brackets == 1:
+            # Trials are dealt to the brackets round-robin; bracket b starts at rung b and
+            # needs eta^(top - b) of them: trial number b + (need - 1) * B is the last one.
+            return min(b + (eta ** (top - b) - 1) * brackets + 1 for b in range(brackets))
+        return _trials_needed_by_budget(sch.min_resource, sch.max_resource, eta, brackets)
     if sch.type == "sha":
         size = sch.bracket_size or eta**top
         return eta**top if size >= eta**top else None
@@ -90,3 +92,25 @@ def _trials_needed(spec: StudySpec, eta: int, top: int) -> int | None:
         best = enough if best is None else min(best, enough)
         before += n
     return best
+
+
+def _trials_needed_by_budget(min_r: float, max_r: float, eta: int, brackets: int) -> int:
+    """The same for asynchronous Hyperband that places each trial in the bracket that has
+    committed the least resource: with promotions as planned, a trial of bracket b costs
+    ``c_b``, its first rung plus each later step times the share ``eta^-(k - b)`` promoted
+    that far; trials go, one by one, where ``admitted * c_b`` is least (ties to the lowest
+    bracket), until a bracket holds the ``eta^(top - b)`` it needs."""
+    res = geometric_rungs(min_r, max_r, eta)
+    top = len(res) - 1
+    cost = [
+        res[b] + sum((res[k] - res[k - 1]) / eta ** (k - b) for k in range(b + 1, top + 1))
+        for b in range(brackets)
+    ]
+    admitted = [0] * brackets
+    n = 0
+    while True:
+        b = min(range(brackets), key=lambda i: (admitted[i] * cost[i], i))
+        admitted[b] += 1
+        n += 1
+        if admitted[b] >= eta ** (top - b):
+            return n

@@ -148,6 +148,11 @@ class SchedulerSpec(StrictModel):
     mode: Literal["promotion", "stopping"] = "promotion"
     # asha: number of asynchronous Hyperband brackets (1 is plain ASHA).
     brackets: int = Field(default=1, ge=1, le=32)
+    # asha with several brackets, promotion mode: where a new trial goes. budget: to the
+    # bracket that has committed the least resource, counting what its running jobs will
+    # still train (Hyperband's equal budget per bracket, kept with busy workers in mind);
+    # round_robin: by trial number.
+    bracket_choice: Literal["budget", "round_robin"] = "budget"
     # sha: configurations started per bracket (default: eta ** (number of rungs - 1)).
     bracket_size: int | None = Field(default=None, ge=1, le=1_000_000)
     # median: trials that must have reached a step before the rule stops anyone there.
@@ -178,6 +183,8 @@ class SchedulerSpec(StrictModel):
             raise ValueError(f"mode 'stopping' applies to asha only, not to {self.type}")
         if self.brackets != 1 and self.type != "asha":
             raise ValueError("brackets applies to asha only (hyperband chooses its own)")
+        if self.bracket_choice != "budget" and self.type != "asha":
+            raise ValueError("bracket_choice applies to asha only (hyperband opens its own)")
         population = self.type in POPULATION_TYPES
         if self.interval is not None and self.type != "median" and not population:
             raise ValueError("interval applies to median, pbt and pb2 only")
