@@ -186,7 +186,9 @@ class Reports(Population):
         if bad_value(ctx.spec.metric, value, step) is not None or study_state == StudyState.STOPPED:
             return None
         # The row as read: the same checks as the general path's, on the same values.
-        trial = Trial(**{c.key: v for c, v in zip(_PLAIN_TRIAL_COLUMNS, found, strict=False)})
+        # A plain object: an ORM instance's instrumented construction costs more than the
+        # rest of the decision.
+        trial = _TrialRow(*found[:n])
         if sched.ladder.crossed(max(trial.rung, trial.base_rung - 1), step):
             return None
         try:
@@ -400,7 +402,7 @@ class Reports(Population):
             .execution_options(populate_existing=True)
         )
 
-    def _check_report(self, ctx: StudyContext, trial: Trial, step: float) -> None:
+    def _check_report(self, ctx: StudyContext, trial: Trial | _TrialRow, step: float) -> None:
         if trial.state != TrialState.RUNNING:
             raise Conflict(
                 f"trial {trial.id} is {trial.state}; it takes no more reports "
@@ -535,6 +537,26 @@ _COMPARED = frozenset(
 )
 
 
+@dataclass(slots=True)
+class _TrialRow:
+    """What a plain report reads of its trial: the columns of ``_PLAIN_TRIAL_COLUMNS``."""
+
+    id: int
+    parent_id: int | None
+    number: int
+    state: str
+    pending: str | None
+    bracket: int
+    base_rung: int
+    rung: int
+    resource_from: float
+    resource_to: float
+    best_score: float | None
+    score_sum: float
+    score_count: int
+    attempts: int
+
+
 @dataclass
 class _PlainWrite:
     """A plain report's decision: the report, and the values of the statements that store it."""
@@ -615,7 +637,7 @@ def _report_row(values: Sequence[Any]) -> Report:
     return Report(**{c.key: v for c, v in zip(_REPORT_COLUMNS, values, strict=True)})
 
 
-def _view(trial: Trial, best_score: float) -> TrialView:
+def _view(trial: Trial | _TrialRow, best_score: float) -> TrialView:
     """What the scheduler sees of a trial (its running statistics already updated)."""
     return TrialView(
         trial_id=trial.id,
