@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +199,10 @@ def test_the_default_is_chosen_on_the_held_in_half_by_mean_rank_then_16_workers(
     # Wild held-out results change nothing.
     changed = [{**r, "trace": [[1, -5.0]]} if r["objective"] in HELD_OUT else r for r in results]
     assert choose_default(changed).method == "ty-tpe-asha"  # type: ignore[union-attr]
+
+
+def test_the_specs_default_is_the_method_the_stored_broad_run_chooses() -> None:
+    stored = Path(__file__).parent / "results-broad" / "results.json"
+    choice = choose_default(json.loads(stored.read_text())["results"])
+    assert choice is not None
+    assert choice.method == default_method() == "ty-tpe-asha"
