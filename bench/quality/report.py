@@ -296,6 +296,84 @@ def worker_tables(results: Sequence[dict[str, Any]], objectives: Sequence[str]) 
     return "\n".join(lines)
 
 
+# -- the default method, chosen on the held-in half ------------------------------------------
+
+# The worker counts the default is chosen at. 64 is left out: with a budget of 10 full trials
+# the first rung alone takes 64 trials there, so every method ends near random search and the
+# ranking at 64 measures the budget, not the method.
+CHOICE_WORKERS = (1, 4, 16)
+
+
+@dataclass
+class DefaultChoice:
+    method: str
+    # candidate -> mean rank over every (held-in objective, worker count) cell, and the mean
+    # rank at each worker count
+    score: dict[str, float]
+    by_workers: dict[str, dict[int, float]]
+    cells: int
+    text: str
+
+
+def choose_default(
+    results: Sequence[dict[str, Any]],
+    objectives: Sequence[str] = HELD_IN,
+    workers: Sequence[int] = CHOICE_WORKERS,
+) -> DefaultChoice | None:
+    """The method a study that names no sampler or scheduler should run, by a rule fixed
+    before the numbers were read: the candidates are tuneyard's multi-fidelity methods run on
+    every (objective, worker count) cell; in each cell they are ranked by final mean (1 =
+    best, ties within ``_TIE`` share the lower rank); the lowest mean rank over all cells
+    wins, ties broken by the mean rank at the most workers, then by name. Only ``objectives``
+    (the held-in half) are read."""
+    split = by_workers([r for r in results if r["objective"] in objectives])
+    counts = [w for w in workers if w in split]
+    per = {w: cells(split[w]) for w in counts}
+    keys = [(o, w) for o in objectives for w in counts if o in per[w]]
+    if not keys:
+        return None
+    candidates = sorted(
+        {
+            m
+            for o, w in keys
+            for m in per[w][o]
+            if m in ALL and ALL[m].framework == "tuneyard" and ALL[m].multi_fidelity
+        }
+    )
+    candidates = [m for m in candidates if all(m in per[w][o] for o, w in keys)]
+    if not candidates:
+        return None
+    ranks: dict[tuple[str, int], dict[str, int]] = {}
+    for o, w in keys:
+        finals = {m: per[w][o][m].mean(1.0) for m in candidates}
+        ranks[o, w] = {
+            m: 1 + sum(v < finals[m] - _TIE for v in finals.values()) for m in candidates
+        }
+    score = {m: float(np.mean([ranks[k][m] for k in keys])) for m in candidates}
+    by_w = {
+        m: {w: float(np.mean([ranks[o, x][m] for o, x in keys if x == w])) for w in counts}
+        for m in candidates
+    }
+    most = counts[-1]
+    chosen = min(candidates, key=lambda m: (score[m], by_w[m][most], m))
+    order = sorted(candidates, key=lambda m: (score[m], by_w[m][most], m))
+    head = "| method | " + " | ".join(f"{w} w" for w in counts) + " | all |"
+    lines = [
+        f"Rule: among tuneyard's multi-fidelity methods, rank by final mean in each of the "
+        f"{len(keys)} cells (held-in objective x {', '.join(map(str, counts))} workers), "
+        f"1 = best; the lowest mean rank over the cells wins, ties broken by the mean rank at "
+        f"{most} workers. Objectives: {', '.join(dict.fromkeys(o for o, _ in keys))}.",
+        "",
+        head,
+        "|---|" + "---|" * (len(counts) + 1),
+    ]
+    for m in order:
+        row = [f"{by_w[m][w]:.2f}" for w in counts] + [f"**{score[m]:.2f}**"]
+        lines.append(f"| {_label(m)} | " + " | ".join(row) + " |")
+    lines += ["", f"Chosen: **{_label(chosen)}**."]
+    return DefaultChoice(chosen, score, by_w, len(keys), "\n".join(lines))
+
+
 @dataclass
 class HeldOut:
     rows: list[dict[str, Any]]
@@ -397,14 +475,23 @@ def _geomean(ratios: Sequence[float]) -> float:
 
 
 def broad(results: Sequence[dict[str, Any]]) -> str:
-    """The report over several worker counts: held-in tables, held-out tables, the
-    held-out comparison of the default method."""
+    """The report over several worker counts: held-in tables, held-out tables, the default
+    method chosen on the held-in half, and the held-out comparison of the spec's default."""
     present = {r["objective"] for r in results}
     parts = []
     for title, half in (("Held in", HELD_IN), ("Held out", HELD_OUT)):
         objs = [o for o in half if o in present]
         if objs:
             parts.append(f"## {title}: {', '.join(objs)}\n\n" + worker_tables(results, objs))
+    choice = choose_default(results)
+    if choice is not None:
+        default = default_method()
+        agrees = (
+            f"The spec's default (`default_method()`, what the held-out section reports) is "
+            f"{_label(default)}: "
+            + ("the chosen method." if default == choice.method else "**not** the chosen one.")
+        )
+        parts.append("## Defaults from the held-in half\n\n" + choice.text + " " + agrees + "\n")
     h = held_out(results)
     if h is not None:
         parts.append("## Held out: the default method\n\n" + h.text + "\n")

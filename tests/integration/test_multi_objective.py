@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from tests.helpers import API, drive, study_spec
 from tuneyard.api.app import create_app
 from tuneyard.settings import Settings
-from tuneyard.store.models import DecisionLog, Observation, RungEntry, Trial
+from tuneyard.store.models import DecisionLog, Observation, RungEntry, SamplerState, Trial
 
 OBJECTIVES = [
     {"metric": "val_error", "direction": "minimize"},
@@ -110,6 +110,23 @@ def test_a_two_objective_study_with_a_constraint_runs_by_fronts(
         observed = s.scalars(select(Observation).where(Observation.study_id == sid)).all()
         assert observed and all(o.scores is not None and len(o.scores) == 2 for o in observed)
         assert any(o.violation > 0 for o in observed)
+    engine.dispose()
+
+
+def test_a_study_with_two_objectives_that_names_no_sampler_runs_motpe(
+    http: TestClient, settings: Settings
+) -> None:
+    body = mo_spec(limits={"max_trials": 16, "max_concurrent": 2})
+    del body["sampler"]
+    r = http.post(f"{API}/studies", json=body)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["spec"]["sampler"]["type"] == "motpe"
+    drive(http, sid, objective=two_objectives)
+    assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
+    engine = create_engine(settings.database_url)
+    with Session(engine) as s:
+        assert s.get(SamplerState, sid) is not None  # the model was fed and kept
     engine.dispose()
 
 

@@ -191,6 +191,16 @@ def test_members_exploit_a_better_members_checkpoint_and_continue_its_curve(
     assert pop["best"]["trial_id"] == best["trial_id"]
 
 
+def test_a_population_that_names_no_sampler_is_drawn_at_random(http: TestClient) -> None:
+    body = pbt_spec()
+    del body["sampler"]
+    r = http.post(f"{API}/studies", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["sampler"]["type"] == "random"
+    members = drive(http, r.json()["id"])
+    assert len({m["trial_id"] for m in members}) == 6
+
+
 def test_a_study_without_a_population_has_no_lineage(http: TestClient) -> None:
     from tests.helpers import study_spec
 

@@ -92,6 +92,33 @@ def test_a_random_search_records_no_observations(apps: list[TestClient], databas
     engine.dispose()
 
 
+def test_a_study_that_names_no_sampler_runs_tpe(apps: list[TestClient], database_url: str) -> None:
+    http = apps[0]
+    body = study_spec(limits={"max_trials": 14, "max_concurrent": 1})
+    del body["sampler"]
+    r = http.post(f"{API}/studies", json=body)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert http.get(f"{API}/studies/{sid}").json()["spec"]["sampler"] == {
+        "type": "tpe",
+        "seed": None,
+    }
+    configs = play([http], sid)
+    assert len(configs) == 14
+    assert http.get(f"{API}/studies/{sid}").json()["state"] == "completed"
+    # The model-based path: results observed and the sampler's state kept, which random
+    # search has neither of.
+    engine = create_engine(database_url)
+    with Session(engine) as s:
+        assert s.scalars(select(Observation).where(Observation.study_id == sid)).first()
+        assert s.get(SamplerState, sid) is not None
+    engine.dispose()
+    # Options without a type are the default sampler's.
+    seeded = http.post(f"{API}/studies", json={**body, "sampler": {"seed": 4, "n_startup": 3}})
+    assert seeded.status_code == 201, seeded.text
+    assert seeded.json()["spec"]["sampler"] == {"type": "tpe", "seed": 4, "n_startup": 3}
+
+
 @pytest.mark.parametrize(
     ("sampler", "field", "words"),
     [

@@ -20,6 +20,10 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
         return Client(url, transport=httpx.MockTransport(fake.handle), retries=0)
 
     monkeypatch.setattr(common, "make_client", make_client)
-    monkeypatch.setattr(cli.console, "width", 200)  # tables unwrapped, whatever the terminal
+    # Tables unwrapped, whatever the terminal. Rich's width setter pins the width, and undoing
+    # a patch of the property would pin the width read at setup (80 without a terminal) for
+    # every later test, so that a CliRunner's COLUMNS no longer counts; the attribute the
+    # setter writes goes back to None (follow the terminal) instead.
+    monkeypatch.setattr(cli.console, "_width", 200)
     monkeypatch.delenv("TUNEYARD_API_URL", raising=False)
     return fake

@@ -19,6 +19,7 @@ from tests.spaces import (
     spaces,
 )
 from tuneyard.scheduler.samplers import GridSampler, RandomSampler, Sampler, make_sampler
+from tuneyard.scheduler.samplers.tpe import TPESampler
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import Param, SamplerSpec
 
@@ -65,7 +66,7 @@ def test_make_sampler_picks_by_type() -> None:
     search = SearchSpace(space_of(REFERENCE_GRID, "grid"))
     assert isinstance(make_sampler(SamplerSpec(type="random"), search, 1), RandomSampler)
     assert isinstance(make_sampler(SamplerSpec(type="grid"), search, 1), GridSampler)
-    assert isinstance(make_sampler(SamplerSpec(), search, 1), RandomSampler)
+    assert isinstance(make_sampler(SamplerSpec(), search, 1), TPESampler)
 
 
 # -- random search ---------------------------------------------------------------------------

@@ -9,7 +9,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tuneyard.spec import MAX_GRID_POINTS, StudySpec, grid_size
+from tuneyard.spec import (
+    DEFAULT_SAMPLER,
+    MAX_GRID_POINTS,
+    SamplerSpec,
+    StudySpec,
+    default_sampler_type,
+    grid_size,
+)
 
 REFERENCE = {
     "name": "mlp-digits",
@@ -122,3 +129,57 @@ def test_scheduler_and_limits_are_checked() -> None:
     )
     assert "max_trials" in error_text(with_(limits={"max_trials": 0}))
     assert "entrypoint" in error_text(with_(execution={"entrypoint": "no colon"}))
+
+
+def _without_sampler(**changes: Any) -> dict[str, Any]:
+    spec = with_(**changes)
+    del spec["sampler"]
+    return spec
+
+
+def test_a_study_that_names_no_sampler_gets_tpe_or_the_one_its_kind_needs() -> None:
+    assert DEFAULT_SAMPLER == "tpe"
+    assert SamplerSpec().type == "tpe"
+    assert StudySpec.model_validate(_without_sampler()).sampler.type == "tpe"
+    # Options without a type: the default type, which then checks them.
+    seeded = StudySpec.model_validate(with_(sampler={"seed": 5, "n_startup": 4}))
+    assert (seeded.sampler.type, seeded.sampler.seed, seeded.sampler.n_startup) == ("tpe", 5, 4)
+    # A population is drawn before any result: random.
+    pbt = {"type": "pbt", "population": 4, "interval": 3, "max_resource": 27}
+    population = {"scheduler": pbt, "limits": {"max_concurrent": 4}}
+    assert StudySpec.model_validate(_without_sampler(**population)).sampler.type == "random"
+    assert (
+        StudySpec.model_validate(
+            _without_sampler(**{**population, "scheduler": {**pbt, "type": "pb2"}})
+        ).sampler.type
+        == "random"
+    )
+    assert "not an option of the random sampler" in error_text(
+        with_(**population, sampler={"n_startup": 4})
+    )
+    # Several objectives or constraints: MOTPE, which ranks by fronts and feasibility.
+    two = [{"metric": "val_error"}, {"metric": "latency"}]
+    assert StudySpec.model_validate(_without_sampler(objectives=two)).sampler.type == "motpe"
+    bounded = [{"metric": "latency", "max": 2.0}]
+    assert StudySpec.model_validate(_without_sampler(constraints=bounded)).sampler.type == "motpe"
+    # A sampler named is kept whatever the study.
+    assert (
+        StudySpec.model_validate(with_(**population, sampler={"type": "sobol"})).sampler.type
+        == "sobol"
+    )
+    assert (
+        StudySpec.model_validate(with_(objectives=two, sampler={"type": "nsga2"})).sampler.type
+        == "nsga2"
+    )
+    assert default_sampler_type("asha") == "tpe"
+    assert default_sampler_type("pb2", objectives=2) == "random"
+    assert default_sampler_type(None, constraints=1) == "motpe"
+
+
+def test_a_stored_definition_keeps_the_sampler_it_was_created_with() -> None:
+    # Stored definitions are full dumps, so changing the default leaves old studies alone.
+    stored = StudySpec.model_validate(REFERENCE).model_dump(mode="json")
+    assert stored["sampler"]["type"] == "random"
+    assert StudySpec.from_stored(stored).sampler.type == "random"
+    created = StudySpec.model_validate(_without_sampler()).model_dump(mode="json")
+    assert created["sampler"] == {"type": "tpe", "seed": None}

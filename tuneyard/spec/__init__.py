@@ -10,11 +10,13 @@ definition itself (:mod:`.study`). Import the names from here.
 """
 
 from tuneyard.spec.algorithms import (
+    DEFAULT_SAMPLER,
     MULTI_OBJECTIVE_SAMPLERS,
     SAMPLER_OPTIONS,
     SamplerSpec,
     SamplerType,
     SchedulerSpec,
+    default_sampler_type,
 )
 from tuneyard.spec.grid import MAX_GRID_WORK, GridIndex, GridTooComplex, grid_size
 from tuneyard.spec.params import (
@@ -32,6 +34,7 @@ from tuneyard.spec.params import (
 from tuneyard.spec.study import MAX_ARG_LENGTH, MAX_ARGS, ExecutionSpec, LimitsSpec, StudySpec
 
 __all__ = [
+    "DEFAULT_SAMPLER",
     "MAX_ARGS",
     "MAX_ARG_LENGTH",
     "MAX_CHOICES",
@@ -54,6 +57,7 @@ __all__ = [
     "Scalar",
     "SchedulerSpec",
     "StudySpec",
+    "default_sampler_type",
     "grid_size",
     "topological_order",
 ]

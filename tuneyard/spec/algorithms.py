@@ -18,6 +18,9 @@ from tuneyard.spec.objectives import RankingMethod, ScalarizationSpec
 from tuneyard.spec.params import StrictModel
 from tuneyard.spec.pbt import MAX_POPULATION, ExploreSpec, PBTSpec
 
+# The schedulers that train a population (parameters change over a trial's life).
+POPULATION_TYPES = ("pbt", "pb2")
+
 SamplerType = Literal[
     "random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
 ]
@@ -27,6 +30,33 @@ SamplerType = Literal[
 MULTI_OBJECTIVE_SAMPLERS: frozenset[str] = frozenset(
     {"random", "grid", "sobol", "tpe", "gp", "nsga2", "motpe"}
 )
+
+# What a study that names no sampler type searches with (see default_sampler_type): TPE, chosen
+# on the held-in half of bench/quality's broad suite (bench/quality/README.md, "Defaults from
+# the held-in half"): with ASHA promotion, the default scheduler, it has the best mean rank there
+# over 1, 4 and 16 workers (tied with TPE + Hyperband, ahead of it at 16).
+DEFAULT_SAMPLER: SamplerType = "tpe"
+
+
+def default_sampler_type(
+    scheduler_type: str | None, objectives: int = 1, constraints: int = 0
+) -> SamplerType:
+    """The sampler type of a study that names none: TPE, except where it does not fit.
+
+    - A pbt or pb2 study: ``random``, as the PBT paper starts its population. The members
+      are drawn as the study starts, and their parameters change as they train, so no result
+      belongs to the one configuration a model would learn it for.
+    - A study with several objectives or with constraints: ``motpe``, TPE whose good trials
+      are chosen by non-dominated sorting with infeasible trials after feasible ones (with
+      several objectives ``tpe`` runs as MOTPE anyway; with one objective and constraints
+      plain TPE would ignore the constraints).
+    """
+    if scheduler_type in POPULATION_TYPES:
+        return "random"
+    if objectives > 1 or constraints > 0:
+        return "motpe"
+    return DEFAULT_SAMPLER
+
 
 # Which options each sampler reads; any other option given is an error that says so.
 SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
@@ -64,9 +94,10 @@ SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
 
 
 class SamplerSpec(StrictModel):
-    """How new configurations are chosen. Options left out take the sampler's default."""
+    """How new configurations are chosen. Options left out take the sampler's default; a
+    study that leaves out the type gets :func:`default_sampler_type`'s."""
 
-    type: SamplerType = "random"
+    type: SamplerType = DEFAULT_SAMPLER
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     # Model-based samplers: random configurations before the model is used.
     n_startup: int | None = Field(default=None, ge=1, le=10_000)
@@ -133,9 +164,6 @@ class SamplerSpec(StrictModel):
         """An option's value, or ``default`` when the study left it out."""
         value = getattr(self, name)
         return default if value is None else value
-
-
-POPULATION_TYPES = ("pbt", "pb2")
 
 
 class SchedulerSpec(StrictModel):

@@ -20,6 +20,7 @@ from tuneyard.spec.algorithms import (
     POPULATION_TYPES,
     SamplerSpec,
     SchedulerSpec,
+    default_sampler_type,
 )
 from tuneyard.spec.durations import parse_duration
 from tuneyard.spec.evaluation import REPLICATE_NAMES, EvaluationSpec
@@ -194,7 +195,12 @@ class StudySpec(StrictModel):
         "the hypervolume (default: derived from the trials and reported)",
     )
     space: dict[str, Param] = Field(min_length=1, max_length=MAX_PARAMS)
-    sampler: SamplerSpec = SamplerSpec()
+    sampler: SamplerSpec = Field(
+        default=SamplerSpec(),
+        description="how configurations are chosen; a definition that names no type gets tpe, "
+        "or random with a pbt or pb2 scheduler, or motpe with several objectives or "
+        "constraints",
+    )
     scheduler: SchedulerSpec = SchedulerSpec()
     limits: LimitsSpec = LimitsSpec()
     execution: ExecutionSpec | None = None
@@ -229,6 +235,28 @@ class StudySpec(StrictModel):
                     f"with objectives, leave {key} out"
                 )
         return {**data, "metric": metric, "direction": direction}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sampler(cls, data: Any) -> Any:
+        # The sampler type a definition leaves out depends on the study (see
+        # default_sampler_type), so it is filled in here rather than by the field's default.
+        # A stored definition always names its type, so the studies created before a change of
+        # the default keep the sampler they were created with.
+        if not isinstance(data, dict):
+            return data
+        sampler = data.get("sampler", {})
+        if not isinstance(sampler, dict) or "type" in sampler:
+            return data  # named, or the field's own validation says what is wrong
+        sched = data.get("scheduler")
+        sched_type = sched.get("type") if isinstance(sched, dict) else getattr(sched, "type", None)
+        objectives, constraints = data.get("objectives"), data.get("constraints")
+        kind = default_sampler_type(
+            sched_type if isinstance(sched_type, str) else None,
+            objectives=len(objectives) if isinstance(objectives, list) else 1,
+            constraints=len(constraints) if isinstance(constraints, list) else 0,
+        )
+        return {**data, "sampler": {**sampler, "type": kind}}
 
     @model_validator(mode="before")
     @classmethod
