@@ -27,7 +27,6 @@ revoked it).
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -38,11 +37,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from tuneyard.api.deps import Id, parse_id
+from tuneyard.api.errors import answer
 from tuneyard.errors import Forbidden, InvalidRequest, Unauthorized
 from tuneyard.lru import LRU
 from tuneyard.service.context import Toolkit
@@ -344,22 +343,10 @@ class AuthGate:
                 try:
                     await authorize(request, needed)
                 except Exception as exc:
-                    response = await self._error(request, exc)
+                    response = await answer(self.api, request, exc)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
-
-    async def _error(self, request: Request, exc: Exception) -> Response:
-        """The app's own answer to ``exc`` (its exception handlers map errors in one place)."""
-        handlers = self.api.exception_handlers
-        for cls in type(exc).__mro__:
-            handler = handlers.get(cls)
-            if handler is not None:
-                response = handler(request, exc)
-                if inspect.isawaitable(response):
-                    response = await response
-                return response
-        raise exc
 
 
 # What routes declare: ``@router.get(..., dependencies=[READ])``.

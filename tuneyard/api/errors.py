@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import (
     DataError,
     DisconnectionError,
@@ -54,6 +55,20 @@ def problem(
     if retry_after is not None:
         headers["Retry-After"] = str(max(0, round(retry_after)))
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
+
+
+async def answer(api: FastAPI, request: Request, exc: Exception) -> Response:
+    """The app's own answer to ``exc``, for the code that runs outside its routes (pure ASGI
+    middleware): its exception handlers map errors in one place. An error that no handler
+    maps goes up, to the 500."""
+    for cls in type(exc).__mro__:
+        handler = api.exception_handlers.get(cls)
+        if handler is not None:
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+            return response
+    raise exc
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:

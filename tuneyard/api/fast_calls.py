@@ -25,7 +25,6 @@ answers), and this is only a shorter way to their happy paths.
 
 from __future__ import annotations
 
-import inspect
 import re
 from datetime import datetime
 
@@ -38,6 +37,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneyard.api.auth import authorize, limited_to_queues
+from tuneyard.api.errors import answer
 from tuneyard.api.limits import check_report_rate
 from tuneyard.protocol import MAX_ID, HeartbeatIn, ReportIn, ReportOut
 from tuneyard.service.tokens import Scope as TokenScope
@@ -102,7 +102,7 @@ class FastCalls:
             else:
                 content = await self._heartbeat(trial_id, sent)
         except Exception as exc:
-            response = await self._error(request, exc)
+            response = await answer(self.api, request, exc)
         else:
             response = Response(content, media_type="application/json")
         await response(scope, receive, send)
@@ -124,17 +124,6 @@ class FastCalls:
         trials = TrialService(self.api.state.kit)
         lease = await run_in_threadpool(trials.heartbeat, trial_id, attempt=sent.attempt)
         return _LEASE.dump_json({"lease_expires_at": lease})
-
-    async def _error(self, request: Request, exc: Exception) -> Response:
-        """The app's own answer to ``exc``; an error no handler maps goes up, to the 500."""
-        for cls in type(exc).__mro__:
-            handler = self.api.exception_handlers.get(cls)
-            if handler is not None:
-                response = handler(request, exc)
-                if inspect.isawaitable(response):
-                    response = await response
-                return response
-        raise exc
 
 
 def _trial_call(scope: Scope) -> tuple[int, str] | None:
