@@ -24,29 +24,17 @@ from typing import Any
 
 from bench.quality.methods import ALL
 from bench.quality.objectives import OBJECTIVES
-from bench.quality.runners import Ledger, Trainer, model_seed
-from tuneyard.scheduler.samplers.base import ModelSampler, make_sampler
+from bench.quality.runners import Ledger, Trainer, model_seed, tuneyard_parts
+from tuneyard.scheduler.samplers.base import ModelSampler
 from tuneyard.scheduler.schedulers import make_scheduler
 from tuneyard.scheduler.simulator import SimTrial, Simulator
-from tuneyard.scheduler.space import SearchSpace
-from tuneyard.spec import SamplerSpec, SchedulerSpec, StudySpec
 
 
 def one(name: str, objective_name: str, seed: int, workers: int, factor: int) -> dict[str, Any]:
     method, objective = ALL[name], OBJECTIVES[objective_name]
     budget = factor * objective.max_epochs
     trainer = Trainer(objective, seed, Ledger(budget))
-    study = StudySpec.model_validate({"name": objective.name, "space": objective.space})
-    sampler = make_sampler(SamplerSpec(type=method.sampler), SearchSpace(study.space), seed)  # type: ignore[arg-type]
-    spec = SchedulerSpec(
-        type=method.scheduler,  # type: ignore[arg-type]
-        min_resource=1,
-        max_resource=objective.max_epochs,
-        reduction_factor=method.eta,
-        mode=method.mode,  # type: ignore[arg-type]
-        brackets=method.brackets,
-        **({"bracket_choice": method.bracket_choice} if method.scheduler == "asha" else {}),
-    )
+    sampler, spec = tuneyard_parts(method, objective, seed)
     best: list[Any] = [math.inf, -1, 0]
 
     def curve(t: SimTrial, step: float) -> float:

@@ -115,15 +115,10 @@ class Trainer:
 # -- tuneyard ----------------------------------------------------------------------------------
 
 
-def run_tuneyard(
-    method: Method, objective: Objective, seed: int, budget: int, workers: int
-) -> Result:
-    started = time.perf_counter()
-    ledger = Ledger(budget)
-    trainer = Trainer(objective, seed, ledger)
+def tuneyard_parts(method: Method, objective: Objective, seed: int) -> tuple[Any, SchedulerSpec]:
+    """A tuneyard method's sampler on the objective's space, and its scheduler's spec."""
     study = StudySpec.model_validate({"name": objective.name, "space": objective.space})
-    space = SearchSpace(study.space)
-    sampler = make_sampler(SamplerSpec(type=method.sampler), space, seed)  # type: ignore[arg-type]
+    sampler = make_sampler(SamplerSpec(type=method.sampler), SearchSpace(study.space), seed)  # type: ignore[arg-type]
     sched_spec = SchedulerSpec(
         type=method.scheduler,  # type: ignore[arg-type]
         min_resource=1,
@@ -133,6 +128,16 @@ def run_tuneyard(
         brackets=method.brackets,
         **({"bracket_choice": method.bracket_choice} if method.scheduler == "asha" else {}),
     )
+    return sampler, sched_spec
+
+
+def run_tuneyard(
+    method: Method, objective: Objective, seed: int, budget: int, workers: int
+) -> Result:
+    started = time.perf_counter()
+    ledger = Ledger(budget)
+    trainer = Trainer(objective, seed, ledger)
+    sampler, sched_spec = tuneyard_parts(method, objective, seed)
 
     def curve(t: SimTrial, step: float) -> float:
         return trainer.epoch(t.number, t.params, round(step))
