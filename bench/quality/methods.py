@@ -35,6 +35,7 @@ SAMPLER_LABELS = {
     "random": "random",
     "tpe": "TPE",
     "gp": "GP",
+    "mfgp": "multi-fidelity GP",
     "cmaes": "CMA-ES",
     "genetic": "genetic",
     "bohb": "BOHB",
@@ -44,6 +45,7 @@ SAMPLER_MODULES = {
     "random": "random",
     "tpe": "tpe",
     "gp": "gp",
+    "mfgp": "mfgp",
     "cmaes": "cma",
     "genetic": "genetic",
     "bohb": "bohb",
@@ -59,7 +61,7 @@ SCHEDULERS = {
 
 def tuneyard_methods() -> list[Method]:
     out = []
-    for sampler in ("random", "tpe", "gp", "cmaes", "genetic"):
+    for sampler in ("random", "tpe", "gp", "mfgp", "cmaes", "genetic"):
         for suffix, (sched, mode, brackets, label) in SCHEDULERS.items():
             out.append(
                 Method(

@@ -49,7 +49,7 @@ def play(clients: list[TestClient], sid: int) -> list[dict[str, Any]]:
     raise AssertionError("the study did not finish")
 
 
-@pytest.mark.parametrize("kind", ["tpe", "cmaes"])
+@pytest.mark.parametrize("kind", ["tpe", "cmaes", "mfgp"])
 def test_processes_taking_turns_suggest_what_one_process_would(
     apps: list[TestClient], kind: str
 ) -> None:

@@ -341,7 +341,7 @@ def test_each_type_takes_its_multi_objective_form_and_the_others_are_refused() -
         assert type(make_sampler(SamplerSpec(type=kind), space, 0, 2)) is cls  # type: ignore[arg-type]
     assert type(make_sampler(SamplerSpec(type="gp"), space, 0, 3)) is ParEGOSampler
     assert type(make_sampler(SamplerSpec(type="tpe"), space, 0, 1)) is TPESampler
-    for kind in ("cmaes", "genetic", "bohb"):
+    for kind in ("cmaes", "genetic", "bohb", "mfgp"):
         assert kind not in MULTI_OBJECTIVE_SAMPLERS
         with pytest.raises(ValueError, match=f"{kind} optimises one objective; a study with 2"):
             make_sampler(SamplerSpec(type=kind), space, 0, 2)  # type: ignore[arg-type]

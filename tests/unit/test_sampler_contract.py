@@ -17,7 +17,7 @@ from tuneyard.scheduler.samplers.registry import SAMPLERS
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.spec import SamplerSpec, StudySpec
 
-MODEL = ["tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"]
+MODEL = ["tpe", "gp", "mfgp", "cmaes", "genetic", "bohb", "nsga2", "motpe"]
 ALL = sorted(SAMPLERS)
 RESOURCES = (1.0, 3.0, 9.0)
 

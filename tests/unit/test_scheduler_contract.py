@@ -47,7 +47,19 @@ QUOTA = {"sha", "hyperband", "asha-promotion", "asha-brackets"}
 # Schedulers that always end with a completed trial (the synchronous ones may not, when the
 # budget is too small to fill a rung: a definition warning says so).
 ENDS_COMPLETED = {"fifo", "median", "asha-stopping", "asha-promotion", "asha-brackets"}
-SAMPLERS = ("random", "grid", "sobol", "tpe", "cmaes", "genetic", "bohb", "gp", "nsga2", "motpe")
+SAMPLERS = (
+    "random",
+    "grid",
+    "sobol",
+    "tpe",
+    "cmaes",
+    "genetic",
+    "bohb",
+    "gp",
+    "mfgp",
+    "nsga2",
+    "motpe",
+)
 SPACE = {
     "x": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.125},
     "y": {"type": "float", "low": 0.001, "high": 1.0, "log": True, "grid_points": 4},

@@ -22,7 +22,7 @@ from tuneyard.spec.pbt import MAX_POPULATION, ExploreSpec, PBTSpec
 POPULATION_TYPES = ("pbt", "pb2")
 
 SamplerType = Literal[
-    "random", "grid", "sobol", "tpe", "gp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
+    "random", "grid", "sobol", "tpe", "gp", "mfgp", "cmaes", "genetic", "bohb", "nsga2", "motpe"
 ]
 # The samplers a study with several objectives may name: tpe runs as MOTPE, gp as ParEGO. nsga2
 # and motpe also run a single-objective study (a genetic algorithm and TPE, constraints
@@ -65,6 +65,7 @@ SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
     "sobol": frozenset(),
     "tpe": frozenset({"n_startup", "gamma", "n_candidates", "constant_liar", "max_history"}),
     "gp": frozenset({"n_startup", "n_candidates", "max_history"}),
+    "mfgp": frozenset({"n_startup", "n_candidates", "max_history"}),
     "cmaes": frozenset({"n_startup", "sigma0", "popsize", "restarts"}),
     "genetic": frozenset(
         {
@@ -103,11 +104,11 @@ class SamplerSpec(StrictModel):
     n_startup: int | None = Field(default=None, ge=1, le=10_000)
     # tpe, motpe, bohb: the fraction of observations modelled as "good".
     gamma: float | None = Field(default=None, gt=0, le=0.5)
-    # tpe, motpe, gp, bohb: candidates scored by the acquisition function per suggestion.
+    # tpe, motpe, gp, mfgp, bohb: candidates scored by the acquisition function per suggestion.
     n_candidates: int | None = Field(default=None, ge=1, le=100_000)
     # tpe, motpe: running trials count as bad results, so parallel workers spread out.
     constant_liar: bool | None = None
-    # gp: the most recent observations the Gaussian process is fitted on; tpe: the most
+    # gp, mfgp: the most recent trials the Gaussian process is fitted on; tpe: the most
     # recent trials outside the good set that its density of bad results is fitted on.
     max_history: int | None = Field(default=None, ge=10, le=5_000)
     # cmaes: initial step size in the unit cube; population size; restart with a doubled

@@ -4,7 +4,7 @@ Two kinds of samplers:
 
 - **Stateless** (random, grid, sobol): trial n's configuration depends on the study's seed and
   n only, so two API replicas agree on trial n without sharing anything.
-- **Model-based** (tpe, gp, cmaes, genetic, bohb): they learn from results. The service feeds
+- **Model-based** (tpe, gp, mfgp, cmaes, genetic, bohb): they learn from results. The service feeds
   them :class:`Observation` s, the rung results and final values of the study's trials, in
   the order they were recorded, each once (the service keeps their watermark). Their
   state is versioned JSON, kept in the database, so any API replica continues where another

@@ -324,13 +324,15 @@ def _cholesky(k: np.ndarray) -> np.ndarray:
 
 
 class _Hyper:
-    """Kernel hyperparameters: log lengthscales per group, log signal and noise variances."""
+    """Kernel hyperparameters, as logs: the lengthscales per group, then the kernel's
+    variances (the GP's: the signal; a richer kernel has more), then the noise variance."""
 
     def __init__(self, theta: np.ndarray, n_groups: int) -> None:
         self.theta = np.asarray(theta, dtype=float)
         self.lengthscales = np.exp(self.theta[:n_groups])
-        self.signal = float(np.exp(self.theta[n_groups]))
-        self.noise = float(np.exp(self.theta[n_groups + 1]))
+        self.variances = np.exp(self.theta[n_groups:-1])
+        self.signal = float(self.variances[0])
+        self.noise = float(np.exp(self.theta[-1]))
 
 
 class _Objective:
@@ -353,41 +355,30 @@ class _Objective:
         self.ls_prior_mean = ls_prior_mean
 
     def prior(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log prior density of the log hyperparameters, and its gradient."""
-        g = self.n_groups
-        mean = np.concatenate([np.full(g, self.ls_prior_mean), [_SIGNAL_PRIOR[0]]])
-        sd = np.concatenate([np.full(g, _LS_PRIOR_SD), [_SIGNAL_PRIOR[1]]])
-        z = (theta[: g + 1] - mean) / sd
+        """Negative log prior density of the log hyperparameters, and its gradient. Every
+        variance of the kernel has the signal's prior."""
+        g, v = self.n_groups, len(theta) - self.n_groups - 1
+        mean = np.concatenate([np.full(g, self.ls_prior_mean), np.full(v, _SIGNAL_PRIOR[0])])
+        sd = np.concatenate([np.full(g, _LS_PRIOR_SD), np.full(v, _SIGNAL_PRIOR[1])])
+        z = (theta[:-1] - mean) / sd
         # Gamma on the noise variance v, as a density of log v: v^shape exp(-rate v).
-        noise = math.exp(theta[g + 1])
-        value = 0.5 * float((z * z).sum()) - _NOISE_SHAPE * theta[g + 1] + _NOISE_RATE * noise
+        noise = math.exp(theta[-1])
+        value = 0.5 * float((z * z).sum()) - _NOISE_SHAPE * theta[-1] + _NOISE_RATE * noise
         grad = np.concatenate([z / sd, [-_NOISE_SHAPE + _NOISE_RATE * noise]])
         return value, grad
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        g, n, y = self.n_groups, len(self.y), self.y
+        g = self.n_groups
         h = _Hyper(theta, g)
         inv_ls2 = h.lengthscales**-2
         r2 = np.tensordot(inv_ls2, self.sq, axes=1)
         r = np.sqrt(r2)
         e = np.exp(-_SQRT5 * r)
         kf = h.signal * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * e
-        k = kf.copy()
-        k[np.diag_indices(n)] += h.noise + _JITTER
-        if self.known is not None:
-            k[np.diag_indices(n)] += self.known
-        chol, info = lapack.dpotrf(k, lower=1, clean=1)
-        if info != 0:
-            # Numerically singular: steer the optimiser away (towards more noise).
-            grad = np.zeros_like(theta)
-            grad[g + 1] = -1.0
-            return 1e10, grad
-        alpha, _ = lapack.dpotrs(chol, y, lower=1)
-        nll = 0.5 * float(y @ alpha) + float(np.log(np.diag(chol)).sum())
-        nll += 0.5 * n * math.log(2 * math.pi)
-        kinv, _ = lapack.dpotri(chol, lower=1)
-        kinv = np.tril(kinv) + np.tril(kinv, -1).T
-        w = kinv - np.outer(alpha, alpha)
+        solved = self.solve(kf, h.noise)
+        if solved is None:
+            return self.singular(theta)
+        nll, w = solved
         # dK/d(log l_g) = -2 dK/d(r^2) * sq_g / l_g^2, and -2 dK/d(r^2) is this:
         dk = h.signal * (5.0 / 3.0) * (1.0 + _SQRT5 * r) * e
         grad = np.empty_like(theta)
@@ -396,6 +387,33 @@ class _Objective:
         grad[g + 1] = 0.5 * h.noise * float(np.trace(w))
         prior, prior_grad = self.prior(theta)
         return nll + prior, grad + prior_grad
+
+    def solve(self, kf: np.ndarray, noise: float) -> tuple[float, np.ndarray] | None:
+        """The negative log marginal likelihood of the targets under the noise-free kernel
+        matrix ``kf`` plus noise, and W = K^-1 - alpha alpha^T (the gradient with respect to
+        a log hyperparameter p is tr(W dK/dp) / 2); None when K is numerically singular."""
+        n, y = len(self.y), self.y
+        k = kf.copy()
+        k[np.diag_indices(n)] += noise + _JITTER
+        if self.known is not None:
+            k[np.diag_indices(n)] += self.known
+        chol, info = lapack.dpotrf(k, lower=1, clean=1)
+        if info != 0:
+            return None
+        alpha, _ = lapack.dpotrs(chol, y, lower=1)
+        nll = 0.5 * float(y @ alpha) + float(np.log(np.diag(chol)).sum())
+        nll += 0.5 * n * math.log(2 * math.pi)
+        kinv, _ = lapack.dpotri(chol, lower=1)
+        kinv = np.tril(kinv) + np.tril(kinv, -1).T
+        return nll, kinv - np.outer(alpha, alpha)
+
+    @staticmethod
+    def singular(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """What a numerically singular kernel matrix returns: a large value, and a gradient
+        that steers the optimiser towards more noise."""
+        grad = np.zeros_like(theta)
+        grad[-1] = -1.0
+        return 1e10, grad
 
 
 class _Posterior:
@@ -411,27 +429,41 @@ class _Posterior:
     ) -> None:
         self.hyper = hyper
         self.ls_cols = ls_cols
-        self.xs = x / ls_cols
+        self.xs = self.inputs(x)
         self.y = y
-        k = hyper.signal * _matern52(_sqdist(self.xs, self.xs))
+        k = self.kernel(self.xs, self.xs)
         k[np.diag_indices(len(y))] += hyper.noise + _JITTER
         if known is not None:
             k[np.diag_indices(len(y))] += known
         self.chol = _cholesky(k)
         self.alpha = lapack.dpotrs(self.chol, y, lower=1)[0]
 
+    # The kernel, in three parts a subclass with another kernel replaces.
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """Features as the kernel reads them: divided by their lengthscales."""
+        return x / self.ls_cols
+
+    def kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The kernel matrix between two sets of :meth:`inputs`."""
+        return self.hyper.signal * _matern52(_sqdist(a, b))
+
+    def prior_variance(self, a: np.ndarray) -> np.ndarray | float:
+        """The kernel's variance at each of these inputs (before any observation)."""
+        return self.hyper.signal
+
     def _cross(self, xq: np.ndarray) -> np.ndarray:
-        return self.hyper.signal * _matern52(_sqdist(xq / self.ls_cols, self.xs))
+        return self.kernel(self.inputs(xq), self.xs)
 
     def mean(self, xq: np.ndarray) -> np.ndarray:
         return self._cross(xq) @ self.alpha
 
     def predict(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and variance (of the latent function) at the rows of ``xq``."""
-        kq = self._cross(xq)
+        q = self.inputs(xq)
+        kq = self.kernel(q, self.xs)
         mean = kq @ self.alpha
         v = solve_triangular(self.chol, kq.T, lower=True, check_finite=False)
-        var = self.hyper.signal - (v * v).sum(0)
+        var = self.prior_variance(q) - (v * v).sum(0)
         return mean, np.maximum(var, 1e-12 * self.hyper.signal)
 
     def extend(self, xr: np.ndarray, yr: np.ndarray, noise: float) -> None:
@@ -439,8 +471,8 @@ class _Posterior:
         (O(n^2 m), not O(n^3))."""
         kxr = self._cross(xr)  # (m, n)
         b = solve_triangular(self.chol, kxr.T, lower=True, check_finite=False)  # (n, m)
-        xrs = xr / self.ls_cols
-        krr = self.hyper.signal * _matern52(_sqdist(xrs, xrs))
+        xrs = self.inputs(xr)
+        krr = self.kernel(xrs, xrs)
         krr[np.diag_indices(len(yr))] += noise + _JITTER
         c = _cholesky(krr - b.T @ b)
         n, m = len(self.y), len(yr)
@@ -602,21 +634,26 @@ class GPSampler(ModelSampler):
         self._theta = [float(v) for v in theta] if isinstance(theta, list) else None
 
     # -- the fit set -------------------------------------------------------------------------
-    def fit_set(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
-        """The trials the GP is fitted on: (numbers, unit points, resources, scores).
+    def fit_trials(self) -> list[int]:
+        """The numbers of the trials the GP is fitted on, in increasing order.
 
         All trials when there are at most ``max_history``; otherwise the best half as
         :meth:`History.ranked` orders them (further trained first, then by score) and, for the
-        rest, the most recent (highest trial numbers) of the others. Rows are in trial-number
-        order, whatever order the observations came in (a sampler restored from its state
-        holds its trials in that order, and must fit exactly what the original fits)."""
+        rest, the most recent (highest trial numbers) of the others. In trial-number order,
+        whatever order the observations came in (a sampler restored from its state holds its
+        trials in that order, and must fit exactly what the original fits)."""
         history = self.history
         if len(history) > self.max_history:
             half = self.max_history // 2
             best, rest = history.best_and_rest(half, self.max_history - half)
-            numbers = sorted(best + rest)
-        else:
-            numbers = history.numbers()
+            return sorted(best + rest)
+        return history.numbers()
+
+    def fit_set(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        """The rows the GP is fitted on, one per trial of :meth:`fit_trials` at the highest
+        resource it reached: (numbers, unit points, resources, scores)."""
+        history = self.history
+        numbers = self.fit_trials()
         top = [max(history.trials[n][1]) for n in numbers]
         r = np.array(top, dtype=float)
         s = np.array([history.trials[n][1][t] for n, t in zip(numbers, top, strict=True)], float)
@@ -640,9 +677,51 @@ class GPSampler(ModelSampler):
             sd = 1.0
         return (y - mean) / sd, mean, sd
 
+    def fit_targets(
+        self,
+        numbers: Sequence[int],
+        resources: np.ndarray,
+        scores: np.ndarray,
+        prior_rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float, float, np.ndarray | None] | None:
+        """The rows' targets as the GP fits them, (y, mean, sd, known noise variances), or
+        None when there are none or none is finite. The targets are :meth:`targets` less a
+        pessimistic prior mean (see the module docstring): the GP models their departure from
+        a high quantile of those of ``prior_rows`` (default: all rows), and the score offset
+        moves with it."""
+        if not len(scores):
+            return None
+        targets = self.targets(scores)
+        if targets is None:
+            return None
+        y, y_mean, y_sd = targets
+        prior = y if prior_rows is None else y[prior_rows]
+        prior_mean = float(np.quantile(prior, _PRIOR_MEAN_QUANTILE))
+        # A score that is a mean over folds or seeds carries its squared standard error:
+        # heteroscedastic noise the GP adds to that point's own variance (standardised).
+        noise = self.history.noise_of(numbers, resources.tolist())
+        known = None if noise is None else noise / (y_sd * y_sd)
+        return y - prior_mean, y_mean + prior_mean * y_sd, y_sd, known
+
     # -- fitting -----------------------------------------------------------------------------
+    # The kernel's variances in the log hyperparameters, between the lengthscales and the
+    # noise: the GP's signal. A subclass with a richer kernel has more (and its objective).
+    n_variances = 1
+
+    def objective(
+        self, sq: np.ndarray, y: np.ndarray, ls_mean: float, known: np.ndarray | None, rows: Any
+    ) -> _Objective:
+        """The fit's objective on these rows' squared distances (``rows`` is the subclass's
+        own per-row data, subset as the rows were)."""
+        return _Objective(sq, y, ls_mean, known)
+
     def fit_hyper(
-        self, f: np.ndarray, y: np.ndarray, groups: np.ndarray, known: np.ndarray | None = None
+        self,
+        f: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray,
+        known: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
     ) -> _Hyper:
         """Fit the kernel hyperparameters on at most HYPER_FIT_MAX rows: the best quarter by
         target and, of the rest, rows evenly spaced in trial-number order (a fixed subset, so a
@@ -657,14 +736,19 @@ class GPSampler(ModelSampler):
             keep = np.sort(np.concatenate([order[:quarter], rest[pick]]))
             f, y = f[keep], y[keep]
             known = None if known is None else known[keep]
+            rows = None if rows is None else rows[keep]
         n_groups = int(groups.max()) + 1
         sq = np.zeros((n_groups, len(y), len(y)))
         for c in range(f.shape[1]):
             diff = f[:, c][:, None] - f[:, c][None, :]
             sq[groups[c]] += diff * diff
         ls_mean = math.sqrt(2.0) + 0.5 * math.log(n_groups)
-        objective = _Objective(sq, y, ls_mean, known)
-        bounds = [_LOG_LS_BOUNDS] * n_groups + [_LOG_SIGNAL_BOUNDS, _LOG_NOISE_BOUNDS]
+        objective = self.objective(sq, y, ls_mean, known, rows)
+        bounds = (
+            [_LOG_LS_BOUNDS] * n_groups
+            + [_LOG_SIGNAL_BOUNDS] * self.n_variances
+            + [_LOG_NOISE_BOUNDS]
+        )
         lower, upper = np.array(bounds).T
         warm = self._warm_start(n_groups, ls_mean)
         if warm is not None:
@@ -673,7 +757,7 @@ class GPSampler(ModelSampler):
         else:
             # Cold: the better of the prior's centre and short lengthscales.
             starts = [
-                np.concatenate([np.full(n_groups, ls), [0.0, _NOISE_START]])
+                np.concatenate([np.full(n_groups, ls), np.zeros(self.n_variances), [_NOISE_START]])
                 for ls in (ls_mean, math.log(0.2))
             ]
             x0 = min(starts, key=lambda t: objective(np.clip(t, lower, upper))[0])
@@ -686,11 +770,11 @@ class GPSampler(ModelSampler):
             theta, value = x0, objective(x0)[0]
         else:
             value = float(res.fun)
-        if math.exp(theta[n_groups + 1]) > _NOISY:
+        if math.exp(theta[-1]) > _NOISY:
             # The likelihood has a second basin (see the module docstring): start there too and
             # keep the better of the two.
             x1 = theta.copy()
-            x1[n_groups + 1] = _INTERPOLATING_NOISE
+            x1[-1] = _INTERPOLATING_NOISE
             x1[:n_groups] = np.minimum(x1[:n_groups], ls_mean - _INTERPOLATING_LS_SHIFT)
             x1 = np.clip(x1, lower, upper)
             res1 = minimize(
@@ -705,21 +789,10 @@ class GPSampler(ModelSampler):
         """The GP fitted on the fit set, with ``running`` as kriging-believer
         pseudo-observations; None when no score is finite. Updates the warm start."""
         numbers, x, resources, scores = self.fit_set()
-        if not len(scores):
+        fitted = self.fit_targets(numbers, resources, scores)
+        if fitted is None:
             return None
-        targets = self.targets(scores)
-        if targets is None:
-            return None
-        y, y_mean, y_sd = targets
-        # A pessimistic prior mean (see the module docstring): the GP models the targets'
-        # departure from a high quantile of them, and the score offset moves with it.
-        prior_mean = float(np.quantile(y, _PRIOR_MEAN_QUANTILE))
-        y = y - prior_mean
-        y_mean += prior_mean * y_sd
-        # A score that is a mean over folds or seeds carries its squared standard error:
-        # heteroscedastic noise the GP adds to that point's own variance (standardised).
-        noise = self.history.noise_of(numbers, resources.tolist())
-        known = None if noise is None else noise / (y_sd * y_sd)
+        y, y_mean, y_sd, known = fitted
         enc = self.encoder
         _, f = enc.encode(x)
         groups = enc.groups

@@ -32,6 +32,7 @@ SAMPLERS: dict[str, Factory] = {
     "sobol": _lazy(f"{_PKG}.sobol", "SobolSampler"),
     "tpe": _lazy(f"{_PKG}.tpe", "TPESampler"),
     "gp": _lazy(f"{_PKG}.gp", "GPSampler"),
+    "mfgp": _lazy(f"{_PKG}.mfgp", "MultiFidelityGPSampler"),
     "cmaes": _lazy(f"{_PKG}.cma", "CMASampler"),
     "genetic": _lazy(f"{_PKG}.genetic", "GeneticSampler"),
     "bohb": _lazy(f"{_PKG}.bohb", "BOHBSampler"),
