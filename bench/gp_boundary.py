@@ -1,5 +1,5 @@
-"""How many of the GP sampler's suggestions lie on a boundary of the search space, on
-bench/quality's objectives, and the search quality of the same runs.
+"""How many of the GP samplers' (gp, mfgp) suggestions lie on a boundary of the search
+space, on bench/quality's objectives, and the search quality of the same runs.
 
     python bench/gp_boundary.py [--methods ty-gp-asha,ty-gp-hb] [--objectives crossing]
                                 [--seeds 10] [--procs 2] [--workers 4]
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     objectives = args.objectives.split(",")
     for m in methods:
-        if m not in ALL or ALL[m].sampler != "gp":
+        if m not in ALL or ALL[m].sampler not in ("gp", "mfgp"):
             p.error(f"--methods: {m!r} is not a GP method of bench/quality")
     for o in objectives:
         if o not in OBJECTIVES:

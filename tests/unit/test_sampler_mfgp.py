@@ -115,8 +115,10 @@ def test_the_objective_gradient_matches_finite_differences() -> None:
     t = rng.choice([0.0, 1 / 3, 2 / 3, 1.0], size=n)
     y = rng.normal(size=n)
     sq = np.stack([(x[:, c][:, None] - x[:, c][None, :]) ** 2 for c in range(d)])
-    objective = _CurveObjective(sq, y, 1.5, None, basis(t))
-    theta = np.array([-0.4, 0.3, 0.2, -0.5, -1.0, -3.0])
+    # a(x)'s groups, then b(x)'s: the same distances.
+    objective = _CurveObjective(np.concatenate([sq, sq]), y, 1.5, None, basis(t))
+    # a's lengthscales, b's, s_a, s_b, s_m, noise
+    theta = np.array([-0.4, 0.3, 0.6, -0.8, 0.2, -0.5, -1.0, -3.0])
     value, grad = objective(theta)
     for i in range(len(theta)):
         step = np.zeros_like(theta)

@@ -715,6 +715,12 @@ class GPSampler(ModelSampler):
         own per-row data, subset as the rows were)."""
         return _Objective(sq, y, ls_mean, known)
 
+    @staticmethod
+    def ls_prior_mean(n_groups: int) -> float:
+        """The centre of the log-lengthscale prior for ``n_groups`` input groups: it grows with
+        the square root of the dimension (Hvarfner et al.)."""
+        return math.sqrt(2.0) + 0.5 * math.log(n_groups)
+
     def fit_hyper(
         self,
         f: np.ndarray,
@@ -742,7 +748,7 @@ class GPSampler(ModelSampler):
         for c in range(f.shape[1]):
             diff = f[:, c][:, None] - f[:, c][None, :]
             sq[groups[c]] += diff * diff
-        ls_mean = math.sqrt(2.0) + 0.5 * math.log(n_groups)
+        ls_mean = self.ls_prior_mean(n_groups)
         objective = self.objective(sq, y, ls_mean, known, rows)
         bounds = (
             [_LOG_LS_BOUNDS] * n_groups
