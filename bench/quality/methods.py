@@ -154,6 +154,8 @@ BROAD = (
     "ty-tpe-hb",
     "ty-tpe-asha",
     "ty-gp-asha",
+    "ty-mfgp-asha",
+    "ty-mfgp-hb",
     "ty-bohb-hb",
     "op-tpe-hb",
     "op-tpe",
