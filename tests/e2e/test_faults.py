@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.e2e.stack import Deployment, assert_no_report_lost, wait_for
+from tests.e2e.stack import Deployment, assert_no_report_lost, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
 FINAL = {"completed", "stopped", "failed"}
@@ -232,8 +232,17 @@ def test_sigterm_hands_the_running_trial_back_and_another_worker_resumes_it(
     assert stopped["leaving/slot-0"]["state"] == "stopped"
 
 
-def test_a_command_line_study_pauses_and_resumes_across_workers(deployment: Deployment) -> None:
-    d = deployment
+def test_a_command_line_study_pauses_and_resumes_across_workers(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    # What this checks is pause and resume, not leases: a lease of 20 s rather than the
+    # fixture's 5, which a stalled beat on a loaded 2-core machine once outlasted (the trial
+    # was reaped and, with no retries, failed). The dead-worker tests above check the leases.
+    with running(postgres_url, redis_url, tmp_path, lease=20.0) as d:
+        _command_line_study_pauses_and_resumes(d)
+
+
+def _command_line_study_pauses_and_resumes(d: Deployment) -> None:
     queue = f"cli-{uuid.uuid4().hex[:6]}"
     d.start_pool("pool", queue, 3)
     spec = cli_spec(queue)
