@@ -6,10 +6,12 @@ lost, and every observation seen once by the sampler that reads them after its w
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from tests.helpers import curve, study_spec
 from tuneyard.errors import StudyFinished
 from tuneyard.service.context import Toolkit
 from tuneyard.service.studies import StudyService
-from tuneyard.service.trials import TrialService
+from tuneyard.service.trials import AssignmentResult, TrialService
 from tuneyard.settings import Settings
 from tuneyard.spec import StudySpec
 from tuneyard.states import LogKind, StudyState, TrialState
@@ -33,14 +35,22 @@ WORKERS = 12
 ETA = 3
 
 
-def work(trials: TrialService, sid: int, name: str, seed: int) -> Counter[str]:
-    """One worker: ``next``, a report per epoch following each decision, then ``pause`` or
-    ``complete``, until the study is over. Returns the decisions it was given."""
+def work(
+    trials: TrialService,
+    sid: int,
+    name: str,
+    seed: int,
+    next_job: Callable[[int, str], AssignmentResult | None] | None = None,
+) -> Counter[str]:
+    """One worker: ``next`` (``trials.next_job`` unless given), a report per epoch following
+    each decision, then ``pause`` or ``complete``, until the study is over. Returns the
+    decisions it was given."""
     rng = random.Random(seed)
     seen: Counter[str] = Counter()
+    ask = next_job or trials.next_job
     while True:
         try:
-            job = trials.next_job(sid, name)
+            job = ask(sid, name)
         except StudyFinished:
             return seen
         if job is None:
@@ -65,10 +75,18 @@ def work(trials: TrialService, sid: int, name: str, seed: int) -> Counter[str]:
 
 
 @pytest.mark.parametrize(
-    ("mode", "brackets"), [("promotion", 1), ("promotion", 3), ("stopping", 3)]
+    ("mode", "brackets", "batched"),
+    [
+        ("promotion", 1, False),
+        ("promotion", 3, False),
+        ("stopping", 3, False),
+        # ``next`` as the API serves it: the calls that queue meanwhile, one turn each.
+        ("promotion", 3, True),
+        ("stopping", 3, True),
+    ],
 )
 def test_a_fleet_on_rung_locks_keeps_the_books(
-    postgres_url: str, tmp_path: Path, mode: str, brackets: int
+    postgres_url: str, tmp_path: Path, mode: str, brackets: int, batched: bool
 ) -> None:
     engine = make_engine(postgres_url, pool_size=WORKERS + 2)
     kit = Toolkit(make_sessionmaker(engine), Settings(database_url=postgres_url, data_dir=tmp_path))
@@ -80,15 +98,27 @@ def test_a_fleet_on_rung_locks_keeps_the_books(
     sid = StudyService(kit).create(StudySpec.model_validate(spec)).study.id
     trials = TrialService(kit)
     gate = threading.Barrier(WORKERS)
+    loop = asyncio.new_event_loop()
+    served = threading.Thread(target=loop.run_forever, daemon=True)
+    served.start()
+
+    def through_the_api(study_id: int, name: str) -> AssignmentResult | None:
+        asked = kit.ahead.next(trials, study_id, name)
+        return asyncio.run_coroutine_threadsafe(asked, loop).result(timeout=60)
 
     def worker(i: int) -> Counter[str]:
         gate.wait()
-        return work(trials, sid, f"w{i}", seed=i)
+        return work(trials, sid, f"w{i}", seed=i, next_job=through_the_api if batched else None)
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        decided = sum(
-            (f.result() for f in [pool.submit(worker, i) for i in range(WORKERS)]), Counter()
-        )
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            decided = sum(
+                (f.result() for f in [pool.submit(worker, i) for i in range(WORKERS)]), Counter()
+            )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        served.join(10)
+        loop.close()
     # The run exercised what it is about: pauses at rungs and promotions (or stops at rungs),
     # and completions.
     ended_at_rungs = "pause" if mode == "promotion" else "stop"

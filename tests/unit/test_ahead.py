@@ -14,6 +14,7 @@ from tuneyard.scheduler.samplers.base import ModelSampler, Observation, make_sam
 from tuneyard.scheduler.space import SearchSpace
 from tuneyard.service.ahead import SAVE_EVERY, SAVE_FRACTION, StudySampler, SuggestAhead
 from tuneyard.service.trials import Suggestion
+from tuneyard.service.trials.assignment import NextCall
 from tuneyard.spec import SamplerSpec, StudySpec
 
 SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
@@ -90,15 +91,20 @@ def test_held_suggestions_are_kept_per_study_until_let_go_of() -> None:
 
 
 class _Trials:
-    """A stand-in for TrialService: each presuggest makes a suggestion; next_job records what
-    was held when it ran, and waits for ``release`` when it is set."""
+    """A stand-in for TrialService: each presuggest makes a suggestion; next_jobs records what
+    was held when it ran and the calls of its turn, waits for ``release`` when it is set,
+    and answers each call with (worker, suggestion), or raises ``fail`` once when set."""
 
     def __init__(self, ahead: SuggestAhead) -> None:
         self.ahead = ahead
         self.model = StudySampler(_sampler())
         self.made: list[Suggestion] = []
         self.seen: list[list[Suggestion]] = []
+        self.turns: list[list[str | None]] = []
         self.release: threading.Event | None = None
+        self.fail: Exception | None = None
+        # How many calls each turn answers, first to last (then all): the rest wait.
+        self.answer: list[int] = []
         self.started = threading.Event()
 
     def presuggest(self, study_id: int) -> Suggestion:
@@ -106,22 +112,23 @@ class _Trials:
         self.made.append(early)
         return early
 
-    def next_job(
-        self,
-        study_id: int,
-        worker: str | None,
-        early: Suggestion | None,
-        presuggested: bool,
-        gpus: Any = (),
-    ) -> Any:
-        assert presuggested
+    def next_jobs(
+        self, study_id: int, calls: list[NextCall], seconds: float | None = None
+    ) -> list[Any]:
         self.seen.append(self.ahead.held(study_id))
+        self.turns.append([c.worker for c in calls])
         self.started.set()
         if self.release is not None:
             assert self.release.wait(10)
-        if early is not None:
-            self.ahead.forget(study_id, early)
-        return (worker, early)
+        if self.answer:
+            calls = calls[: self.answer.pop(0)]
+        for c in calls:
+            if c.early is not None:
+                self.ahead.forget(study_id, c.early)
+        if self.fail is not None:
+            fail, self.fail = self.fail, None
+            raise fail
+        return [(c.worker, c.early) for c in calls]
 
 
 def test_a_call_suggests_while_the_previous_one_holds_the_lock() -> None:
@@ -168,6 +175,59 @@ def test_a_call_cancelled_before_its_turn_lets_go_of_its_suggestion() -> None:
 
     asyncio.run(go())
     assert len(trials.seen) == 1 and ahead.held(1) == []
+
+
+async def _queue_behind_the_first(ahead: SuggestAhead, trials: _Trials, n: int) -> list[Any]:
+    """Call ``w0``; once its turn holds the lock, calls ``w1``..``w{n}`` that suggest and
+    wait; then let the first turn go on, and return every call's answer (or error)."""
+    first = asyncio.create_task(ahead.next(trials, 1, "w0"))  # type: ignore[arg-type]
+    await asyncio.to_thread(trials.started.wait, 10)
+    rest = [
+        asyncio.create_task(ahead.next(trials, 1, f"w{i}"))  # type: ignore[arg-type]
+        for i in range(1, n + 1)
+    ]
+    while len(ahead.held(1)) < n + 1:  # all of them suggested and wait for the first turn
+        await asyncio.sleep(0.01)
+    assert trials.release is not None
+    trials.release.set()
+    return list(await asyncio.gather(first, *rest, return_exceptions=True))
+
+
+def test_calls_that_queue_while_a_turn_holds_the_lock_are_served_in_the_next_one() -> None:
+    ahead = SuggestAhead()
+    trials = _Trials(ahead)
+    trials.release = threading.Event()
+
+    results = asyncio.run(_queue_behind_the_first(ahead, trials, 4))
+    assert trials.turns == [["w0"], ["w1", "w2", "w3", "w4"]]
+    assert results == [(f"w{i}", trials.made[i]) for i in range(5)]
+    assert ahead.held(1) == [] and ahead._turns[1].idle()
+
+
+def test_calls_a_turn_had_no_time_for_go_first_in_the_next_one() -> None:
+    ahead = SuggestAhead()
+    trials = _Trials(ahead)
+    trials.release = threading.Event()
+    trials.answer = [1, 2]  # the first turn answers its one call, the second two of four
+
+    results = asyncio.run(_queue_behind_the_first(ahead, trials, 4))
+    assert trials.turns == [["w0"], ["w1", "w2", "w3", "w4"], ["w3", "w4"]]
+    # The calls left over kept their suggestions until their own turn.
+    assert trials.seen[2] == trials.made[3:]
+    assert results == [(f"w{i}", trials.made[i]) for i in range(5)]
+    assert ahead.held(1) == []
+
+
+def test_a_failed_turn_answers_its_calls_with_the_error_and_the_next_turn_is_served() -> None:
+    ahead = SuggestAhead()
+    trials = _Trials(ahead)
+    trials.release = threading.Event()
+    trials.fail = RuntimeError("database went away")
+
+    first, second = asyncio.run(_queue_behind_the_first(ahead, trials, 1))
+    assert isinstance(first, RuntimeError) and str(first) == "database went away"
+    assert second == ("w1", trials.made[1])
+    assert ahead.held(1) == []
 
 
 def test_turns_nobody_holds_are_forgotten_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """Suggesting ahead of the study's lock, as one API process does it.
 
-Each ``next`` call holds the study's row lock, so the database serves a study's calls one at a
-time anyway; a model-based suggestion, the one costly step, is therefore made before that lock
+``next`` holds the study's row lock, so the database serves a study's calls one at a time
+anyway; a model-based suggestion, the one costly step, is therefore made before that lock
 is taken (``TrialService.presuggest``). Two objects keep what this takes:
 
 - :class:`StudySampler`: a study's model-based sampler as this process holds it: the lock its
@@ -10,16 +10,17 @@ is taken (``TrialService.presuggest``). Two objects keep what this takes:
   took in since the last save). The sampler itself (``scheduler/``) is the algorithm and its
   JSON state only.
 - :class:`SuggestAhead`: the process's registry of suggestions made ahead and held until they
-  are trials, and of the turns its ``next`` calls take per study: one at a time suggests, one
-  at a time takes the study's lock, so one call's suggestion overlaps the previous call's
-  transaction.
+  are trials, and of the turns its ``next`` calls take per study: one at a time suggests, and
+  the calls that suggested while a transaction held the study's lock are served together by
+  the next one, so one call's suggestion overlaps the previous calls' transaction and the
+  lock is taken once per batch of calls, not once per call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ from tuneyard.store.models import Observation, SamplerState, Trial
 
 if TYPE_CHECKING:
     from tuneyard.service.trials import AssignmentResult, Suggestion, TrialService
+    from tuneyard.service.trials.assignment import NextCall
 
 
 # A model-based sampler's state is saved at least once per this many new observations.
@@ -152,15 +154,26 @@ class StudySampler:
         self.unsaved = 0
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """A ``next`` call waiting for its study's turn: what it asks, and where its answer goes."""
+
+    call: NextCall
+    answer: asyncio.Future[AssignmentResult | None]
+
+
 @dataclass
 class _Turns:
-    """This process's turns for the ``next`` calls of one study."""
+    """This process's turns for the ``next`` calls of one study: one call at a time suggests,
+    and the calls that have suggested wait in ``waiting`` until the task that serves them
+    (``serving``) takes them, as many as queued, into one transaction."""
 
     suggest: asyncio.Lock = field(default_factory=asyncio.Lock)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: deque[_Waiting] = field(default_factory=deque)
+    serving: asyncio.Task[None] | None = None
 
     def idle(self) -> bool:
-        return not (self.suggest.locked() or self.lock.locked())
+        return not (self.suggest.locked() or self.waiting or self.serving)
 
 
 class SuggestAhead:
@@ -169,6 +182,10 @@ class SuggestAhead:
 
     # Past this many studies, the turns nobody holds or waits for are forgotten.
     MAX_TURNS = 4096
+    # The most calls one transaction serves, and how long it may take calls in: the study's
+    # lock is held meanwhile, for every other process's calls and the study's completions.
+    MAX_BATCH = 32
+    TURN_SECONDS = 0.05
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -182,25 +199,82 @@ class SuggestAhead:
         worker: str | None,
         gpus: Sequence[dict[str, Any]] = (),
     ) -> AssignmentResult | None:
-        """The study's next piece of work (``TrialService.next_job``), its suggestion made
-        ahead of the study's lock while the previous call of this process holds it. The calls
-        wait here, in turn, holding neither a thread nor a database connection that the
-        study's reports need meanwhile. The suggestion is held until ``next_job`` has it, and
-        let go of even when the call is cancelled on the way."""
+        """The study's next piece of work (``TrialService.next_jobs``), its suggestion made
+        ahead of the study's lock while earlier calls of this process hold it. The calls
+        wait here, holding neither a thread nor a database connection that the study's
+        reports need meanwhile, and the ones that queued while a transaction held the lock
+        are served together by the next one: at many workers per study, the lock is taken
+        once per batch instead of once per call. The suggestion is held until ``next_jobs``
+        has it, and let go of even when the call is cancelled on the way."""
         turns = self._study_turns(study_id)
         async with turns.suggest:
             early = await anyio.to_thread.run_sync(trials.presuggest, study_id)
             if early is not None:  # the next call suggests after this one
                 self.hold(study_id, early)
+        from tuneyard.service.trials.assignment import NextCall  # which imports this module
+
+        me = _Waiting(
+            NextCall(worker, early, tuple(gpus)), asyncio.get_running_loop().create_future()
+        )
+        turns.waiting.append(me)
+        if turns.serving is None:
+            turns.serving = asyncio.create_task(self._serve(trials, study_id, turns))
         try:
-            async with turns.lock:
-                return await anyio.to_thread.run_sync(
-                    functools.partial(trials.next_job, study_id, worker, early, True, gpus=gpus)
-                )
+            return await me.answer
         except BaseException:
-            if early is not None:  # cancelled on the way: next_job may never have seen it
-                self.forget(study_id, early)
+            # Cancelled on the way: taken into no transaction yet, the call leaves the queue
+            # (one that a transaction took lets go of its suggestion there).
+            if me in turns.waiting:
+                turns.waiting.remove(me)
+                if early is not None:
+                    self.forget(study_id, early)
             raise
+
+    async def _serve(self, trials: TrialService, study_id: int, turns: _Turns) -> None:
+        """Serve the study's waiting calls, in turns of up to ``MAX_BATCH``, until none
+        waits. A task of its own, so that no caller's cancellation stops it."""
+        batch: list[_Waiting] = []
+        try:
+            while turns.waiting:
+                batch = []
+                while turns.waiting and len(batch) < self.MAX_BATCH:
+                    w = turns.waiting.popleft()
+                    if not w.answer.done():
+                        batch.append(w)
+                    elif w.call.early is not None:  # its caller went away meanwhile
+                        self.forget(study_id, w.call.early)
+                if not batch:
+                    continue
+                try:
+                    outcomes: list[Any] = await anyio.to_thread.run_sync(
+                        trials.next_jobs, study_id, [w.call for w in batch], self.TURN_SECONDS
+                    )
+                except Exception as e:  # each call of the turn gets the error
+                    outcomes = [e] * len(batch)
+                # The calls the turn had no time for go first in the next one.
+                turns.waiting.extendleft(reversed(batch[len(outcomes) :]))
+                batch = batch[: len(outcomes)]
+                for w, outcome in zip(batch, outcomes, strict=True):
+                    if w.answer.done():  # its caller went away
+                        continue
+                    if isinstance(outcome, Exception):
+                        w.answer.set_exception(outcome)
+                    else:
+                        w.answer.set_result(outcome)
+                batch = []
+        except BaseException:
+            # The process is stopping: the calls this task took or would have taken are
+            # cancelled, and the suggestions of those no transaction took let go of.
+            for w in batch:
+                w.answer.cancel()
+            while turns.waiting:
+                w = turns.waiting.popleft()
+                if w.call.early is not None:
+                    self.forget(study_id, w.call.early)
+                w.answer.cancel()
+            raise
+        finally:
+            turns.serving = None
 
     def held(self, study_id: int) -> list[Suggestion]:
         """The study's suggestions held until they become trials (a copy)."""
