@@ -69,6 +69,10 @@ def main(out: Path, epoch_seconds: float) -> None:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(everyone))
         os.replace(tmp, target)  # the test reads it as soon as it appears
+    # Both ranks leave together: gloo aborts a rank (std::terminate) whose peer tears the
+    # group down while it still has work on it, and a rank that dies so makes the whole
+    # launch fail, which turns a clean hand-back into one without its checkpoint.
+    dist.barrier()
     dist.destroy_process_group()
 
 
